@@ -1,0 +1,3 @@
+module github.com/ignalina/alloy/go
+
+go 1.24

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks to build and test Alloy. Idempotent and
+# quiet when everything is already there. Called by `make` targets and CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_rust=0
+command -v cargo >/dev/null 2>&1 || need_rust=1
+if [ "$need_rust" = 1 ] && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"; need_rust=0
+fi
+if [ "$need_rust" = 1 ]; then
+  echo "deps: Rust toolchain missing; installing rustup from Debian" >&2
+  apt-get update -qq && apt-get install -y -qq rustup >/dev/null
+  rustup default stable
+fi
+if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+  echo "deps: Go missing; installing golang from Debian" >&2
+  apt-get update -qq && apt-get install -y -qq golang >/dev/null
+fi
+if [ "${ALLOY_NEED_NIGHTLY:-0}" = 1 ]; then
+  rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+  rustup component list --toolchain nightly --installed | grep -q miri || rustup component add --toolchain nightly miri rust-src
+fi
+# Fetch crates and Go modules up front so later steps fail clearly if the
+# registries are unreachable.
+cargo fetch --locked -q 2>/dev/null || cargo fetch -q
+(cd go && go mod download)

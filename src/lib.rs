@@ -1,0 +1,2 @@
+//! Alloy: move Apache Arrow data between Go and Rust on one machine.
+#![deny(unsafe_op_in_unsafe_fn)]
