@@ -1,3 +1,9 @@
 module github.com/ignalina/alloy/go
 
-go 1.24
+go 1.26.0
+
+require (
+	github.com/apache/arrow-go/v18 v18.8.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	pgregory.net/rapid v1.3.0 // indirect
+)

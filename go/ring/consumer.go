@@ -1,0 +1,270 @@
+package ring
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ConsumerOptions configures Subscribe and JoinQueue.
+type ConsumerOptions struct {
+	// Wait selects how Recv waits for data; the zero value is Blocking.
+	Wait WaitStrategy
+}
+
+// Consumer is one attached reader handle: a broadcast subscriber, which sees
+// every message published after it joined, or a member of a work-queue
+// group, whose members share the messages so each is delivered to exactly
+// one of them. Recv, TryRecv and their variants must be called from one
+// goroutine at a time; leases may be released from any goroutine.
+type Consumer struct {
+	r    *Ring
+	opts ConsumerOptions
+	kind uint32
+	sub  uint32 // subscriber entry k
+	mem  uint32 // member entry j
+
+	claim, release *atomic.Uint64
+	published      *atomic.Uint64
+	closed         *atomic.Uint32
+	dataWaiters    *atomic.Uint32
+	dataFutex      *atomic.Uint32
+
+	outstanding atomic.Int64 // leases not yet released
+	closing     atomic.Bool
+	detachOnce  sync.Once
+}
+
+// Subscribe joins as a new broadcast subscriber. It starts at the current
+// head: messages published before the join are not delivered.
+func (r *Ring) Subscribe(opts ConsumerOptions) (*Consumer, error) {
+	return r.attach(kindBroadcast, 0, opts)
+}
+
+// JoinQueue joins work-queue group `group` (≥ 1), creating it at the current
+// head if it has no member yet. Each message is delivered to exactly one
+// member of the group.
+func (r *Ring) JoinQueue(group uint32, opts ConsumerOptions) (*Consumer, error) {
+	if group == 0 {
+		return nil, errBadGroup
+	}
+	return r.attach(kindQueue, group, opts)
+}
+
+func (r *Ring) attach(kind, group uint32, opts ConsumerOptions) (*Consumer, error) {
+	if err := r.acquire(); err != nil {
+		return nil, err
+	}
+	k, j, err := r.join(kind, group)
+	if err != nil {
+		r.release()
+		return nil, err
+	}
+	m := r.mem
+	off := r.lay.subOff(k)
+	return &Consumer{
+		r: r, opts: opts, kind: kind, sub: k, mem: j,
+		claim:       u64At(m, off+subClaim),
+		release:     u64At(m, off+subRelease),
+		published:   u64At(m, offPublished),
+		closed:      u32At(m, offClosed),
+		dataWaiters: u32At(m, offDataWaiters),
+		dataFutex:   u32At(m, offDataFutex),
+	}, nil
+}
+
+// Lease is one received message, read in place in the shared mapping. The
+// producer cannot reuse its slot until the lease is released, so hold it
+// only as long as needed: the slowest lease gates the whole ring.
+type Lease struct {
+	c     *Consumer
+	seq   uint64
+	data  []byte
+	flags uint32
+	done  atomic.Bool
+}
+
+// Bytes returns the message: a slice of the shared mapping, not a copy.
+// It must not be used after Release, and must not be written.
+func (l *Lease) Bytes() []byte { return l.data }
+
+// Seq returns the message's sequence number (0 for the first message ever
+// published on the ring).
+func (l *Lease) Seq() uint64 { return l.seq }
+
+// Flags returns the application flags the producer published with.
+func (l *Lease) Flags() uint32 { return l.flags }
+
+// Release gives the slot back (LAYOUT §5.2). Leases may be released in any
+// order, from any goroutine; releasing twice is a no-op.
+func (l *Lease) Release() {
+	if l.done.Swap(true) {
+		return
+	}
+	c := l.c
+	n := uint64(c.r.lay.SlotCount)
+	m := c.r.mem
+	// AcqRel RMW: our reads of the slot happen before this mark, and the
+	// mark is totally ordered with the fetch_or checks below.
+	u64At(m, c.r.lay.doneOff(c.sub, l.seq%n)).Swap(l.seq + 1)
+	for {
+		r := c.release.Load() // Acquire
+		// An RMW rather than a load, so that of two concurrent releasers of
+		// r and r+1 at least one sees the other's mark (§5.2).
+		if u64At(m, c.r.lay.doneOff(c.sub, r%n)).Or(0) != r+1 {
+			break
+		}
+		// AcqRel; pairs with the producer's Acquire load in scan. Failure
+		// means another releaser advanced it: look again.
+		c.release.CompareAndSwap(r, r+1)
+	}
+	c.r.wakeSpace()
+	l.data = nil
+	if c.outstanding.Add(-1) == 0 && c.closing.Load() {
+		c.detach()
+	}
+}
+
+// poll is one attempt of LAYOUT §5.1: a lease, io.EOF, or (nil, nil) when
+// the ring is empty for now.
+func (c *Consumer) poll() (*Lease, error) {
+	for {
+		cl := c.claim.Load()    // Acquire
+		p := c.published.Load() // Acquire; pairs with Publish's store
+		if cl >= p {
+			// closed is stored after the last publish, so re-reading
+			// published after seeing closed tells whether more will come.
+			if c.closed.Load() == 1 && c.published.Load() <= cl {
+				return nil, io.EOF
+			}
+			return nil, nil
+		}
+		if c.kind == kindBroadcast {
+			c.claim.Store(cl + 1) // sole writer of this claim
+		} else if !c.claim.CompareAndSwap(cl, cl+1) { // AcqRel; another member won cl
+			continue
+		}
+		return c.lease(cl)
+	}
+}
+
+// lease builds the lease for claimed sequence seq after checking its slot.
+func (c *Consumer) lease(seq uint64) (*Lease, error) {
+	l := &c.r.lay
+	m := c.r.mem
+	slot := l.slotOff(seq)
+	// Acquire: pairs with the Release store of the stamp in Publish, after
+	// which len, flags and the payload are complete.
+	stamp := u64At(m, slot+slotStamp).Load()
+	n := u32At(m, slot+slotLen).Load()
+	if stamp != seq+1 || n > l.SlotSize {
+		return nil, fmt.Errorf("%w: seq %d in slot %d has stamp %d, len %d", ErrCorrupt, seq, seq%uint64(l.SlotCount), stamp, n)
+	}
+	c.outstanding.Add(1)
+	p := slot + SlotHeaderSize
+	return &Lease{c: c, seq: seq, data: m[p : p+uint64(n) : p+uint64(n)], flags: u32At(m, slot+slotFlags).Load()}, nil
+}
+
+// TryRecv returns the next message without waiting: ErrEmpty when there is
+// none yet, io.EOF once the stream has ended and everything was delivered.
+func (c *Consumer) TryRecv() (*Lease, error) {
+	if c.closing.Load() {
+		return nil, ErrClosed
+	}
+	l, err := c.poll()
+	if l == nil && err == nil {
+		return nil, ErrEmpty
+	}
+	return l, err
+}
+
+// Recv waits for the next message. It returns io.EOF once the producer
+// closed the stream and every message was delivered (to this subscriber,
+// or for a queue member, to some member of the group).
+func (c *Consumer) Recv() (*Lease, error) {
+	return c.recv(context.Background(), time.Time{})
+}
+
+// RecvTimeout is Recv giving up with ErrTimeout after d.
+func (c *Consumer) RecvTimeout(d time.Duration) (*Lease, error) {
+	return c.recv(context.Background(), time.Now().Add(d))
+}
+
+// RecvContext is Recv giving up with ctx.Err() when ctx is done.
+func (c *Consumer) RecvContext(ctx context.Context) (*Lease, error) {
+	return c.recv(ctx, time.Time{})
+}
+
+// recv is LAYOUT §6.1: spin, then register as a waiter, re-check, and park
+// on data_futex in bounded slices.
+func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error) {
+	if c.closing.Load() {
+		return nil, ErrClosed
+	}
+	var b backoff
+	var stopWake func() bool
+	defer func() {
+		if stopWake != nil {
+			stopWake()
+		}
+	}()
+	for {
+		if l, err := c.poll(); l != nil || err != nil {
+			return l, err
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		slice := waitSlice
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return nil, ErrTimeout
+			}
+			slice = min(slice, left)
+		}
+		if b.snooze() || c.opts.Wait == Spin {
+			continue
+		}
+		if stopWake == nil && ctx.Done() != nil {
+			// Cancellation interrupts the futex wait. The spurious wake-up
+			// it may give other waiters is harmless: they re-check.
+			stopWake = context.AfterFunc(ctx, func() { futexWakeAll(c.dataFutex) })
+		}
+		c.dataWaiters.Add(1) // SeqCst; the Dekker pair with Publish (§6.1)
+		f := c.dataFutex.Load()
+		l, err := c.poll()
+		if l == nil && err == nil && ctx.Err() == nil {
+			futexWaitOn(c.dataFutex, f, slice)
+		}
+		c.dataWaiters.Add(^uint32(0))
+		if l != nil || err != nil {
+			return l, err
+		}
+		b = backoff{}
+	}
+}
+
+// Close detaches the consumer once its outstanding leases are released
+// (leases keep their subscriber alive, LAYOUT §5.3). Messages claimed and
+// never released stay unreleased; unclaimed ones go to the other members of
+// a queue group.
+func (c *Consumer) Close() error {
+	if c.closing.Swap(true) {
+		return ErrClosed
+	}
+	if c.outstanding.Load() == 0 {
+		c.detach()
+	}
+	return nil
+}
+
+func (c *Consumer) detach() {
+	c.detachOnce.Do(func() {
+		c.r.leave(c.sub, c.mem)
+		c.r.release()
+	})
+}

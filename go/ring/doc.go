@@ -1,0 +1,27 @@
+// Package ring is the pure-Go implementation of the Alloy shared-memory ring
+// (doc/LAYOUT.md, version 1): one producer publishes variable-length messages
+// into fixed-size slots of a region mapped by several processes, and
+// consumers read them in place, without copying.
+//
+// A region is created by name under /dev/shm (Create, Open, Remove) or as a
+// sealed memfd passed to other processes by inheritance or SCM_RIGHTS
+// (CreateAnonymous, OpenFd, SendFd, RecvFd). On it:
+//
+//   - a Producer reserves a slot, writes the payload in place and publishes
+//     it (Reserve, Publish; Send copies for you). When the slowest subscriber
+//     is a whole ring behind, its Backpressure either fails with ErrFull or
+//     blocks, optionally until a timeout (ErrTimeout).
+//   - a broadcast Consumer (Subscribe) receives every message published after
+//     it joined; work-queue members (JoinQueue with one group id) share the
+//     messages so that each goes to exactly one of them.
+//   - Recv returns a Lease whose Bytes alias the shared slot. The slot is
+//     reused only after Release; leases may be released in any order.
+//   - After Producer.Close, consumers drain what was published and then get
+//     io.EOF (unwrapped, as the io convention asks).
+//
+// The Rust crate alloy-shm implements the same layout; the two interoperate
+// on one region. All cross-process fields are accessed with sync/atomic,
+// whose sequentially consistent operations are at least as strong as the
+// orderings LAYOUT.md names. Errors wrap the sentinels of this package; test
+// for them with errors.Is.
+package ring

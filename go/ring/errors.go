@@ -1,0 +1,45 @@
+package ring
+
+import "errors"
+
+// Sentinel errors. Functions wrap them with detail (fmt.Errorf("%w: ...")),
+// so test for them with errors.Is. End-of-stream is reported as io.EOF,
+// returned unwrapped as the io package's convention asks.
+var (
+	// ErrBadMagic: the region does not start with "ALLOYSHM" (LAYOUT §7).
+	ErrBadMagic = errors.New("alloy: bad magic")
+	// ErrVersionMismatch: the region uses another layout version.
+	ErrVersionMismatch = errors.New("alloy: layout version mismatch")
+	// ErrTruncated: the file is shorter than the header or than total_size.
+	ErrTruncated = errors.New("alloy: region truncated")
+	// ErrInvalidLayout: a configuration field is out of bounds or total_size
+	// disagrees with the computed layout; also returned for an invalid Config.
+	ErrInvalidLayout = errors.New("alloy: invalid layout")
+	// ErrNotInitialized: magic stayed zero for 1 s, so the creator never
+	// finished (or died while) writing the header.
+	ErrNotInitialized = errors.New("alloy: region not initialized")
+	// ErrNotSealed: an anonymous region's fd lacks the seals of LAYOUT §1, so a
+	// peer could shrink it under us.
+	ErrNotSealed = errors.New("alloy: memfd is not sealed")
+	// ErrProducerExists: another producer is attached.
+	ErrProducerExists = errors.New("alloy: a producer is already attached")
+	// ErrFull: the ring is full for the slowest subscriber and the
+	// back-pressure policy is Fail.
+	ErrFull = errors.New("alloy: ring full")
+	// ErrTimeout: a blocking call's deadline passed.
+	ErrTimeout = errors.New("alloy: timed out")
+	// ErrEmpty: TryRecv found no message (the stream has not ended).
+	ErrEmpty = errors.New("alloy: no message available")
+	// ErrMessageTooLarge: a message is longer than slot_size; nothing was written.
+	ErrMessageTooLarge = errors.New("alloy: message too large")
+	// ErrTableFull: no free subscriber or member entry.
+	ErrTableFull = errors.New("alloy: subscriber table full")
+	// ErrCorrupt: the shared memory contradicts the protocol (a correct peer
+	// never causes this).
+	ErrCorrupt = errors.New("alloy: shared memory corrupt")
+	// ErrSchemaTooLarge: schema bytes exceed schema_capacity.
+	ErrSchemaTooLarge = errors.New("alloy: schema too large")
+	// ErrClosed: the handle was closed, or the stream was closed before the
+	// producer attached.
+	ErrClosed = errors.New("alloy: closed")
+)

@@ -1,0 +1,275 @@
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// BackpressureKind selects what a producer does when the ring is full.
+type BackpressureKind int
+
+const (
+	// Fail makes Reserve return ErrFull at once.
+	Fail BackpressureKind = iota
+	// Block makes Reserve wait for the slowest subscriber to release a slot.
+	Block
+)
+
+// Backpressure is the producer's policy for a full ring.
+type Backpressure struct {
+	// Kind is Fail or Block.
+	Kind BackpressureKind
+	// Timeout bounds a Block wait; Reserve then returns ErrTimeout. Zero
+	// means wait forever.
+	Timeout time.Duration
+}
+
+// ProducerOptions configures NewProducer.
+type ProducerOptions struct {
+	// Backpressure applies when the slowest subscriber is N messages behind.
+	Backpressure Backpressure
+}
+
+// Producer is the single writer of a ring (LAYOUT §4). It is not safe for
+// concurrent use: one goroutine reserves and publishes.
+type Producer struct {
+	r    *Ring
+	opts ProducerOptions
+	pid  uint32
+
+	next        uint64 // sequence of the next message
+	limit       uint64 // cached gate: sequences < limit are free to write
+	cachedEpoch uint64
+	scanned     bool // limit and cachedEpoch are valid
+	reserved    bool
+	closed      bool
+
+	// Hot-path words, resolved once.
+	published   *atomic.Uint64
+	tableEpoch  *atomic.Uint64
+	dataWaiters *atomic.Uint32
+	dataFutex   *atomic.Uint32
+	spaceWaiter *atomic.Uint32
+	spaceFutex  *atomic.Uint32
+	heartbeat   *atomic.Uint64
+}
+
+// NewProducer attaches the ring's one producer. It fails with
+// ErrProducerExists if another is attached and ErrClosed if the stream was
+// already closed (no message may follow end-of-stream). A producer that
+// detached without closing left `published` behind; this one continues there.
+func (r *Ring) NewProducer(opts ProducerOptions) (*Producer, error) {
+	if err := r.acquire(); err != nil {
+		return nil, err
+	}
+	m := r.mem
+	p := &Producer{
+		r: r, opts: opts, pid: r.env.pid(),
+		published:   u64At(m, offPublished),
+		tableEpoch:  u64At(m, offTableEpoch),
+		dataWaiters: u32At(m, offDataWaiters),
+		dataFutex:   u32At(m, offDataFutex),
+		spaceWaiter: u32At(m, offSpaceWaiters),
+		spaceFutex:  u32At(m, offSpaceFutex),
+		heartbeat:   u64At(m, offProducerHeartbeat),
+	}
+	// SeqCst CAS, as §4 asks: the one attach point for producers.
+	pidWord := u32At(m, offProducerPid)
+	if !pidWord.CompareAndSwap(0, p.pid) {
+		r.release()
+		return nil, fmt.Errorf("%w: pid %d", ErrProducerExists, pidWord.Load())
+	}
+	if u32At(m, offClosed).Load() == 1 {
+		pidWord.Store(0)
+		r.release()
+		return nil, fmt.Errorf("%w: the stream has ended", ErrClosed)
+	}
+	p.heartbeat.Store(r.env.monoNs())
+	p.next = p.published.Load() // we are now its only writer
+	return p, nil
+}
+
+// MaxMessageSize is the largest message the ring accepts (slot_size).
+func (p *Producer) MaxMessageSize() int { return int(p.r.lay.SlotSize) }
+
+// scan computes the gate of LAYOUT §4: the slowest live subscriber's release
+// cursor plus N, or "unlimited" when nobody subscribes.
+func (p *Producer) scan() uint64 {
+	l := &p.r.lay
+	lowest := uint64(math.MaxUint64)
+	for k := uint32(0); k < l.MaxSubscribers; k++ {
+		off := l.subOff(k)
+		st := u32At(p.r.mem, off+subState).Load() // SeqCst, §4
+		if st != stateJoining && st != stateActive {
+			continue
+		}
+		// Pairs with the releasing CAS in Lease.Release: the subscriber's
+		// reads of the slot happen before we overwrite it.
+		if rel := u64At(p.r.mem, off+subRelease).Load(); rel < lowest {
+			lowest = rel
+		}
+	}
+	if lowest == math.MaxUint64 {
+		return math.MaxUint64
+	}
+	return lowest + uint64(l.SlotCount)
+}
+
+// hasSpace is steps 2 of reserve: rescan when the table changed or the
+// cached gate is exhausted.
+func (p *Producer) hasSpace() bool {
+	// SeqCst; §5.3 explains why this load, made after publishing next-1,
+	// keeps a concurrently joining subscriber safe.
+	e := p.tableEpoch.Load()
+	if !p.scanned || e != p.cachedEpoch || p.next >= p.limit {
+		p.cachedEpoch, p.limit, p.scanned = e, p.scan(), true
+	}
+	return p.next < p.limit
+}
+
+// Reserve claims the next slot for a message of n bytes and returns its
+// payload, to be filled in place and then made visible with Publish. The
+// slice is valid until Publish or the next Reserve. With Block back-pressure
+// Reserve waits for space (ErrTimeout after the timeout); with Fail it
+// returns ErrFull. A message longer than the slot is refused with
+// ErrMessageTooLarge before anything is written.
+func (p *Producer) Reserve(n int) ([]byte, error) {
+	if p.closed {
+		return nil, ErrClosed
+	}
+	if n < 0 || uint64(n) > uint64(p.r.lay.SlotSize) {
+		return nil, fmt.Errorf("%w: len %d, max %d", ErrMessageTooLarge, n, p.r.lay.SlotSize)
+	}
+	p.reserved = false
+	if !p.hasSpace() {
+		if p.opts.Backpressure.Kind != Block {
+			return nil, fmt.Errorf("%w: message %d waits for sequence %d to be released", ErrFull, p.next, p.next-uint64(p.r.lay.SlotCount))
+		}
+		if err := p.waitSpace(); err != nil {
+			return nil, err
+		}
+	}
+	p.reserved = true
+	off := p.r.lay.slotOff(p.next) + SlotHeaderSize
+	return p.r.mem[off : off+uint64(n) : off+uint64(p.r.lay.SlotSize)], nil
+}
+
+// waitSpace is LAYOUT §6.2: spin on the gate, then park on space_futex in
+// bounded slices, refreshing the heartbeat so peers can see we are alive.
+func (p *Producer) waitSpace() error {
+	var deadline time.Time
+	if t := p.opts.Backpressure.Timeout; t > 0 {
+		deadline = time.Now().Add(t)
+	}
+	var b backoff
+	for b.snooze() {
+		if p.hasSpace() {
+			return nil
+		}
+	}
+	for {
+		slice := waitSlice
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return fmt.Errorf("%w: no free slot for message %d", ErrTimeout, p.next)
+			}
+			slice = min(slice, left)
+		}
+		p.spaceWaiter.Add(1)
+		f := p.spaceFutex.Load()
+		// The rescan after registering is what makes a release between our
+		// last check and the wait impossible to miss (§6.2).
+		if p.hasSpace() {
+			p.spaceWaiter.Add(^uint32(0))
+			return nil
+		}
+		futexWaitOn(p.spaceFutex, f, slice)
+		p.spaceWaiter.Add(^uint32(0))
+		p.heartbeat.Store(p.r.env.monoNs())
+		if p.hasSpace() {
+			return nil
+		}
+	}
+}
+
+// Publish makes the reserved message visible with its first n bytes (n ≤
+// the reserved length's slot capacity) and the application flags.
+func (p *Producer) Publish(n int, flags uint32) error {
+	if !p.reserved {
+		return errors.New("alloy: Publish without a successful Reserve")
+	}
+	if n < 0 || uint64(n) > uint64(p.r.lay.SlotSize) {
+		return fmt.Errorf("%w: len %d, max %d", ErrMessageTooLarge, n, p.r.lay.SlotSize)
+	}
+	p.reserved = false
+	slot := p.r.lay.slotOff(p.next)
+	m := p.r.mem
+	u32At(m, slot+slotLen).Store(uint32(n)) // Relaxed in §4; ordered by the stamp
+	u32At(m, slot+slotFlags).Store(flags)
+	// Release: pairs with the consumer's Acquire load of the stamp, which
+	// then sees the payload, len and flags.
+	u64At(m, slot+slotStamp).Store(p.next + 1)
+	p.next++
+	// SeqCst: pairs with the consumers' loads of `published` (§5.1) and,
+	// with the data_waiters load below, forms the Dekker pair of §6.1.
+	p.published.Store(p.next)
+	if p.dataWaiters.Load() != 0 {
+		p.dataFutex.Add(1)
+		futexWakeAll(p.dataFutex)
+	}
+	return nil
+}
+
+// Send copies b into the next slot and publishes it with flags: Reserve,
+// copy, Publish.
+func (p *Producer) Send(b []byte, flags uint32) error {
+	buf, err := p.Reserve(len(b))
+	if err != nil {
+		return err
+	}
+	copy(buf, b)
+	return p.Publish(len(b), flags)
+}
+
+// Published returns the number of messages published so far.
+func (p *Producer) Published() uint64 { return p.next }
+
+// SetSchema publishes the stream's schema bytes for late joiners (LAYOUT
+// §9); ErrSchemaTooLarge if they exceed schema_capacity.
+func (p *Producer) SetSchema(b []byte) error {
+	if p.closed {
+		return ErrClosed
+	}
+	return p.r.setSchema(b)
+}
+
+// Close ends the stream: consumers drain what was published and then get
+// io.EOF. The producer is detached afterwards.
+func (p *Producer) Close() error {
+	if p.closed {
+		return ErrClosed
+	}
+	m := p.r.mem
+	u32At(m, offClosed).Store(1) // SeqCst; pairs with the consumers' Acquire load
+	p.dataFutex.Add(1)
+	futexWakeAll(p.dataFutex)
+	return p.detach()
+}
+
+// Detach leaves the stream open: a later producer may attach and continue.
+func (p *Producer) Detach() error {
+	if p.closed {
+		return ErrClosed
+	}
+	return p.detach()
+}
+
+func (p *Producer) detach() error {
+	p.closed = true
+	u32At(p.r.mem, offProducerPid).Store(0)
+	return p.r.release()
+}

@@ -1,0 +1,244 @@
+package ring
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// env supplies the pid and clocks written into the region. Tests replace it
+// to reproduce the fixed values of the LAYOUT §10 vectors; nothing else may.
+type env struct {
+	pid    func() uint32
+	monoNs func() uint64 // CLOCK_MONOTONIC, for heartbeats
+	realNs func() uint64 // CLOCK_REALTIME, for created_ns
+}
+
+func newEnv() env {
+	return env{
+		pid: func() uint32 { return uint32(os.Getpid()) },
+		monoNs: func() uint64 {
+			var ts unix.Timespec
+			unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+			return uint64(ts.Nano())
+		},
+		realNs: func() uint64 { return uint64(time.Now().UnixNano()) },
+	}
+}
+
+// Ring is one mapping of an Alloy region. Producers and consumers are
+// attached to it; the mapping stays until the Ring and every handle made
+// from it are closed, so a Lease's bytes can never dangle.
+type Ring struct {
+	mem []byte
+	lay Layout
+	env env
+	reg *region // nil for in-memory rings used by tests
+
+	mu      sync.Mutex
+	handles int  // the Ring itself plus attached producers and consumers
+	closed  bool // Close was called on the Ring itself
+}
+
+func platformOK() error {
+	if strconv.IntSize != 64 || binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+		return fmt.Errorf("%w: Alloy regions need a little-endian 64-bit platform", ErrInvalidLayout)
+	}
+	return nil
+}
+
+func newRing(mem []byte, l Layout, e env, reg *region) *Ring {
+	return &Ring{mem: mem[:l.TotalSize], lay: l, env: e, reg: reg, handles: 1}
+}
+
+// Create makes a new named region /dev/shm/<name> (mode 0600, which must not
+// exist yet) with the given geometry and maps it.
+func Create(name string, cfg Config) (*Ring, error) {
+	if err := platformOK(); err != nil {
+		return nil, err
+	}
+	l, err := cfg.Layout()
+	if err != nil {
+		return nil, err
+	}
+	reg, err := createNamed(name, l)
+	if err != nil {
+		return nil, err
+	}
+	e := newEnv()
+	writeHeader(reg.mem, l, e.pid(), e.realNs())
+	return newRing(reg.mem, l, e, reg), nil
+}
+
+// Open maps the existing named region /dev/shm/<name> after checking that it
+// is ours and valid (LAYOUT §7).
+func Open(name string) (*Ring, error) {
+	if err := platformOK(); err != nil {
+		return nil, err
+	}
+	reg, l, err := openNamed(name)
+	if err != nil {
+		return nil, err
+	}
+	return newRing(reg.mem, l, newEnv(), reg), nil
+}
+
+// CreateAnonymous makes a sealed memfd region named "alloy:<label>". Hand it
+// to other processes with Fd (inheritance) or SendFd (SCM_RIGHTS).
+func CreateAnonymous(label string, cfg Config) (*Ring, error) {
+	if err := platformOK(); err != nil {
+		return nil, err
+	}
+	l, err := cfg.Layout()
+	if err != nil {
+		return nil, err
+	}
+	reg, err := createAnonymous(label, l)
+	if err != nil {
+		return nil, err
+	}
+	e := newEnv()
+	writeHeader(reg.mem, l, e.pid(), e.realNs())
+	return newRing(reg.mem, l, e, reg), nil
+}
+
+// OpenFd maps the sealed memfd region behind fd, refusing it with
+// ErrNotSealed unless it carries F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL. The
+// Ring works on its own duplicate: the caller still owns fd.
+func OpenFd(fd int) (*Ring, error) {
+	if err := platformOK(); err != nil {
+		return nil, err
+	}
+	reg, l, err := openFd(fd)
+	if err != nil {
+		return nil, err
+	}
+	return newRing(reg.mem, l, newEnv(), reg), nil
+}
+
+// Layout returns the region's geometry.
+func (r *Ring) Layout() Layout { return r.lay }
+
+// Fd returns the region's file descriptor (close-on-exec), or -1 for a ring
+// not backed by a file. It stays owned by the Ring.
+func (r *Ring) Fd() int {
+	if r.reg == nil {
+		return -1
+	}
+	return r.reg.fd
+}
+
+// Name returns the name of a named region, or "" for an anonymous one.
+func (r *Ring) Name() string {
+	if r.reg == nil {
+		return ""
+	}
+	return r.reg.name
+}
+
+// acquire registers a producer or consumer, which keeps the mapping alive.
+func (r *Ring) acquire() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	r.handles++
+	return nil
+}
+
+// release drops one registration and unmaps after the last.
+func (r *Ring) release() error {
+	r.mu.Lock()
+	r.handles--
+	last := r.handles == 0
+	r.mu.Unlock()
+	if last && r.reg != nil {
+		return r.reg.close()
+	}
+	return nil
+}
+
+// Close releases the Ring's own hold on the mapping. Producers and consumers
+// made from it keep working; the region is unmapped when the last of them is
+// closed too. Close does not remove a named region (see Remove).
+func (r *Ring) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	r.closed = true
+	r.mu.Unlock()
+	return r.release()
+}
+
+// Schema returns a copy of the schema bytes the producer published (LAYOUT
+// §9), or nil if none was published yet.
+func (r *Ring) Schema() ([]byte, error) {
+	seq := u32At(r.mem, offSchemaSeq)
+	var b backoff
+	for {
+		// Pairs with the Release (second) increment in setSchema.
+		s1 := seq.Load()
+		if s1 == 0 {
+			return nil, nil
+		}
+		if s1%2 == 1 {
+			b.snooze()
+			continue
+		}
+		n := u32At(r.mem, offSchemaLen).Load()
+		if n > r.lay.SchemaCapacity {
+			return nil, fmt.Errorf("%w: schema_len %d exceeds capacity %d", ErrCorrupt, n, r.lay.SchemaCapacity)
+		}
+		out := make([]byte, n)
+		copyWordsOut(out, r.mem, r.lay.SchemaOff)
+		// Go's atomic loads order the copy before this reload, as the
+		// Acquire fence of §9 does.
+		if seq.Load() == s1 {
+			return out, nil
+		}
+	}
+}
+
+// setSchema writes the schema area as the seqlock writer of LAYOUT §9.
+func (r *Ring) setSchema(b []byte) error {
+	if uint64(len(b)) > uint64(r.lay.SchemaCapacity) {
+		return fmt.Errorf("%w: %d bytes, capacity %d", ErrSchemaTooLarge, len(b), r.lay.SchemaCapacity)
+	}
+	seq := u32At(r.mem, offSchemaSeq)
+	seq.Add(1) // odd: readers retry (SeqCst, as §9 asks)
+	copyWordsIn(r.mem, r.lay.SchemaOff, b)
+	u32At(r.mem, offSchemaLen).Store(uint32(len(b)))
+	seq.Add(1) // even again; pairs with the readers' Acquire loads
+	return nil
+}
+
+// copyWordsIn writes b at off with 8-byte atomic stores, so a concurrent
+// seqlock reader is a well-defined (if retried) read rather than a data race.
+// The last partial word is merged with the bytes already there, leaving the
+// area beyond len(b) exactly as a byte-wise copy would.
+func copyWordsIn(mem []byte, off uint64, b []byte) {
+	var w [8]byte
+	for i := 0; i < len(b); i += 8 {
+		p := u64At(mem, off+uint64(i))
+		binary.LittleEndian.PutUint64(w[:], p.Load())
+		copy(w[:], b[i:])
+		p.Store(binary.LittleEndian.Uint64(w[:]))
+	}
+}
+
+// copyWordsOut fills out from off with 8-byte atomic loads.
+func copyWordsOut(out []byte, mem []byte, off uint64) {
+	var w [8]byte
+	for i := 0; i < len(out); i += 8 {
+		binary.LittleEndian.PutUint64(w[:], u64At(mem, off+uint64(i)).Load())
+		copy(out[i:], w[:])
+	}
+}

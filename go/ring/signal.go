@@ -1,0 +1,83 @@
+package ring
+
+import (
+	"math"
+	"runtime"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// waitSlice bounds every futex wait (LAYOUT §6): a lost wake-up can only
+// delay a waiter, never hang it.
+const waitSlice = 100 * time.Millisecond
+
+// Shared (not FUTEX_PRIVATE_FLAG) operations: the waker is usually another
+// process, and private futexes are keyed by address space.
+const (
+	futexWait = 0 // FUTEX_WAIT
+	futexWake = 1 // FUTEX_WAKE
+)
+
+// WaitStrategy says how a consumer waits for data.
+type WaitStrategy int
+
+const (
+	// Blocking spins briefly, then parks on the data futex (LAYOUT §6.1).
+	Blocking WaitStrategy = iota
+	// Spin never parks: lowest latency, one busy core per consumer.
+	Spin
+)
+
+// futexWaitOn sleeps while *w == val, for at most d. Every outcome (woken,
+// value changed, timeout, signal) just returns: callers re-check their
+// condition, so the cause does not matter.
+func futexWaitOn(w *atomic.Uint32, val uint32, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	ts := unix.NsecToTimespec(int64(d))
+	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWait, uintptr(val),
+		uintptr(unsafe.Pointer(&ts)), 0, 0)
+}
+
+// futexWakeAll wakes every waiter on w, in any process.
+func futexWakeAll(w *atomic.Uint32) {
+	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWake, math.MaxInt32, 0, 0, 0)
+}
+
+// backoff is the spin phase of LAYOUT §6: busy-wait rounds that double, then
+// yields, about 1–20 µs in total before the caller parks.
+type backoff struct{ step int }
+
+const (
+	spinRounds  = 6  // busy rounds of 1, 2, … 32 iterations of spinPause
+	yieldRounds = 10 // then this many yields
+)
+
+// spinSink keeps the compiler from deleting the busy loop.
+var spinSink atomic.Uint32
+
+func spinPause(n int) {
+	for i := 0; i < n; i++ {
+		spinSink.Load()
+	}
+}
+
+// snooze waits one round. It returns false once the spin budget is spent
+// and the caller should park; spin-forever callers ignore the result.
+func (b *backoff) snooze() bool {
+	switch {
+	case b.step < spinRounds:
+		spinPause(4 << b.step)
+	default:
+		runtime.Gosched()
+	}
+	if b.step < spinRounds+yieldRounds {
+		b.step++
+		return true
+	}
+	return false
+}

@@ -1,0 +1,144 @@
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+)
+
+// lockTable takes table_lock (LAYOUT §5.3): CAS 0 → pid, spinning briefly,
+// then sleeping 50 µs between tries. Goroutines of one process share a pid,
+// which is fine: the CAS only ever succeeds on 0.
+func (r *Ring) lockTable(pid uint32) {
+	lock := u32At(r.mem, offTableLock)
+	// Acquire: pairs with the Release store in unlockTable, so the previous
+	// holder's table writes are visible.
+	for i := 0; !lock.CompareAndSwap(0, pid); i++ {
+		if i < 64 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+}
+
+func (r *Ring) unlockTable() {
+	u32At(r.mem, offTableLock).Store(0) // Release, pairs with lockTable's CAS
+}
+
+// wakeSpace is §5.2 step 3: wake a producer parked on a full ring, paying a
+// system call only when one is parked.
+func (r *Ring) wakeSpace() {
+	if u32At(r.mem, offSpaceWaiters).Load() != 0 { // SeqCst; pairs with the producer's increment
+		f := u32At(r.mem, offSpaceFutex)
+		f.Add(1)
+		futexWakeAll(f)
+	}
+}
+
+// join attaches one consumer handle: a new broadcast subscriber, or a member
+// of queue group `group` (creating the group's subscriber entry if it is
+// the first member). It returns the subscriber and member indices.
+func (r *Ring) join(kind, group uint32) (k, j uint32, err error) {
+	l := &r.lay
+	m := r.mem
+	pid := r.env.pid()
+	r.lockTable(pid)
+	defer r.unlockTable()
+
+	j, ok := findEntry(l.MaxMembers, func(j uint32) bool {
+		return u32At(m, l.memberOff(j)+memState).Load() == stateFree
+	})
+	if !ok {
+		return 0, 0, fmt.Errorf("%w: all %d member entries are in use", ErrTableFull, l.MaxMembers)
+	}
+	joined := false
+	if kind == kindQueue {
+		k, joined = findEntry(l.MaxSubscribers, func(k uint32) bool {
+			off := l.subOff(k)
+			return u32At(m, off+subState).Load() == stateActive &&
+				u32At(m, off+subKind).Load() == kindQueue &&
+				u32At(m, off+subGroup).Load() == group
+		})
+		if joined {
+			// Members share the group's cursors: this one gets whatever is
+			// still unclaimed.
+			u32At(m, l.subOff(k)+subMembers).Add(1)
+		}
+	}
+	if !joined {
+		k, ok = findEntry(l.MaxSubscribers, func(k uint32) bool {
+			return u32At(m, l.subOff(k)+subState).Load() == stateFree
+		})
+		if !ok {
+			return 0, 0, fmt.Errorf("%w: all %d subscriber entries are in use", ErrTableFull, l.MaxSubscribers)
+		}
+		r.newSubscriber(k, kind, group, pid)
+	}
+	off := l.memberOff(j)
+	u32At(m, off+memSubscriber).Store(k)
+	u32At(m, off+memPid).Store(pid)
+	u64At(m, off+memHeartbeat).Store(r.env.monoNs())
+	u32At(m, off+memState).Store(stateActive)
+	return k, j, nil
+}
+
+// newSubscriber is the late-joiner protocol of LAYOUT §5.3 steps 1–5; the
+// comment there explains why a producer on a stale gate can never
+// overwrite a sequence this subscriber will want.
+func (r *Ring) newSubscriber(k, kind, group, pid uint32) {
+	m := r.mem
+	off := r.lay.subOff(k)
+	u32At(m, off+subState).Store(stateJoining) // SeqCst: the producer's scan now gates on us
+	u32At(m, off+subKind).Store(kind)
+	u32At(m, off+subGroup).Store(group)
+	u32At(m, off+subMembers).Store(1)
+	u32At(m, off+subOwnerPid).Store(pid)
+	u64At(m, off+subHeartbeat).Store(r.env.monoNs())
+
+	published := u64At(m, offPublished)
+	claim, release := u64At(m, off+subClaim), u64At(m, off+subRelease)
+	p := published.Load() // SeqCst
+	release.Store(p)      // SeqCst
+	claim.Store(p)
+	u64At(m, offTableEpoch).Add(1) // SeqCst: the producer rescans before its next write
+	if p2 := published.Load(); p2 != p {
+		// The producer may have written on a gate that predates us; skip
+		// what it published meanwhile (moving an unread cursor forward only
+		// releases).
+		release.Store(p2)
+		claim.Store(p2)
+	}
+	u32At(m, off+subState).Store(stateActive)
+	// The producer may have parked on the JOINING entry's gate.
+	r.wakeSpace()
+}
+
+// leave frees member j and, with its last member, subscriber k.
+func (r *Ring) leave(k, j uint32) {
+	l := &r.lay
+	m := r.mem
+	r.lockTable(r.env.pid())
+	u32At(m, l.memberOff(j)+memState).Store(stateFree)
+	off := l.subOff(k)
+	if u32At(m, off+subMembers).Add(^uint32(0)) == 0 {
+		// The producer stops gating on us at its next rescan.
+		u32At(m, off+subState).Store(stateFree)
+	}
+	r.unlockTable()
+	r.wakeSpace()
+}
+
+func findEntry(n uint32, match func(uint32) bool) (uint32, bool) {
+	for i := uint32(0); i < n; i++ {
+		if match(i) {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// errBadGroup is returned for queue group 0, which LAYOUT §3.1 reserves for
+// broadcast subscribers.
+var errBadGroup = errors.New("alloy: work-queue group ids start at 1")
