@@ -3,12 +3,21 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
+
+	"github.com/ignalina/alloy/go/ring"
 )
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: alloy-go <command> [flags]\n\ncommands:\n  version   print the tool and layout version")
+	fmt.Fprintln(os.Stderr, `usage: alloy-go <command> [flags]
+
+commands:
+  version   print the tool and layout version
+  create    create a named ring: --ring NAME --slots N --slot-size BYTES
+            [--max-subscribers S] [--max-members M] [--schema-capacity C]
+  rm        remove a named ring: --ring NAME`)
 }
 
 func main() {
@@ -16,12 +25,75 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
-	switch os.Args[1] {
+	cmd, args := os.Args[1], os.Args[2:]
+	var err error
+	switch cmd {
 	case "version":
 		fmt.Println("alloy-go 0.1.0 (layout version 1)")
+	case "create":
+		err = create(args)
+	case "rm":
+		err = remove(args)
+	case "test-produce":
+		err = testProduce(args)
+	case "test-consume":
+		err = testConsume(args)
 	default:
-		fmt.Fprintf(os.Stderr, "alloy-go: unknown command %q\n", os.Args[1])
+		fmt.Fprintf(os.Stderr, "alloy-go: unknown command %q\n", cmd)
 		usage()
 		os.Exit(2)
 	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "alloy-go %s: %v\n", cmd, err)
+		os.Exit(1)
+	}
+}
+
+// newFlags makes a subcommand's flag set; a parse error exits with status 2.
+func newFlags(cmd string) *flag.FlagSet {
+	return flag.NewFlagSet("alloy-go "+cmd, flag.ExitOnError)
+}
+
+func requireRing(name string) error {
+	if name == "" {
+		return fmt.Errorf("--ring is required")
+	}
+	return nil
+}
+
+func create(args []string) error {
+	fs := newFlags("create")
+	name := fs.String("ring", "", "ring name (under /dev/shm)")
+	def := ring.DefaultConfig()
+	slots := fs.Uint("slots", uint(def.SlotCount), "number of slots (power of two)")
+	slotSize := fs.Uint("slot-size", uint(def.SlotSize), "slot payload bytes (multiple of 64)")
+	subs := fs.Uint("max-subscribers", uint(def.MaxSubscribers), "subscriber table entries")
+	members := fs.Uint("max-members", uint(def.MaxMembers), "member table entries")
+	schema := fs.Uint("schema-capacity", uint(def.SchemaCapacity), "schema area bytes (multiple of 64)")
+	fs.Parse(args)
+	if err := requireRing(*name); err != nil {
+		return err
+	}
+	cfg := ring.Config{
+		SlotCount: uint32(*slots), SlotSize: uint32(*slotSize),
+		MaxSubscribers: uint32(*subs), MaxMembers: uint32(*members), SchemaCapacity: uint32(*schema),
+	}
+	if uint64(*slots) != uint64(cfg.SlotCount) || uint64(*slotSize) != uint64(cfg.SlotSize) {
+		return fmt.Errorf("--slots or --slot-size out of range")
+	}
+	r, err := ring.Create(*name, cfg)
+	if err != nil {
+		return err
+	}
+	return r.Close()
+}
+
+func remove(args []string) error {
+	fs := newFlags("rm")
+	name := fs.String("ring", "", "ring name (under /dev/shm)")
+	fs.Parse(args)
+	if err := requireRing(*name); err != nil {
+		return err
+	}
+	return ring.Remove(*name)
 }
