@@ -1,0 +1,55 @@
+//! `cshim/alloy.h` must be what cbindgen generates from `src/ffi.rs` now.
+//! Set `ALLOY_BLESS=1` to rewrite the header instead of failing.
+
+use std::path::Path;
+
+fn generate() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = cbindgen::Config::from_file(root.join("cshim/cbindgen.toml"))
+        .expect("cshim/cbindgen.toml parses");
+    // Only src/ffi.rs: the ABI lives there, and other modules' public
+    // constants must not leak into the header.
+    let bindings = cbindgen::Builder::new()
+        .with_config(config)
+        .with_src(root.join("src/ffi.rs"))
+        .generate()
+        .expect("cbindgen generates the header");
+    let mut out = Vec::new();
+    bindings.write(&mut out);
+    String::from_utf8(out).expect("header is UTF-8")
+}
+
+#[test]
+fn header_is_up_to_date() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cshim/alloy.h");
+    let fresh = generate();
+    if std::env::var_os("ALLOY_BLESS").is_some() {
+        std::fs::write(&path, &fresh).expect("write cshim/alloy.h");
+        return;
+    }
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        current == fresh,
+        "cshim/alloy.h is out of date with src/ffi.rs; regenerate it with \
+         `ALLOY_BLESS=1 cargo test --release --test ffi_header`"
+    );
+}
+
+#[test]
+fn header_declares_the_whole_abi() {
+    let fresh = generate();
+    for symbol in [
+        "alloy_call_arrays",
+        "alloy_call_batches",
+        "alloy_has_handler",
+        "alloy_set_log_level",
+        "alloy_set_log_fd",
+        "alloy_live_counts",
+        "alloy_string_free",
+        "struct AlloyLiveCounts",
+        "#define ALLOY_ERR_PANIC -5",
+        "struct ArrowArray *arrays",
+    ] {
+        assert!(fresh.contains(symbol), "header lacks {symbol:?}:\n{fresh}");
+    }
+}
