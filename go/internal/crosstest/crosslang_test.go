@@ -1,0 +1,271 @@
+package crosstest
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ignalina/alloy/go/ring"
+)
+
+// count is the number of checked messages per run (sizes 16..4096).
+const count = 1_000_000
+
+// rustBin is the Rust CLI: bin/alloy at the repository root, or
+// $ALLOY_RUST_BIN (e.g. target/release/alloy during development).
+var rustBin = "../../../bin/alloy"
+
+// goBin is alloy-go, built once by TestMain without the race detector: the
+// processes under test should run at full speed, and the race detector
+// cannot see shared memory across processes anyway.
+var goBin string
+
+func TestMain(m *testing.M) {
+	if b := os.Getenv("ALLOY_RUST_BIN"); b != "" {
+		rustBin = b
+	}
+	code := func() int {
+		if _, err := os.Stat(rustBin); err != nil {
+			return m.Run() // every test skips
+		}
+		dir, err := os.MkdirTemp("", "alloy-crosstest")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		goBin = filepath.Join(dir, "alloy-go")
+		gotool := filepath.Join(runtime.GOROOT(), "bin", "go")
+		build := exec.Command(gotool, "build", "-o", goBin, "github.com/ignalina/alloy/go/cmd/alloy-go")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building alloy-go:", err)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func needRust(t *testing.T) {
+	if _, err := os.Stat(rustBin); err != nil {
+		t.Skipf("%s not built (run make build): %v", rustBin, err)
+	}
+}
+
+// newRing creates a uniquely named ring of 256 slots × 4096 bytes and
+// removes it when the test ends, whatever happens.
+func newRing(t *testing.T) string {
+	name := fmt.Sprintf("alloy-cross-%d-%s", os.Getpid(), t.Name())
+	name = strings.ReplaceAll(name, "/", "_")
+	r, err := ring.Create(name, ring.Config{SlotCount: 256, SlotSize: 4096, MaxSubscribers: 8, MaxMembers: 8, SchemaCapacity: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	t.Cleanup(func() { ring.Remove(name) })
+	return name
+}
+
+// proc is one CLI process whose stdout is collected.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *bufio.Reader
+	errb strings.Builder
+}
+
+func start(t *testing.T, ctx context.Context, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: filepath.Base(bin) + " " + strings.Join(args, " ")}
+	p.cmd = exec.CommandContext(ctx, bin, args...)
+	p.cmd.Stderr = &p.errb
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.out = bufio.NewReader(stdout)
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+	})
+	return p
+}
+
+// ready waits for a consumer's "ready" line, so it has joined before the
+// producer starts and sees every message.
+func (p *proc) ready(t *testing.T) {
+	t.Helper()
+	line, err := p.out.ReadString('\n')
+	if strings.TrimSpace(line) != "ready" {
+		t.Fatalf("%s: first line %q, %v; stderr: %s", p.name, line, err, p.errb.String())
+	}
+}
+
+// result waits for the process and decodes its JSON summary line.
+func (p *proc) result(t *testing.T) map[string]uint64 {
+	t.Helper()
+	rest, _ := io.ReadAll(p.out)
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("%s: %v\nstdout: %s\nstderr: %s", p.name, err, rest, p.errb.String())
+	}
+	var m map[string]uint64
+	if err := json.Unmarshal(rest, &m); err != nil {
+		t.Fatalf("%s: summary %q: %v", p.name, rest, err)
+	}
+	return m
+}
+
+type side struct {
+	bin  string
+	lang string
+}
+
+func sides() (goSide, rustSide side) {
+	return side{goBin, "go"}, side{rustBin, "rust"}
+}
+
+// run starts the consumers, waits until all joined, runs the producer and
+// checks that every broadcast consumer got every byte and that the queue
+// members' index files partition 0..count-1.
+func run(t *testing.T, producer side, broadcast []side, queue []side) {
+	needRust(t)
+	name := newRing(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var bps, qps []*proc
+	var outs []string
+	for _, s := range broadcast {
+		bps = append(bps, start(t, ctx, s.bin, "test-consume", "--ring", name, "--broadcast"))
+	}
+	for i, s := range queue {
+		out := filepath.Join(t.TempDir(), fmt.Sprintf("member%d-%s.idx", i, s.lang))
+		outs = append(outs, out)
+		qps = append(qps, start(t, ctx, s.bin, "test-consume", "--ring", name, "--queue", "7", "--out", out))
+	}
+	for _, p := range append(append([]*proc{}, bps...), qps...) {
+		p.ready(t)
+	}
+	begin := time.Now()
+	prod := start(t, ctx, producer.bin, "test-produce", "--ring", name, "--count", fmt.Sprint(count))
+	sent := prod.result(t)
+	if sent["sent"] != count {
+		t.Fatalf("producer summary %v", sent)
+	}
+	for _, p := range bps {
+		if got := p.result(t); got["received"] != count || got["bytes"] != sent["bytes"] {
+			t.Errorf("%s: %v, want %d messages and %d bytes", p.name, got, count, sent["bytes"])
+		}
+	}
+	var qbytes uint64
+	for _, p := range qps {
+		qbytes += p.result(t)["bytes"]
+	}
+	if len(qps) > 0 {
+		if qbytes != sent["bytes"] {
+			t.Errorf("queue members received %d bytes, %d were sent", qbytes, sent["bytes"])
+		}
+		checkPartition(t, outs)
+	}
+	t.Logf("%d messages, %d bytes in %v", count, sent["bytes"], time.Since(begin))
+}
+
+// checkPartition verifies the union of the members' index files is exactly
+// 0..count-1 with no duplicate.
+func checkPartition(t *testing.T, files []string) {
+	t.Helper()
+	seen := make([]bool, count)
+	total := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b)%8 != 0 {
+			t.Fatalf("%s: %d bytes is not a whole number of u64s", f, len(b))
+		}
+		for i := 0; i < len(b); i += 8 {
+			j := binary.LittleEndian.Uint64(b[i:])
+			if j >= count {
+				t.Fatalf("%s: index %d out of range", f, j)
+			}
+			if seen[j] {
+				t.Fatalf("message %d delivered twice", j)
+			}
+			seen[j] = true
+			total++
+		}
+	}
+	if total != count {
+		t.Fatalf("queue members received %d distinct messages, want %d", total, count)
+	}
+}
+
+func TestGoProducerRustBroadcast(t *testing.T) {
+	g, r := sides()
+	run(t, g, []side{r, r}, nil)
+}
+
+func TestGoProducerRustQueue(t *testing.T) {
+	g, r := sides()
+	run(t, g, nil, []side{r, r})
+}
+
+func TestRustProducerGoBroadcast(t *testing.T) {
+	g, r := sides()
+	run(t, r, []side{g, g}, nil)
+}
+
+func TestRustProducerGoQueue(t *testing.T) {
+	g, r := sides()
+	run(t, r, nil, []side{g, g})
+}
+
+// A Go and a Rust consumer on one ring at once both see every message, and
+// a queue group with one member of each language splits the stream.
+func TestMixedConsumers(t *testing.T) {
+	g, r := sides()
+	t.Run("broadcast", func(t *testing.T) { run(t, r, []side{g, r}, nil) })
+	t.Run("queue", func(t *testing.T) { run(t, g, nil, []side{g, r}) })
+}
+
+// The checks can fail: a consumer expecting another seed must reject the
+// first message with exit status 1, in both languages.
+func TestConsumersRejectForeignMessages(t *testing.T) {
+	g, r := sides()
+	for _, pair := range [][2]side{{g, r}, {r, g}} {
+		producer, consumer := pair[0], pair[1]
+		t.Run(producer.lang+"-to-"+consumer.lang, func(t *testing.T) {
+			needRust(t)
+			name := newRing(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c := start(t, ctx, consumer.bin, "test-consume", "--ring", name, "--broadcast", "--seed", "1")
+			c.ready(t)
+			p := start(t, ctx, producer.bin, "test-produce", "--ring", name, "--count", "100", "--seed", "2")
+			p.result(t)
+			io.ReadAll(c.out)
+			err := c.cmd.Wait()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("consumer with the wrong seed: %v, want exit status 1; stderr: %s", err, c.errb.String())
+			}
+		})
+	}
+}
