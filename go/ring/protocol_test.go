@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os/exec"
 	"testing"
 	"time"
 )
@@ -331,5 +332,36 @@ func TestSchema(t *testing.T) {
 	// byte-wise writer would leave them.
 	if got := string(r.mem[r.lay.SchemaOff : r.lay.SchemaOff+5]); got != "short" {
 		t.Fatalf("schema area starts %q", got)
+	}
+}
+
+// A table lock left behind by a dead process is taken over, not waited on
+// forever.
+func TestTableLockOfDeadProcess(t *testing.T) {
+	r := anonRing(t, small)
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := uint32(cmd.Process.Pid) // reaped: the pid no longer exists
+	u32At(r.mem, offTableLock).Store(dead)
+	done := make(chan error, 1)
+	go func() {
+		c, err := r.Subscribe(ConsumerOptions{})
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("join waited on a dead process's table lock")
+	}
+	if got := u32At(r.mem, offTableLock).Load(); got != 0 {
+		t.Fatalf("table_lock %d after the join, want 0", got)
 	}
 }

@@ -3,8 +3,11 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // lockTable takes table_lock (LAYOUT §5.3): CAS 0 → pid, spinning briefly,
@@ -15,12 +18,28 @@ func (r *Ring) lockTable(pid uint32) {
 	// Acquire: pairs with the Release store in unlockTable, so the previous
 	// holder's table writes are visible.
 	for i := 0; !lock.CompareAndSwap(0, pid); i++ {
+		// A holder that died with the lock would block every join forever;
+		// like the Rust side, take the lock over from a pid that no longer
+		// exists (LAYOUT.md does not cover this).
+		if holder := lock.Load(); holder != 0 && holder != pid && !pidAlive(holder) &&
+			lock.CompareAndSwap(holder, pid) {
+			return
+		}
 		if i < 64 {
 			runtime.Gosched()
 		} else {
 			time.Sleep(50 * time.Microsecond)
 		}
 	}
+}
+
+// pidAlive probes a pid with signal 0; EPERM means it exists but is not ours.
+func pidAlive(pid uint32) bool {
+	if pid > math.MaxInt32 {
+		return false
+	}
+	err := unix.Kill(int(pid), 0)
+	return err == nil || errors.Is(err, unix.EPERM)
 }
 
 func (r *Ring) unlockTable() {
