@@ -1,0 +1,390 @@
+//! Creating and opening the shared-memory file that holds a ring
+//! (LAYOUT.md §1): a named file under `/dev/shm` (mode 0600) or an
+//! anonymous, sealed `memfd` whose descriptor is passed to peers.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use memmap2::MmapRaw;
+use rustix::fs::{MemfdFlags, SealFlags};
+use thiserror::Error;
+
+use crate::layout::{self, off, Layout, LayoutError, RingConfig};
+
+/// Directory named regions live in.
+pub const SHM_DIR: &str = "/dev/shm";
+
+/// Errors creating or opening a region.
+#[derive(Debug, Error)]
+pub enum RegionError {
+    /// The region's bytes are not a valid Alloy layout.
+    #[error("{name}: {source}")]
+    Layout {
+        /// Region name or fd description.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: LayoutError,
+    },
+    /// The name is not 1–200 bytes of `[A-Za-z0-9._-]` not starting with `.`.
+    #[error(
+        "invalid ring name {0:?}: use 1-200 characters of [A-Za-z0-9._-], not starting with '.'"
+    )]
+    InvalidName(String),
+    /// `create` found an existing region with that name.
+    #[error("ring {0:?} already exists")]
+    AlreadyExists(String),
+    /// `open` found no region with that name.
+    #[error("ring {0:?} does not exist")]
+    NotFound(String),
+    /// The file is owned by another user and was not explicitly allowed.
+    #[error("ring {name:?} is owned by uid {owner}, not by this user (uid {me})")]
+    ForeignOwner {
+        /// Region name.
+        name: String,
+        /// Owner of the file.
+        owner: u32,
+        /// Our effective uid.
+        me: u32,
+    },
+    /// An fd received from a peer lacks the seals that protect against SIGBUS.
+    #[error("memfd is missing the shrink/grow seals; refusing to map it")]
+    NotSealed,
+    /// Any other system error.
+    #[error("{what}: {source}")]
+    Io {
+        /// The operation that failed.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RegionError {
+    let what = what.into();
+    move |source| RegionError::Io { what, source }
+}
+
+/// A mapped Alloy region. Cloning the mapping is done by sharing the
+/// `Region` (it is `Send + Sync`); the mapping lives until the last owner
+/// drops it.
+pub struct Region {
+    map: MmapRaw,
+    file: File,
+    layout: Layout,
+    name: Option<String>,
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("name", &self.name)
+            .field("total_size", &self.layout.total_size)
+            .finish()
+    }
+}
+
+/// Checks a ring name (LAYOUT.md §1).
+pub fn validate_name(name: &str) -> Result<(), RegionError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RegionError::InvalidName(name.to_string()))
+    }
+}
+
+/// Path of the named region `name`.
+pub fn named_path(name: &str) -> PathBuf {
+    PathBuf::from(SHM_DIR).join(name)
+}
+
+/// The fixed identity values written at creation; tests inject constants to
+/// reproduce the shared test vectors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp {
+    pub pid: u32,
+    pub realtime_ns: u64,
+}
+
+impl Stamp {
+    pub(crate) fn now() -> Stamp {
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+        Stamp {
+            pid: std::process::id(),
+            realtime_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+        }
+    }
+}
+
+impl Region {
+    /// Creates the named region `/dev/shm/<name>` (mode 0600, fails if it
+    /// exists) and initialises its header for `config`.
+    pub fn create_named(name: &str, config: &RingConfig) -> Result<Region, RegionError> {
+        Self::create_named_stamped(name, config, Stamp::now())
+    }
+
+    pub(crate) fn create_named_stamped(
+        name: &str,
+        config: &RingConfig,
+        stamp: Stamp,
+    ) -> Result<Region, RegionError> {
+        validate_name(name)?;
+        let layout = Layout::compute(*config).map_err(|source| RegionError::Layout {
+            name: name.to_string(),
+            source,
+        })?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc_o_cloexec())
+            .open(named_path(name))
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => RegionError::AlreadyExists(name.to_string()),
+                _ => RegionError::Io {
+                    what: format!("creating {}", named_path(name).display()),
+                    source: e,
+                },
+            })?;
+        let init = || -> Result<Region, RegionError> {
+            file.set_len(layout.total_size as u64)
+                .map_err(io_err(format!("sizing ring {name:?}")))?;
+            Self::init(
+                file.try_clone().map_err(io_err("dup"))?,
+                layout,
+                Some(name.into()),
+                stamp,
+            )
+        };
+        init().inspect_err(|_| {
+            let _ = std::fs::remove_file(named_path(name));
+        })
+    }
+
+    /// Creates an anonymous region in a sealed `memfd` (shrink, grow and
+    /// further sealing forbidden). Share it with [`Region::fd`]: let a child
+    /// inherit the descriptor, or send it over a Unix socket (`SCM_RIGHTS`).
+    pub fn create_anonymous(label: &str, config: &RingConfig) -> Result<Region, RegionError> {
+        Self::create_anonymous_stamped(label, config, Stamp::now())
+    }
+
+    pub(crate) fn create_anonymous_stamped(
+        label: &str,
+        config: &RingConfig,
+        stamp: Stamp,
+    ) -> Result<Region, RegionError> {
+        let layout = Layout::compute(*config).map_err(|source| RegionError::Layout {
+            name: format!("memfd {label:?}"),
+            source,
+        })?;
+        let fd = rustix::fs::memfd_create(
+            format!("alloy:{label}"),
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )
+        .map_err(|e| io_err("memfd_create")(e.into()))?;
+        rustix::fs::ftruncate(&fd, layout.total_size as u64)
+            .map_err(|e| io_err("sizing memfd")(e.into()))?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+            .map_err(|e| io_err("sealing memfd")(e.into()))?;
+        Self::init(File::from(fd), layout, None, stamp)
+    }
+
+    fn init(
+        file: File,
+        layout: Layout,
+        name: Option<String>,
+        stamp: Stamp,
+    ) -> Result<Region, RegionError> {
+        let map = MmapRaw::map_raw(&file).map_err(io_err("mmap"))?;
+        let region = Region {
+            map,
+            file,
+            layout,
+            name,
+        };
+        // SAFETY: nobody else can have mapped the region yet with a valid
+        // magic (it is zero until the store below), so we are the only
+        // writer of line 0; the slice covers the first 64 mapped bytes.
+        let line0 = unsafe { std::slice::from_raw_parts_mut(region.map.as_mut_ptr(), 64) };
+        layout::write_header(line0, &layout, stamp.pid, stamp.realtime_ns);
+        // Release: pairs with the Acquire load in `open_file`, so an opener
+        // that sees the magic sees the whole configuration line.
+        region
+            .u64_at(off::MAGIC)
+            .store(layout::MAGIC, Ordering::Release);
+        Ok(region)
+    }
+
+    /// Opens the existing named region `/dev/shm/<name>`; it must be a
+    /// regular file owned by this user.
+    pub fn open_named(name: &str) -> Result<Region, RegionError> {
+        Self::open_named_with(name, false)
+    }
+
+    /// Like [`Region::open_named`]; `allow_foreign_owner` accepts a region
+    /// created by another user (who granted access through its mode).
+    pub fn open_named_with(name: &str, allow_foreign_owner: bool) -> Result<Region, RegionError> {
+        validate_name(name)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc_o_cloexec() | libc_o_nofollow())
+            .open(named_path(name))
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => RegionError::NotFound(name.to_string()),
+                _ => RegionError::Io {
+                    what: format!("opening {}", named_path(name).display()),
+                    source: e,
+                },
+            })?;
+        let meta = file.metadata().map_err(io_err("fstat"))?;
+        if !meta.file_type().is_file() {
+            return Err(RegionError::Layout {
+                name: name.to_string(),
+                source: LayoutError::InvalidLayout("not a regular file".into()),
+            });
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me && !allow_foreign_owner {
+            return Err(RegionError::ForeignOwner {
+                name: name.to_string(),
+                owner: meta.uid(),
+                me,
+            });
+        }
+        Self::open_file(file, Some(name.to_string()))
+    }
+
+    /// Opens a region from a descriptor inherited from or sent by its
+    /// creator. A memfd must carry the shrink and grow seals.
+    pub fn from_fd(fd: OwnedFd) -> Result<Region, RegionError> {
+        if let Ok(seals) = rustix::fs::fcntl_get_seals(&fd) {
+            if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
+                return Err(RegionError::NotSealed);
+            }
+        }
+        Self::open_file(File::from(fd), None)
+    }
+
+    fn open_file(file: File, name: Option<String>) -> Result<Region, RegionError> {
+        let label = name.clone().unwrap_or_else(|| "fd".into());
+        let lerr = |source| RegionError::Layout {
+            name: label.clone(),
+            source,
+        };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let size = file.metadata().map_err(io_err("fstat"))?.len();
+            if size < layout::HEADER_SIZE as u64 {
+                return Err(lerr(LayoutError::Truncated {
+                    size,
+                    needed: layout::HEADER_SIZE as u64,
+                }));
+            }
+            let map = MmapRaw::map_raw(&file).map_err(io_err("mmap"))?;
+            // SAFETY: the mapping is at least HEADER_SIZE bytes (checked
+            // above; a sealed or 0600 file cannot shrink under us) and
+            // offset 0 is 8-aligned because mappings are page-aligned.
+            let magic = unsafe { &*(map.as_ptr() as *const AtomicU64) };
+            // Acquire: pairs with the creator's Release store of the magic.
+            if magic.load(Ordering::Acquire) == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let mut line0 = [0u8; 64];
+            // SAFETY: line 0 is immutable once the magic is set; we copy it
+            // out of the mapping (at least 256 bytes long).
+            unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), line0.as_mut_ptr(), 64) };
+            let layout = Layout::parse(&line0, size).map_err(lerr)?;
+            return Ok(Region {
+                map,
+                file,
+                layout,
+                name,
+            });
+        }
+    }
+
+    /// Removes the named region `name` from `/dev/shm`. Processes that have
+    /// it mapped keep using it; new `open`s fail.
+    pub fn unlink_named(name: &str) -> Result<(), RegionError> {
+        validate_name(name)?;
+        std::fs::remove_file(named_path(name)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => RegionError::NotFound(name.to_string()),
+            _ => RegionError::Io {
+                what: format!("removing {}", named_path(name).display()),
+                source: e,
+            },
+        })
+    }
+
+    /// The region's layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The ring name, for named regions.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The descriptor of the region's file, to hand to another process.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Base address of the mapping.
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// A copy of the whole region's bytes (for tests, vectors and tools).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.layout.total_size];
+        // SAFETY: the mapping is at least total_size bytes (validated at
+        // open/create). Concurrent writers may change bytes while we copy;
+        // the copy is a best-effort picture, used only for inspection.
+        unsafe { std::ptr::copy_nonoverlapping(self.base(), v.as_mut_ptr(), v.len()) };
+        v
+    }
+
+    /// The atomic u64 at byte offset `at` of the mapping.
+    ///
+    /// Panics if `at` is not 8-aligned or out of bounds; callers pass
+    /// offsets derived from the validated layout.
+    pub(crate) fn u64_at(&self, at: usize) -> &AtomicU64 {
+        assert!(at % 8 == 0 && at + 8 <= self.layout.total_size.max(layout::HEADER_SIZE));
+        // SAFETY: in bounds and aligned (asserted); the mapping lives as long
+        // as `self`; all concurrent access to this word, from any process,
+        // is atomic per LAYOUT.md, and AtomicU64 has u64's layout.
+        unsafe { &*(self.base().add(at) as *const AtomicU64) }
+    }
+
+    /// The atomic u32 at byte offset `at` of the mapping.
+    pub(crate) fn u32_at(&self, at: usize) -> &AtomicU32 {
+        assert!(at % 4 == 0 && at + 4 <= self.layout.total_size.max(layout::HEADER_SIZE));
+        // SAFETY: as for `u64_at`.
+        unsafe { &*(self.base().add(at) as *const AtomicU32) }
+    }
+}
+
+fn libc_o_cloexec() -> i32 {
+    rustix::fs::OFlags::CLOEXEC.bits() as i32
+}
+
+fn libc_o_nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}

@@ -1,0 +1,422 @@
+//! Broadcast consumers and work-queue members: claim → read in place →
+//! release on drop (LAYOUT.md §5), spin-then-park waiting (§6.1) and the
+//! eventfd bridge (§6.3).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::Backoff;
+
+use super::proto::{self, Claim, Words};
+use super::{RingError, Shared};
+use crate::layout::{kind, off, state};
+use crate::signal::{futex_wait, EventFd, WaitStrategy};
+use crate::sync::Ordering;
+
+/// One attachment to a subscriber entry; detaches when the consumer handle
+/// and all its leases are gone.
+struct Member {
+    shared: Arc<Shared>,
+    sub: usize,
+    member: usize,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let sh = &*self.shared;
+        let _g = sh.lock_table();
+        let m = sh.layout.member(self.member);
+        sh.hdr32(m + off::MEM_STATE)
+            .store(state::FREE, Ordering::SeqCst);
+        let s = sh.layout.sub(self.sub);
+        let left = sh
+            .hdr32(s + off::SUB_MEMBERS)
+            .fetch_sub(1, Ordering::SeqCst)
+            - 1;
+        if left == 0 {
+            // SeqCst: the producer's scan stops gating on this entry.
+            sh.hdr32(s + off::SUB_STATE)
+                .store(state::FREE, Ordering::SeqCst);
+        }
+        drop(_g);
+        sh.wake_space();
+        tracing::debug!(sub = self.sub, member = self.member, "consumer detached");
+    }
+}
+
+/// A reader of the ring: a broadcast consumer (sees every message) or a
+/// member of a work-queue group (sees its share).
+pub struct Consumer {
+    member: Arc<Member>,
+    exclusive: bool,
+    wait: WaitStrategy,
+    notifier: Option<Notifier>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("subscriber", &self.member.sub)
+            .field("member", &self.member.member)
+            .field("broadcast", &self.exclusive)
+            .finish()
+    }
+}
+
+impl Consumer {
+    pub(super) fn join(
+        shared: Arc<Shared>,
+        kind_: u32,
+        group: u32,
+        wait: WaitStrategy,
+    ) -> Result<Consumer, RingError> {
+        let sh = &*shared;
+        let cfg = sh.layout.config;
+        let now = sh.ident.now_ns();
+        let pid = sh.ident.pid;
+        let guard = sh.lock_table();
+        let member = (0..cfg.max_members as usize)
+            .find(|&j| {
+                sh.hdr32(sh.layout.member(j) + off::MEM_STATE)
+                    .load(Ordering::SeqCst)
+                    == state::FREE
+            })
+            .ok_or(RingError::TableFull {
+                table: "member",
+                max: cfg.max_members,
+            })?;
+        let existing = (kind_ == kind::QUEUE)
+            .then(|| {
+                (0..cfg.max_subscribers as usize).find(|&k| {
+                    let b = sh.layout.sub(k);
+                    sh.hdr32(b + off::SUB_STATE).load(Ordering::SeqCst) == state::ACTIVE
+                        && sh.hdr32(b + off::SUB_KIND).load(Ordering::SeqCst) == kind::QUEUE
+                        && sh.hdr32(b + off::SUB_GROUP).load(Ordering::SeqCst) == group
+                })
+            })
+            .flatten();
+        let sub = match existing {
+            Some(k) => {
+                sh.hdr32(sh.layout.sub(k) + off::SUB_MEMBERS)
+                    .fetch_add(1, Ordering::SeqCst);
+                k
+            }
+            None => {
+                let k = (0..cfg.max_subscribers as usize)
+                    .find(|&k| {
+                        sh.hdr32(sh.layout.sub(k) + off::SUB_STATE)
+                            .load(Ordering::SeqCst)
+                            == state::FREE
+                    })
+                    .ok_or(RingError::TableFull {
+                        table: "subscriber",
+                        max: cfg.max_subscribers,
+                    })?;
+                let b = sh.layout.sub(k);
+                sh.hdr32(b + off::SUB_STATE)
+                    .store(state::JOINING, Ordering::SeqCst);
+                sh.hdr32(b + off::SUB_KIND).store(kind_, Ordering::SeqCst);
+                sh.hdr32(b + off::SUB_GROUP).store(group, Ordering::SeqCst);
+                sh.hdr32(b + off::SUB_MEMBERS).store(1, Ordering::SeqCst);
+                sh.hdr32(b + off::SUB_OWNER_PID)
+                    .store(pid, Ordering::SeqCst);
+                sh.hdr64(b + off::SUB_HEARTBEAT)
+                    .store(now, Ordering::SeqCst);
+                proto::join_cursors(sh, k);
+                sh.hdr32(b + off::SUB_STATE)
+                    .store(state::ACTIVE, Ordering::SeqCst);
+                k
+            }
+        };
+        let m = sh.layout.member(member);
+        sh.hdr32(m + off::MEM_SUBSCRIBER)
+            .store(sub as u32, Ordering::SeqCst);
+        sh.hdr32(m + off::MEM_PID).store(pid, Ordering::SeqCst);
+        sh.hdr64(m + off::MEM_HEARTBEAT)
+            .store(now, Ordering::SeqCst);
+        sh.hdr32(m + off::MEM_STATE)
+            .store(state::ACTIVE, Ordering::SeqCst);
+        drop(guard);
+        // The producer may have parked after seeing the JOINING entry.
+        sh.wake_space();
+        tracing::debug!(sub, member, kind = kind_, group, "consumer joined");
+        Ok(Consumer {
+            member: Arc::new(Member {
+                shared,
+                sub,
+                member,
+            }),
+            exclusive: kind_ == kind::BROADCAST,
+            wait,
+            notifier: None,
+        })
+    }
+
+    /// Sets how [`Consumer::recv`] waits (default: spin, then park).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+    }
+
+    /// Index of this consumer's subscriber entry.
+    pub fn subscriber_index(&self) -> usize {
+        self.member.sub
+    }
+
+    /// Takes the next message if one is ready: `Ok(Some)` a message,
+    /// `Ok(None)` end-of-stream; [`RingError::Timeout`] with a zero duration
+    /// when nothing is there yet.
+    pub fn try_recv(&mut self) -> Result<Option<Lease>, RingError> {
+        match self.poll()? {
+            Polled::Msg(l) => Ok(Some(l)),
+            Polled::Ended => Ok(None),
+            Polled::Empty => Err(RingError::Timeout(Duration::ZERO)),
+        }
+    }
+
+    /// Waits for the next message; `Ok(None)` once the producer closed the
+    /// stream and every message has been received.
+    pub fn recv(&mut self) -> Result<Option<Lease>, RingError> {
+        self.recv_deadline(None)
+    }
+
+    /// Like [`Consumer::recv`], failing with [`RingError::Timeout`] after
+    /// `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Lease>, RingError> {
+        self.recv_deadline(Some((Instant::now(), timeout)))
+    }
+
+    fn recv_deadline(
+        &mut self,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<Option<Lease>, RingError> {
+        let backoff = Backoff::new();
+        loop {
+            match self.poll()? {
+                Polled::Msg(l) => return Ok(Some(l)),
+                Polled::Ended => return Ok(None),
+                Polled::Empty => {}
+            }
+            let remaining = match deadline {
+                Some((start, t)) => match t.checked_sub(start.elapsed()) {
+                    Some(r) if !r.is_zero() => r,
+                    _ => return Err(RingError::Timeout(t)),
+                },
+                None => Duration::MAX,
+            };
+            if self.wait == WaitStrategy::Spin || !backoff.is_completed() {
+                backoff.snooze();
+            } else {
+                self.park(remaining);
+            }
+        }
+    }
+
+    /// LAYOUT.md §6.1 steps 2–4.
+    fn park(&self, remaining: Duration) {
+        let sh = &*self.member.shared;
+        let waiters = sh.hdr32(off::DATA_WAITERS);
+        let futex = sh.hdr32(off::DATA_FUTEX);
+        // SeqCst: pairs with the producer's SeqCst store of `published`
+        // followed by its SeqCst load of `data_waiters`.
+        waiters.fetch_add(1, Ordering::SeqCst);
+        let seen = futex.load(Ordering::SeqCst);
+        if !self.ready() {
+            futex_wait(futex, seen, remaining);
+        }
+        waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether a claim would not return Empty (data or end-of-stream).
+    fn ready(&self) -> bool {
+        ready(&self.member.shared, self.member.sub)
+    }
+
+    fn poll(&mut self) -> Result<Polled, RingError> {
+        let m = &self.member;
+        let sh = &*m.shared;
+        match proto::try_claim(sh, m.sub, self.exclusive) {
+            Claim::Empty => Ok(Polled::Empty),
+            Claim::Ended => Ok(Polled::Ended),
+            Claim::Got(seq) => {
+                match proto::check_slot(sh, seq, sh.layout.config.slot_size) {
+                    Ok((slot, len, flags)) => {
+                        let off = sh.layout.payload(slot);
+                        // SAFETY: `off + len` ≤ slot end (len ≤ slot_size was
+                        // checked) inside the mapping, kept alive by the Arc.
+                        let ptr = unsafe { sh.region.base().add(off) };
+                        Ok(Polled::Msg(Lease {
+                            member: m.clone(),
+                            seq,
+                            ptr,
+                            len: len as usize,
+                            flags,
+                        }))
+                    }
+                    Err(bad) => {
+                        // Release it so the ring keeps flowing, then report.
+                        if proto::release(sh, m.sub, seq) {
+                            sh.wake_space();
+                        }
+                        Err(RingError::Corrupt {
+                            seq,
+                            slot: bad.slot,
+                            stamp: bad.stamp,
+                            len: bad.len,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// An eventfd that becomes readable when a message (or end-of-stream)
+    /// may be available, for epoll/tokio: on readiness, drain it, then call
+    /// [`Consumer::try_recv`] until it reports nothing, then wait again.
+    /// A helper thread in this process parks on the ring's futex and
+    /// signals the eventfd (LAYOUT.md §6.3).
+    pub fn eventfd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, RingError> {
+        if self.notifier.is_none() {
+            self.notifier = Some(Notifier::start(
+                self.member.shared.clone(),
+                self.member.sub,
+            )?);
+        }
+        use std::os::fd::AsFd;
+        Ok(self.notifier.as_ref().expect("just set").efd.as_fd())
+    }
+}
+
+fn ready(sh: &Shared, sub: usize) -> bool {
+    let c = sh.sub_claim(sub).load(Ordering::SeqCst);
+    sh.published().load(Ordering::SeqCst) > c || sh.closed().load(Ordering::SeqCst) == 1
+}
+
+enum Polled {
+    Msg(Lease),
+    Empty,
+    Ended,
+}
+
+/// Signals an eventfd whenever `published` or `closed` changes.
+struct Notifier {
+    efd: Arc<EventFd>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Notifier {
+    fn start(shared: Arc<Shared>, sub: usize) -> Result<Notifier, RingError> {
+        let efd = Arc::new(EventFd::new().map_err(|source| RingError::Io {
+            what: "eventfd",
+            source,
+        })?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e, s) = (efd.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("alloy-eventfd".into())
+            .spawn(move || notifier_loop(&shared, sub, &e, &s))
+            .map_err(|source| RingError::Io {
+                what: "spawning the eventfd thread",
+                source,
+            })?;
+        Ok(Notifier { efd, stop })
+    }
+}
+
+fn notifier_loop(sh: &Shared, sub: usize, efd: &EventFd, stop: &AtomicBool) {
+    let waiters = sh.hdr32(off::DATA_WAITERS);
+    let futex = sh.hdr32(off::DATA_FUTEX);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        // Registered as a waiter, every publish bumps the futex word (§6.1),
+        // so each message wakes us once; the slice bounds a lost wake-up.
+        waiters.fetch_add(1, Ordering::SeqCst);
+        let seen = futex.load(Ordering::SeqCst);
+        if ready(sh, sub) {
+            efd.notify();
+        }
+        if sh.closed().load(Ordering::SeqCst) == 1 {
+            waiters.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        futex_wait(futex, seen, crate::signal::PARK_SLICE);
+        waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        // The thread notices within one park slice and exits; it holds its
+        // own Arc of the mapping, so nothing dangles meanwhile.
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A message read in place from shared memory. It derefs to the payload
+/// bytes (no copy) and releases the slot when dropped. Leases may be
+/// dropped in any order and on any thread.
+pub struct Lease {
+    member: Arc<Member>,
+    seq: u64,
+    ptr: *const u8,
+    len: usize,
+    flags: u32,
+}
+
+// SAFETY: a lease is a read-only view of slot memory that the protocol keeps
+// unchanged until the lease is released; releasing is atomic and may happen
+// on any thread.
+unsafe impl Send for Lease {}
+// SAFETY: see `Send`; `&Lease` only hands out `&[u8]`.
+unsafe impl Sync for Lease {}
+
+impl Lease {
+    /// The message's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The slot flags the producer published with the message.
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    /// The payload (same as deref).
+    pub fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr..ptr+len lies inside the mapping (checked at claim),
+        // which the Arc<Member> keeps mapped; the producer does not write the
+        // slot before this lease's release (LAYOUT.md §4 gate).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl AsRef<[u8]> for Lease {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("seq", &self.seq)
+            .field("len", &self.len)
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let sh = &*self.member.shared;
+        if proto::release(sh, self.member.sub, self.seq) {
+            sh.wake_space();
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The ring of slots on top of a [`Region`]: one [`Producer`], any number of
+//! broadcast [`Consumer`]s and work-queue groups (LAYOUT.md §4–§6).
+//!
+//! ```
+//! use alloy_shm::ring::{Ring, RingConfig};
+//!
+//! let ring = Ring::create_anonymous(&RingConfig { slot_count: 8, slot_size: 4096, ..Default::default() })?;
+//! let mut consumer = ring.subscribe()?;
+//! let mut producer = ring.producer()?;
+//! producer.send(b"hello", 0)?;
+//! producer.close();
+//! let lease = consumer.recv()?.expect("one message");
+//! assert_eq!(&*lease, b"hello");
+//! drop(lease); // releases the slot
+//! assert!(consumer.recv()?.is_none()); // end of stream
+//! # Ok::<(), alloy_shm::ring::RingError>(())
+//! ```
+
+mod consumer;
+mod producer;
+pub(crate) mod proto;
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_utils::Backoff;
+use thiserror::Error;
+
+pub use crate::layout::RingConfig;
+use crate::layout::{kind, off, state, Layout};
+#[cfg(test)]
+use crate::region::Stamp;
+use crate::region::{Region, RegionError};
+pub use crate::signal::WaitStrategy;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+pub use consumer::{Consumer, Lease};
+pub use producer::{Backpressure, Producer, Reservation};
+
+/// Errors of the ring protocol.
+#[derive(Debug, Error)]
+pub enum RingError {
+    /// Creating or opening the region failed.
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    /// Another producer is attached (one producer per ring).
+    #[error("ring already has a producer (pid {pid})")]
+    ProducerExists {
+        /// Pid recorded in the header.
+        pid: u32,
+    },
+    /// The slowest subscriber is a whole ring behind (back-pressure `Fail`).
+    #[error("ring is full: the slowest consumer is {slots} slots behind")]
+    Full {
+        /// Number of slots in the ring.
+        slots: u32,
+    },
+    /// A blocking call waited longer than its timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// A message does not fit in one slot (messages never span slots).
+    #[error("message of {len} bytes exceeds the slot size of {max} bytes")]
+    MessageTooLarge {
+        /// Requested length.
+        len: usize,
+        /// Slot payload capacity.
+        max: usize,
+    },
+    /// No free subscriber or member entry.
+    #[error("the ring's {table} table is full ({max} entries)")]
+    TableFull {
+        /// `"subscriber"` or `"member"`.
+        table: &'static str,
+        /// Table size.
+        max: u32,
+    },
+    /// A slot's header contradicts the protocol: the memory was damaged.
+    #[error("corrupt slot {slot} for sequence {seq}: stamp {stamp}, len {len}")]
+    Corrupt {
+        /// Sequence number being read.
+        seq: u64,
+        /// Slot index.
+        slot: usize,
+        /// Stamp found (expected `seq + 1`).
+        stamp: u64,
+        /// Length found.
+        len: u32,
+    },
+    /// The schema does not fit in the schema area.
+    #[error("schema of {len} bytes exceeds the schema capacity of {max} bytes")]
+    SchemaTooLarge {
+        /// Schema length.
+        len: usize,
+        /// Capacity.
+        max: usize,
+    },
+    /// The schema area holds an impossible length.
+    #[error("corrupt schema area: length {len} exceeds capacity {max}")]
+    CorruptSchema {
+        /// Length found.
+        len: u32,
+        /// Capacity.
+        max: u32,
+    },
+    /// The producer already closed the stream.
+    #[error("the stream is closed")]
+    Closed,
+    /// Invalid argument (e.g. queue group 0).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// System error creating an eventfd or thread.
+    #[error("{what}: {source}")]
+    Io {
+        /// Operation.
+        what: &'static str,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Identity of this process as written into the tables; tests inject
+/// fixed values to reproduce the shared vectors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ident {
+    pub pid: u32,
+    /// Fixed monotonic clock value, or `None` for the real clock.
+    pub fixed_ns: Option<u64>,
+}
+
+impl Ident {
+    fn real() -> Ident {
+        Ident {
+            pid: std::process::id(),
+            fixed_ns: None,
+        }
+    }
+
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.fixed_ns.unwrap_or_else(monotonic_ns)
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (comparable across processes).
+pub fn monotonic_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The mapped region plus the typed accessors of its words.
+pub(crate) struct Shared {
+    pub region: Region,
+    pub layout: Layout,
+    pub ident: Ident,
+}
+
+impl proto::Words for Shared {
+    fn slot_count(&self) -> u64 {
+        self.layout.config.slot_count as u64
+    }
+    fn subscribers(&self) -> usize {
+        self.layout.config.max_subscribers as usize
+    }
+    fn published(&self) -> &AtomicU64 {
+        self.region.u64_at(off::PUBLISHED)
+    }
+    fn closed(&self) -> &AtomicU32 {
+        self.region.u32_at(off::CLOSED)
+    }
+    fn table_epoch(&self) -> &AtomicU64 {
+        self.region.u64_at(off::TABLE_EPOCH)
+    }
+    fn sub_state(&self, k: usize) -> &AtomicU32 {
+        self.region.u32_at(self.layout.sub(k) + off::SUB_STATE)
+    }
+    fn sub_claim(&self, k: usize) -> &AtomicU64 {
+        self.region.u64_at(self.layout.sub(k) + off::SUB_CLAIM)
+    }
+    fn sub_release(&self, k: usize) -> &AtomicU64 {
+        self.region.u64_at(self.layout.sub(k) + off::SUB_RELEASE)
+    }
+    fn done(&self, k: usize, i: usize) -> &AtomicU64 {
+        self.region.u64_at(self.layout.done(k, i))
+    }
+    fn stamp(&self, i: usize) -> &AtomicU64 {
+        self.region.u64_at(self.layout.slot(i) + off::SLOT_STAMP)
+    }
+    fn slot_len(&self, i: usize) -> &AtomicU32 {
+        self.region.u32_at(self.layout.slot(i) + off::SLOT_LEN)
+    }
+    fn slot_flags(&self, i: usize) -> &AtomicU32 {
+        self.region.u32_at(self.layout.slot(i) + off::SLOT_FLAGS)
+    }
+}
+
+impl Shared {
+    pub(crate) fn hdr32(&self, at: usize) -> &AtomicU32 {
+        self.region.u32_at(at)
+    }
+
+    pub(crate) fn hdr64(&self, at: usize) -> &AtomicU64 {
+        self.region.u64_at(at)
+    }
+
+    /// Wakes a producer parked for space, if any (LAYOUT.md §5.2 step 3).
+    pub(crate) fn wake_space(&self) {
+        // SeqCst: pairs with the producer's increment of `space_waiters`
+        // before its final gate rescan (LAYOUT.md §6.2).
+        if self.hdr32(off::SPACE_WAITERS).load(Ordering::SeqCst) != 0 {
+            let f = self.hdr32(off::SPACE_FUTEX);
+            f.fetch_add(1, Ordering::SeqCst);
+            crate::signal::futex_wake_all(f);
+        }
+    }
+
+    /// Wakes every parked consumer (after close).
+    pub(crate) fn wake_data_always(&self) {
+        let f = self.hdr32(off::DATA_FUTEX);
+        f.fetch_add(1, Ordering::SeqCst);
+        crate::signal::futex_wake_all(f);
+    }
+
+    /// Takes the table lock (LAYOUT.md §5.3). A holder that no longer
+    /// exists (it died while holding the lock) is replaced.
+    pub(crate) fn lock_table(&self) -> TableGuard<'_> {
+        let lock = self.hdr32(off::TABLE_LOCK);
+        let me = self.ident.pid;
+        let backoff = Backoff::new();
+        loop {
+            // Acquire: pairs with the Release store in `TableGuard::drop`.
+            match lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return TableGuard { shared: self },
+                Err(holder) if holder != me && !pid_alive(holder) => {
+                    if lock
+                        .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        tracing::warn!(
+                            dead_pid = holder,
+                            "took over the table lock of a dead process"
+                        );
+                        return TableGuard { shared: self };
+                    }
+                }
+                Err(_) => {}
+            }
+            if backoff.is_completed() {
+                std::thread::sleep(Duration::from_micros(50));
+            } else {
+                backoff.snooze();
+            }
+        }
+    }
+}
+
+/// Whether a process with this pid exists (signal 0 probe).
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    match rustix::process::Pid::from_raw(pid as i32) {
+        None => false,
+        Some(p) => !matches!(
+            rustix::process::test_kill_process(p),
+            Err(rustix::io::Errno::SRCH)
+        ),
+    }
+}
+
+/// Holds the table lock; releases it on drop.
+pub(crate) struct TableGuard<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for TableGuard<'_> {
+    fn drop(&mut self) {
+        // Release: table changes made under the lock are visible to the next
+        // holder's Acquire CAS.
+        self.shared
+            .hdr32(off::TABLE_LOCK)
+            .store(0, Ordering::Release);
+    }
+}
+
+/// A mapped ring: the entry point to create producers and consumers.
+/// Cheap to clone; every handle keeps the mapping alive.
+#[derive(Clone)]
+pub struct Ring {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("name", &self.shared.region.name())
+            .field("config", &self.shared.layout.config)
+            .finish()
+    }
+}
+
+impl Ring {
+    fn wrap(region: Region, ident: Ident) -> Ring {
+        let layout = *region.layout();
+        Ring {
+            shared: Arc::new(Shared {
+                region,
+                layout,
+                ident,
+            }),
+        }
+    }
+
+    /// Creates the named ring `/dev/shm/<name>` (fails if it exists).
+    pub fn create(name: &str, config: &RingConfig) -> Result<Ring, RingError> {
+        Ok(Self::wrap(
+            Region::create_named(name, config)?,
+            Ident::real(),
+        ))
+    }
+
+    /// Opens the existing named ring `/dev/shm/<name>`.
+    pub fn open(name: &str) -> Result<Ring, RingError> {
+        Ok(Self::wrap(Region::open_named(name)?, Ident::real()))
+    }
+
+    /// Creates an anonymous ring in a sealed memfd; share it with
+    /// [`Ring::region`]`().fd()`.
+    pub fn create_anonymous(config: &RingConfig) -> Result<Ring, RingError> {
+        Ok(Self::wrap(
+            Region::create_anonymous("ring", config)?,
+            Ident::real(),
+        ))
+    }
+
+    /// Opens a ring from a descriptor inherited from or sent by its creator.
+    pub fn from_fd(fd: OwnedFd) -> Result<Ring, RingError> {
+        Ok(Self::wrap(Region::from_fd(fd)?, Ident::real()))
+    }
+
+    /// Removes the named ring from `/dev/shm` (mapped handles keep working).
+    pub fn unlink(name: &str) -> Result<(), RingError> {
+        Ok(Region::unlink_named(name)?)
+    }
+
+    /// A ring with fixed pid/clock values, for reproducing the test vectors.
+    #[cfg(test)]
+    pub(crate) fn create_anonymous_fixed(
+        config: &RingConfig,
+        creator: Stamp,
+        ident: Ident,
+    ) -> Result<Ring, RingError> {
+        Ok(Self::wrap(
+            Region::create_anonymous_stamped("vectors", config, creator)?,
+            ident,
+        ))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_ident(&self, ident: Ident) -> Ring {
+        let region = Region::from_fd(
+            self.shared
+                .region
+                .fd()
+                .try_clone_to_owned()
+                .expect("dup fd"),
+        )
+        .expect("reopen");
+        Self::wrap(region, ident)
+    }
+
+    /// The underlying region (its layout, fd and name).
+    pub fn region(&self) -> &Region {
+        &self.shared.region
+    }
+
+    /// The ring's configuration.
+    pub fn config(&self) -> RingConfig {
+        self.shared.layout.config
+    }
+
+    /// Number of messages published so far.
+    pub fn published(&self) -> u64 {
+        self.shared.hdr64(off::PUBLISHED).load(Ordering::Acquire)
+    }
+
+    /// Whether the producer has closed the stream.
+    pub fn is_closed(&self) -> bool {
+        self.shared.hdr32(off::CLOSED).load(Ordering::Acquire) == 1
+    }
+
+    /// Attaches the ring's single producer with default options (blocking
+    /// back-pressure without timeout, spin-then-park waiting).
+    pub fn producer(&self) -> Result<Producer, RingError> {
+        Producer::attach(
+            self.shared.clone(),
+            Backpressure::default(),
+            WaitStrategy::default(),
+        )
+    }
+
+    /// Attaches the producer with explicit back-pressure and wait strategy.
+    pub fn producer_with(
+        &self,
+        backpressure: Backpressure,
+        wait: WaitStrategy,
+    ) -> Result<Producer, RingError> {
+        Producer::attach(self.shared.clone(), backpressure, wait)
+    }
+
+    /// Joins as a new broadcast consumer, starting at the current head: it
+    /// will see every message published from now on.
+    pub fn subscribe(&self) -> Result<Consumer, RingError> {
+        Consumer::join(
+            self.shared.clone(),
+            kind::BROADCAST,
+            0,
+            WaitStrategy::default(),
+        )
+    }
+
+    /// Joins (or creates) work-queue group `group` (≥ 1): each message goes
+    /// to exactly one member of the group.
+    pub fn join_queue(&self, group: u32) -> Result<Consumer, RingError> {
+        if group == 0 {
+            return Err(RingError::InvalidArgument(
+                "queue group must be >= 1".into(),
+            ));
+        }
+        Consumer::join(
+            self.shared.clone(),
+            kind::QUEUE,
+            group,
+            WaitStrategy::default(),
+        )
+    }
+
+    /// Reads the schema the producer published (LAYOUT.md §9); `None` if
+    /// none has been set yet.
+    pub fn schema(&self) -> Result<Option<Vec<u8>>, RingError> {
+        let sh = &self.shared;
+        let seq = sh.hdr32(off::SCHEMA_SEQ);
+        let backoff = Backoff::new();
+        loop {
+            // Acquire: pairs with the final Release increment in `set_schema`.
+            let s1 = seq.load(Ordering::Acquire);
+            if s1 == 0 {
+                return Ok(None);
+            }
+            if s1 % 2 == 1 {
+                backoff.snooze();
+                continue;
+            }
+            let len = sh.hdr32(off::SCHEMA_LEN).load(Ordering::Relaxed);
+            let cap = sh.layout.config.schema_capacity;
+            if len > cap {
+                return Err(RingError::CorruptSchema { len, max: cap });
+            }
+            let mut out = vec![0u8; len as usize];
+            // SAFETY: schema_off + len ≤ schema_off + capacity, inside the
+            // mapping. The producer may be rewriting concurrently; the
+            // seqlock check below discards such a copy, and a byte copy of
+            // plain memory cannot fault.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    sh.region.base().add(sh.layout.schema_off),
+                    out.as_mut_ptr(),
+                    len as usize,
+                )
+            };
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            if seq.load(Ordering::Relaxed) == s1 {
+                return Ok(Some(out));
+            }
+        }
+    }
+
+    /// Occupancy of every subscriber entry (for inspection tools).
+    pub fn subscribers(&self) -> Vec<SubscriberInfo> {
+        let sh = &self.shared;
+        (0..sh.layout.config.max_subscribers as usize)
+            .filter_map(|k| {
+                let b = sh.layout.sub(k);
+                let st = sh.hdr32(b + off::SUB_STATE).load(Ordering::Acquire);
+                (st != state::FREE).then(|| SubscriberInfo {
+                    index: k,
+                    kind: sh.hdr32(b + off::SUB_KIND).load(Ordering::Relaxed),
+                    group: sh.hdr32(b + off::SUB_GROUP).load(Ordering::Relaxed),
+                    members: sh.hdr32(b + off::SUB_MEMBERS).load(Ordering::Relaxed),
+                    claim: sh.hdr64(b + off::SUB_CLAIM).load(Ordering::Relaxed),
+                    release: sh.hdr64(b + off::SUB_RELEASE).load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A snapshot of one subscriber entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriberInfo {
+    /// Entry index.
+    pub index: usize,
+    /// 1 broadcast, 2 queue.
+    pub kind: u32,
+    /// Queue group id (0 for broadcast).
+    pub group: u32,
+    /// Attached members.
+    pub members: u32,
+    /// Next sequence to hand out.
+    pub claim: u64,
+    /// Every sequence below this is released.
+    pub release: u64,
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod vectors;

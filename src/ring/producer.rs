@@ -1,0 +1,301 @@
+//! The single producer of a ring: reserve → write in place → publish
+//! (LAYOUT.md §4), with explicit back-pressure.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::Backoff;
+
+use super::proto::ProducerCursor;
+use super::{RingError, Shared};
+use crate::layout::off;
+use crate::signal::{futex_wait, futex_wake_all, WaitStrategy};
+use crate::sync::Ordering;
+
+/// What the producer does when the slowest consumer is a whole ring behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Wait for space, at most `timeout` (`None`: for ever), then fail with
+    /// [`RingError::Timeout`].
+    Block {
+        /// Longest wait per reservation.
+        timeout: Option<Duration>,
+    },
+    /// Fail at once with [`RingError::Full`].
+    Fail,
+}
+
+impl Default for Backpressure {
+    fn default() -> Self {
+        Backpressure::Block { timeout: None }
+    }
+}
+
+/// The ring's only writer. Dropping it detaches without closing the
+/// stream (a new producer may attach and continue); [`Producer::close`]
+/// ends the stream.
+pub struct Producer {
+    shared: Arc<Shared>,
+    cursor: ProducerCursor,
+    backpressure: Backpressure,
+    wait: WaitStrategy,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("next", &self.cursor.next)
+            .field("backpressure", &self.backpressure)
+            .finish()
+    }
+}
+
+impl Producer {
+    pub(super) fn attach(
+        shared: Arc<Shared>,
+        backpressure: Backpressure,
+        wait: WaitStrategy,
+    ) -> Result<Producer, RingError> {
+        let pid = shared.ident.pid;
+        // SeqCst: one producer per ring; the CAS decides who it is.
+        if let Err(holder) = shared.hdr32(off::PRODUCER_PID).compare_exchange(
+            0,
+            pid,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            return Err(RingError::ProducerExists { pid: holder });
+        }
+        if shared.hdr32(off::CLOSED).load(Ordering::Acquire) == 1 {
+            shared.hdr32(off::PRODUCER_PID).store(0, Ordering::SeqCst);
+            return Err(RingError::Closed);
+        }
+        shared
+            .hdr64(off::PRODUCER_HEARTBEAT)
+            .store(shared.ident.now_ns(), Ordering::Relaxed);
+        tracing::debug!(pid, "producer attached");
+        let cursor = ProducerCursor::attach(&*shared);
+        Ok(Producer {
+            shared,
+            cursor,
+            backpressure,
+            wait,
+            closed: false,
+        })
+    }
+
+    /// Largest message this ring accepts (the slot size).
+    pub fn max_message(&self) -> usize {
+        self.shared.layout.config.slot_size as usize
+    }
+
+    /// Sequence number the next published message will get.
+    pub fn next_seq(&self) -> u64 {
+        self.cursor.next
+    }
+
+    /// Reserves the next slot for a message of at most `len` bytes, waiting
+    /// for space according to the back-pressure policy. Write into the
+    /// returned [`Reservation`] and call [`Reservation::publish`].
+    pub fn reserve(&mut self, len: usize) -> Result<Reservation<'_>, RingError> {
+        let max = self.max_message();
+        if len > max {
+            return Err(RingError::MessageTooLarge { len, max });
+        }
+        let slot = self.wait_for_space()?;
+        let off = self.shared.layout.payload(slot);
+        // SAFETY: the gate guarantees no subscriber can still hold this slot
+        // (its previous sequence is released by everyone), and we are the
+        // only producer, so this region of the mapping is ours until publish.
+        let buf =
+            unsafe { std::slice::from_raw_parts_mut(self.shared.region.base().add(off), max) };
+        Ok(Reservation {
+            producer: self,
+            buf,
+        })
+    }
+
+    /// Copies `bytes` into the next slot and publishes it with `flags`.
+    /// Returns the message's sequence number.
+    pub fn send(&mut self, bytes: &[u8], flags: u32) -> Result<u64, RingError> {
+        let mut r = self.reserve(bytes.len())?;
+        r[..bytes.len()].copy_from_slice(bytes);
+        r.publish(bytes.len(), flags)
+    }
+
+    fn wait_for_space(&mut self) -> Result<usize, RingError> {
+        if self.closed {
+            return Err(RingError::Closed);
+        }
+        if let Some(i) = self.cursor.try_reserve(&*self.shared) {
+            return Ok(i);
+        }
+        let timeout = match self.backpressure {
+            Backpressure::Fail => {
+                return Err(RingError::Full {
+                    slots: self.shared.layout.config.slot_count,
+                })
+            }
+            Backpressure::Block { timeout } => timeout,
+        };
+        tracing::trace!("producer blocked: ring full");
+        let start = Instant::now();
+        let backoff = Backoff::new();
+        loop {
+            self.cursor.invalidate();
+            if let Some(i) = self.cursor.try_reserve(&*self.shared) {
+                return Ok(i);
+            }
+            let remaining = match timeout {
+                Some(t) => match t.checked_sub(start.elapsed()) {
+                    Some(r) if !r.is_zero() => r,
+                    _ => return Err(RingError::Timeout(t)),
+                },
+                None => Duration::MAX,
+            };
+            if self.wait == WaitStrategy::Spin || !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            self.park_for_space(remaining);
+            self.shared
+                .hdr64(off::PRODUCER_HEARTBEAT)
+                .store(self.shared.ident.now_ns(), Ordering::Relaxed);
+        }
+    }
+
+    /// LAYOUT.md §6.2: register, re-check, park.
+    fn park_for_space(&mut self, remaining: Duration) {
+        let sh = &self.shared;
+        let waiters = sh.hdr32(off::SPACE_WAITERS);
+        let futex = sh.hdr32(off::SPACE_FUTEX);
+        // SeqCst: pairs with the releasers' SeqCst load of `space_waiters`
+        // after they advance `release` (Shared::wake_space).
+        waiters.fetch_add(1, Ordering::SeqCst);
+        let seen = futex.load(Ordering::SeqCst);
+        self.cursor.invalidate();
+        if self.cursor.try_reserve(&**sh).is_none() {
+            futex_wait(futex, seen, remaining);
+        }
+        waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn publish_reserved(&mut self, len: usize, flags: u32) -> Result<u64, RingError> {
+        let max = self.max_message();
+        if len > max {
+            return Err(RingError::MessageTooLarge { len, max });
+        }
+        let sh = &*self.shared;
+        let seq = self.cursor.publish(sh, len as u32, flags);
+        // SeqCst: the store of `published` (SeqCst, in `publish`) comes
+        // before this load; a consumer increments `data_waiters` before
+        // re-checking `published` — one of us sees the other (§6.1).
+        if sh.hdr32(off::DATA_WAITERS).load(Ordering::SeqCst) != 0 {
+            let f = sh.hdr32(off::DATA_FUTEX);
+            f.fetch_add(1, Ordering::SeqCst);
+            futex_wake_all(f);
+        }
+        Ok(seq)
+    }
+
+    /// Publishes `schema` in the ring's schema area (LAYOUT.md §9) so late
+    /// joiners can read it with [`super::Ring::schema`].
+    pub fn set_schema(&mut self, schema: &[u8]) -> Result<(), RingError> {
+        let sh = &self.shared;
+        let cap = sh.layout.config.schema_capacity as usize;
+        if schema.len() > cap {
+            return Err(RingError::SchemaTooLarge {
+                len: schema.len(),
+                max: cap,
+            });
+        }
+        let seq = sh.hdr32(off::SCHEMA_SEQ);
+        // SeqCst: the odd value is visible before any byte changes.
+        seq.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: schema_off..schema_off+cap is inside the mapping and only
+        // the producer writes it; readers detect concurrent writes with the
+        // seqlock and discard their copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                schema.as_ptr(),
+                sh.region.base().add(sh.layout.schema_off),
+                schema.len(),
+            )
+        };
+        sh.hdr32(off::SCHEMA_LEN)
+            .store(schema.len() as u32, Ordering::Relaxed);
+        // Release: pairs with the readers' Acquire load of `schema_seq`.
+        seq.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Ends the stream: consumers drain what was published, then see
+    /// end-of-stream. Detaches the producer.
+    pub fn close(mut self) {
+        self.close_inner();
+    }
+
+    fn close_inner(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        // SeqCst: consumers that see `closed` and then `published` know no
+        // more messages follow.
+        self.shared.hdr32(off::CLOSED).store(1, Ordering::SeqCst);
+        self.shared.wake_data_always();
+        self.detach();
+        tracing::debug!(published = self.cursor.next, "producer closed the stream");
+    }
+
+    fn detach(&self) {
+        let _ = self.shared.hdr32(off::PRODUCER_PID).compare_exchange(
+            self.shared.ident.pid,
+            0,
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.detach();
+        }
+    }
+}
+
+/// A reserved slot: write the message into it (it derefs to the slot's
+/// whole payload capacity), then [`publish`](Reservation::publish). Dropping
+/// it without publishing discards the write; nothing becomes visible.
+pub struct Reservation<'p> {
+    producer: &'p mut Producer,
+    buf: &'p mut [u8],
+}
+
+impl Reservation<'_> {
+    /// Publishes the first `len` bytes with `flags`; returns the sequence.
+    pub fn publish(self, len: usize, flags: u32) -> Result<u64, RingError> {
+        self.producer.publish_reserved(len, flags)
+    }
+
+    /// The slot's payload capacity.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+impl std::ops::Deref for Reservation<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.buf
+    }
+}
+
+impl std::ops::DerefMut for Reservation<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.buf
+    }
+}

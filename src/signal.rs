@@ -1,0 +1,77 @@
+//! Waiting without burning a core for ever: spin briefly, then park on a
+//! shared futex in the mapping (LAYOUT.md §6), and an eventfd bridge for
+//! epoll/tokio users.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use rustix::event::{eventfd, EventfdFlags};
+use rustix::thread::futex;
+
+/// Longest single futex sleep: waits are re-checked at least this often, so
+/// a lost wake-up (or a dead peer) delays a waiter but never hangs it.
+pub const PARK_SLICE: Duration = Duration::from_millis(100);
+
+/// How a waiting consumer or producer behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaitStrategy {
+    /// Spin briefly, then park on the futex (the default). Costs a wake
+    /// system call on the peer only while this side is parked.
+    #[default]
+    Blocking,
+    /// Never park: busy-poll with spin hints and `sched_yield`. Lowest
+    /// latency, one core per waiter, zero system calls on the peer's side.
+    Spin,
+}
+
+/// Parks on the shared futex `word` while it still holds `expected`, for at
+/// most `timeout` (capped at [`PARK_SLICE`]). Spurious returns are fine:
+/// callers always re-check their condition.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let t = timeout.min(PARK_SLICE);
+    let ts = futex::Timespec {
+        tv_sec: t.as_secs() as _,
+        tv_nsec: t.subsec_nanos() as _,
+    };
+    // Shared futex (no PRIVATE flag): the waker is usually another process.
+    // EAGAIN (value changed), EINTR and ETIMEDOUT all mean "re-check".
+    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&ts));
+}
+
+/// Wakes every waiter parked on the shared futex `word`.
+pub fn futex_wake_all(word: &AtomicU32) {
+    let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
+}
+
+/// A non-blocking, close-on-exec eventfd in counter mode.
+#[derive(Debug)]
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    /// Creates an eventfd with counter 0.
+    pub fn new() -> std::io::Result<EventFd> {
+        Ok(EventFd(eventfd(
+            0,
+            EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
+        )?))
+    }
+
+    /// Adds 1 to the counter, making the fd readable.
+    pub fn notify(&self) {
+        // EAGAIN only when the counter would overflow: it is readable anyway.
+        let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
+    }
+
+    /// Resets the counter; returns whether it was non-zero.
+    pub fn drain(&self) -> bool {
+        let mut b = [0u8; 8];
+        rustix::io::read(&self.0, &mut b).is_ok()
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
