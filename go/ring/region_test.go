@@ -149,3 +149,20 @@ func TestSendRecvFd(t *testing.T) {
 		t.Fatalf("got %q", l.Bytes())
 	}
 }
+
+// memfdCreateSealed writes b into a new memfd and seals it.
+func memfdCreateSealed(b []byte) (int, error) {
+	fd, err := unix.MemfdCreate("alloy:test", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return -1, err
+	}
+	if _, err := unix.Write(fd, b); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, requiredSeals); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
