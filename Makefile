@@ -12,10 +12,11 @@ deps:
 	@bash scripts/deps.sh
 
 build: deps
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --lib --bins
 	@mkdir -p bin
 	cp target/release/alloy bin/alloy
 	cd go && $(GO) build -o ../bin/alloy-go ./cmd/alloy-go
+	cd go && $(GO) build -o ../bin/alloy-oneshot ./examples/oneshot
 
 # All tests of both languages: Rust unit/integration/doc tests (including the
 # cross-process ring tests), Go tests under the race detector, and the
