@@ -32,6 +32,8 @@ pub mod region;
 pub mod ring;
 #[cfg(not(loom))]
 pub mod signal;
+#[doc(hidden)]
+pub mod checked;
 mod sync;
 
 #[cfg(loom)]

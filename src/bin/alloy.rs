@@ -1,1 +1,212 @@
-fn main() {}
+//! `alloy`: create, inspect, feed and drain Alloy shared-memory rings.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use alloy_shm::checked::Spec;
+use alloy_shm::ring::{Backpressure, Ring, RingConfig, WaitStrategy};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "alloy", version, about = "Alloy shared-memory rings for Arrow data")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a named ring under /dev/shm.
+    Create {
+        /// Ring name.
+        #[arg(long)]
+        ring: String,
+        /// Number of slots (a power of two).
+        #[arg(long, default_value_t = 64)]
+        slots: u32,
+        /// Payload bytes per slot (a multiple of 64): the largest message.
+        #[arg(long, default_value_t = 1 << 20)]
+        slot_size: u32,
+        /// Subscriber entries (broadcast consumers + queue groups).
+        #[arg(long, default_value_t = 16)]
+        max_subscribers: u32,
+        /// Member entries (attached consumer handles).
+        #[arg(long, default_value_t = 32)]
+        max_members: u32,
+        /// Bytes reserved for the stream schema.
+        #[arg(long, default_value_t = 64 << 10)]
+        schema_capacity: u32,
+    },
+    /// Remove a named ring.
+    Rm {
+        /// Ring name.
+        #[arg(long)]
+        ring: String,
+    },
+    /// Send checked test messages (doc/TESTING.md), then close the stream.
+    #[command(hide = true)]
+    TestProduce {
+        /// Ring name.
+        #[arg(long)]
+        ring: String,
+        /// Number of messages.
+        #[arg(long)]
+        count: u64,
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+    /// Receive and verify checked test messages until end-of-stream.
+    #[command(hide = true)]
+    TestConsume {
+        /// Ring name.
+        #[arg(long)]
+        ring: String,
+        /// Join as a broadcast consumer.
+        #[arg(long, conflicts_with = "queue", required_unless_present = "queue")]
+        broadcast: bool,
+        /// Join work-queue group G.
+        #[arg(long, value_name = "G")]
+        queue: Option<u32>,
+        /// Write the received message numbers here (little-endian u64s).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Busy-poll instead of parking on the futex.
+        #[arg(long)]
+        spin: bool,
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+}
+
+#[derive(Args, Clone, Copy)]
+struct SpecArgs {
+    /// Seed of the length formula.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Smallest message size (>= 16).
+    #[arg(long, default_value_t = 16)]
+    min_size: usize,
+    /// Largest message size.
+    #[arg(long, default_value_t = 4096)]
+    max_size: usize,
+}
+
+impl SpecArgs {
+    fn spec(self) -> Result<Spec, String> {
+        if self.min_size < 16 || self.max_size < self.min_size {
+            return Err("need 16 <= --min-size <= --max-size".into());
+        }
+        Ok(Spec {
+            seed: self.seed,
+            min: self.min_size,
+            max: self.max_size,
+        })
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let e = |e: alloy_shm::ring::RingError| e.to_string();
+    match cli.cmd {
+        Cmd::Create {
+            ring,
+            slots,
+            slot_size,
+            max_subscribers,
+            max_members,
+            schema_capacity,
+        } => {
+            let cfg = RingConfig {
+                slot_count: slots,
+                slot_size,
+                max_subscribers,
+                max_members,
+                schema_capacity,
+            };
+            let r = Ring::create(&ring, &cfg).map_err(e)?;
+            println!(
+                "created ring {ring:?}: {slots} slots x {slot_size} bytes, {} bytes total",
+                r.region().layout().total_size
+            );
+        }
+        Cmd::Rm { ring } => Ring::unlink(&ring).map_err(e)?,
+        Cmd::TestProduce { ring, count, spec } => {
+            let spec = spec.spec()?;
+            let r = Ring::open(&ring).map_err(e)?;
+            if spec.max > r.config().slot_size as usize {
+                return Err(format!(
+                    "--max-size {} exceeds the slot size {}",
+                    spec.max,
+                    r.config().slot_size
+                ));
+            }
+            let mut p = r
+                .producer_with(Backpressure::default(), WaitStrategy::Blocking)
+                .map_err(e)?;
+            let mut bytes = 0u64;
+            for j in 0..count {
+                let mut slot = p.reserve(spec.max).map_err(e)?;
+                let n = spec.write(j, &mut slot);
+                slot.publish(n, 0).map_err(e)?;
+                bytes += n as u64;
+            }
+            p.close();
+            println!("{{\"sent\":{count},\"bytes\":{bytes}}}");
+        }
+        Cmd::TestConsume {
+            ring,
+            broadcast,
+            queue,
+            out,
+            spin,
+            spec,
+        } => {
+            let spec = spec.spec()?;
+            let r = Ring::open(&ring).map_err(e)?;
+            let mut c = match queue {
+                Some(g) => r.join_queue(g).map_err(e)?,
+                None => {
+                    debug_assert!(broadcast);
+                    r.subscribe().map_err(e)?
+                }
+            };
+            if spin {
+                c.set_wait_strategy(WaitStrategy::Spin);
+            }
+            println!("ready");
+            std::io::stdout().flush().map_err(|e| e.to_string())?;
+            let mut seen = Vec::new();
+            let mut bytes = 0u64;
+            let mut expect_next: Option<u64> = None;
+            while let Some(m) = c.recv().map_err(e)? {
+                let j = spec.verify(&m)?;
+                if broadcast {
+                    if let Some(n) = expect_next {
+                        if j != n {
+                            return Err(format!("out of order: got message {j}, expected {n}"));
+                        }
+                    }
+                    expect_next = Some(j + 1);
+                }
+                bytes += m.len() as u64;
+                seen.push(j);
+            }
+            if let Some(path) = out {
+                let raw: Vec<u8> = seen.iter().flat_map(|j| j.to_le_bytes()).collect();
+                std::fs::write(&path, raw).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            println!("{{\"received\":{},\"bytes\":{bytes}}}", seen.len());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("alloy: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
