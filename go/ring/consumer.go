@@ -226,7 +226,11 @@ func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error)
 			}
 			slice = min(slice, left)
 		}
-		if b.snooze() || c.opts.Wait == Spin {
+		if c.opts.Wait == Spin {
+			b.spin()
+			continue
+		}
+		if b.snooze() {
 			continue
 		}
 		if stopWake == nil && ctx.Done() != nil {

@@ -81,3 +81,15 @@ func (b *backoff) snooze() bool {
 	}
 	return false
 }
+
+// spin is the endless wait of WaitStrategy Spin: busy rounds, yielding the
+// processor now and then so a spinning goroutine cannot starve the one it
+// waits for when GOMAXPROCS is small.
+func (b *backoff) spin() {
+	b.step++
+	if b.step%16 == 0 {
+		runtime.Gosched()
+		return
+	}
+	spinPause(16)
+}
