@@ -121,10 +121,34 @@ func TestBackpressureBlockWakesOnRelease(t *testing.T) {
 		time.Sleep(150 * time.Millisecond) // long enough for the producer to park
 		l.Release()
 	}()
+	// A long slice: only the releaser's futex wake can end the wait soon.
+	defer func(d time.Duration) { waitSlice = d }(waitSlice)
+	waitSlice = 10 * time.Second
 	start := time.Now()
 	mustSend(t, p, nil, 0)
-	if d := time.Since(start); d < 100*time.Millisecond {
-		t.Fatalf("send returned after %v, before the release", d)
+	if d := time.Since(start); d < 100*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("send returned after %v; the release came after 150ms", d)
+	}
+}
+
+// A parked consumer is woken by the publish, not by the end of its slice.
+func TestParkedConsumerWokenByPublish(t *testing.T) {
+	defer func(d time.Duration) { waitSlice = d }(waitSlice)
+	waitSlice = 10 * time.Second
+	r := anonRing(t, small)
+	c := mustSubscribe(t, r)
+	p := mustProducer(t, r, failBP)
+	time.AfterFunc(100*time.Millisecond, func() { p.Send([]byte("wake"), 0) })
+	start := time.Now()
+	l, err := c.Recv()
+	if err != nil || string(l.Bytes()) != "wake" {
+		t.Fatalf("Recv: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("woke after %v", d)
+	}
+	if w := u32At(r.mem, offDataWaiters).Load(); w != 0 {
+		t.Fatalf("data_waiters %d after the wake-up, want 0", w)
 	}
 }
 
@@ -283,14 +307,17 @@ func TestRecvTimeoutAndContext(t *testing.T) {
 	if d := time.Since(start); d < 30*time.Millisecond {
 		t.Fatalf("RecvTimeout returned after %v", d)
 	}
+	// With a long slice, only a wake-up can end the futex wait early:
+	// cancellation must interrupt it rather than wait the slice out.
+	defer func(d time.Duration) { waitSlice = d }(waitSlice)
+	waitSlice = 10 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(20*time.Millisecond, cancel)
+	time.AfterFunc(50*time.Millisecond, cancel)
 	start = time.Now()
 	if _, err := c.RecvContext(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("RecvContext: %v", err)
 	}
-	// Cancellation interrupts the futex wait instead of waiting out a slice.
-	if d := time.Since(start); d > 90*time.Millisecond {
+	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("cancellation took %v", d)
 	}
 }

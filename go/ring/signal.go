@@ -11,8 +11,9 @@ import (
 )
 
 // waitSlice bounds every futex wait (LAYOUT §6): a lost wake-up can only
-// delay a waiter, never hang it.
-const waitSlice = 100 * time.Millisecond
+// delay a waiter, never hang it. A variable only so that tests can tell a
+// wake-up from the end of a slice.
+var waitSlice = 100 * time.Millisecond
 
 // Shared (not FUTEX_PRIVATE_FLAG) operations: the waker is usually another
 // process, and private futexes are keyed by address space.
