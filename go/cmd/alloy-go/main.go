@@ -3,6 +3,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -17,7 +18,8 @@ commands:
   version   print the tool and layout version
   create    create a named ring: --ring NAME --slots N --slot-size BYTES
             [--max-subscribers S] [--max-members M] [--schema-capacity C]
-  rm        remove a named ring: --ring NAME`)
+  rm        remove a named ring: --ring NAME
+  stat      print a named ring's header, tables and slot headers as JSON: --ring NAME`)
 }
 
 func main() {
@@ -34,6 +36,8 @@ func main() {
 		err = create(args)
 	case "rm":
 		err = remove(args)
+	case "stat":
+		err = stat(args)
 	case "test-produce":
 		err = testProduce(args)
 	case "test-consume":
@@ -96,4 +100,27 @@ func remove(args []string) error {
 		return err
 	}
 	return ring.Remove(*name)
+}
+
+// stat prints the ring's Snapshot without payloads, for debugging a stuck
+// stream (who is attached, which cursor gates the producer).
+func stat(args []string) error {
+	fs := newFlags("stat")
+	name := fs.String("ring", "", "ring name (under /dev/shm)")
+	fs.Parse(args)
+	if err := requireRing(*name); err != nil {
+		return err
+	}
+	r, err := ring.Open(*name)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	s := r.Snapshot()
+	for i := range s.Slots {
+		s.Slots[i].Payload = nil
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(s)
 }
