@@ -84,11 +84,11 @@ func (b *backoff) snooze() bool {
 }
 
 // spin is the endless wait of WaitStrategy Spin: busy rounds, yielding the
-// processor now and then so a spinning goroutine cannot starve the one it
+// processor every 256 rounds so a spinning goroutine cannot starve the one it
 // waits for when GOMAXPROCS is small.
 func (b *backoff) spin() {
 	b.step++
-	if b.step%16 == 0 {
+	if b.step%256 == 0 {
 		runtime.Gosched()
 		return
 	}
