@@ -392,3 +392,46 @@ func TestTableLockOfDeadProcess(t *testing.T) {
 		t.Fatalf("table_lock %d after the join, want 0", got)
 	}
 }
+
+// A member joining an existing group shares its cursors: it receives what
+// is still unclaimed, not only what comes after its join. A group whose
+// last member left starts again at the head.
+func TestQueueLateMemberSharesCursor(t *testing.T) {
+	r := anonRing(t, small)
+	a, err := r.JoinQueue(3, ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := mustProducer(t, r, failBP)
+	for j := 0; j < 3; j++ {
+		mustSend(t, p, []byte{byte(j)}, 0)
+	}
+	recvOK(t, a).Release()
+	b, err := r.JoinQueue(3, ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.sub != a.sub {
+		t.Fatalf("second member got subscriber %d, the group has %d", b.sub, a.sub)
+	}
+	if l := recvOK(t, b); l.Seq() != 1 {
+		t.Fatalf("late member got seq %d, want 1 (unclaimed)", l.Seq())
+	} else {
+		l.Release()
+	}
+	if l := recvOK(t, a); l.Seq() != 2 {
+		t.Fatalf("first member got seq %d, want 2", l.Seq())
+	} else {
+		l.Release()
+	}
+	a.Close()
+	b.Close()
+	mustSend(t, p, []byte{3}, 0)
+	c, err := r.JoinQueue(3, ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.TryRecv(); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("re-created group saw an old message: %v", err)
+	}
+}
