@@ -56,7 +56,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func needRust(t *testing.T) {
+func needRust(t testing.TB) {
 	if _, err := os.Stat(rustBin); err != nil {
 		t.Skipf("%s not built (run make build): %v", rustBin, err)
 	}
@@ -64,7 +64,7 @@ func needRust(t *testing.T) {
 
 // newRing creates a uniquely named ring of 256 slots × 4096 bytes and
 // removes it when the test ends, whatever happens.
-func newRing(t *testing.T) string {
+func newRing(t testing.TB) string {
 	name := fmt.Sprintf("alloy-cross-%d-%s", os.Getpid(), t.Name())
 	name = strings.ReplaceAll(name, "/", "_")
 	r, err := ring.Create(name, ring.Config{SlotCount: 256, SlotSize: 4096, MaxSubscribers: 8, MaxMembers: 8, SchemaCapacity: 64})
@@ -84,7 +84,7 @@ type proc struct {
 	errb strings.Builder
 }
 
-func start(t *testing.T, ctx context.Context, bin string, args ...string) *proc {
+func start(t testing.TB, ctx context.Context, bin string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: filepath.Base(bin) + " " + strings.Join(args, " ")}
 	p.cmd = exec.CommandContext(ctx, bin, args...)
@@ -108,7 +108,7 @@ func start(t *testing.T, ctx context.Context, bin string, args ...string) *proc 
 
 // ready waits for a consumer's "ready" line, so it has joined before the
 // producer starts and sees every message.
-func (p *proc) ready(t *testing.T) {
+func (p *proc) ready(t testing.TB) {
 	t.Helper()
 	line, err := p.out.ReadString('\n')
 	if strings.TrimSpace(line) != "ready" {
@@ -117,7 +117,7 @@ func (p *proc) ready(t *testing.T) {
 }
 
 // result waits for the process and decodes its JSON summary line.
-func (p *proc) result(t *testing.T) map[string]uint64 {
+func (p *proc) result(t testing.TB) map[string]uint64 {
 	t.Helper()
 	rest, _ := io.ReadAll(p.out)
 	if err := p.cmd.Wait(); err != nil {
@@ -142,11 +142,11 @@ func sides() (goSide, rustSide side) {
 // run starts the consumers, waits until all joined, runs the producer and
 // checks that every broadcast consumer got every byte and that the queue
 // members' index files partition 0..count-1.
-func run(t *testing.T, count uint64, producer side, broadcast []side, queue []side) {
+func run(t testing.TB, count uint64, producer side, broadcast []side, queue []side) {
 	runOn(t, newRing(t), count, producer, broadcast, queue)
 }
 
-func runOn(t *testing.T, name string, count uint64, producer side, broadcast []side, queue []side) {
+func runOn(t testing.TB, name string, count uint64, producer side, broadcast []side, queue []side) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var bps, qps []*proc
@@ -188,7 +188,7 @@ func runOn(t *testing.T, name string, count uint64, producer side, broadcast []s
 
 // checkPartition verifies the union of the members' index files is exactly
 // 0..count-1 with no duplicate.
-func checkPartition(t *testing.T, count uint64, files []string) {
+func checkPartition(t testing.TB, count uint64, files []string) {
 	t.Helper()
 	seen := make([]bool, count)
 	total := uint64(0)
@@ -302,5 +302,30 @@ func TestGoCLI(t *testing.T) {
 	}
 	if _, err := os.Stat("/dev/shm/" + name); !os.IsNotExist(err) {
 		t.Fatalf("ring still exists after rm: %v", err)
+	}
+}
+
+// BenchmarkCLIThroughput streams b.N checked 4 KiB messages between the two
+// CLIs, one consumer. The checked format's FNV-1a on both ends, not the
+// ring, bounds this number; it is an end-to-end figure.
+func BenchmarkCLIThroughput(b *testing.B) {
+	if _, err := os.Stat(rustBin); err != nil {
+		b.Skipf("%s not built", rustBin)
+	}
+	g, r := sides()
+	for _, pair := range [][2]side{{g, r}, {r, g}, {g, g}} {
+		b.Run(pair[0].lang+"-to-"+pair[1].lang, func(b *testing.B) {
+			b.SetBytes(4096)
+			name := newRing(b)
+			ctx := context.Background()
+			c := start(b, ctx, pair[1].bin, "test-consume", "--ring", name, "--broadcast", "--min-size", "4096", "--max-size", "4096")
+			c.ready(b)
+			b.ResetTimer()
+			p := start(b, ctx, pair[0].bin, "test-produce", "--ring", name, "--count", fmt.Sprint(b.N), "--min-size", "4096", "--max-size", "4096")
+			p.result(b)
+			if got := c.result(b); got["received"] != uint64(b.N) {
+				b.Fatalf("received %v of %d", got, b.N)
+			}
+		})
 	}
 }
