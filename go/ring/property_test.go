@@ -100,3 +100,40 @@ func TestPropertyAgainstModel(t *testing.T) {
 		})
 	})
 }
+
+// TestPropertyLayout checks, for random valid configurations, that the
+// areas of §3 are ordered without overlap, every payload is 64-byte
+// aligned, and a written header reads back as the same layout.
+func TestPropertyLayout(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		cfg := Config{
+			SlotCount:      1 << rapid.IntRange(1, 20).Draw(rt, "log2 slots"),
+			SlotSize:       64 * rapid.Uint32Range(1, 1<<24).Draw(rt, "slot size/64"),
+			MaxSubscribers: rapid.Uint32Range(1, 64).Draw(rt, "subscribers"),
+			MaxMembers:     rapid.Uint32Range(1, 256).Draw(rt, "members"),
+			SchemaCapacity: 64 * rapid.Uint32Range(0, 1<<18).Draw(rt, "schema/64"),
+		}
+		l, err := cfg.Layout()
+		if err != nil {
+			rt.Fatalf("valid config refused: %v", err)
+		}
+		s, m, n := uint64(cfg.MaxSubscribers), uint64(cfg.MaxMembers), uint64(cfg.SlotCount)
+		if l.MembersOff < l.SubsOff+s*128 || l.DoneOff < l.MembersOff+m*64 || l.SchemaOff < l.DoneOff+s*n*8 ||
+			l.SlotsOff < l.SchemaOff+uint64(cfg.SchemaCapacity) || l.TotalSize != l.SlotsOff+n*l.SlotStride {
+			rt.Fatalf("areas overlap: %+v", l)
+		}
+		if l.SlotsOff%4096 != 0 || l.SchemaOff%64 != 0 || l.SlotStride%64 != 0 || l.SlotsOff-l.SchemaOff-uint64(cfg.SchemaCapacity) >= 4096 {
+			rt.Fatalf("misaligned or padded too much: %+v", l)
+		}
+		last := n - 1
+		if p := l.slotOff(last) + SlotHeaderSize; p%64 != 0 || p+uint64(cfg.SlotSize) != l.TotalSize {
+			rt.Fatalf("last payload at %d", p)
+		}
+		hdr := alignedBytes(HeaderSize)
+		writeHeader(hdr, l, 1, 2)
+		got, err := ReadLayout(hdr, l.TotalSize)
+		if err != nil || got != l {
+			rt.Fatalf("header round trip: %+v, %v", got, err)
+		}
+	})
+}
