@@ -52,8 +52,9 @@ pub enum RegionError {
         /// Our effective uid.
         me: u32,
     },
-    /// An fd received from a peer lacks the seals that protect against SIGBUS.
-    #[error("memfd is missing the shrink/grow seals; refusing to map it")]
+    /// An fd received from a peer is not a memfd carrying the shrink, grow
+    /// and seal seals that protect against SIGBUS.
+    #[error("fd is not a memfd sealed against shrink/grow/reseal; refusing to map it")]
     NotSealed,
     /// Any other system error.
     #[error("{what}: {source}")]
@@ -271,10 +272,11 @@ impl Region {
     /// Opens a region from a descriptor inherited from or sent by its
     /// creator. A memfd must carry the shrink and grow seals.
     pub fn from_fd(fd: OwnedFd) -> Result<Region, RegionError> {
-        if let Ok(seals) = rustix::fs::fcntl_get_seals(&fd) {
-            if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
-                return Err(RegionError::NotSealed);
-            }
+        // Not a memfd (EINVAL) or missing a seal: a peer could resize it
+        // under us and SIGBUS every reader.
+        let seals = rustix::fs::fcntl_get_seals(&fd).map_err(|_| RegionError::NotSealed)?;
+        if !seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL) {
+            return Err(RegionError::NotSealed);
         }
         Self::open_file(File::from(fd), None)
     }
@@ -288,6 +290,11 @@ impl Region {
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {
             let size = file.metadata().map_err(io_err("fstat"))?.len();
+            if size < layout::HEADER_SIZE as u64 && Instant::now() < deadline {
+                // The creator may be between O_EXCL and ftruncate.
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
             if size < layout::HEADER_SIZE as u64 {
                 return Err(lerr(LayoutError::Truncated {
                     size,

@@ -161,6 +161,10 @@ func (c *Consumer) lease(seq uint64) (*Lease, error) {
 	stamp := u64At(m, slot+slotStamp).Load()
 	n := u32At(m, slot+slotLen).Load()
 	if stamp != seq+1 || n > l.SlotSize {
+		// Release the damaged sequence so the ring keeps flowing, then
+		// report it (LAYOUT §5.1 step 4).
+		c.outstanding.Add(1)
+		(&Lease{c: c, seq: seq}).Release()
 		return nil, fmt.Errorf("%w: seq %d in slot %d has stamp %d, len %d", ErrCorrupt, seq, seq%uint64(l.SlotCount), stamp, n)
 	}
 	c.outstanding.Add(1)

@@ -336,6 +336,16 @@ func TestCorruptStampDetected(t *testing.T) {
 	if _, err := c.TryRecv(); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("len > slot_size: %v, want ErrCorrupt", err)
 	}
+	// Both damaged sequences were released: the ring keeps flowing.
+	if got := u64At(r.mem, r.lay.subOff(c.sub)+subRelease).Load(); got != 2 {
+		t.Fatalf("release cursor after two corrupt slots = %d, want 2", got)
+	}
+	mustSend(t, p, []byte("fine"), 0)
+	l, err := c.TryRecv()
+	if err != nil || string(l.Bytes()) != "fine" {
+		t.Fatalf("after corruption: %v, %v", l, err)
+	}
+	l.Release()
 }
 
 func TestSchema(t *testing.T) {
