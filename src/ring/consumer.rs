@@ -191,11 +191,23 @@ impl Consumer {
         deadline: Option<(Instant, Duration)>,
     ) -> Result<Option<Lease>, RingError> {
         let backoff = Backoff::new();
+        let mut spins = 0u32;
         loop {
             match self.poll()? {
                 Polled::Msg(l) => return Ok(Some(l)),
                 Polled::Ended => return Ok(None),
                 Polled::Empty => {}
+            }
+            if self.wait == WaitStrategy::Spin && deadline.is_none() {
+                // Busy mode: stay on the core; yield rarely so an
+                // oversubscribed machine still makes progress.
+                spins = spins.wrapping_add(1);
+                if spins % 4096 == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                continue;
             }
             let remaining = match deadline {
                 Some((start, t)) => match t.checked_sub(start.elapsed()) {
