@@ -12,10 +12,11 @@ import (
 type BackpressureKind int
 
 const (
-	// Fail makes Reserve return ErrFull at once.
-	Fail BackpressureKind = iota
 	// Block makes Reserve wait for the slowest subscriber to release a slot.
-	Block
+	// It is the zero value, as Rust's Backpressure::default() is Block.
+	Block BackpressureKind = iota
+	// Fail makes Reserve return ErrFull at once.
+	Fail
 )
 
 // Backpressure is the producer's policy for a full ring.

@@ -76,6 +76,31 @@ enum Cmd {
         #[command(flatten)]
         spec: SpecArgs,
     },
+    /// Benchmark helper: republish every message of --in onto --out
+    /// (first 8 bytes echoed, same length) until end-of-stream.
+    #[command(hide = true)]
+    Echo {
+        /// Ring to read.
+        #[arg(long = "in")]
+        input: String,
+        /// Ring to write.
+        #[arg(long = "out")]
+        output: String,
+        /// Busy-poll instead of parking on the futex.
+        #[arg(long)]
+        spin: bool,
+    },
+    /// Benchmark helper: read every message, sum its u64 words (so every
+    /// byte is touched), print `{"messages":N,"bytes":B,"sum":S}`.
+    #[command(hide = true)]
+    Sink {
+        /// Ring name.
+        #[arg(long)]
+        ring: String,
+        /// Busy-poll instead of parking on the futex.
+        #[arg(long)]
+        spin: bool,
+    },
 }
 
 #[derive(Args, Clone, Copy)]
@@ -195,6 +220,45 @@ fn run(cli: Cli) -> Result<(), String> {
                 std::fs::write(&path, raw).map_err(|e| format!("{}: {e}", path.display()))?;
             }
             println!("{{\"received\":{},\"bytes\":{bytes}}}", seen.len());
+        }
+        Cmd::Echo {
+            input,
+            output,
+            spin,
+        } => {
+            let wait = if spin { WaitStrategy::Spin } else { WaitStrategy::Blocking };
+            let mut rx = Ring::open(&input).map_err(e)?.subscribe().map_err(e)?;
+            rx.set_wait_strategy(wait);
+            let out = Ring::open(&output).map_err(e)?;
+            let mut tx = out.producer_with(Backpressure::default(), wait).map_err(e)?;
+            println!("ready");
+            std::io::stdout().flush().map_err(|e| e.to_string())?;
+            while let Some(m) = rx.recv().map_err(e)? {
+                let n = m.len();
+                let mut r = tx.reserve(n).map_err(e)?;
+                let k = n.min(8);
+                r[..k].copy_from_slice(&m[..k]);
+                drop(m);
+                r.publish(n, 0).map_err(e)?;
+            }
+            tx.close();
+        }
+        Cmd::Sink { ring, spin } => {
+            let mut rx = Ring::open(&ring).map_err(e)?.subscribe().map_err(e)?;
+            if spin {
+                rx.set_wait_strategy(WaitStrategy::Spin);
+            }
+            println!("ready");
+            std::io::stdout().flush().map_err(|e| e.to_string())?;
+            let (mut n, mut bytes, mut sum) = (0u64, 0u64, 0u64);
+            while let Some(m) = rx.recv().map_err(e)? {
+                for w in m.chunks_exact(8) {
+                    sum = sum.wrapping_add(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+                }
+                n += 1;
+                bytes += m.len() as u64;
+            }
+            println!("{{\"messages\":{n},\"bytes\":{bytes},\"sum\":{sum}}}");
         }
     }
     Ok(())
