@@ -32,7 +32,12 @@ type Consumer struct {
 	closed         *atomic.Uint32
 	dataWaiters    *atomic.Uint32
 	dataFutex      *atomic.Uint32
+	producerPid    *atomic.Uint32
+	producerHB     *atomic.Uint64
 
+	nextCheck time.Time // when a waiting Recv next looks at the producer (§11.2)
+
+	hb          *heartbeat
 	outstanding atomic.Int64 // leases not yet released
 	closing     atomic.Bool
 	detachOnce  sync.Once
@@ -65,7 +70,7 @@ func (r *Ring) attach(kind, group uint32, opts ConsumerOptions) (*Consumer, erro
 	}
 	m := r.mem
 	off := r.lay.subOff(k)
-	return &Consumer{
+	c := &Consumer{
 		r: r, opts: opts, kind: kind, sub: k, mem: j,
 		claim:       u64At(m, off+subClaim),
 		release:     u64At(m, off+subRelease),
@@ -73,7 +78,18 @@ func (r *Ring) attach(kind, group uint32, opts ConsumerOptions) (*Consumer, erro
 		closed:      u32At(m, offClosed),
 		dataWaiters: u32At(m, offDataWaiters),
 		dataFutex:   u32At(m, offDataFutex),
-	}, nil
+		producerPid: u32At(m, offProducerPid),
+		producerHB:  u64At(m, offProducerHeartbeat),
+	}
+	// LAYOUT §11.1: the member's and the subscriber's heartbeats, for as
+	// long as the entry is ours (a reclaim by a producer that wrongly
+	// judged us dead may have handed it to someone else).
+	memOff := r.lay.memberOff(j)
+	pid := r.env.pid()
+	c.hb = startHeartbeat(r.env.monoNs, func() bool {
+		return u32At(m, memOff+memState).Load() == stateActive && u32At(m, memOff+memPid).Load() == pid
+	}, u64At(m, memOff+memHeartbeat), u64At(m, off+subHeartbeat))
+	return c, nil
 }
 
 // Lease is one received message, read in place in the shared mapping. The
@@ -187,7 +203,11 @@ func (c *Consumer) TryRecv() (*Lease, error) {
 
 // Recv waits for the next message. It returns io.EOF once the producer
 // closed the stream and every message was delivered (to this subscriber,
-// or for a queue member, to some member of the group).
+// or for a queue member, to some member of the group). While it waits it
+// checks the producer every 50 ms: should the attached producer be dead
+// (LAYOUT §11.2), Recv returns an error wrapping ErrProducerGone, after
+// everything it published was delivered. The consumer stays usable: a later
+// Recv waits for a new producer to attach and continue the stream.
 func (c *Consumer) Recv() (*Lease, error) {
 	return c.recv(context.Background(), time.Time{})
 }
@@ -202,8 +222,14 @@ func (c *Consumer) RecvContext(ctx context.Context) (*Lease, error) {
 	return c.recv(ctx, time.Time{})
 }
 
+// spinChecks is how many Spin rounds pass between two looks at the clock,
+// which keep the busy loop free of clock reads without delaying the
+// producer check of §11.2 noticeably.
+const spinChecks = 64
+
 // recv is LAYOUT §6.1: spin, then register as a waiter, re-check, and park
-// on data_futex in bounded slices.
+// on data_futex in bounded slices, checking the producer's liveness (§11.2)
+// in between.
 func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error) {
 	if c.closing.Load() {
 		return nil, ErrClosed
@@ -215,14 +241,14 @@ func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error)
 			stopWake()
 		}
 	}()
-	for {
+	for rounds := 0; ; rounds++ {
 		if l, err := c.poll(); l != nil || err != nil {
 			return l, err
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		slice := waitSlice
+		slice := consumerWaitSlice
 		if !deadline.IsZero() {
 			left := time.Until(deadline)
 			if left <= 0 {
@@ -231,11 +257,19 @@ func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error)
 			slice = min(slice, left)
 		}
 		if c.opts.Wait == Spin {
+			if rounds%spinChecks == spinChecks-1 {
+				if l, err := c.checkProducer(); l != nil || err != nil {
+					return l, err
+				}
+			}
 			b.spin()
 			continue
 		}
 		if b.snooze() {
 			continue
+		}
+		if l, err := c.checkProducer(); l != nil || err != nil {
+			return l, err
 		}
 		if stopWake == nil && ctx.Done() != nil {
 			// Cancellation interrupts the futex wait. The spurious wake-up
@@ -256,6 +290,33 @@ func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error)
 	}
 }
 
+// checkProducer is the wait-side check of LAYOUT §11.2, done at most every
+// producerCheckPeriod: with the stream open and a producer recorded, a dead
+// producer ends the wait with ErrProducerGone. A message (or end-of-stream)
+// that turns up meanwhile is returned instead: everything published before
+// the death is delivered first.
+func (c *Consumer) checkProducer() (*Lease, error) {
+	now := time.Now()
+	if now.Before(c.nextCheck) {
+		return nil, nil
+	}
+	c.nextCheck = now.Add(producerCheckPeriod)
+	if c.closed.Load() != 0 {
+		return nil, nil // poll reports end-of-stream once drained
+	}
+	// The pid before the heartbeat: a producer stores its heartbeat before
+	// the CAS that installs its pid (takeSeat), so seeing a new pid means
+	// seeing its fresh heartbeat, never the dead holder's stale one.
+	pid := c.producerPid.Load()
+	if pid == 0 || !isDead(pid, c.producerHB.Load(), c.r.env.monoNs()) {
+		return nil, nil
+	}
+	if l, err := c.poll(); l != nil || err != nil {
+		return l, err
+	}
+	return nil, fmt.Errorf("%w: pid %d", ErrProducerGone, pid)
+}
+
 // Close detaches the consumer once its outstanding leases are released
 // (leases keep their subscriber alive, LAYOUT §5.3). Messages claimed and
 // never released stay unreleased; unclaimed ones go to the other members of
@@ -272,6 +333,8 @@ func (c *Consumer) Close() error {
 
 func (c *Consumer) detach() {
 	c.detachOnce.Do(func() {
+		// No heartbeat may land in the entry once it is free for others.
+		c.hb.stop()
 		c.r.leave(c.sub, c.mem)
 		c.r.release()
 	})

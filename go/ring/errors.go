@@ -21,7 +21,7 @@ var (
 	// ErrNotSealed: an anonymous region's fd lacks the seals of LAYOUT §1, so a
 	// peer could shrink it under us.
 	ErrNotSealed = errors.New("alloy: memfd is not sealed")
-	// ErrProducerExists: another producer is attached.
+	// ErrProducerExists: another live producer is attached.
 	ErrProducerExists = errors.New("alloy: a producer is already attached")
 	// ErrFull: the ring is full for the slowest subscriber and the
 	// back-pressure policy is Fail.
@@ -39,6 +39,10 @@ var (
 	ErrCorrupt = errors.New("alloy: shared memory corrupt")
 	// ErrSchemaTooLarge: schema bytes exceed schema_capacity.
 	ErrSchemaTooLarge = errors.New("alloy: schema too large")
+	// ErrProducerGone: a consumer waited for data while the attached
+	// producer was dead (LAYOUT §11.2). Everything it published was
+	// delivered first; the consumer stays usable for a later producer.
+	ErrProducerGone = errors.New("alloy: producer gone")
 	// ErrClosed: the handle was closed, or the stream was closed before the
 	// producer attached.
 	ErrClosed = errors.New("alloy: closed")

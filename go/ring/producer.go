@@ -32,6 +32,11 @@ type Backpressure struct {
 type ProducerOptions struct {
 	// Backpressure applies when the slowest subscriber is N messages behind.
 	Backpressure Backpressure
+	// ReclaimAfter is how long Reserve may find the ring full before the
+	// producer looks for dead consumers and detaches them (LAYOUT §11.3),
+	// and then how often it looks again while the ring stays full. Zero
+	// means one second.
+	ReclaimAfter time.Duration
 }
 
 // Producer is the single writer of a ring (LAYOUT §4). It is not safe for
@@ -48,6 +53,12 @@ type Producer struct {
 	reserved    bool
 	closed      bool
 
+	// Dead-consumer reclaim (LAYOUT §11.3): when the ring was first found
+	// full (zero while it is not) and when to look for dead consumers next.
+	fullSince   time.Time
+	nextReclaim time.Time
+	hb          *heartbeat
+
 	// Hot-path words, resolved once.
 	published   *atomic.Uint64
 	tableEpoch  *atomic.Uint64
@@ -56,13 +67,20 @@ type Producer struct {
 	spaceWaiter *atomic.Uint32
 	spaceFutex  *atomic.Uint32
 	heartbeat   *atomic.Uint64
+	pidWord     *atomic.Uint32
 }
 
 // NewProducer attaches the ring's one producer. It fails with
-// ErrProducerExists if another is attached and ErrClosed if the stream was
-// already closed (no message may follow end-of-stream). A producer that
-// detached without closing left `published` behind; this one continues there.
+// ErrProducerExists if another live producer is attached and ErrClosed if
+// the stream was already closed (no message may follow end-of-stream). A
+// producer that detached without closing, or died (LAYOUT §11.2), left
+// `published` behind; this one continues there. While attached, a
+// goroutine refreshes producer_heartbeat every 100 ms so consumers can tell
+// a waiting producer from a dead one.
 func (r *Ring) NewProducer(opts ProducerOptions) (*Producer, error) {
+	if opts.ReclaimAfter <= 0 {
+		opts.ReclaimAfter = defaultReclaimAfter
+	}
 	if err := r.acquire(); err != nil {
 		return nil, err
 	}
@@ -76,21 +94,43 @@ func (r *Ring) NewProducer(opts ProducerOptions) (*Producer, error) {
 		spaceWaiter: u32At(m, offSpaceWaiters),
 		spaceFutex:  u32At(m, offSpaceFutex),
 		heartbeat:   u64At(m, offProducerHeartbeat),
+		pidWord:     u32At(m, offProducerPid),
 	}
-	// SeqCst CAS, as §4 asks: the one attach point for producers.
-	pidWord := u32At(m, offProducerPid)
-	if !pidWord.CompareAndSwap(0, p.pid) {
+	if err := p.takeSeat(); err != nil {
 		r.release()
-		return nil, fmt.Errorf("%w: pid %d", ErrProducerExists, pidWord.Load())
+		return nil, err
 	}
 	if u32At(m, offClosed).Load() == 1 {
-		pidWord.Store(0)
+		p.pidWord.CompareAndSwap(p.pid, 0)
 		r.release()
 		return nil, fmt.Errorf("%w: the stream has ended", ErrClosed)
 	}
-	p.heartbeat.Store(r.env.monoNs())
 	p.next = p.published.Load() // we are now its only writer
+	p.hb = startHeartbeat(r.env.monoNs, func() bool { return p.pidWord.Load() == p.pid }, p.heartbeat)
 	return p, nil
+}
+
+// takeSeat is the attach of LAYOUT §4 with the takeover of §11.2: CAS
+// producer_pid 0 → own pid, or P → own pid when holder P is dead.
+//
+// The heartbeat is stored before each CAS, not after: anyone who sees our
+// pid (SeqCst) then loads the heartbeat sees it fresh. Storing it after
+// would leave a window in which a consumer, or a third producer, finds our
+// live pid with the dead holder's stale heartbeat and declares us dead. The
+// store touches a holder's word only when we saw it free or dead.
+func (p *Producer) takeSeat() error {
+	for {
+		holder := p.pidWord.Load()
+		if holder != 0 && !isDead(holder, p.heartbeat.Load(), p.r.env.monoNs()) {
+			return fmt.Errorf("%w: pid %d", ErrProducerExists, holder)
+		}
+		p.heartbeat.Store(p.r.env.monoNs())
+		// SeqCst, as §4 and §11.2 ask: the one attach point for producers.
+		if p.pidWord.CompareAndSwap(holder, p.pid) {
+			return nil
+		}
+		// Another producer attached or took over first: judge it afresh.
+	}
 }
 
 // MaxMessageSize is the largest message the ring accepts (slot_size).
@@ -146,20 +186,52 @@ func (p *Producer) Reserve(n int) ([]byte, error) {
 	}
 	p.reserved = false
 	if !p.hasSpace() {
+		p.markFull()
 		if p.opts.Backpressure.Kind != Block {
-			return nil, fmt.Errorf("%w: message %d waits for sequence %d to be released", ErrFull, p.next, p.next-uint64(p.r.lay.SlotCount))
-		}
-		if err := p.waitSpace(); err != nil {
+			// A Fail producer whose caller keeps retrying is as stuck on a
+			// dead consumer as a blocked one, so it reclaims too.
+			if !p.reclaimIfDue() {
+				return nil, fmt.Errorf("%w: message %d waits for sequence %d to be released", ErrFull, p.next, p.next-uint64(p.r.lay.SlotCount))
+			}
+		} else if err := p.waitSpace(); err != nil {
 			return nil, err
 		}
 	}
+	p.fullSince = time.Time{}
 	p.reserved = true
 	off := p.r.lay.slotOff(p.next) + SlotHeaderSize
 	return p.r.mem[off : off+uint64(n) : off+uint64(p.r.lay.SlotSize)], nil
 }
 
+// markFull notes when the ring was first found full, which starts the
+// reclaim clock of LAYOUT §11.3.
+func (p *Producer) markFull() {
+	if p.fullSince.IsZero() {
+		p.fullSince = time.Now()
+		p.nextReclaim = p.fullSince.Add(p.opts.ReclaimAfter)
+	}
+}
+
+// reclaimIfDue detaches dead consumers once the ring has been full for
+// ReclaimAfter, then at most every ReclaimAfter (LAYOUT §11.3), and reports
+// whether there is space now.
+func (p *Producer) reclaimIfDue() bool {
+	now := time.Now()
+	if now.Before(p.nextReclaim) {
+		return false
+	}
+	p.nextReclaim = now.Add(p.opts.ReclaimAfter)
+	if p.r.reclaim() == 0 {
+		return false
+	}
+	// A freed subscriber does not bump table_epoch, but the exhausted gate
+	// forces the rescan that drops it.
+	return p.hasSpace()
+}
+
 // waitSpace is LAYOUT §6.2: spin on the gate, then park on space_futex in
-// bounded slices, refreshing the heartbeat so peers can see we are alive.
+// bounded slices, refreshing the heartbeat so peers can see we are alive,
+// and detaching dead consumers when the wait lasts (§11.3).
 func (p *Producer) waitSpace() error {
 	var deadline time.Time
 	if t := p.opts.Backpressure.Timeout; t > 0 {
@@ -172,7 +244,11 @@ func (p *Producer) waitSpace() error {
 		}
 	}
 	for {
-		slice := waitSlice
+		if p.reclaimIfDue() {
+			return nil
+		}
+		// Wake up in time for the next reclaim as well as for the deadline.
+		slice := min(waitSlice, time.Until(p.nextReclaim))
 		if !deadline.IsZero() {
 			left := time.Until(deadline)
 			if left <= 0 {
@@ -190,7 +266,6 @@ func (p *Producer) waitSpace() error {
 		}
 		futexWaitOn(p.spaceFutex, f, slice)
 		p.spaceWaiter.Add(^uint32(0))
-		p.heartbeat.Store(p.r.env.monoNs())
 		if p.hasSpace() {
 			return nil
 		}
@@ -271,6 +346,9 @@ func (p *Producer) Detach() error {
 
 func (p *Producer) detach() error {
 	p.closed = true
-	u32At(p.r.mem, offProducerPid).Store(0)
+	p.hb.stop() // before the seat is free and the mapping may go away
+	// A CAS, not a store: should we have been declared dead and taken over
+	// (LAYOUT §11.2), the seat is no longer ours to free.
+	p.pidWord.CompareAndSwap(p.pid, 0)
 	return p.r.release()
 }

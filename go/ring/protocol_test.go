@@ -133,8 +133,8 @@ func TestBackpressureBlockWakesOnRelease(t *testing.T) {
 
 // A parked consumer is woken by the publish, not by the end of its slice.
 func TestParkedConsumerWokenByPublish(t *testing.T) {
-	defer func(d time.Duration) { waitSlice = d }(waitSlice)
-	waitSlice = 10 * time.Second
+	defer func(d time.Duration) { consumerWaitSlice = d }(consumerWaitSlice)
+	consumerWaitSlice = 10 * time.Second
 	r := anonRing(t, small)
 	c := mustSubscribe(t, r)
 	p := mustProducer(t, r, failBP)
@@ -309,8 +309,8 @@ func TestRecvTimeoutAndContext(t *testing.T) {
 	}
 	// With a long slice, only a wake-up can end the futex wait early:
 	// cancellation must interrupt it rather than wait the slice out.
-	defer func(d time.Duration) { waitSlice = d }(waitSlice)
-	waitSlice = 10 * time.Second
+	defer func(d time.Duration) { consumerWaitSlice = d }(consumerWaitSlice)
+	consumerWaitSlice = 10 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
 	start = time.Now()

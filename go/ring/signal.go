@@ -15,6 +15,11 @@ import (
 // wake-up from the end of a slice.
 var waitSlice = 100 * time.Millisecond
 
+// consumerWaitSlice bounds a consumer's futex wait more tightly, so that
+// it checks the producer's liveness every 50 ms (LAYOUT §11.2). A variable
+// for the same reason as waitSlice.
+var consumerWaitSlice = producerCheckPeriod
+
 // Shared (not FUTEX_PRIVATE_FLAG) operations: the waker is usually another
 // process, and private futexes are keyed by address space.
 const (

@@ -3,11 +3,8 @@ package ring
 import (
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // lockTable takes table_lock (LAYOUT §5.3): CAS 0 → pid, spinning briefly,
@@ -18,10 +15,10 @@ func (r *Ring) lockTable(pid uint32) {
 	// Acquire: pairs with the Release store in unlockTable, so the previous
 	// holder's table writes are visible.
 	for i := 0; !lock.CompareAndSwap(0, pid); i++ {
-		// A holder that died with the lock would block every join forever;
-		// like the Rust side, take the lock over from a pid that no longer
-		// exists (LAYOUT.md does not cover this).
-		if holder := lock.Load(); holder != 0 && holder != pid && !pidAlive(holder) &&
+		// A holder that died with the lock would block every join forever:
+		// take the lock over from a dead pid (the pid part of the LAYOUT
+		// §11.1 test; the lock records no heartbeat).
+		if holder := lock.Load(); holder != 0 && holder != pid && processDead(holder) &&
 			lock.CompareAndSwap(holder, pid) {
 			return
 		}
@@ -31,15 +28,6 @@ func (r *Ring) lockTable(pid uint32) {
 			time.Sleep(50 * time.Microsecond)
 		}
 	}
-}
-
-// pidAlive probes a pid with signal 0; EPERM means it exists but is not ours.
-func pidAlive(pid uint32) bool {
-	if pid > math.MaxInt32 {
-		return false
-	}
-	err := unix.Kill(int(pid), 0)
-	return err == nil || errors.Is(err, unix.EPERM)
 }
 
 func (r *Ring) unlockTable() {
@@ -80,33 +68,47 @@ func (r *Ring) join(kind, group uint32) (k, j uint32, err error) {
 				u32At(m, off+subKind).Load() == kindQueue &&
 				u32At(m, off+subGroup).Load() == group
 		})
-		if joined {
-			// Members share the group's cursors: this one gets whatever is
-			// still unclaimed.
-			u32At(m, l.subOff(k)+subMembers).Add(1)
-		}
 	}
-	if !joined {
-		k, ok = findEntry(l.MaxSubscribers, func(k uint32) bool {
-			return u32At(m, l.subOff(k)+subState).Load() == stateFree
-		})
-		if !ok {
-			return 0, 0, fmt.Errorf("%w: all %d subscriber entries are in use", ErrTableFull, l.MaxSubscribers)
-		}
-		r.newSubscriber(k, kind, group, pid)
+	if joined {
+		// Members share the group's cursors: this one gets whatever is
+		// still unclaimed. Counted before the member entry exists, so a
+		// joiner dying in between leaves the group alive rather than
+		// letting a reclaim (§11.3) free it under its live members.
+		u32At(m, l.subOff(k)+subMembers).Add(1)
+		r.newMember(j, k, pid)
+		return k, j, nil
 	}
-	off := l.memberOff(j)
+	k, ok = findEntry(l.MaxSubscribers, func(k uint32) bool {
+		return u32At(m, l.subOff(k)+subState).Load() == stateFree
+	})
+	if !ok {
+		return 0, 0, fmt.Errorf("%w: all %d subscriber entries are in use", ErrTableFull, l.MaxSubscribers)
+	}
+	r.newSubscriber(k, kind, group, pid, func() { r.newMember(j, k, pid) })
+	return k, j, nil
+}
+
+// newMember fills member entry j for subscriber k (LAYOUT §5.3 "Member
+// entry").
+func (r *Ring) newMember(j, k, pid uint32) {
+	m := r.mem
+	off := r.lay.memberOff(j)
 	u32At(m, off+memSubscriber).Store(k)
 	u32At(m, off+memPid).Store(pid)
 	u64At(m, off+memHeartbeat).Store(r.env.monoNs())
 	u32At(m, off+memState).Store(stateActive)
-	return k, j, nil
 }
 
 // newSubscriber is the late-joiner protocol of LAYOUT §5.3 steps 1–5; the
 // comment there explains why a producer on a stale gate can never
 // overwrite a sequence this subscriber will want.
-func (r *Ring) newSubscriber(k, kind, group, pid uint32) {
+//
+// beforeActive runs between steps 4 and 5 and writes the member entry: a
+// joiner dying before it leaves a JOINING entry, after it a dead member,
+// and a reclaim (§11.3) frees the subscriber either way. (With the member
+// written after step 5, a death in between would leave an ACTIVE entry
+// with no member gating the ring for good.)
+func (r *Ring) newSubscriber(k, kind, group, pid uint32, beforeActive func()) {
 	m := r.mem
 	off := r.lay.subOff(k)
 	u32At(m, off+subState).Store(stateJoining) // SeqCst: the producer's scan now gates on us
@@ -129,6 +131,7 @@ func (r *Ring) newSubscriber(k, kind, group, pid uint32) {
 		release.Store(p2)
 		claim.Store(p2)
 	}
+	beforeActive()
 	u32At(m, off+subState).Store(stateActive)
 	// The producer may have parked on the JOINING entry's gate.
 	r.wakeSpace()
@@ -147,6 +150,56 @@ func (r *Ring) leave(k, j uint32) {
 	}
 	r.unlockTable()
 	r.wakeSpace()
+}
+
+// reclaim detaches dead consumers (LAYOUT §11.3): under the table lock,
+// every ACTIVE member whose (pid, heartbeat) is dead leaves as in leave, and
+// every JOINING subscriber whose owner died while joining becomes FREE. It
+// returns the number of member and subscriber entries freed. The producer
+// calls it when it has been blocked on a full ring for a while.
+func (r *Ring) reclaim() int {
+	l := &r.lay
+	m := r.mem
+	r.lockTable(r.env.pid())
+	defer r.unlockTable()
+	freed := 0
+	now := r.env.monoNs()
+	for j := uint32(0); j < l.MaxMembers; j++ {
+		off := l.memberOff(j)
+		if u32At(m, off+memState).Load() != stateActive ||
+			!isDead(u32At(m, off+memPid).Load(), u64At(m, off+memHeartbeat).Load(), now) {
+			continue
+		}
+		k := u32At(m, off+memSubscriber).Load()
+		u32At(m, off+memState).Store(stateFree)
+		freed++
+		if k >= l.MaxSubscribers {
+			continue // a damaged entry: freeing the member is all we can do
+		}
+		sub := l.subOff(k)
+		// members is only changed under the lock; never wrap below zero
+		// on a damaged entry.
+		if n := u32At(m, sub+subMembers).Load(); n > 1 {
+			u32At(m, sub+subMembers).Store(n - 1)
+		} else {
+			u32At(m, sub+subMembers).Store(0)
+			// The producer stops gating on it at its next scan.
+			u32At(m, sub+subState).Store(stateFree)
+			freed++
+		}
+	}
+	for k := uint32(0); k < l.MaxSubscribers; k++ {
+		off := l.subOff(k)
+		// Joins happen under the lock we hold, so a JOINING entry can only
+		// be left by a joiner that died holding it; test the owner anyway,
+		// as §11.3 says.
+		if u32At(m, off+subState).Load() == stateJoining &&
+			isDead(u32At(m, off+subOwnerPid).Load(), u64At(m, off+subHeartbeat).Load(), now) {
+			u32At(m, off+subState).Store(stateFree)
+			freed++
+		}
+	}
+	return freed
 }
 
 func findEntry(n uint32, match func(uint32) bool) (uint32, bool) {
