@@ -137,16 +137,24 @@ func (r *Ring) newSubscriber(k, kind, group, pid uint32, beforeActive func()) {
 	r.wakeSpace()
 }
 
-// leave frees member j and, with its last member, subscriber k.
+// leave frees member j and, with its last member, subscriber k. A member
+// entry that is no longer ours (a producer judged us dead and reclaimed it,
+// LAYOUT §11.3, and someone else may have joined since) is left alone:
+// decrementing its subscriber would detach a stranger.
 func (r *Ring) leave(k, j uint32) {
 	l := &r.lay
 	m := r.mem
-	r.lockTable(r.env.pid())
-	u32At(m, l.memberOff(j)+memState).Store(stateFree)
-	off := l.subOff(k)
-	if u32At(m, off+subMembers).Add(^uint32(0)) == 0 {
-		// The producer stops gating on us at its next rescan.
-		u32At(m, off+subState).Store(stateFree)
+	pid := r.env.pid()
+	r.lockTable(pid)
+	mem := l.memberOff(j)
+	if u32At(m, mem+memState).Load() == stateActive && u32At(m, mem+memPid).Load() == pid &&
+		u32At(m, mem+memSubscriber).Load() == k {
+		u32At(m, mem+memState).Store(stateFree)
+		off := l.subOff(k)
+		if u32At(m, off+subMembers).Add(^uint32(0)) == 0 {
+			// The producer stops gating on us at its next rescan.
+			u32At(m, off+subState).Store(stateFree)
+		}
 	}
 	r.unlockTable()
 	r.wakeSpace()
