@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"time"
 
 	"github.com/ignalina/alloy/go/internal/checkmsg"
 	"github.com/ignalina/alloy/go/ring"
@@ -23,16 +25,39 @@ func specFlags(fs interface {
 		fs.Int("max-size", 4096, "largest message")
 }
 
+// msDuration is a flag.Value for a duration given as a Go duration
+// ("500ms", "2s") or, like the Rust CLI's flag, a bare number of
+// milliseconds.
+type msDuration time.Duration
+
+func (d *msDuration) String() string { return time.Duration(*d).String() }
+
+func (d *msDuration) Set(s string) error {
+	if ms, err := strconv.ParseUint(s, 10, 63); err == nil {
+		*d = msDuration(time.Duration(ms) * time.Millisecond)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("want a duration such as 500ms or a number of milliseconds, got %q", s)
+	}
+	*d = msDuration(v)
+	return nil
+}
+
 func printJSON(v any) error {
 	return json.NewEncoder(os.Stdout).Encode(v)
 }
 
 // testProduce sends --count checked messages with blocking back-pressure,
-// then closes the stream.
+// then closes the stream. Blocked for longer than --reclaim-after, it
+// detaches consumers that died (LAYOUT §11.3).
 func testProduce(args []string) error {
 	fs := newFlags("test-produce")
 	name := fs.String("ring", "", "ring name")
 	count := fs.Uint64("count", 0, "messages to send")
+	var reclaimAfter msDuration
+	fs.Var(&reclaimAfter, "reclaim-after", "detach dead consumers after being blocked this `DURATION` (e.g. 500ms; a bare number is milliseconds; default 1s)")
 	seed, minSize, maxSize := specFlags(fs)
 	fs.Parse(args)
 	if err := requireRing(*name); err != nil {
@@ -47,7 +72,10 @@ func testProduce(args []string) error {
 		return err
 	}
 	defer r.Close()
-	p, err := r.NewProducer(ring.ProducerOptions{Backpressure: ring.Backpressure{Kind: ring.Block}})
+	p, err := r.NewProducer(ring.ProducerOptions{
+		Backpressure: ring.Backpressure{Kind: ring.Block},
+		ReclaimAfter: time.Duration(reclaimAfter),
+	})
 	if err != nil {
 		return err
 	}
@@ -76,17 +104,23 @@ func testProduce(args []string) error {
 }
 
 // testConsume joins, says "ready", then verifies every message until
-// end-of-stream.
+// end-of-stream. With --hold N it keeps the leases of the N most recent
+// messages and releases older ones, so a consumer killed meanwhile dies
+// holding leases (the ring needs more than N slots to make progress).
 func testConsume(args []string) error {
 	fs := newFlags("test-consume")
 	name := fs.String("ring", "", "ring name")
 	broadcast := fs.Bool("broadcast", false, "join as a broadcast subscriber")
 	group := fs.Uint("queue", 0, "join work-queue group GROUP (≥ 1)")
 	out := fs.String("out", "", "write the received message numbers (LE u64) to FILE")
+	hold := fs.Int("hold", 0, "keep the leases of the `N` most recent messages unreleased")
 	seed, minSize, maxSize := specFlags(fs)
 	fs.Parse(args)
 	if err := requireRing(*name); err != nil {
 		return err
+	}
+	if *hold < 0 {
+		return errors.New("--hold must be ≥ 0")
 	}
 	if *broadcast == (*group != 0) {
 		return errors.New("exactly one of --broadcast and --queue GROUP is required")
@@ -125,6 +159,12 @@ func testConsume(args []string) error {
 	var next uint64
 	first := true
 	var rec [8]byte
+	held := make([]*ring.Lease, 0, *hold+1) // oldest first
+	defer func() {
+		for _, l := range held {
+			l.Release()
+		}
+	}()
 	for {
 		l, err := c.Recv()
 		if errors.Is(err, io.EOF) {
@@ -139,7 +179,15 @@ func testConsume(args []string) error {
 			err = fmt.Errorf("message %d follows %d", j, next-1)
 		}
 		n := len(m)
-		l.Release()
+		if *hold > 0 {
+			held = append(held, l)
+			if len(held) > *hold {
+				held[0].Release()
+				held = append(held[:0], held[1:]...)
+			}
+		} else {
+			l.Release()
+		}
 		if err != nil {
 			return fmt.Errorf("seq %d: %w", l.Seq(), err)
 		}

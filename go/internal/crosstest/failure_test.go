@@ -1,0 +1,89 @@
+package crosstest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// supportsHold tells whether a CLI build knows test-consume --hold (the
+// Rust binary under test may predate LAYOUT §11).
+func supportsHold(bin string) bool {
+	out, _ := exec.Command(bin, "test-consume", "--help").CombinedOutput()
+	return strings.Contains(string(out), "hold")
+}
+
+// killSides lists the language pairs to run: Go-only always, Rust sides
+// when that binary is built and knows the §11 flags.
+func killSides(t *testing.T) [][2]side {
+	g, r := sides()
+	pairs := [][2]side{{g, g}}
+	if supportsHold(rustBin) {
+		pairs = append(pairs, [2]side{g, r}, [2]side{r, g})
+	} else {
+		t.Logf("%s missing or without --hold: Go-only", rustBin)
+	}
+	return pairs
+}
+
+// A consumer process SIGKILLed while holding leases stops gating the ring
+// once the producer has been blocked for --reclaim-after (LAYOUT §11.3);
+// the surviving consumer receives every message.
+func TestKilledConsumerIsReclaimed(t *testing.T) {
+	const count = 20000
+	for _, pair := range killSides(t) {
+		producer, victim := pair[0], pair[1]
+		t.Run(producer.lang+"-producer-"+victim.lang+"-victim", func(t *testing.T) {
+			name := newRing(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			g, _ := sides()
+			live := start(t, ctx, g.bin, "test-consume", "--ring", name, "--broadcast")
+			v := start(t, ctx, victim.bin, "test-consume", "--ring", name, "--broadcast", "--hold", "8")
+			live.ready(t)
+			v.ready(t)
+			// A bare number is milliseconds for both CLIs.
+			p := start(t, ctx, producer.bin, "test-produce", "--ring", name, "--count", fmt.Sprint(count), "--reclaim-after", "300")
+			time.Sleep(50 * time.Millisecond)
+			v.cmd.Process.Signal(syscall.SIGKILL)
+			io.ReadAll(v.out)
+			v.cmd.Wait()
+			sent := p.result(t)
+			if got := live.result(t); got["received"] != count || got["bytes"] != sent["bytes"] {
+				t.Fatalf("survivor: %v, want %d messages and %d bytes", got, count, sent["bytes"])
+			}
+		})
+	}
+}
+
+// A consumer whose producer is SIGKILLed fails with "producer gone"
+// (LAYOUT §11.2) instead of waiting forever.
+func TestKilledProducerIsNoticed(t *testing.T) {
+	g, _ := sides()
+	name := newRing(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := start(t, ctx, g.bin, "test-consume", "--ring", name, "--broadcast")
+	c.ready(t)
+	p := start(t, ctx, g.bin, "test-produce", "--ring", name, "--count", "1000000000")
+	time.Sleep(200 * time.Millisecond)
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	io.ReadAll(p.out)
+	p.cmd.Wait()
+	killed := time.Now()
+	io.ReadAll(c.out)
+	err := c.cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(c.errb.String(), "producer gone") {
+		t.Fatalf("consumer of a killed producer: %v; stderr: %s", err, c.errb.String())
+	}
+	if d := time.Since(killed); d > 5*time.Second {
+		t.Fatalf("noticed after %v", d)
+	}
+}
