@@ -19,6 +19,15 @@
 //   - After Producer.Close, consumers drain what was published and then get
 //     io.EOF (unwrapped, as the io convention asks).
 //
+// Peers may die at any instruction (LAYOUT §11). Attached handles refresh
+// heartbeats in the region from a goroutine every 100 ms; a peer is dead
+// when its process is gone (or a zombie) or its heartbeat is 3 s old. A
+// consumer waiting on a dead producer gets ErrProducerGone (after everything
+// it published), and a new producer takes the dead one's place, continuing
+// the sequence. A producer blocked on a full ring for
+// ProducerOptions.ReclaimAfter detaches dead consumers, so a killed
+// broadcast consumer stops gating the others.
+//
 // The Rust crate alloy-shm implements the same layout; the two interoperate
 // on one region. All cross-process fields are accessed with sync/atomic,
 // whose sequentially consistent operations are at least as strong as the

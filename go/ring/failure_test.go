@@ -436,7 +436,15 @@ func TestReclaimKilledConsumer(t *testing.T) {
 	live := mustSubscribe(t, r)
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHeldLeasesChild$", "-test.count=1")
-	cmd.ExtraFiles = []*os.File{os.NewFile(uintptr(r.Fd()), "region")} // fd 3; the Ring owns it
+	// A duplicate, so that closing (or finalizing) the File leaves the
+	// Ring's own fd alone; it becomes fd 3 in the child.
+	dup, err := syscall.Dup(r.Fd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	region := os.NewFile(uintptr(dup), "region")
+	defer region.Close()
+	cmd.ExtraFiles = []*os.File{region}
 	cmd.Env = append(os.Environ(), failureChildEnv+"=1", "ALLOY_FD=3")
 	cmd.Stderr = new(limitedBuffer)
 	stdout, err := cmd.StdoutPipe()

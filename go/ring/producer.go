@@ -230,8 +230,8 @@ func (p *Producer) reclaimIfDue() bool {
 }
 
 // waitSpace is LAYOUT §6.2: spin on the gate, then park on space_futex in
-// bounded slices, refreshing the heartbeat so peers can see we are alive,
-// and detaching dead consumers when the wait lasts (§11.3).
+// bounded slices, detaching dead consumers when the wait lasts (§11.3).
+// (The heartbeat goroutine keeps us visibly alive meanwhile.)
 func (p *Producer) waitSpace() error {
 	var deadline time.Time
 	if t := p.opts.Backpressure.Timeout; t > 0 {
