@@ -4,7 +4,7 @@ export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 GO ?= go
 CARGO ?= cargo
 
-.PHONY: all deps build test test-rust test-go demo bench loom miri clean lint
+.PHONY: all deps build test test-rust test-go demo bench bench-quick bench-ring bench-smoke bench-tools loom miri clean lint
 
 all: build
 
@@ -21,7 +21,7 @@ build: deps
 # All tests of both languages: Rust unit/integration/doc tests (including the
 # cross-process ring tests), Go tests under the race detector, and the
 # cross-language tests (which use bin/alloy and bin/alloy-go).
-test: build test-rust test-go
+test: build test-rust test-go bench-smoke
 
 test-rust:
 	$(CARGO) test --release --all-targets
@@ -33,7 +33,26 @@ test-go:
 demo: build
 	@bash scripts/demo.sh
 
-bench: build
+# The microbenchmark suite (doc/BENCHMARKS.md): all transports in one run,
+# written to target/bench/report.{json,md} and latency/throughput/fanout.svg.
+bench: bench-tools
+	bin/alloy-bench --grid full --out target/bench
+
+bench-quick: bench-tools
+	bin/alloy-bench --grid quick --out target/bench
+
+bench-tools: build
+	ALLOY_NEED_STRACE=1 bash scripts/deps.sh
+	$(CARGO) build --release --example bench_peer
+	cd go && $(GO) build -o ../bin/alloy-bench ./cmd/alloy-bench
+
+# The suite on a tiny grid: checks the outputs are well formed, never timings.
+bench-smoke: build
+	$(CARGO) build --release --example bench_peer
+	cd go && ALLOY_BENCH_REQUIRE=1 $(GO) test -count=1 -run 'TestSmoke' ./cmd/alloy-bench
+
+# The Rust-only ring benchmark (threads of one process).
+bench-ring: build
 	$(CARGO) bench --bench ring
 
 # Model checking of the ring protocol (slow: explores interleavings).

@@ -22,6 +22,12 @@ if [ "${ALLOY_NEED_NIGHTLY:-0}" = 1 ]; then
   rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
   rustup component list --toolchain nightly --installed | grep -q miri || rustup component add --toolchain nightly miri rust-src
 fi
+if [ "${ALLOY_NEED_STRACE:-0}" = 1 ] && ! command -v strace >/dev/null 2>&1; then
+  # make bench counts syscalls per message with strace -c; without it the
+  # report says "not measured".
+  echo "deps: strace missing; installing from Debian" >&2
+  apt-get update -qq && apt-get install -y -qq strace >/dev/null || echo "deps: no strace; syscalls not measured" >&2
+fi
 # Fetch crates and Go modules up front so later steps fail clearly if the
 # registries are unreachable.
 cargo fetch --locked -q 2>/dev/null || cargo fetch -q

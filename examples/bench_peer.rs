@@ -1,0 +1,554 @@
+//! The Rust side of the benchmark suite (`make bench`, driven by
+//! `go/cmd/alloy-bench`; see `doc/BENCHMARKS.md`).
+//!
+//! Every subcommand prints exactly one JSON object on its last stdout line;
+//! consumer roles print `ready` first, once they are attached. Latency is
+//! one-way and clock-based: the producer writes `CLOCK_MONOTONIC` (ns) into
+//! the first 8 bytes of a message just before publishing it, having started
+//! its clock before writing the payload; the consumer reads the clock when
+//! the message is in its hands and records the difference. Each message is
+//! acknowledged before the next is sent, so no queueing delay is measured.
+//!
+//! Build with `cargo build --release --example bench_peer`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alloy_shm::ring::{monotonic_ns, Backpressure, Consumer, Ring, RingConfig, WaitStrategy};
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::Array;
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+
+#[derive(Parser)]
+#[command(name = "bench_peer", about = "Rust side of the Alloy benchmark suite")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Single-threaded memcpy of SIZE-byte blocks, TOTAL bytes in all.
+    Memcpy {
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        total: usize,
+    },
+    /// Two processes bouncing one cache line through shared memory.
+    Pingpong {
+        #[arg(long)]
+        iters: u64,
+    },
+    /// The child half of `pingpong`.
+    PingpongChild {
+        #[arg(long)]
+        path: String,
+        #[arg(long)]
+        iters: u64,
+    },
+    /// Rust producer → Rust `lat-consumer` process, one-way latency.
+    Lat {
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        iters: u64,
+        #[arg(long)]
+        spin: bool,
+    },
+    /// Latency consumer: records one-way latency of every message of
+    /// --ring (flag 1 = warm-up, not recorded) and acknowledges it on --ack.
+    LatConsumer {
+        #[arg(long)]
+        ring: String,
+        #[arg(long)]
+        ack: String,
+        #[arg(long)]
+        spin: bool,
+    },
+    /// Rust producer → COUNT Rust `sink` processes, streaming throughput.
+    Tput {
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        total: usize,
+        #[arg(long, default_value_t = 1)]
+        consumers: u32,
+        /// Consumers form one work-queue group instead of broadcasting.
+        #[arg(long)]
+        queue: bool,
+        #[arg(long)]
+        spin: bool,
+    },
+    /// Throughput consumer: sums the u64 words of every message.
+    Sink {
+        #[arg(long)]
+        ring: String,
+        /// Join work-queue group 1 instead of subscribing.
+        #[arg(long)]
+        queue: bool,
+        #[arg(long)]
+        spin: bool,
+    },
+    /// Arrow IPC stream consumer on a Unix domain socket: sums the int64
+    /// column; with --ack records latency (value 0 is the send stamp) and
+    /// answers each batch with 8 bytes.
+    UdsSink {
+        #[arg(long)]
+        socket: String,
+        #[arg(long)]
+        ack: bool,
+    },
+}
+
+type Res<T> = Result<T, String>;
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+fn ready() -> Res<()> {
+    println!("ready");
+    std::io::stdout().flush().map_err(err)
+}
+
+fn wait_of(spin: bool) -> WaitStrategy {
+    if spin {
+        WaitStrategy::Spin
+    } else {
+        WaitStrategy::Blocking
+    }
+}
+
+fn mode_of(spin: bool) -> &'static str {
+    if spin {
+        "busy"
+    } else {
+        "blocking"
+    }
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant digits is valid")
+}
+
+/// The latency fields of a result line, from a histogram of ns.
+fn lat_json(h: &Histogram<u64>) -> String {
+    format!(
+        "\"p50_ns\":{},\"p99_ns\":{},\"p999_ns\":{},\"max_ns\":{},\"messages\":{}",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max(),
+        h.len()
+    )
+}
+
+fn sum_u64(b: &[u8]) -> u64 {
+    b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .fold(0u64, u64::wrapping_add)
+}
+
+/// A child process of this binary and its stdout lines.
+struct Peer {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Peer {
+    fn spawn(args: &[&str]) -> Res<Peer> {
+        let exe = std::env::current_exe().map_err(err)?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(err)?;
+        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut p = Peer { child, out };
+        let line = p.line()?;
+        if line != "ready" {
+            return Err(format!("peer {args:?} said {line:?} instead of ready"));
+        }
+        Ok(p)
+    }
+
+    fn line(&mut self) -> Res<String> {
+        let mut s = String::new();
+        self.out.read_line(&mut s).map_err(err)?;
+        if s.is_empty() {
+            return Err("peer exited without output".into());
+        }
+        Ok(s.trim_end().to_string())
+    }
+
+    /// The peer's final JSON line, after it exits successfully.
+    fn finish(mut self) -> Res<serde_json::Value> {
+        let line = self.line()?;
+        let st = self.child.wait().map_err(err)?;
+        if !st.success() {
+            return Err(format!("peer failed: {st}"));
+        }
+        serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))
+    }
+}
+
+/// A uniquely named ring removed when dropped.
+struct Named {
+    name: String,
+    ring: Ring,
+}
+
+impl Named {
+    fn create(tag: &str, cfg: &RingConfig) -> Res<Named> {
+        let name = format!("alloy-bench-{}-{tag}", std::process::id());
+        let _ = Ring::unlink(&name);
+        let ring = Ring::create(&name, cfg).map_err(err)?;
+        Ok(Named { name, ring })
+    }
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let _ = Ring::unlink(&self.name);
+    }
+}
+
+fn slot_size(size: usize) -> u32 {
+    size.next_multiple_of(64).max(64) as u32
+}
+
+fn memcpy(size: usize, total: usize) -> Res<String> {
+    let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    // Rotate over several destinations so large copies are not cache-hot.
+    let mut dst: Vec<Vec<u8>> = (0..8).map(|_| vec![0u8; size]).collect();
+    let count = (total / size).max(1);
+    let t0 = monotonic_ns();
+    for i in 0..count {
+        let d = &mut dst[i % 8];
+        d.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&d[0]);
+    }
+    let dt = (monotonic_ns() - t0) as f64 / 1e9;
+    let bytes = (count * size) as f64;
+    Ok(format!(
+        "{{\"transport\":\"memcpy\",\"mode\":\"copy\",\"kind\":\"throughput\",\"payload_bytes\":{size},\"consumers\":1,\
+         \"throughput_bytes_per_s\":{:.0},\"rows_per_s\":{:.0},\"messages\":{count}}}",
+        bytes / dt,
+        bytes / 8.0 / dt
+    ))
+}
+
+/// The shared cache line of the ping-pong: a sequence word and a stamp.
+#[repr(C, align(64))]
+struct Line {
+    seq: AtomicU64,
+    stamp: AtomicU64,
+}
+
+fn map_line(path: &str, create: bool) -> Res<memmap2::MmapMut> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(create)
+        .open(path)
+        .map_err(err)?;
+    f.set_len(4096).map_err(err)?;
+    // SAFETY: the file is private to this benchmark (a fresh /dev/shm name);
+    // both processes only touch it through the atomics of `Line`.
+    unsafe { memmap2::MmapMut::map_mut(&f) }.map_err(err)
+}
+
+fn line_of(m: &memmap2::MmapMut) -> &Line {
+    // SAFETY: the mapping is 4096 bytes, page-aligned (so 64-byte aligned),
+    // zero-initialised by ftruncate, and all-zero is a valid `Line`; it
+    // lives as long as the borrow of `m`.
+    unsafe { &*(m.as_ptr() as *const Line) }
+}
+
+fn pingpong(iters: u64) -> Res<String> {
+    let path = format!("/dev/shm/alloy-bench-{}-pingpong", std::process::id());
+    let m = map_line(&path, true)?;
+    let line = line_of(&m);
+    let child = Peer::spawn(&[
+        "pingpong-child",
+        "--path",
+        &path,
+        "--iters",
+        &iters.to_string(),
+    ]);
+    let _ = std::fs::remove_file(&path);
+    let child = child?;
+    for i in 0..iters {
+        // The stamp is read by the child after its Acquire load of `seq`.
+        line.stamp.store(monotonic_ns(), Ordering::Relaxed);
+        // Pairs with the child's Acquire load: publishes the stamp.
+        line.seq.store(2 * i + 1, Ordering::Release);
+        // Pairs with the child's Release store of the acknowledgement.
+        while line.seq.load(Ordering::Acquire) != 2 * i + 2 {
+            std::hint::spin_loop();
+        }
+    }
+    let v = child.finish()?;
+    Ok(format!(
+        "{{\"transport\":\"atomic-pingpong\",\"mode\":\"busy\",\"kind\":\"latency\",\"payload_bytes\":64,\"consumers\":1,{}}}",
+        strip_braces(&v)
+    ))
+}
+
+fn pingpong_child(path: &str, iters: u64) -> Res<String> {
+    let m = map_line(path, false)?;
+    let line = line_of(&m);
+    let mut h = hist();
+    let warm = iters / 10;
+    ready()?;
+    for i in 0..iters {
+        // Pairs with the parent's Release store of 2i+1.
+        while line.seq.load(Ordering::Acquire) != 2 * i + 1 {
+            std::hint::spin_loop();
+        }
+        let dt = monotonic_ns().saturating_sub(line.stamp.load(Ordering::Relaxed));
+        if i >= warm {
+            h.record(dt).map_err(err)?;
+        }
+        // Pairs with the parent's Acquire load: the slot is free again.
+        line.seq.store(2 * i + 2, Ordering::Release);
+    }
+    Ok(format!("{{{}}}", lat_json(&h)))
+}
+
+/// `{"a":1,"b":2}` → `"a":1,"b":2`, to splice a peer's fields into a line.
+fn strip_braces(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    s[1..s.len() - 1].to_string()
+}
+
+fn lat(size: usize, iters: u64, spin: bool) -> Res<String> {
+    let size = size.max(8);
+    let data_cfg = RingConfig {
+        slot_count: 4,
+        slot_size: slot_size(size),
+        max_subscribers: 2,
+        max_members: 2,
+        schema_capacity: 0,
+    };
+    let ack_cfg = RingConfig {
+        slot_size: 64,
+        ..data_cfg
+    };
+    let data = Named::create("lat-data", &data_cfg)?;
+    let ack = Named::create("lat-ack", &ack_cfg)?;
+    let mut back = ack.ring.subscribe().map_err(err)?;
+    back.set_wait_strategy(wait_of(spin));
+    let mut args = vec!["lat-consumer", "--ring", &data.name, "--ack", &ack.name];
+    if spin {
+        args.push("--spin");
+    }
+    let peer = Peer::spawn(&args)?;
+    let mut tx = data
+        .ring
+        .producer_with(Backpressure::default(), wait_of(spin))
+        .map_err(err)?;
+    let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let warm = (iters / 10).max(1);
+    for i in 0..iters + warm {
+        let t0 = monotonic_ns();
+        let mut r = tx.reserve(size).map_err(err)?;
+        r[..size].copy_from_slice(&src);
+        r[..8].copy_from_slice(&t0.to_le_bytes());
+        r.publish(size, u32::from(i < warm)).map_err(err)?;
+        back.recv().map_err(err)?.ok_or("ack ring closed")?;
+    }
+    tx.close();
+    let v = peer.finish()?;
+    Ok(format!(
+        "{{\"transport\":\"shm-rust\",\"mode\":\"{}\",\"kind\":\"latency\",\"payload_bytes\":{size},\"consumers\":1,{}}}",
+        mode_of(spin),
+        strip_braces(&v)
+    ))
+}
+
+fn lat_consumer(ring: &str, ack: &str, spin: bool) -> Res<String> {
+    let mut rx = Ring::open(ring).map_err(err)?.subscribe().map_err(err)?;
+    rx.set_wait_strategy(wait_of(spin));
+    let ack_ring = Ring::open(ack).map_err(err)?;
+    let mut tx = ack_ring
+        .producer_with(Backpressure::default(), wait_of(spin))
+        .map_err(err)?;
+    let mut h = hist();
+    ready()?;
+    while let Some(m) = rx.recv().map_err(err)? {
+        let t1 = monotonic_ns();
+        let t0 = u64::from_le_bytes(m[..8].try_into().expect("8 bytes"));
+        if m.flags() == 0 {
+            h.record(t1.saturating_sub(t0)).map_err(err)?;
+        }
+        drop(m);
+        tx.send(&[0u8; 8], 0).map_err(err)?;
+    }
+    tx.close();
+    Ok(format!("{{{}}}", lat_json(&h)))
+}
+
+/// Slots for a streaming ring: about 32 MiB of buffering, 4 to 1024 slots.
+fn stream_slots(size: usize) -> u32 {
+    ((32usize << 20) / size).clamp(4, 1024).next_power_of_two() as u32
+}
+
+fn tput(size: usize, total: usize, consumers: u32, queue: bool, spin: bool) -> Res<String> {
+    let cfg = RingConfig {
+        slot_count: stream_slots(size),
+        slot_size: slot_size(size),
+        max_subscribers: consumers + 1,
+        max_members: consumers + 1,
+        schema_capacity: 0,
+    };
+    let ring = Named::create("tput", &cfg)?;
+    let mut args = vec!["sink", "--ring", &ring.name];
+    if queue {
+        args.push("--queue");
+    }
+    if spin {
+        args.push("--spin");
+    }
+    let peers = (0..consumers)
+        .map(|_| Peer::spawn(&args))
+        .collect::<Res<Vec<_>>>()?;
+    let mut tx = ring
+        .ring
+        .producer_with(Backpressure::default(), wait_of(spin))
+        .map_err(err)?;
+    let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let count = (total / size).max(1) as u64;
+    let t0 = monotonic_ns();
+    for _ in 0..count {
+        let mut r = tx.reserve(size).map_err(err)?;
+        r[..size].copy_from_slice(&src);
+        r.publish(size, 0).map_err(err)?;
+    }
+    tx.close();
+    let (mut got, mut last) = (0u64, t0);
+    for p in peers {
+        let v = p.finish()?;
+        got += v["messages"].as_u64().unwrap_or(0);
+        last = last.max(v["last_ns"].as_u64().unwrap_or(0));
+    }
+    let want = if queue {
+        count
+    } else {
+        count * u64::from(consumers)
+    };
+    if got != want {
+        return Err(format!("consumers saw {got} messages, want {want}"));
+    }
+    let dt = (last - t0) as f64 / 1e9;
+    let bytes = (count as usize * size) as f64;
+    Ok(format!(
+        "{{\"transport\":\"shm-rust\",\"mode\":\"{}\",\"kind\":\"{}\",\"payload_bytes\":{size},\"consumers\":{consumers},\
+         \"throughput_bytes_per_s\":{:.0},\"rows_per_s\":{:.0},\"messages\":{count}}}",
+        mode_of(spin),
+        if queue { "queue" } else { "throughput" },
+        bytes / dt,
+        bytes / 8.0 / dt
+    ))
+}
+
+fn sink(ring: &str, queue: bool, spin: bool) -> Res<String> {
+    let r = Ring::open(ring).map_err(err)?;
+    let mut rx: Consumer = if queue {
+        r.join_queue(1).map_err(err)?
+    } else {
+        r.subscribe().map_err(err)?
+    };
+    rx.set_wait_strategy(wait_of(spin));
+    ready()?;
+    let (mut n, mut bytes, mut sum, mut last) = (0u64, 0u64, 0u64, 0u64);
+    while let Some(m) = rx.recv().map_err(err)? {
+        sum = sum.wrapping_add(sum_u64(&m));
+        n += 1;
+        bytes += m.len() as u64;
+        drop(m);
+        last = monotonic_ns();
+    }
+    Ok(format!(
+        "{{\"messages\":{n},\"bytes\":{bytes},\"sum\":{sum},\"last_ns\":{last}}}"
+    ))
+}
+
+fn uds_sink(socket: &str, ack: bool) -> Res<String> {
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket).map_err(err)?;
+    ready()?;
+    let (conn, _) = listener.accept().map_err(err)?;
+    let _ = std::fs::remove_file(socket);
+    let mut back: UnixStream = conn.try_clone().map_err(err)?;
+    let input: Box<dyn Read> = Box::new(BufReader::with_capacity(1 << 16, conn));
+    let reader = arrow_ipc::reader::StreamReader::try_new(input, None).map_err(err)?;
+    let mut h = hist();
+    let (mut n, mut rows, mut sum, mut last) = (0u64, 0u64, 0i64, 0u64);
+    for batch in reader {
+        let batch = batch.map_err(err)?;
+        let col = batch.column(0).as_primitive::<Int64Type>();
+        if ack {
+            let t1 = monotonic_ns();
+            // Value 0 is the stamp; a negative value marks a warm-up batch.
+            let t0 = col.value(0);
+            if t0 > 0 {
+                h.record(t1.saturating_sub(t0 as u64)).map_err(err)?;
+            }
+            back.write_all(&[0u8; 8]).map_err(err)?;
+        } else {
+            sum = col.values().iter().fold(sum, |a, v| a.wrapping_add(*v));
+            if col.null_count() > 0 {
+                return Err("unexpected nulls".into());
+            }
+        }
+        n += 1;
+        rows += batch.num_rows() as u64;
+        last = monotonic_ns();
+    }
+    if ack {
+        Ok(format!("{{{},\"rows\":{rows}}}", lat_json(&h)))
+    } else {
+        Ok(format!(
+            "{{\"messages\":{n},\"rows\":{rows},\"sum\":{sum},\"last_ns\":{last}}}"
+        ))
+    }
+}
+
+fn run(cli: Cli) -> Res<String> {
+    match cli.cmd {
+        Cmd::Memcpy { size, total } => memcpy(size, total),
+        Cmd::Pingpong { iters } => pingpong(iters),
+        Cmd::PingpongChild { path, iters } => pingpong_child(&path, iters),
+        Cmd::Lat { size, iters, spin } => lat(size, iters, spin),
+        Cmd::LatConsumer { ring, ack, spin } => lat_consumer(&ring, &ack, spin),
+        Cmd::Tput {
+            size,
+            total,
+            consumers,
+            queue,
+            spin,
+        } => tput(size, total, consumers, queue, spin),
+        Cmd::Sink { ring, queue, spin } => sink(&ring, queue, spin),
+        Cmd::UdsSink { socket, ack } => uds_sink(&socket, ack),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(line) => {
+            println!("{line}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench_peer: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

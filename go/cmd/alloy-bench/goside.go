@@ -1,0 +1,389 @@
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	_ "unsafe" // for go:linkname
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/ignalina/alloy/go/bridge"
+	"github.com/ignalina/alloy/go/ring"
+	"golang.org/x/sys/unix"
+)
+
+// nanotime is the runtime's vDSO CLOCK_MONOTONIC reading, the clock the
+// Rust side stamps with (alloy_shm::ring::monotonic_ns). The runtime keeps
+// this linkname for outside packages; checkClock verifies the two agree.
+//
+//go:linkname nanotime runtime.nanotime
+func nanotime() int64
+
+// checkClock fails when nanotime is not CLOCK_MONOTONIC.
+func checkClock() error {
+	var ts unix.Timespec
+	a := nanotime()
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return err
+	}
+	b := nanotime()
+	m := ts.Nano()
+	if m < a || m > b {
+		return fmt.Errorf("runtime.nanotime is not CLOCK_MONOTONIC (%d not in [%d, %d])", m, a, b)
+	}
+	return nil
+}
+
+var ringSeq int
+
+// newRing creates a uniquely named ring; the caller removes it with done.
+func newRing(slots, size uint32, consumers int) (string, *ring.Ring, func(), error) {
+	ringSeq++
+	name := fmt.Sprintf("alloy-bench-go-%d-%d", os.Getpid(), ringSeq)
+	ring.Remove(name)
+	n := uint32(consumers + 1)
+	r, err := ring.Create(name, ring.Config{SlotCount: slots, SlotSize: slotSize(size), MaxSubscribers: n, MaxMembers: n, SchemaCapacity: 64})
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return name, r, func() { r.Close(); ring.Remove(name) }, nil
+}
+
+func slotSize(size uint32) uint32 { return max(64, (size+63)/64*64) }
+
+// streamSlots mirrors the helper: about 32 MiB of buffering, 4..1024 slots.
+func streamSlots(size int64) uint32 {
+	n := max(4, min(1024, (32<<20)/size))
+	p := uint32(1)
+	for int64(p) < n {
+		p <<= 1
+	}
+	return p
+}
+
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i)
+	}
+	return b
+}
+
+func spinArg(busy bool) []string {
+	if busy {
+		return []string{"--spin"}
+	}
+	return nil
+}
+
+func modeName(busy bool) string {
+	if busy {
+		return "busy"
+	}
+	return "blocking"
+}
+
+// shmGoLatency: Go producer → Rust lat-consumer process, acknowledged on a
+// second ring that Go reads with the same wait strategy.
+func shmGoLatency(helper string, size int64, iters int, busy bool) (Result, error) {
+	size = max(size, 8)
+	dataName, data, doneData, err := newRing(4, uint32(size), 1)
+	if err != nil {
+		return Result{}, err
+	}
+	defer doneData()
+	ackName, ack, doneAck, err := newRing(4, 64, 1)
+	if err != nil {
+		return Result{}, err
+	}
+	defer doneAck()
+	wait := ring.Blocking
+	if busy {
+		wait = ring.Spin
+	}
+	back, err := ack.Subscribe(ring.ConsumerOptions{Wait: wait})
+	if err != nil {
+		return Result{}, err
+	}
+	defer back.Close()
+	p, err := startPeer(true, append([]string{helper, "lat-consumer", "--ring", dataName, "--ack", ackName}, spinArg(busy)...)...)
+	if err != nil {
+		return Result{}, err
+	}
+	prod, err := data.NewProducer(ring.ProducerOptions{})
+	if err != nil {
+		p.kill()
+		return Result{}, err
+	}
+	src := pattern(int(size))
+	warm := max(1, iters/10)
+	for i := 0; i < iters+warm; i++ {
+		t0 := nanotime()
+		buf, err := prod.Reserve(int(size))
+		if err != nil {
+			p.kill()
+			return Result{}, err
+		}
+		copy(buf, src)
+		binary.LittleEndian.PutUint64(buf, uint64(t0))
+		var flags uint32
+		if i < warm {
+			flags = 1
+		}
+		if err := prod.Publish(int(size), flags); err != nil {
+			p.kill()
+			return Result{}, err
+		}
+		l, err := back.Recv()
+		if err != nil || l == nil {
+			p.kill()
+			return Result{}, fmt.Errorf("ack: %v", err)
+		}
+		l.Release()
+	}
+	prod.Close()
+	var r Result
+	if err := p.finish(&r); err != nil {
+		return Result{}, err
+	}
+	r.Transport, r.Mode, r.Kind, r.PayloadBytes, r.Consumers = "shm-go", modeName(busy), "latency", size, 1
+	return r, nil
+}
+
+// shmGoStream: Go producer copying each message into its slot → consumers
+// Rust sink processes (broadcast subscribers, or one work-queue group).
+// Throughput is published bytes over the time until the last consumer has
+// read its last message. wrap prefixes each sink's command (strace).
+func shmGoStream(helper string, size, total int64, consumers int, queue, busy bool, wrap []string) (Result, error) {
+	name, rg, done, err := newRing(streamSlots(size), uint32(size), consumers)
+	if err != nil {
+		return Result{}, err
+	}
+	defer done()
+	args := append(append([]string{}, wrap...), helper, "sink", "--ring", name)
+	if queue {
+		args = append(args, "--queue")
+	}
+	args = append(args, spinArg(busy)...)
+	var peers []*peer
+	defer func() {
+		for _, p := range peers {
+			p.kill()
+		}
+	}()
+	for range consumers {
+		p, err := startPeer(true, args...)
+		if err != nil {
+			return Result{}, err
+		}
+		peers = append(peers, p)
+	}
+	prod, err := rg.NewProducer(ring.ProducerOptions{})
+	if err != nil {
+		return Result{}, err
+	}
+	src := pattern(int(size))
+	count := max(1, total/size)
+	t0 := nanotime()
+	for range count {
+		buf, err := prod.Reserve(int(size))
+		if err != nil {
+			return Result{}, err
+		}
+		copy(buf, src)
+		if err := prod.Publish(int(size), 0); err != nil {
+			return Result{}, err
+		}
+	}
+	prod.Close()
+	var got, last int64
+	for _, p := range peers {
+		var s sinkResult
+		if err := p.finish(&s); err != nil {
+			return Result{}, err
+		}
+		got += s.Messages
+		last = max(last, s.LastNS)
+	}
+	peers = nil
+	want := count * int64(consumers)
+	if queue {
+		want = count
+	}
+	if got != want {
+		return Result{}, fmt.Errorf("sinks saw %d messages, want %d", got, want)
+	}
+	kind := "throughput"
+	if queue {
+		kind = "queue"
+	}
+	r := Result{Transport: "shm-go", Mode: modeName(busy), Kind: kind, PayloadBytes: size, Consumers: consumers, Messages: count}
+	setThroughput(&r, count*size, last-t0)
+	return r, nil
+}
+
+// int64Record is a one-column Int64 record with size bytes of values.
+func int64Record(size int64) arrow.RecordBatch {
+	n := int(max(1, size/8))
+	bld := array.NewInt64Builder(memory.NewGoAllocator())
+	defer bld.Release()
+	bld.Reserve(n)
+	for i := 0; i < n; i++ {
+		bld.UnsafeAppend(int64(i))
+	}
+	col := bld.NewArray()
+	defer col.Release()
+	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	return array.NewRecordBatch(schema, []arrow.Array{col}, int64(n))
+}
+
+// cgoLatency times one bridge call with the Echo handler (logging off),
+// which imports the array in Rust without copying and answers nothing: the
+// time until Go knows Rust holds the data, a round trip through cgo.
+func cgoLatency(size int64, iters int) (Result, error) {
+	// Echo logs every array at INFO; the measurement is of the call alone.
+	if bridge.LogLevel() < slog.LevelWarn {
+		bridge.SetLogLevel(slog.LevelWarn)
+	}
+	rec := int64Record(size)
+	defer rec.Release()
+	arrays := []arrow.Array{rec.Column(0)}
+	warm := max(1, iters/10)
+	ns := make([]int64, 0, iters)
+	for i := 0; i < iters+warm; i++ {
+		t0 := nanotime()
+		if _, _, err := (bridge.GoBridge{}).CallArrays(bridge.Echo, arrays); err != nil {
+			return Result{}, err
+		}
+		if i >= warm {
+			ns = append(ns, nanotime()-t0)
+		}
+	}
+	r := Result{Transport: "cgo-oneshot", Mode: "call", Kind: "latency", PayloadBytes: max(8, size), Consumers: 1}
+	quantiles(&r, ns)
+	return r, nil
+}
+
+// cgoThroughput sends the same batch to Rust's Sum handler, which reads
+// every value, total/size times.
+func cgoThroughput(size, total int64) (Result, error) {
+	rec := int64Record(size)
+	defer rec.Release()
+	count := max(1, total/size)
+	t0 := nanotime()
+	for range count {
+		_, out, err := (bridge.GoBridge{}).CallRecords(bridge.Sum, rec)
+		if err != nil {
+			return Result{}, err
+		}
+		out.Release()
+	}
+	r := Result{Transport: "cgo-oneshot", Mode: "call", Kind: "throughput", PayloadBytes: size, Consumers: 1, Messages: count}
+	setThroughput(&r, count*size, nanotime()-t0)
+	return r, nil
+}
+
+// udsConn starts the helper's uds-sink and connects to it.
+func udsConn(helper string, ack bool, wrap []string) (*peer, *net.UnixConn, error) {
+	dir, err := os.MkdirTemp("", "alloy-bench")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "s")
+	args := append(append([]string{}, wrap...), helper, "uds-sink", "--socket", sock)
+	if ack {
+		args = append(args, "--ack")
+	}
+	p, err := startPeer(true, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		p.kill()
+		return nil, nil, err
+	}
+	return p, c, nil
+}
+
+// udsLatency: Go writes one Arrow IPC record batch (value 0 = send stamp)
+// to the socket; the Rust StreamReader decodes it, records the latency and
+// answers 8 bytes, which Go waits for before the next batch.
+func udsLatency(helper string, size int64, iters int) (Result, error) {
+	size = max(size, 8)
+	rec := int64Record(size)
+	defer rec.Release()
+	vals := rec.Column(0).(*array.Int64).Int64Values()
+	p, c, err := udsConn(helper, true, nil)
+	if err != nil {
+		return Result{}, err
+	}
+	defer c.Close()
+	w := ipc.NewWriter(c, ipc.WithSchema(rec.Schema()))
+	warm := max(1, iters/10)
+	var ackb [8]byte
+	for i := 0; i < iters+warm; i++ {
+		t0 := nanotime()
+		vals[0] = t0
+		if i < warm {
+			vals[0] = -1
+		}
+		if err := w.Write(rec); err != nil {
+			p.kill()
+			return Result{}, err
+		}
+		if _, err := io.ReadFull(c, ackb[:]); err != nil {
+			p.kill()
+			return Result{}, err
+		}
+	}
+	w.Close()
+	c.CloseWrite()
+	var r Result
+	if err := p.finish(&r); err != nil {
+		return Result{}, err
+	}
+	r.Transport, r.Mode, r.Kind, r.PayloadBytes, r.Consumers = "uds-ipc", "blocking", "latency", size, 1
+	return r, nil
+}
+
+// udsThroughput streams the same batch total/size times; the Rust side sums
+// the int64 column of every decoded batch.
+func udsThroughput(helper string, size, total int64, wrap []string) (Result, error) {
+	rec := int64Record(size)
+	defer rec.Release()
+	p, c, err := udsConn(helper, false, wrap)
+	if err != nil {
+		return Result{}, err
+	}
+	defer c.Close()
+	w := ipc.NewWriter(c, ipc.WithSchema(rec.Schema()))
+	count := max(1, total/size)
+	t0 := nanotime()
+	for range count {
+		if err := w.Write(rec); err != nil {
+			p.kill()
+			return Result{}, err
+		}
+	}
+	w.Close()
+	c.CloseWrite()
+	var s sinkResult
+	if err := p.finish(&s); err != nil {
+		return Result{}, err
+	}
+	if s.Messages != count || s.Rows != count*rec.NumRows() {
+		return Result{}, fmt.Errorf("uds-sink saw %d batches / %d rows, want %d", s.Messages, s.Rows, count)
+	}
+	r := Result{Transport: "uds-ipc", Mode: "blocking", Kind: "throughput", PayloadBytes: size, Consumers: 1, Messages: count}
+	setThroughput(&r, count*size, s.LastNS-t0)
+	return r, nil
+}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"encoding/json"
+	"encoding/xml"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// helperPath is the Rust side of the suite, built by
+// `cargo build --release --example bench_peer` (make bench-smoke).
+func helperPath(t *testing.T) string {
+	p := os.Getenv("ALLOY_BENCH_PEER")
+	if p == "" {
+		p = "../../../target/release/examples/bench_peer"
+	}
+	if _, err := os.Stat(p); err != nil {
+		if os.Getenv("ALLOY_BENCH_REQUIRE") == "1" {
+			t.Fatalf("bench helper missing: %v", err)
+		}
+		t.Skipf("bench helper not built (make bench-smoke builds it): %v", err)
+	}
+	return p
+}
+
+// TestSmoke runs the whole suite on the tiny grid and checks that every
+// output is well formed and complete. It checks no timing: performance
+// claims live in the reports only.
+func TestSmoke(t *testing.T) {
+	helper := helperPath(t)
+	rep, err := run(grids["smoke"], "smoke", helper, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := write(rep, dir); err != nil {
+		t.Fatal(err)
+	}
+	checkJSON(t, filepath.Join(dir, "report.json"))
+	md, err := os.ReadFile(filepath.Join(dir, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range append(measured, "| transport | mode |", "## Ratios", "## Targets of issue 6", "shm-go-ipc", "shm-go-cdata") {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	for name, want := range map[string][]string{
+		"latency.svg":    {"polyline", "shm-go busy p50", "uds-ipc blocking p99", "atomic-pingpong busy p50"},
+		"throughput.svg": {"polyline", "memcpy copy", "shm-rust busy", "cgo-oneshot call"},
+		"fanout.svg":     {"<rect", "shm-go busy", "queue ×4", "broadcast ×4"},
+	} {
+		checkSVG(t, filepath.Join(dir, name), want)
+	}
+}
+
+// measured are the transports this driver runs (the others are listed as
+// not measured yet).
+var measured = []string{"memcpy", "atomic-pingpong", "shm-rust", "shm-go", "cgo-oneshot", "uds-ipc"}
+
+func checkJSON(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		Env         map[string]any      `json:"env"`
+		Results     []map[string]any    `json:"results"`
+		Ratios      map[string]*float64 `json:"ratios"`
+		Unavailable []map[string]string `json:"unavailable"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"cpu", "cores", "kernel", "go", "rustc", "commit"} {
+		if _, ok := raw.Env[k]; !ok {
+			t.Errorf("env lacks %q", k)
+		}
+	}
+	if c, _ := raw.Env["cores"].(float64); c < 1 {
+		t.Errorf("env.cores = %v", raw.Env["cores"])
+	}
+	fields := []string{"transport", "mode", "payload_bytes", "consumers", "p50_ns", "p99_ns", "p999_ns", "max_ns", "throughput_bytes_per_s", "rows_per_s", "messages"}
+	seen := map[string]bool{}
+	kinds := map[string]bool{}
+	for i, r := range raw.Results {
+		for _, f := range fields {
+			if _, ok := r[f]; !ok {
+				t.Errorf("result %d lacks %q: %v", i, f, r)
+			}
+		}
+		seen[r["transport"].(string)] = true
+		kind := r["kind"].(string)
+		kinds[kind] = true
+		if n, _ := r["messages"].(float64); n < 1 {
+			t.Errorf("result %d: messages = %v", i, r["messages"])
+		}
+		switch kind {
+		case "latency":
+			var prev float64
+			for _, f := range []string{"p50_ns", "p99_ns", "p999_ns", "max_ns"} {
+				v, ok := r[f].(float64)
+				if !ok || v < prev || v <= 0 {
+					t.Errorf("result %d: %s = %v (quantiles must be positive and ordered)", i, f, r[f])
+				}
+				prev = v
+			}
+		case "throughput", "broadcast", "queue":
+			tp, ok1 := r["throughput_bytes_per_s"].(float64)
+			rows, ok2 := r["rows_per_s"].(float64)
+			if !ok1 || !ok2 || !(tp > 0) || math.IsInf(tp, 0) || math.Abs(rows*8-tp) > tp*1e-6 {
+				t.Errorf("result %d: throughput %v, rows/s %v", i, r["throughput_bytes_per_s"], r["rows_per_s"])
+			}
+		case "syscalls":
+			if v, ok := r["syscalls_per_message"].(float64); !ok || v < 0 {
+				t.Errorf("result %d: syscalls_per_message = %v", i, r["syscalls_per_message"])
+			}
+		default:
+			t.Errorf("result %d: unknown kind %q", i, kind)
+		}
+	}
+	for _, tr := range measured {
+		if !seen[tr] {
+			t.Errorf("no results for transport %s", tr)
+		}
+	}
+	want := []string{"latency", "throughput", "broadcast", "queue"}
+	if _, err := exec.LookPath("strace"); err == nil {
+		want = append(want, "syscalls")
+	}
+	for _, k := range want {
+		if !kinds[k] {
+			t.Errorf("no results of kind %s", k)
+		}
+	}
+	for _, k := range []string{"shm-go/atomic-pingpong p50 64 B busy", "uds-ipc/shm-go p50 64 B busy", "shm-go broadcast×4/broadcast×1 throughput 64 KiB busy"} {
+		if v, ok := raw.Ratios[k]; !ok || v == nil || !(*v > 0) {
+			t.Errorf("ratio %q = %v, want a positive number", k, v)
+		}
+	}
+	if v, ok := raw.Ratios["shm-go-ipc/memcpy throughput 64 KiB"]; !ok || v != nil {
+		t.Errorf("ratio of an unmeasured transport must be null, got %v (present %v)", v, ok)
+	}
+	un := map[string]bool{}
+	for _, u := range raw.Unavailable {
+		un[u["transport"]] = u["reason"] != ""
+	}
+	for _, tr := range []string{"shm-go-ipc", "shm-go-cdata", "iceoryx2", "flight-localhost"} {
+		if !un[tr] {
+			t.Errorf("unavailable lacks %s with a reason", tr)
+		}
+	}
+}
+
+func checkSVG(t *testing.T, path string, want []string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := xml.NewDecoder(strings.NewReader(string(b)))
+	root := ""
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: not well-formed XML: %v", path, err)
+		}
+		if se, ok := tok.(xml.StartElement); ok && root == "" {
+			root = se.Name.Local
+		}
+	}
+	if root != "svg" {
+		t.Errorf("%s: root element %q, want svg", path, root)
+	}
+	for _, w := range want {
+		if !strings.Contains(string(b), w) {
+			t.Errorf("%s lacks %q", filepath.Base(path), w)
+		}
+	}
+	if strings.Contains(string(b), "NaN") || strings.Contains(string(b), "Inf") {
+		t.Errorf("%s has NaN/Inf coordinates", filepath.Base(path))
+	}
+}
+
+func TestStraceTotal(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "s")
+	summary := `% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 60.00    0.000060           6        10           futex
+ 40.00    0.000040           1        31         2 read
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.000100           2        41         2 total
+`
+	if err := os.WriteFile(f, []byte(summary), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := straceTotal(f); err != nil || n != 41 {
+		t.Fatalf("straceTotal = %d, %v; want 41", n, err)
+	}
+	if err := os.WriteFile(f, []byte("nothing\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := straceTotal(f); err == nil {
+		t.Fatal("straceTotal accepted a file without a total line")
+	}
+}
+
+func TestQuantiles(t *testing.T) {
+	var r Result
+	ns := make([]int64, 1000)
+	for i := range ns {
+		ns[i] = int64(1000 - i) // 1..1000, unsorted
+	}
+	quantiles(&r, ns)
+	if *r.P50NS != 500 || *r.P99NS != 990 || *r.P999NS != 999 || *r.MaxNS != 1000 || r.Messages != 1000 {
+		t.Fatalf("quantiles: p50 %v p99 %v p999 %v max %v n %d", *r.P50NS, *r.P99NS, *r.P999NS, *r.MaxNS, r.Messages)
+	}
+}
+
+// TestRenderEmpty: a report without results still renders valid outputs.
+func TestRenderEmpty(t *testing.T) {
+	rep := &Report{Unavailable: notYet}
+	rep.Ratios = ratios(rep, grids["smoke"])
+	dir := t.TempDir()
+	if err := write(rep, dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"latency.svg", "throughput.svg", "fanout.svg"} {
+		checkSVG(t, filepath.Join(dir, n), []string{"<svg"})
+	}
+	for _, v := range rep.Ratios {
+		if v != nil {
+			t.Fatalf("ratio without data: %v", *v)
+		}
+	}
+}
