@@ -224,12 +224,15 @@ fn slot_size(size: usize) -> u32 {
 
 fn memcpy(size: usize, total: usize) -> Res<String> {
     let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
-    // Rotate over several destinations so large copies are not cache-hot.
-    let mut dst: Vec<Vec<u8>> = (0..8).map(|_| vec![0u8; size]).collect();
+    // Copy into a rotating area as large as a streaming ring's slots (see
+    // `stream_slots`), so the floor pays the same cache misses as a
+    // producer writing into slots.
+    let n = stream_slots(size) as usize;
+    let mut dst = vec![0u8; n * size];
     let count = (total / size).max(1);
     let t0 = monotonic_ns();
     for i in 0..count {
-        let d = &mut dst[i % 8];
+        let d = &mut dst[(i % n) * size..][..size];
         d.copy_from_slice(std::hint::black_box(&src));
         std::hint::black_box(&d[0]);
     }
@@ -355,7 +358,8 @@ fn lat(size: usize, iters: u64, spin: bool) -> Res<String> {
         .producer_with(Backpressure::default(), wait_of(spin))
         .map_err(err)?;
     let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
-    let warm = (iters / 10).max(1);
+    // At least two laps of the 4-slot ring: first-touch page faults.
+    let warm = (iters / 10).max(8);
     for i in 0..iters + warm {
         let t0 = monotonic_ns();
         let mut r = tx.reserve(size).map_err(err)?;

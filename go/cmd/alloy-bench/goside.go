@@ -123,7 +123,7 @@ func shmGoLatency(helper string, size int64, iters int, busy bool) (Result, erro
 		return Result{}, err
 	}
 	src := pattern(int(size))
-	warm := max(1, iters/10)
+	warm := max(8, iters/10) // not recorded: first-touch page faults, cold caches
 	for i := 0; i < iters+warm; i++ {
 		t0 := nanotime()
 		buf, err := prod.Reserve(int(size))
@@ -255,7 +255,7 @@ func cgoLatency(size int64, iters int) (Result, error) {
 	rec := int64Record(size)
 	defer rec.Release()
 	arrays := []arrow.Array{rec.Column(0)}
-	warm := max(1, iters/10)
+	warm := max(8, iters/10) // not recorded: first-touch page faults, cold caches
 	ns := make([]int64, 0, iters)
 	for i := 0; i < iters+warm; i++ {
 		t0 := nanotime()
@@ -271,15 +271,20 @@ func cgoLatency(size int64, iters int) (Result, error) {
 	return r, nil
 }
 
-// cgoThroughput sends the same batch to Rust's Sum handler, which reads
-// every value, total/size times.
+// cgoThroughput sends batches to Rust's Sum handler, which reads every
+// value, total/size times. It rotates over batches as large in all as a
+// streaming ring's slots, so Rust reads them from the same cache level a
+// ring consumer would rather than from a hot 1-batch working set.
 func cgoThroughput(size, total int64) (Result, error) {
-	rec := int64Record(size)
-	defer rec.Release()
+	recs := make([]arrow.RecordBatch, streamSlots(size))
+	for i := range recs {
+		recs[i] = int64Record(size)
+		defer recs[i].Release()
+	}
 	count := max(1, total/size)
 	t0 := nanotime()
-	for range count {
-		_, out, err := (bridge.GoBridge{}).CallRecords(bridge.Sum, rec)
+	for i := range count {
+		_, out, err := (bridge.GoBridge{}).CallRecords(bridge.Sum, recs[i%int64(len(recs))])
 		if err != nil {
 			return Result{}, err
 		}
@@ -328,7 +333,7 @@ func udsLatency(helper string, size int64, iters int) (Result, error) {
 	}
 	defer c.Close()
 	w := ipc.NewWriter(c, ipc.WithSchema(rec.Schema()))
-	warm := max(1, iters/10)
+	warm := max(8, iters/10) // not recorded: first-touch page faults, cold caches
 	var ackb [8]byte
 	for i := 0; i < iters+warm; i++ {
 		t0 := nanotime()

@@ -13,12 +13,14 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,7 +38,13 @@ type grid struct {
 	sysLow, sysHigh    int64   // messages of the two strace runs (syscalls/message)
 	syscallSize        int64   // message size of the strace runs
 	withFanoutBlocking bool
+	tputMaxMsgs        int64 // cap on messages per throughput point (small sizes)
+	reps               int   // throughput/fan-out runs per point; the median is kept
 }
+
+// total is the bytes to stream at size: tputTotal, capped at tputMaxMsgs
+// messages.
+func (g grid) total(size int64) int64 { return min(g.tputTotal, g.tputMaxMsgs*size) }
 
 const (
 	kib = int64(1) << 10
@@ -48,19 +56,21 @@ var grids = map[string]grid{
 		latSizes: []int64{64, 4 * kib}, latBudget: 8 * mib, latMin: 20, latMax: 200,
 		tputSizes: []int64{4 * kib, 64 * kib}, tputTotal: 8 * mib,
 		fanSize: 64 * kib, fanTotal: 8 * mib, pingIters: 2000,
-		sysLow: 100, sysHigh: 20100, syscallSize: 4 * kib,
+		sysLow: 100, sysHigh: 20100, syscallSize: 4 * kib, tputMaxMsgs: 10000, reps: 1,
 	},
 	"quick": {
-		latSizes: []int64{64, 4 * kib, 64 * kib, mib, 16 * mib}, latBudget: 256 * mib, latMin: 30, latMax: 5000,
-		tputSizes: []int64{4 * kib, 64 * kib, mib, 16 * mib}, tputTotal: 512 * mib,
-		fanSize: mib, fanTotal: 256 * mib, pingIters: 50000,
-		sysLow: 1000, sysHigh: 11000, syscallSize: 4 * kib, withFanoutBlocking: true,
+		latSizes: []int64{64, 4 * kib, 64 * kib, mib, 16 * mib, 64 * mib}, latBudget: 2048 * mib, latMin: 30, latMax: 20000,
+		tputSizes: []int64{4 * kib, 64 * kib, mib, 16 * mib, 64 * mib}, tputTotal: 2048 * mib,
+		fanSize: mib, fanTotal: 1024 * mib, pingIters: 200000,
+		sysLow: 1000, sysHigh: 101000, syscallSize: 4 * kib, withFanoutBlocking: true,
+		tputMaxMsgs: 100000, reps: 3,
 	},
 	"full": {
-		latSizes: []int64{64, 512, 4 * kib, 32 * kib, 256 * kib, mib, 4 * mib, 16 * mib, 64 * mib}, latBudget: 2048 * mib, latMin: 200, latMax: 100000,
-		tputSizes: []int64{4 * kib, 16 * kib, 64 * kib, 256 * kib, mib, 4 * mib, 16 * mib, 64 * mib}, tputTotal: 4096 * mib,
-		fanSize: mib, fanTotal: 1024 * mib, pingIters: 500000,
-		sysLow: 10000, sysHigh: 110000, syscallSize: 4 * kib, withFanoutBlocking: true,
+		latSizes: []int64{64, 512, 4 * kib, 32 * kib, 256 * kib, mib, 4 * mib, 16 * mib, 64 * mib}, latBudget: 16384 * mib, latMin: 200, latMax: 200000,
+		tputSizes: []int64{4 * kib, 16 * kib, 64 * kib, 256 * kib, mib, 4 * mib, 16 * mib, 64 * mib}, tputTotal: 8192 * mib,
+		fanSize: mib, fanTotal: 4096 * mib, pingIters: 2000000,
+		sysLow: 10000, sysHigh: 1010000, syscallSize: 4 * kib, withFanoutBlocking: true,
+		tputMaxMsgs: 1000000, reps: 3,
 	},
 }
 
@@ -125,6 +135,22 @@ func (s *suite) step(transport, what string, f func() (Result, error)) {
 	s.rep.Results = append(s.rep.Results, r)
 }
 
+// stepMedian runs f reps times and keeps the run of median throughput.
+func (s *suite) stepMedian(transport, what string, f func() (Result, error)) {
+	s.step(transport, what, func() (Result, error) {
+		var rs []Result
+		for range max(1, s.g.reps) {
+			r, err := f()
+			if err != nil {
+				return r, err
+			}
+			rs = append(rs, r)
+		}
+		slices.SortFunc(rs, func(a, b Result) int { return cmp.Compare(*a.ThroughputBytesPerS, *b.ThroughputBytesPerS) })
+		return rs[len(rs)/2], nil
+	})
+}
+
 func brief(r Result) string {
 	switch {
 	case r.SyscallsPerMessage != nil:
@@ -161,8 +187,8 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		return runPeer(h, "pingpong", "--iters", strconv.Itoa(g.pingIters))
 	})
 	for _, size := range g.tputSizes {
-		s.step("memcpy", sizeName(size), func() (Result, error) {
-			return runPeer(h, "memcpy", "--size", itoa(size), "--total", itoa(g.tputTotal))
+		s.stepMedian("memcpy", sizeName(size), func() (Result, error) {
+			return runPeer(h, "memcpy", "--size", itoa(size), "--total", itoa(g.total(size)))
 		})
 	}
 
@@ -185,13 +211,13 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 	for _, size := range g.tputSizes {
 		for _, busy := range []bool{true, false} {
 			what := sizeName(size) + " " + modeName(busy)
-			s.step("shm-rust", what, func() (Result, error) {
-				return runPeer(append([]string{h, "tput", "--size", itoa(size), "--total", itoa(g.tputTotal)}, spin(busy)...)...)
+			s.stepMedian("shm-rust", what, func() (Result, error) {
+				return runPeer(append([]string{h, "tput", "--size", itoa(size), "--total", itoa(g.total(size))}, spin(busy)...)...)
 			})
-			s.step("shm-go", what, func() (Result, error) { return shmGoStream(h, size, g.tputTotal, 1, false, busy, nil) })
+			s.stepMedian("shm-go", what, func() (Result, error) { return shmGoStream(h, size, g.total(size), 1, false, busy, nil) })
 		}
-		s.step("uds-ipc", sizeName(size), func() (Result, error) { return udsThroughput(h, size, g.tputTotal, nil) })
-		s.step("cgo-oneshot", sizeName(size), func() (Result, error) { return cgoThroughput(size, g.tputTotal) })
+		s.stepMedian("uds-ipc", sizeName(size), func() (Result, error) { return udsThroughput(h, size, g.total(size), nil) })
+		s.stepMedian("cgo-oneshot", sizeName(size), func() (Result, error) { return cgoThroughput(size, g.total(size)) })
 	}
 
 	fmt.Fprintln(os.Stderr, "alloy-bench: fan-out")
@@ -202,14 +228,14 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 	for _, busy := range modes {
 		for _, fc := range fanConfigs {
 			what := fmt.Sprintf("%s %s %s", sizeName(g.fanSize), fc.name(), modeName(busy))
-			s.step("shm-go", what, func() (Result, error) {
+			s.stepMedian("shm-go", what, func() (Result, error) {
 				r, err := shmGoStream(h, g.fanSize, g.fanTotal, fc.n, fc.queue, busy, nil)
 				if err == nil && !fc.queue {
 					r.Kind = "broadcast"
 				}
 				return r, err
 			})
-			s.step("shm-rust", what, func() (Result, error) {
+			s.stepMedian("shm-rust", what, func() (Result, error) {
 				args := []string{h, "tput", "--size", itoa(g.fanSize), "--total", itoa(g.fanTotal), "--consumers", strconv.Itoa(fc.n)}
 				if fc.queue {
 					args = append(args, "--queue")

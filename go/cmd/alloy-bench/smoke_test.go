@@ -175,8 +175,18 @@ func checkSVG(t *testing.T, path string, want []string) {
 		if err != nil {
 			t.Fatalf("%s: not well-formed XML: %v", path, err)
 		}
-		if se, ok := tok.(xml.StartElement); ok && root == "" {
-			root = se.Name.Local
+		if se, ok := tok.(xml.StartElement); ok {
+			if root == "" {
+				root = se.Name.Local
+			}
+			// encoding/xml accepts repeated attributes; SVG viewers do not.
+			names := map[string]bool{}
+			for _, a := range se.Attr {
+				if names[a.Name.Local] {
+					t.Errorf("%s: <%s> repeats attribute %s", filepath.Base(path), se.Name.Local, a.Name.Local)
+				}
+				names[a.Name.Local] = true
+			}
 		}
 	}
 	if root != "svg" {

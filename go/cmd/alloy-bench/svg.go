@@ -81,7 +81,7 @@ func (a axis) frac(v float64) float64 {
 func header(b *strings.Builder, title string) {
 	fmt.Fprintf(b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d">`+"\n", plotW, plotH, plotW, plotH)
 	fmt.Fprintf(b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(b, `<text x="%d" y="22" %s font-size="15" fill="%s">%s</text>`+"\n", padL, fontAttrs, txtCol, html.EscapeString(title))
+	fmt.Fprintf(b, `<text x="%d" y="22" font-family="sans-serif" font-size="15" fill="%s">%s</text>`+"\n", padL, txtCol, html.EscapeString(title))
 }
 
 // linePlot draws curves on log-log axes with x ticks at the given sizes.
