@@ -188,22 +188,49 @@ fn main() {
     let (t1mb, _) = ring_throughput(1 << 20, big_total / 4, WaitStrategy::Blocking);
     let mc1m = memcpy_gbps(1 << 20, big_total);
 
-    println!("\n## Alloy ring, Rust → Rust (threads of one process, {} cores)\n", num_cpus());
+    println!(
+        "\n## Alloy ring, Rust → Rust (threads of one process, {} cores)\n",
+        num_cpus()
+    );
     println!("| one-way latency, 64 B | p50 ns | p99 ns | p99.9 ns | max ns | p50 / floor |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for (name, l) in [("atomic ping-pong (floor)", &floor), ("ring, spin", &spin), ("ring, blocking (futex)", &block)] {
+    for (name, l) in [
+        ("atomic ping-pong (floor)", &floor),
+        ("ring, spin", &spin),
+        ("ring, blocking (futex)", &block),
+    ] {
         println!(
             "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
-            l.p50, l.p99, l.p999, l.max, l.p50 / floor.p50
+            l.p50,
+            l.p99,
+            l.p999,
+            l.max,
+            l.p50 / floor.p50
         );
     }
     println!("\n| throughput | GB/s | messages/s | / memcpy |");
     println!("|---|---:|---:|---:|");
-    println!("| memcpy 64 B blocks (floor) | {mc64:.2} | {:.0} | 1.00 |", mc64 * 1e9 / 64.0);
-    println!("| ring 64 B, spin | {t64:.2} | {m64:.0} | {:.2} |", t64 / mc64);
-    println!("| memcpy 1 MiB blocks (floor) | {mc1m:.2} | {:.0} | 1.00 |", mc1m * 1e9 / (1u64 << 20) as f64);
-    println!("| ring 1 MiB, spin | {t1m:.2} | {m1m:.0} | {:.2} |", t1m / mc1m);
-    println!("| ring 1 MiB, blocking | {t1mb:.2} | {:.0} | {:.2} |", t1mb * 1e9 / (1u64 << 20) as f64, t1mb / mc1m);
+    println!(
+        "| memcpy 64 B blocks (floor) | {mc64:.2} | {:.0} | 1.00 |",
+        mc64 * 1e9 / 64.0
+    );
+    println!(
+        "| ring 64 B, spin | {t64:.2} | {m64:.0} | {:.2} |",
+        t64 / mc64
+    );
+    println!(
+        "| memcpy 1 MiB blocks (floor) | {mc1m:.2} | {:.0} | 1.00 |",
+        mc1m * 1e9 / (1u64 << 20) as f64
+    );
+    println!(
+        "| ring 1 MiB, spin | {t1m:.2} | {m1m:.0} | {:.2} |",
+        t1m / mc1m
+    );
+    println!(
+        "| ring 1 MiB, blocking | {t1mb:.2} | {:.0} | {:.2} |",
+        t1mb * 1e9 / (1u64 << 20) as f64,
+        t1mb / mc1m
+    );
     println!("\nThroughput: the producer copies each message into its slot and the consumer reads every byte (sums u64s).");
 
     let json = format!(
@@ -218,5 +245,7 @@ fn main() {
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

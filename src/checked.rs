@@ -52,7 +52,11 @@ impl Spec {
             return Err(format!("message {j}: checksum mismatch (torn or corrupt)"));
         }
         if msg.len() != self.len(j) {
-            return Err(format!("message {j}: length {} != expected {}", msg.len(), self.len(j)));
+            return Err(format!(
+                "message {j}: length {} != expected {}",
+                msg.len(),
+                self.len(j)
+            ));
         }
         for (i, &x) in msg.iter().enumerate().skip(16) {
             if x != (j.wrapping_mul(131).wrapping_add(i as u64 * 7)) as u8 {
@@ -79,7 +83,11 @@ mod tests {
 
     #[test]
     fn miri_roundtrip_and_detects_damage() {
-        let s = Spec { seed: 1, min: 16, max: 300 };
+        let s = Spec {
+            seed: 1,
+            min: 16,
+            max: 300,
+        };
         let mut buf = vec![0u8; 300];
         for j in 0..50 {
             let n = s.write(j, &mut buf);
@@ -96,7 +104,11 @@ mod tests {
     fn miri_known_values() {
         // Pinned so the Go implementation can check itself against them.
         assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
-        let s = Spec { seed: 1, min: 16, max: 4096 };
+        let s = Spec {
+            seed: 1,
+            min: 16,
+            max: 4096,
+        };
         let mut buf = vec![0u8; 4096];
         let n = s.write(7, &mut buf);
         assert_eq!(n, s.len(7));

@@ -10,7 +10,11 @@ use alloy_shm::checked::Spec;
 use alloy_shm::ring::{Consumer, Ring, RingConfig};
 
 const COUNT: u64 = 1_000_000;
-const SPEC: Spec = Spec { seed: 1, min: 16, max: 4096 };
+const SPEC: Spec = Spec {
+    seed: 1,
+    min: 16,
+    max: 4096,
+};
 
 struct Cleanup(String);
 impl Drop for Cleanup {
@@ -24,7 +28,11 @@ fn drain(mut c: Consumer, in_order: bool) -> Vec<u64> {
     while let Some(m) = c.recv().expect("recv") {
         let j = SPEC.verify(&m).expect("intact message");
         if in_order {
-            assert_eq!(j, got.len() as u64, "broadcast consumer saw a gap or reorder");
+            assert_eq!(
+                j,
+                got.len() as u64,
+                "broadcast consumer saw a gap or reorder"
+            );
         }
         got.push(j);
     }
@@ -35,7 +43,11 @@ fn drain(mut c: Consumer, in_order: bool) -> Vec<u64> {
 fn a_million_messages_from_another_process() {
     let name = format!("alloy-xproc-{}", std::process::id());
     let _ = Ring::unlink(&name);
-    let cfg = RingConfig { slot_count: 256, slot_size: 4096, ..Default::default() };
+    let cfg = RingConfig {
+        slot_count: 256,
+        slot_size: 4096,
+        ..Default::default()
+    };
     let ring = Ring::create(&name, &cfg).expect("create");
     let _cleanup = Cleanup(name.clone());
 
@@ -43,11 +55,23 @@ fn a_million_messages_from_another_process() {
     let b2 = ring.subscribe().unwrap();
     let q1 = ring.join_queue(7).unwrap();
     let q2 = ring.join_queue(7).unwrap();
-    let hb: Vec<_> = [b1, b2].into_iter().map(|c| thread::spawn(move || drain(c, true))).collect();
-    let hq: Vec<_> = [q1, q2].into_iter().map(|c| thread::spawn(move || drain(c, false))).collect();
+    let hb: Vec<_> = [b1, b2]
+        .into_iter()
+        .map(|c| thread::spawn(move || drain(c, true)))
+        .collect();
+    let hq: Vec<_> = [q1, q2]
+        .into_iter()
+        .map(|c| thread::spawn(move || drain(c, false)))
+        .collect();
 
     let out = Command::new(env!("CARGO_BIN_EXE_alloy"))
-        .args(["test-produce", "--ring", &name, "--count", &COUNT.to_string()])
+        .args([
+            "test-produce",
+            "--ring",
+            &name,
+            "--count",
+            &COUNT.to_string(),
+        ])
         .stderr(Stdio::inherit())
         .output()
         .expect("spawn producer");
@@ -58,9 +82,16 @@ fn a_million_messages_from_another_process() {
         assert_eq!(h.join().unwrap().len() as u64, COUNT);
     }
     let mut all: Vec<u64> = hq.into_iter().flat_map(|h| h.join().unwrap()).collect();
-    assert_eq!(all.len() as u64, COUNT, "queue group lost or duplicated messages");
+    assert_eq!(
+        all.len() as u64,
+        COUNT,
+        "queue group lost or duplicated messages"
+    );
     all.sort_unstable();
-    assert!(all.iter().enumerate().all(|(i, &j)| i as u64 == j), "queue group: not exactly once");
+    assert!(
+        all.iter().enumerate().all(|(i, &j)| i as u64 == j),
+        "queue group: not exactly once"
+    );
 }
 
 /// The same in the other direction: this process produces, consumer
@@ -69,7 +100,11 @@ fn a_million_messages_from_another_process() {
 fn consumer_processes_verify_what_this_process_sends() {
     let name = format!("alloy-xproc2-{}", std::process::id());
     let _ = Ring::unlink(&name);
-    let cfg = RingConfig { slot_count: 64, slot_size: 4096, ..Default::default() };
+    let cfg = RingConfig {
+        slot_count: 64,
+        slot_size: 4096,
+        ..Default::default()
+    };
     let ring = Ring::create(&name, &cfg).expect("create");
     let _cleanup = Cleanup(name.clone());
     let dir = std::env::temp_dir();
@@ -90,7 +125,9 @@ fn consumer_processes_verify_what_this_process_sends() {
         assert_eq!(line.trim(), "ready");
         (child, out)
     };
-    let files: Vec<_> = (0..2).map(|i| dir.join(format!("{name}-q{i}.bin"))).collect();
+    let files: Vec<_> = (0..2)
+        .map(|i| dir.join(format!("{name}-q{i}.bin")))
+        .collect();
     let mut kids = vec![
         spawn(&["--broadcast"]),
         spawn(&["--queue", "3", "--out", files[0].to_str().unwrap()]),
@@ -110,13 +147,19 @@ fn consumer_processes_verify_what_this_process_sends() {
         assert!(child.wait().unwrap().success(), "consumer failed");
         reports.push(rest);
     }
-    assert!(reports[0].contains(&format!("\"received\":{count}")), "{}", reports[0]);
+    assert!(
+        reports[0].contains(&format!("\"received\":{count}")),
+        "{}",
+        reports[0]
+    );
     let mut all: Vec<u64> = files
         .iter()
         .flat_map(|f| {
             let raw = std::fs::read(f).unwrap();
             let _ = std::fs::remove_file(f);
-            raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>()
+            raw.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                .collect::<Vec<_>>()
         })
         .collect();
     all.sort_unstable();

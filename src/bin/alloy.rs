@@ -8,7 +8,11 @@ use alloy_shm::ring::{Backpressure, Ring, RingConfig, WaitStrategy};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "alloy", version, about = "Alloy shared-memory rings for Arrow data")]
+#[command(
+    name = "alloy",
+    version,
+    about = "Alloy shared-memory rings for Arrow data"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -52,6 +56,9 @@ enum Cmd {
         /// Number of messages.
         #[arg(long)]
         count: u64,
+        /// Detach dead consumers after being blocked this many milliseconds.
+        #[arg(long, value_name = "MS")]
+        reclaim_after: Option<u64>,
         #[command(flatten)]
         spec: SpecArgs,
     },
@@ -73,6 +80,10 @@ enum Cmd {
         /// Busy-poll instead of parking on the futex.
         #[arg(long)]
         spin: bool,
+        /// Keep the N most recent messages' leases unreleased (to test a
+        /// consumer that dies holding leases).
+        #[arg(long, default_value_t = 0)]
+        hold: usize,
         #[command(flatten)]
         spec: SpecArgs,
     },
@@ -154,7 +165,12 @@ fn run(cli: Cli) -> Result<(), String> {
             );
         }
         Cmd::Rm { ring } => Ring::unlink(&ring).map_err(e)?,
-        Cmd::TestProduce { ring, count, spec } => {
+        Cmd::TestProduce {
+            ring,
+            count,
+            reclaim_after,
+            spec,
+        } => {
             let spec = spec.spec()?;
             let r = Ring::open(&ring).map_err(e)?;
             if spec.max > r.config().slot_size as usize {
@@ -167,6 +183,9 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut p = r
                 .producer_with(Backpressure::default(), WaitStrategy::Blocking)
                 .map_err(e)?;
+            if let Some(ms) = reclaim_after {
+                p.set_reclaim_after(std::time::Duration::from_millis(ms));
+            }
             let mut bytes = 0u64;
             for j in 0..count {
                 let mut slot = p.reserve(spec.max).map_err(e)?;
@@ -183,6 +202,7 @@ fn run(cli: Cli) -> Result<(), String> {
             queue,
             out,
             spin,
+            hold,
             spec,
         } => {
             let spec = spec.spec()?;
@@ -202,6 +222,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut seen = Vec::new();
             let mut bytes = 0u64;
             let mut expect_next: Option<u64> = None;
+            let mut held = std::collections::VecDeque::with_capacity(hold + 1);
             while let Some(m) = c.recv().map_err(e)? {
                 let j = spec.verify(&m)?;
                 if broadcast {
@@ -214,6 +235,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
                 bytes += m.len() as u64;
                 seen.push(j);
+                if hold > 0 {
+                    held.push_back(m);
+                    if held.len() > hold {
+                        held.pop_front();
+                    }
+                }
             }
             if let Some(path) = out {
                 let raw: Vec<u8> = seen.iter().flat_map(|j| j.to_le_bytes()).collect();
@@ -226,11 +253,17 @@ fn run(cli: Cli) -> Result<(), String> {
             output,
             spin,
         } => {
-            let wait = if spin { WaitStrategy::Spin } else { WaitStrategy::Blocking };
+            let wait = if spin {
+                WaitStrategy::Spin
+            } else {
+                WaitStrategy::Blocking
+            };
             let mut rx = Ring::open(&input).map_err(e)?.subscribe().map_err(e)?;
             rx.set_wait_strategy(wait);
             let out = Ring::open(&output).map_err(e)?;
-            let mut tx = out.producer_with(Backpressure::default(), wait).map_err(e)?;
+            let mut tx = out
+                .producer_with(Backpressure::default(), wait)
+                .map_err(e)?;
             println!("ready");
             std::io::stdout().flush().map_err(|e| e.to_string())?;
             while let Some(m) = rx.recv().map_err(e)? {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
+use super::liveness::{self, Heartbeat};
 use super::proto::{self, Claim, Words};
 use super::{RingError, Shared};
 use crate::layout::{kind, off, state};
@@ -20,10 +21,13 @@ struct Member {
     shared: Arc<Shared>,
     sub: usize,
     member: usize,
+    heartbeat: Option<Heartbeat>,
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
+        // Stop heartbeats before the entries can be reused.
+        self.heartbeat.take();
         let sh = &*self.shared;
         let _g = sh.lock_table();
         let m = sh.layout.member(self.member);
@@ -96,10 +100,24 @@ impl Consumer {
                 })
             })
             .flatten();
+        let m = sh.layout.member(member);
+        // The member entry is complete before the subscriber turns ACTIVE,
+        // so a joiner dying at any point leaves either a JOINING subscriber
+        // or a dead member, both reclaimable (LAYOUT.md §11.3).
+        let write_member = |sub: usize| {
+            sh.hdr32(m + off::MEM_SUBSCRIBER)
+                .store(sub as u32, Ordering::SeqCst);
+            sh.hdr32(m + off::MEM_PID).store(pid, Ordering::SeqCst);
+            sh.hdr64(m + off::MEM_HEARTBEAT)
+                .store(now, Ordering::SeqCst);
+            sh.hdr32(m + off::MEM_STATE)
+                .store(state::ACTIVE, Ordering::SeqCst);
+        };
         let sub = match existing {
             Some(k) => {
                 sh.hdr32(sh.layout.sub(k) + off::SUB_MEMBERS)
                     .fetch_add(1, Ordering::SeqCst);
+                write_member(k);
                 k
             }
             None => {
@@ -124,28 +142,29 @@ impl Consumer {
                 sh.hdr64(b + off::SUB_HEARTBEAT)
                     .store(now, Ordering::SeqCst);
                 proto::join_cursors(sh, k);
+                write_member(k);
                 sh.hdr32(b + off::SUB_STATE)
                     .store(state::ACTIVE, Ordering::SeqCst);
                 k
             }
         };
-        let m = sh.layout.member(member);
-        sh.hdr32(m + off::MEM_SUBSCRIBER)
-            .store(sub as u32, Ordering::SeqCst);
-        sh.hdr32(m + off::MEM_PID).store(pid, Ordering::SeqCst);
-        sh.hdr64(m + off::MEM_HEARTBEAT)
-            .store(now, Ordering::SeqCst);
-        sh.hdr32(m + off::MEM_STATE)
-            .store(state::ACTIVE, Ordering::SeqCst);
         drop(guard);
         // The producer may have parked after seeing the JOINING entry.
         sh.wake_space();
         tracing::debug!(sub, member, kind = kind_, group, "consumer joined");
+        let heartbeat = Heartbeat::start(
+            shared.clone(),
+            vec![
+                m + off::MEM_HEARTBEAT,
+                sh.layout.sub(sub) + off::SUB_HEARTBEAT,
+            ],
+        );
         Ok(Consumer {
             member: Arc::new(Member {
                 shared,
                 sub,
                 member,
+                heartbeat: Some(heartbeat),
             }),
             exclusive: kind_ == kind::BROADCAST,
             wait,
@@ -192,13 +211,19 @@ impl Consumer {
     ) -> Result<Option<Lease>, RingError> {
         let backoff = Backoff::new();
         let mut spins = 0u32;
+        let mut checked = Instant::now();
         loop {
             match self.poll()? {
                 Polled::Msg(l) => return Ok(Some(l)),
                 Polled::Ended => return Ok(None),
                 Polled::Empty => {}
             }
-            if self.wait == WaitStrategy::Spin && deadline.is_none() {
+            let spinning = self.wait == WaitStrategy::Spin && deadline.is_none();
+            if (!spinning || spins % 64 == 0) && checked.elapsed() >= liveness::PRODUCER_CHECK {
+                checked = Instant::now();
+                self.check_producer()?;
+            }
+            if spinning {
                 // Busy mode: stay on the core; yield rarely so an
                 // oversubscribed machine still makes progress.
                 spins = spins.wrapping_add(1);
@@ -216,12 +241,33 @@ impl Consumer {
                 },
                 None => Duration::MAX,
             };
+            spins = spins.wrapping_add(1);
             if self.wait == WaitStrategy::Spin || !backoff.is_completed() {
                 backoff.snooze();
             } else {
-                self.park(remaining);
+                self.park(remaining.min(liveness::PRODUCER_CHECK));
             }
         }
+    }
+
+    /// LAYOUT.md §11.2: called while the ring is empty for us.
+    fn check_producer(&self) -> Result<(), RingError> {
+        let sh = &*self.member.shared;
+        let pid = sh.hdr32(off::PRODUCER_PID).load(Ordering::SeqCst);
+        if pid == 0 || sh.closed().load(Ordering::SeqCst) == 1 {
+            return Ok(());
+        }
+        let hb = sh.hdr64(off::PRODUCER_HEARTBEAT).load(Ordering::SeqCst);
+        if liveness::is_dead(pid, hb, sh.ident.now_ns()) {
+            // Re-check emptiness: everything published before the death is
+            // delivered before the error.
+            if ready(sh, self.member.sub) {
+                return Ok(());
+            }
+            tracing::warn!(pid, "producer died without closing the stream");
+            return Err(RingError::ProducerGone { pid });
+        }
+        Ok(())
     }
 
     /// LAYOUT.md §6.1 steps 2–4.

@@ -17,6 +17,7 @@
 //! ```
 
 mod consumer;
+pub mod liveness;
 mod producer;
 pub(crate) mod proto;
 
@@ -101,6 +102,13 @@ pub enum RingError {
         len: u32,
         /// Capacity.
         max: u32,
+    },
+    /// The producer died without closing the stream (LAYOUT.md §11.2).
+    /// Everything it published was delivered; a new producer may take over.
+    #[error("the producer (pid {pid}) died without closing the stream")]
+    ProducerGone {
+        /// Pid of the dead producer.
+        pid: u32,
     },
     /// The producer already closed the stream.
     #[error("the stream is closed")]
@@ -230,7 +238,7 @@ impl Shared {
             // Acquire: pairs with the Release store in `TableGuard::drop`.
             match lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return TableGuard { shared: self },
-                Err(holder) if holder != me && !pid_alive(holder) => {
+                Err(holder) if holder != me && liveness::process_dead(holder) => {
                     if lock
                         .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
@@ -250,17 +258,6 @@ impl Shared {
                 backoff.snooze();
             }
         }
-    }
-}
-
-/// Whether a process with this pid exists (signal 0 probe).
-pub(crate) fn pid_alive(pid: u32) -> bool {
-    match rustix::process::Pid::from_raw(pid as i32) {
-        None => false,
-        Some(p) => !matches!(
-            rustix::process::test_kill_process(p),
-            Err(rustix::io::Errno::SRCH)
-        ),
     }
 }
 
@@ -378,6 +375,12 @@ impl Ring {
     /// Number of messages published so far.
     pub fn published(&self) -> u64 {
         self.shared.hdr64(off::PUBLISHED).load(Ordering::Acquire)
+    }
+
+    /// Pid of the attached producer (0: none). A dead producer's pid stays
+    /// until a new producer takes over (LAYOUT.md §11.2).
+    pub fn producer_pid(&self) -> u32 {
+        self.shared.hdr32(off::PRODUCER_PID).load(Ordering::SeqCst)
     }
 
     /// Whether the producer has closed the stream.

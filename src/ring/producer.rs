@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
+use super::liveness::{self, Heartbeat};
 use super::proto::ProducerCursor;
 use super::{RingError, Shared};
-use crate::layout::off;
+use crate::layout::{off, state};
 use crate::signal::{futex_wait, futex_wake_all, WaitStrategy};
 use crate::sync::Ordering;
 
@@ -40,7 +41,14 @@ pub struct Producer {
     backpressure: Backpressure,
     wait: WaitStrategy,
     closed: bool,
+    reclaim_after: Duration,
+    /// Since when reservations under `Fail` have found the ring full.
+    full_since: Option<Instant>,
+    heartbeat: Option<Heartbeat>,
 }
+
+/// Default for [`Producer::set_reclaim_after`].
+pub const DEFAULT_RECLAIM_AFTER: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,31 +66,97 @@ impl Producer {
         wait: WaitStrategy,
     ) -> Result<Producer, RingError> {
         let pid = shared.ident.pid;
-        // SeqCst: one producer per ring; the CAS decides who it is.
-        if let Err(holder) = shared.hdr32(off::PRODUCER_PID).compare_exchange(
-            0,
-            pid,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        ) {
+        let slot = shared.hdr32(off::PRODUCER_PID);
+        // Heartbeat before the pid (§11.1): whoever sees our pid sees a
+        // fresh heartbeat, never the dead predecessor's stale one. Readers
+        // load the pid first, then the heartbeat.
+        let hb_word = shared.hdr64(off::PRODUCER_HEARTBEAT);
+        let holder = slot.load(Ordering::SeqCst);
+        let hb = hb_word.load(Ordering::SeqCst);
+        // LAYOUT.md §11.2: only a dead holder may be replaced.
+        if holder != 0 && (holder == pid || !liveness::is_dead(holder, hb, shared.ident.now_ns())) {
             return Err(RingError::ProducerExists { pid: holder });
         }
+        hb_word.store(shared.ident.now_ns(), Ordering::SeqCst);
+        // SeqCst: one producer per ring; the CAS decides who it is. (If we
+        // lose, the heartbeat we wrote is the winner's to overwrite.)
+        if let Err(other) = slot.compare_exchange(holder, pid, Ordering::SeqCst, Ordering::SeqCst) {
+            return Err(RingError::ProducerExists { pid: other });
+        }
+        if holder != 0 {
+            tracing::warn!(dead_pid = holder, "took over the ring from a dead producer");
+        }
         if shared.hdr32(off::CLOSED).load(Ordering::Acquire) == 1 {
-            shared.hdr32(off::PRODUCER_PID).store(0, Ordering::SeqCst);
+            let _ = slot.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
             return Err(RingError::Closed);
         }
-        shared
-            .hdr64(off::PRODUCER_HEARTBEAT)
-            .store(shared.ident.now_ns(), Ordering::Relaxed);
         tracing::debug!(pid, "producer attached");
         let cursor = ProducerCursor::attach(&*shared);
+        let heartbeat = Heartbeat::start(shared.clone(), vec![off::PRODUCER_HEARTBEAT]);
         Ok(Producer {
             shared,
             cursor,
             backpressure,
             wait,
             closed: false,
+            reclaim_after: DEFAULT_RECLAIM_AFTER,
+            full_since: None,
+            heartbeat: Some(heartbeat),
         })
+    }
+
+    /// How long a reservation waits on a full ring before the producer looks
+    /// for dead consumers and detaches them (LAYOUT.md §11.3); default 1 s.
+    pub fn set_reclaim_after(&mut self, after: Duration) {
+        self.reclaim_after = after;
+    }
+
+    /// LAYOUT.md §11.3: detaches members (and half-joined subscribers) whose
+    /// process is dead. Returns how many entries were freed.
+    fn reclaim_dead(&self) -> usize {
+        let sh = &*self.shared;
+        let l = &sh.layout;
+        let now = sh.ident.now_ns();
+        let g = sh.lock_table();
+        let mut freed = 0;
+        for j in 0..l.config.max_members as usize {
+            let m = l.member(j);
+            if sh.hdr32(m + off::MEM_STATE).load(Ordering::SeqCst) != state::ACTIVE {
+                continue;
+            }
+            let pid = sh.hdr32(m + off::MEM_PID).load(Ordering::SeqCst);
+            let hb = sh.hdr64(m + off::MEM_HEARTBEAT).load(Ordering::SeqCst);
+            if !liveness::is_dead(pid, hb, now) {
+                continue;
+            }
+            let k = sh.hdr32(m + off::MEM_SUBSCRIBER).load(Ordering::SeqCst) as usize;
+            sh.hdr32(m + off::MEM_STATE)
+                .store(state::FREE, Ordering::SeqCst);
+            if k < l.config.max_subscribers as usize {
+                let s = l.sub(k);
+                let members = sh.hdr32(s + off::SUB_MEMBERS);
+                let left = members.load(Ordering::SeqCst).saturating_sub(1);
+                members.store(left, Ordering::SeqCst);
+                if left == 0 {
+                    sh.hdr32(s + off::SUB_STATE)
+                        .store(state::FREE, Ordering::SeqCst);
+                }
+            }
+            tracing::warn!(pid, member = j, subscriber = k, "detached a dead consumer");
+            freed += 1;
+        }
+        for k in 0..l.config.max_subscribers as usize {
+            let s = l.sub(k);
+            if sh.hdr32(s + off::SUB_STATE).load(Ordering::SeqCst) == state::JOINING
+                && liveness::process_dead(sh.hdr32(s + off::SUB_OWNER_PID).load(Ordering::SeqCst))
+            {
+                sh.hdr32(s + off::SUB_STATE)
+                    .store(state::FREE, Ordering::SeqCst);
+                freed += 1;
+            }
+        }
+        drop(g);
+        freed
     }
 
     /// Largest message this ring accepts (the slot size).
@@ -129,23 +203,45 @@ impl Producer {
             return Err(RingError::Closed);
         }
         if let Some(i) = self.cursor.try_reserve(&*self.shared) {
+            self.full_since = None;
             return Ok(i);
         }
         let timeout = match self.backpressure {
             Backpressure::Fail => {
+                // A Fail producer never waits, so dead consumers are
+                // reclaimed once reservations have found the ring full for
+                // `reclaim_after` (LAYOUT.md §11.3).
+                let since = *self.full_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.reclaim_after {
+                    self.full_since = Some(Instant::now());
+                    if self.reclaim_dead() > 0 {
+                        self.cursor.invalidate();
+                        if let Some(i) = self.cursor.try_reserve(&*self.shared) {
+                            self.full_since = None;
+                            return Ok(i);
+                        }
+                    }
+                }
                 return Err(RingError::Full {
                     slots: self.shared.layout.config.slot_count,
-                })
+                });
             }
             Backpressure::Block { timeout } => timeout,
         };
         tracing::trace!("producer blocked: ring full");
         let start = Instant::now();
+        let mut last_reclaim = start;
         let backoff = Backoff::new();
         loop {
             self.cursor.invalidate();
             if let Some(i) = self.cursor.try_reserve(&*self.shared) {
                 return Ok(i);
+            }
+            if last_reclaim.elapsed() >= self.reclaim_after {
+                last_reclaim = Instant::now();
+                if self.reclaim_dead() > 0 {
+                    continue;
+                }
             }
             let remaining = match timeout {
                 Some(t) => match t.checked_sub(start.elapsed()) {
@@ -158,10 +254,7 @@ impl Producer {
                 backoff.snooze();
                 continue;
             }
-            self.park_for_space(remaining);
-            self.shared
-                .hdr64(off::PRODUCER_HEARTBEAT)
-                .store(self.shared.ident.now_ns(), Ordering::Relaxed);
+            self.park_for_space(remaining.min(self.reclaim_after));
         }
     }
 
@@ -249,7 +342,9 @@ impl Producer {
         tracing::debug!(published = self.cursor.next, "producer closed the stream");
     }
 
-    fn detach(&self) {
+    fn detach(&mut self) {
+        // Stop heartbeats first: a successor must not see ours.
+        self.heartbeat.take();
         let _ = self.shared.hdr32(off::PRODUCER_PID).compare_exchange(
             self.shared.ident.pid,
             0,

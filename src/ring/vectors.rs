@@ -102,7 +102,16 @@ fn after_ops() -> Vec<u8> {
     snap
 }
 
-fn header_expect(cfg: &RingConfig, subs: usize, members: usize, done: usize, schema: usize, slots: usize, stride: usize, total: usize) -> Value {
+fn header_expect(
+    cfg: &RingConfig,
+    subs: usize,
+    members: usize,
+    done: usize,
+    schema: usize,
+    slots: usize,
+    stride: usize,
+    total: usize,
+) -> Value {
     json!({
         "config": config_json(cfg), "creator_pid": 4242, "created_ns": 1_700_000_000_000_000_000u64,
         "subs_off": subs, "members_off": members, "done_off": done, "schema_off": schema,
@@ -111,9 +120,7 @@ fn header_expect(cfg: &RingConfig, subs: usize, members: usize, done: usize, sch
 }
 
 fn after_ops_expect() -> Value {
-    let slot = |i: u64, j: u64| {
-        json!({"index": i, "stamp": j + 1, "len": 11 * j, "flags": j, "payload": hex(&message(j))})
-    };
+    let slot = |i: u64, j: u64| json!({"index": i, "stamp": j + 1, "len": 11 * j, "flags": j, "payload": hex(&message(j))});
     json!({
         "config": config_json(&small()),
         "script": "create; attach producer; set_schema(\"schema-v1\"); subscribe broadcast; publish 0,1,2; claim 0,1,2; release 1,0,2; publish 3,4,5; claim 3 (held); close",
@@ -142,21 +149,54 @@ fn bad_files(small: &[u8]) -> Vec<(&'static str, Vec<u8>, &'static str)> {
         b
     };
     vec![
-        ("bad_magic.bin", with(&|b| b[0..8].copy_from_slice(b"NOTALLOY")), "BadMagic"),
+        (
+            "bad_magic.bin",
+            with(&|b| b[0..8].copy_from_slice(b"NOTALLOY")),
+            "BadMagic",
+        ),
         ("bad_version.bin", with(&|b| b[8] = 2), "VersionMismatch"),
         ("bad_truncated.bin", small[..4000].to_vec(), "Truncated"),
         ("bad_slot_count.bin", with(&|b| b[16] = 3), "InvalidLayout"),
-        ("bad_total_size.bin", with(&|b| b[40] = b[40].wrapping_add(64)), "InvalidLayout"),
-        ("bad_uninitialized.bin", with(&|b| b[0..8].fill(0)), "NotInitialized"),
+        (
+            "bad_total_size.bin",
+            with(&|b| b[40] = b[40].wrapping_add(64)),
+            "InvalidLayout",
+        ),
+        (
+            "bad_uninitialized.bin",
+            with(&|b| b[0..8].fill(0)),
+            "NotInitialized",
+        ),
     ]
 }
 
 fn all_vectors() -> Vec<(String, Vec<u8>, Option<Value>)> {
     let s = fresh(&small());
     let mut v = vec![
-        ("small.bin".to_string(), s.clone(), Some(header_expect(&small(), 256, 512, 768, 832, 4096, 128, 4608))),
-        ("medium.bin".to_string(), fresh(&medium()), Some(header_expect(&medium(), 256, 768, 1280, 1536, 4096, 320, 4096 + 8 * 320))),
-        ("ring_after_ops.bin".to_string(), after_ops(), Some(after_ops_expect())),
+        (
+            "small.bin".to_string(),
+            s.clone(),
+            Some(header_expect(&small(), 256, 512, 768, 832, 4096, 128, 4608)),
+        ),
+        (
+            "medium.bin".to_string(),
+            fresh(&medium()),
+            Some(header_expect(
+                &medium(),
+                256,
+                768,
+                1280,
+                1536,
+                4096,
+                320,
+                4096 + 8 * 320,
+            )),
+        ),
+        (
+            "ring_after_ops.bin".to_string(),
+            after_ops(),
+            Some(after_ops_expect()),
+        ),
     ];
     let mut bad = serde_json::Map::new();
     for (name, bytes, kind) in bad_files(&s) {
@@ -175,23 +215,39 @@ fn layout_vectors_writer_reproduces_files() {
         std::fs::create_dir_all(dir()).unwrap();
     }
     for (name, bytes, expect) in all_vectors() {
-        let json_name = if name.ends_with(".json") { name.clone() } else { name.replace(".bin", ".json") };
+        let json_name = if name.ends_with(".json") {
+            name.clone()
+        } else {
+            name.replace(".bin", ".json")
+        };
         if regen {
             if !name.ends_with(".json") {
                 std::fs::write(dir().join(&name), &bytes).unwrap();
             }
             if let Some(e) = &expect {
-                std::fs::write(dir().join(&json_name), serde_json::to_string_pretty(e).unwrap() + "\n").unwrap();
+                std::fs::write(
+                    dir().join(&json_name),
+                    serde_json::to_string_pretty(e).unwrap() + "\n",
+                )
+                .unwrap();
             }
             continue;
         }
         if !name.ends_with(".json") {
-            let on_disk = std::fs::read(dir().join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(on_disk == bytes, "{name}: the writer no longer reproduces the vector");
+            let on_disk =
+                std::fs::read(dir().join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                on_disk == bytes,
+                "{name}: the writer no longer reproduces the vector"
+            );
         }
         if let Some(e) = expect {
-            let on_disk: Value = serde_json::from_slice(&std::fs::read(dir().join(&json_name)).unwrap()).unwrap();
-            assert_eq!(on_disk, e, "{json_name} differs from the scripted expectation");
+            let on_disk: Value =
+                serde_json::from_slice(&std::fs::read(dir().join(&json_name)).unwrap()).unwrap();
+            assert_eq!(
+                on_disk, e,
+                "{json_name} differs from the scripted expectation"
+            );
         }
     }
 }
@@ -241,8 +297,14 @@ fn layout_vectors_reader_interprets_headers() {
         ] {
             assert_eq!(got as u64, u(&e[k]), "{base}: {k}");
         }
-        assert_eq!(crate::layout::get_u32(&bytes, off::CREATOR_PID) as u64, u(&e["creator_pid"]));
-        assert_eq!(crate::layout::get_u64(&bytes, off::CREATED_NS), u(&e["created_ns"]));
+        assert_eq!(
+            crate::layout::get_u32(&bytes, off::CREATOR_PID) as u64,
+            u(&e["creator_pid"])
+        );
+        assert_eq!(
+            crate::layout::get_u64(&bytes, off::CREATED_NS),
+            u(&e["created_ns"])
+        );
     }
 }
 
@@ -268,7 +330,10 @@ fn layout_vectors_reader_interprets_ring_after_ops() {
     assert_eq!(h64(off::TABLE_EPOCH), u(&e["table_epoch"]));
     assert_eq!(h32(off::TABLE_LOCK), u(&e["table_lock"]));
     assert_eq!(h32(off::SCHEMA_SEQ), u(&e["schema_seq"]));
-    assert_eq!(hex(&ring.schema().unwrap().unwrap()), e["schema"].as_str().unwrap());
+    assert_eq!(
+        hex(&ring.schema().unwrap().unwrap()),
+        e["schema"].as_str().unwrap()
+    );
     for s in e["subscribers"].as_array().unwrap() {
         let b = sh.layout.sub(u(&s["index"]) as usize);
         assert_eq!(h32(b + off::SUB_STATE), u(&s["state"]));
@@ -296,7 +361,10 @@ fn layout_vectors_reader_interprets_ring_after_ops() {
         let i = u(&s["index"]) as usize;
         let seq = u(&s["stamp"]) - 1;
         let (slot, len, flags) = proto::check_slot(sh, seq, sh.layout.config.slot_size).unwrap();
-        assert_eq!((slot, len as u64, flags as u64), (i, u(&s["len"]), u(&s["flags"])));
+        assert_eq!(
+            (slot, len as u64, flags as u64),
+            (i, u(&s["len"]), u(&s["flags"]))
+        );
         let payload = &ring.region().snapshot()[sh.layout.payload(i)..][..len as usize];
         assert_eq!(hex(payload), s["payload"].as_str().unwrap());
     }
