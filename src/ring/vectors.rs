@@ -102,6 +102,7 @@ fn after_ops() -> Vec<u8> {
     snap
 }
 
+#[allow(clippy::too_many_arguments)] // one argument per offset of LAYOUT.md §3
 fn header_expect(
     cfg: &RingConfig,
     subs: usize,
