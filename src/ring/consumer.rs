@@ -183,13 +183,13 @@ impl Consumer {
     }
 
     /// Takes the next message if one is ready: `Ok(Some)` a message,
-    /// `Ok(None)` end-of-stream; [`RingError::Timeout`] with a zero duration
-    /// when nothing is there yet.
+    /// `Ok(None)` end-of-stream; [`RingError::Empty`] when nothing is there
+    /// yet (Go: `ErrEmpty`).
     pub fn try_recv(&mut self) -> Result<Option<Lease>, RingError> {
         match self.poll()? {
             Polled::Msg(l) => Ok(Some(l)),
             Polled::Ended => Ok(None),
-            Polled::Empty => Err(RingError::Timeout(Duration::ZERO)),
+            Polled::Empty => Err(RingError::Empty),
         }
     }
 

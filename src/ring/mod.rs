@@ -56,6 +56,9 @@ pub enum RingError {
         /// Number of slots in the ring.
         slots: u32,
     },
+    /// `try_recv` found no message ready (the stream is still open).
+    #[error("no message ready")]
+    Empty,
     /// A blocking call waited longer than its timeout.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
