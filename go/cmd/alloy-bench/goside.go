@@ -392,3 +392,23 @@ func udsThroughput(helper string, size, total int64, wrap []string) (Result, err
 	setThroughput(&r, count*size, s.LastNS-t0)
 	return r, nil
 }
+
+// goMemcpy is the memcpy floor measured in Go (the runtime's memmove, which
+// the shm-go producer uses to fill slots), over the same rotating footprint
+// as the Rust helper's memcpy.
+func goMemcpy(size, total int64) (Result, error) {
+	src := pattern(int(size))
+	n := int64(streamSlots(size))
+	dst := make([]byte, n*size)
+	for i := range dst {
+		dst[i] = 1 // fault the pages in before the clock starts
+	}
+	count := max(1, total/size)
+	t0 := nanotime()
+	for i := range count {
+		copy(dst[(i%n)*size:][:size], src)
+	}
+	r := Result{Transport: "memcpy", Mode: "copy-go", Kind: "throughput", PayloadBytes: size, Consumers: 1, Messages: count}
+	setThroughput(&r, count*size, nanotime()-t0)
+	return r, nil
+}

@@ -190,6 +190,7 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		s.stepMedian("memcpy", sizeName(size), func() (Result, error) {
 			return runPeer(h, "memcpy", "--size", itoa(size), "--total", itoa(g.total(size)))
 		})
+		s.stepMedian("memcpy", sizeName(size)+" (Go)", func() (Result, error) { return goMemcpy(size, g.total(size)) })
 	}
 
 	fmt.Fprintln(os.Stderr, "alloy-bench: one-way latency")

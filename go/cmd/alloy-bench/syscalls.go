@@ -4,23 +4,43 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
 
 // straceTotal reads the "total" calls of an `strace -c` summary file.
 func straceTotal(path string) (int64, error) {
-	b, err := os.ReadFile(path)
+	c, err := straceCalls(path)
 	if err != nil {
 		return 0, err
 	}
+	return c["total"], nil
+}
+
+// straceCalls reads an `strace -c` summary file: calls per syscall name,
+// and the sum under "total".
+func straceCalls(path string) (map[string]int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	calls := map[string]int64{}
 	for _, l := range strings.Split(string(b), "\n") {
 		f := strings.Fields(l)
-		if len(f) >= 5 && f[len(f)-1] == "total" {
-			return strconv.ParseInt(f[3], 10, 64)
+		if len(f) < 5 || strings.HasPrefix(f[0], "-") || f[0] == "%" {
+			continue
 		}
+		n, err := strconv.ParseInt(f[3], 10, 64)
+		if err != nil {
+			continue
+		}
+		calls[f[len(f)-1]] = n
 	}
-	return 0, fmt.Errorf("%s: no total line in the strace summary", path)
+	if _, ok := calls["total"]; !ok {
+		return nil, fmt.Errorf("%s: no total line in the strace summary", path)
+	}
+	return calls, nil
 }
 
 // perMessage runs one measurement twice under `strace -c -f`, with lo and
@@ -29,31 +49,35 @@ func straceTotal(path string) (int64, error) {
 // run-to-run noise in start-up (thread spawns, futexes); it is reported as
 // 0, with the raw counts alongside.
 func perMessage(lo, hi int64, run func(n int64, wrap []string) error) (float64, string, error) {
-	v, counts, err := straceCounts(lo, hi, run)
-	if err != nil {
-		return 0, "", err
-	}
-	raw := fmt.Sprintf("%d syscalls for %d msgs, %d for %d", counts[1], hi, counts[0], lo)
-	return max(0, v), raw, nil
-}
-
-func straceCounts(lo, hi int64, run func(n int64, wrap []string) error) (float64, [2]int64, error) {
-	var counts [2]int64
+	var calls [2]map[string]int64
 	dir, err := os.MkdirTemp("", "alloy-bench-strace")
 	if err != nil {
-		return 0, counts, err
+		return 0, "", err
 	}
 	defer os.RemoveAll(dir)
 	for i, n := range []int64{lo, hi} {
 		f := filepath.Join(dir, strconv.Itoa(i))
 		if err := run(n, []string{"strace", "-f", "-c", "-o", f}); err != nil {
-			return 0, counts, err
+			return 0, "", err
 		}
-		if counts[i], err = straceTotal(f); err != nil {
-			return 0, counts, err
+		if calls[i], err = straceCalls(f); err != nil {
+			return 0, "", err
 		}
 	}
-	return float64(counts[1]-counts[0]) / float64(hi-lo), counts, nil
+	d := float64(hi - lo)
+	raw := fmt.Sprintf("%d syscalls for %d msgs, %d for %d", calls[1]["total"], hi, calls[0]["total"], lo)
+	// Name the syscalls that grow with the message count.
+	var names []string
+	for name, n := range calls[1] {
+		if per := float64(n-calls[0][name]) / d; name != "total" && per >= 0.001 {
+			names = append(names, fmt.Sprintf("%s %.3f", name, per))
+		}
+	}
+	slices.Sort(names)
+	if len(names) > 0 {
+		raw += "; per message: " + strings.Join(names, ", ")
+	}
+	return max(0, float64(calls[1]["total"]-calls[0]["total"])/d), raw, nil
 }
 
 // syscallSteps measures syscalls per message for the ring (both modes) and
