@@ -19,6 +19,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+/// Arrow over the ring: IPC mode (LAYOUT.md §8).
+#[cfg(not(loom))]
+pub mod arrow;
+#[doc(hidden)]
+pub mod checked;
 /// One-shot C ABI for Go (cgo): Arrow C Data Interface in, handler result out.
 #[cfg(not(loom))]
 pub mod ffi;
@@ -32,8 +37,6 @@ pub mod region;
 pub mod ring;
 #[cfg(not(loom))]
 pub mod signal;
-#[doc(hidden)]
-pub mod checked;
 mod sync;
 
 #[cfg(loom)]

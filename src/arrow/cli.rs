@@ -1,0 +1,127 @@
+//! The work behind `alloy send` and `alloy recv` (IPC mode), kept in the
+//! library so tests and the CLI share it.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use arrow_array::{RecordBatch, RecordBatchReader};
+use arrow_ipc::reader::{FileReader, StreamReader};
+use arrow_ipc::writer::StreamWriter;
+
+use super::{ArrowShmError, IpcReader, IpcWriter};
+use crate::ring::{Ring, RingError};
+
+/// What a transfer moved: batches, rows, and IPC payload bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Record batches.
+    pub batches: u64,
+    /// Rows over all batches.
+    pub rows: u64,
+    /// Payload bytes of all messages (schema, dictionaries, batches).
+    pub bytes: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{{\"batches\":{},\"rows\":{},\"bytes\":{}}}",
+            self.batches, self.rows, self.bytes
+        )
+    }
+}
+
+/// Checks a `--mode` value: `ipc` works, `cdata` is not implemented yet.
+pub fn check_mode(mode: &str) -> Result<(), String> {
+    match mode {
+        "ipc" => Ok(()),
+        "cdata" => {
+            Err("--mode cdata (C-Data-offsets) is not implemented yet; use --mode ipc".into())
+        }
+        other => Err(format!("unknown --mode {other:?} (expected ipc or cdata)")),
+    }
+}
+
+/// Opens an Arrow IPC file (`ARROW1` magic) or stream for reading.
+pub fn open_arrow(path: &Path) -> Result<Box<dyn RecordBatchReader>, String> {
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut f = File::open(path).map_err(|e| err(&e))?;
+    let mut magic = [0u8; 6];
+    let is_file = f.read_exact(&mut magic).is_ok() && &magic == b"ARROW1";
+    f.seek(SeekFrom::Start(0)).map_err(|e| err(&e))?;
+    Ok(if is_file {
+        Box::new(FileReader::try_new(f, None).map_err(|e| err(&e))?)
+    } else {
+        Box::new(StreamReader::try_new(BufReader::new(f), None).map_err(|e| err(&e))?)
+    })
+}
+
+/// Writes `batch`, halving it (recursively) when it does not fit in a slot.
+pub fn write_split(w: &mut IpcWriter, batch: &RecordBatch) -> Result<(), ArrowShmError> {
+    match w.write(batch) {
+        Err(ArrowShmError::Ring(RingError::MessageTooLarge { .. })) if batch.num_rows() > 1 => {
+            let half = batch.num_rows() / 2;
+            write_split(w, &batch.slice(0, half))?;
+            write_split(w, &batch.slice(half, batch.num_rows() - half))
+        }
+        other => other,
+    }
+}
+
+/// `alloy send`: sends every batch of the Arrow file or stream at `input`
+/// to the named ring in IPC mode, then closes the stream.
+pub fn send(ring: &str, input: &Path, mode: &str) -> Result<Summary, String> {
+    check_mode(mode)?;
+    let reader = open_arrow(input)?;
+    let r = Ring::open(ring).map_err(|e| e.to_string())?;
+    let mut w = IpcWriter::new(r.producer().map_err(|e| e.to_string())?, reader.schema())
+        .map_err(|e| e.to_string())?;
+    let mut s = Summary::default();
+    for batch in reader {
+        let batch = batch.map_err(|e| format!("{}: {e}", input.display()))?;
+        write_split(&mut w, &batch).map_err(|e| e.to_string())?;
+        s.batches += 1;
+        s.rows += batch.num_rows() as u64;
+    }
+    s.bytes = w.bytes_sent();
+    w.close().map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// `alloy recv`: joins the named ring, calls `ready` once joined, then
+/// writes every received batch to an Arrow IPC stream file at `out` until
+/// end of stream.
+pub fn recv(ring: &str, out: &Path, ready: impl FnOnce()) -> Result<Summary, String> {
+    let r = Ring::open(ring).map_err(|e| e.to_string())?;
+    let mut reader = IpcReader::new(&r, r.subscribe().map_err(|e| e.to_string())?);
+    ready();
+    let file = File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut sink: Option<StreamWriter<BufWriter<File>>> = None;
+    let mut s = Summary::default();
+    let open = |schema: &arrow_schema::Schema, file: &File| {
+        let f = file.try_clone().map_err(|e| e.to_string())?;
+        StreamWriter::try_new(BufWriter::new(f), schema).map_err(|e| e.to_string())
+    };
+    while let Some(batch) = reader.next_batch().map_err(|e| e.to_string())? {
+        if sink.is_none() {
+            sink = Some(open(&batch.schema(), &file)?);
+        }
+        let w = sink.as_mut().expect("opened above");
+        w.write(&batch)
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        s.batches += 1;
+        s.rows += batch.num_rows() as u64;
+    }
+    let mut w = match sink {
+        Some(w) => w,
+        None => {
+            let schema = reader.schema().ok_or(ArrowShmError::NoSchema);
+            open(&*schema.map_err(|e| e.to_string())?, &file)?
+        }
+    };
+    w.finish().map_err(|e| format!("{}: {e}", out.display()))?;
+    s.bytes = reader.bytes_received();
+    Ok(s)
+}

@@ -1,0 +1,167 @@
+//! Arrow on top of the ring (LAYOUT.md §8). In **IPC mode** each slot holds
+//! one Arrow IPC message laid out so that every buffer is 64-byte aligned;
+//! [`IpcReader`] turns received messages into [`RecordBatch`]es whose arrays
+//! point straight into the shared mapping (no copy), and [`IpcWriter`]
+//! writes batches into slots. The Go package `arrowshm` speaks the same
+//! format in both directions.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use alloy_shm::arrow::{IpcReader, IpcWriter};
+//! use alloy_shm::ring::{Ring, RingConfig};
+//! use arrow_array::{cast::AsArray, types::Int64Type, Int64Array, RecordBatch, StringArray};
+//!
+//! let ring = Ring::create_anonymous(&RingConfig { slot_count: 8, slot_size: 1 << 16, ..Default::default() })?;
+//! let mut reader = IpcReader::new(&ring, ring.subscribe()?); // join before the producer starts
+//! let batch = RecordBatch::try_from_iter([
+//!     ("id", Arc::new(Int64Array::from(vec![1, 2, 3])) as _),
+//!     ("name", Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])) as _),
+//! ])?;
+//! let mut writer = IpcWriter::new(ring.producer()?, batch.schema())?;
+//! writer.write(&batch)?;
+//! writer.close()?;
+//!
+//! let got = reader.next_batch()?.expect("a batch");
+//! let ids = got.column(0).as_primitive::<Int64Type>();
+//! assert_eq!(ids.values().iter().sum::<i64>(), 6);
+//! assert!(alloy_shm::arrow::in_mapping(&ring, &got)); // zero-copy
+//! drop(got); // releases the slot
+//! assert!(reader.next_batch()?.is_none()); // end of stream
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! **C-Data-offsets mode** (flag 3) is reserved in the layout but not
+//! implemented; readers refuse it with [`ArrowShmError::NotImplemented`].
+
+#[doc(hidden)]
+pub mod cli;
+mod frame;
+mod reader;
+#[doc(hidden)]
+pub mod testdata;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use arrow_array::{Array, RecordBatch};
+use arrow_data::ArrayData;
+use arrow_schema::ArrowError;
+use thiserror::Error;
+
+use crate::ring::{Ring, RingError};
+pub use reader::IpcReader;
+pub use writer::IpcWriter;
+
+/// Slot flag values of the Arrow layer (LAYOUT.md §8): bits 0–7 name the
+/// encoding, bits 8–31 must be zero.
+pub mod flags {
+    /// Raw application bytes, not Arrow.
+    pub const RAW: u32 = 0;
+    /// One IPC message whose header is a `RecordBatch`.
+    pub const IPC_RECORD_BATCH: u32 = 1;
+    /// One IPC message whose header is a `DictionaryBatch`.
+    pub const IPC_DICTIONARY_BATCH: u32 = 2;
+    /// Reserved for the C-Data-offsets mode (not implemented yet).
+    pub const CDATA_OFFSETS: u32 = 3;
+    /// One IPC message whose header is a `Schema`.
+    pub const IPC_SCHEMA: u32 = 4;
+    /// The bits that carry the encoding.
+    pub const ENCODING_MASK: u32 = 0xFF;
+}
+
+/// Errors of the Arrow layer.
+#[derive(Debug, Error)]
+pub enum ArrowShmError {
+    /// The ring refused an operation (full, too large, closed, …).
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// A received message breaks the slot format (LAYOUT.md §8.1).
+    #[error("corrupt Arrow message in slot {slot} (sequence {seq}): {reason}")]
+    Corrupt {
+        /// Sequence number of the message.
+        seq: u64,
+        /// Slot index.
+        slot: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A well-framed message that arrow-ipc could not decode (bad contents,
+    /// misaligned buffer, missing dictionary, schema mismatch, …).
+    #[error("cannot decode Arrow message in slot {slot} (sequence {seq}): {source}")]
+    Decode {
+        /// Sequence number of the message.
+        seq: u64,
+        /// Slot index.
+        slot: usize,
+        /// The decoder's error.
+        #[source]
+        source: ArrowError,
+    },
+    /// Flags outside LAYOUT.md §8 (or a raw message on an Arrow stream).
+    #[error("slot {slot} (sequence {seq}) has flags {flags:#x}, not an Arrow IPC message")]
+    UnknownFlags {
+        /// Sequence number of the message.
+        seq: u64,
+        /// Slot index.
+        slot: usize,
+        /// The flags found.
+        flags: u32,
+    },
+    /// A feature that is specified but not built yet.
+    #[error("{0} is not implemented yet")]
+    NotImplemented(&'static str),
+    /// No schema message was received and the schema area is empty.
+    #[error("no schema: the stream has not published one")]
+    NoSchema,
+    /// The schema area does not hold a valid schema message.
+    #[error("corrupt schema area: {reason}")]
+    CorruptSchema {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The producer published a different schema mid-stream (refused).
+    #[error("schema changed mid-stream at slot {slot} (sequence {seq})")]
+    SchemaChanged {
+        /// Sequence number of the schema message.
+        seq: u64,
+        /// Slot index.
+        slot: usize,
+    },
+    /// A batch given to the writer does not have the stream's schema.
+    #[error("the batch's schema differs from the stream's schema")]
+    SchemaMismatch,
+    /// Encoding a batch failed.
+    #[error("cannot encode Arrow data: {0}")]
+    Encode(#[source] ArrowError),
+}
+
+/// The address range of the ring's mapping (for zero-copy checks).
+pub fn mapped_range(ring: &Ring) -> std::ops::Range<usize> {
+    let base = ring.region().base() as usize;
+    base..base + ring.region().layout().total_size as usize
+}
+
+/// Whether every buffer of `batch` (null buffers, data buffers and children,
+/// recursively) lies inside the ring's mapping, i.e. was not copied. The
+/// values of dictionary columns are not checked: readers copy dictionaries.
+pub fn in_mapping(ring: &Ring, batch: &RecordBatch) -> bool {
+    let range = mapped_range(ring);
+    batch
+        .columns()
+        .iter()
+        .all(|c| data_in(&c.to_data(), &range))
+}
+
+fn data_in(data: &ArrayData, range: &std::ops::Range<usize>) -> bool {
+    let inside = |ptr: *const u8, len: usize| {
+        let p = ptr as usize;
+        len == 0 || (range.start <= p && p + len <= range.end)
+    };
+    data.buffers().iter().all(|b| inside(b.as_ptr(), b.len()))
+        && data
+            .nulls()
+            .is_none_or(|n| inside(n.buffer().as_ptr(), n.buffer().len()))
+        // Dictionary values are copied out of their slots (LAYOUT.md §8.2).
+        && (matches!(data.data_type(), arrow_schema::DataType::Dictionary(..))
+            || data.child_data().iter().all(|c| data_in(c, range)))
+}

@@ -1,0 +1,308 @@
+//! Consumer side of IPC mode: each lease becomes a [`RecordBatch`] whose
+//! buffers point into the slot, kept alive (and the slot held) by the
+//! buffers themselves.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, RefUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_buffer::Buffer;
+use arrow_data::UnsafeFlag;
+use arrow_ipc::reader::{read_dictionary_impl, RecordBatchDecoder};
+use arrow_ipc::MessageHeader;
+use arrow_schema::SchemaRef;
+
+use super::frame::{self, Frame};
+use super::{flags, ArrowShmError};
+use crate::ring::{Consumer, Lease, Ring};
+
+/// Owns a lease on behalf of the arrow buffers that point into its slot:
+/// the slot is released when the last such buffer is dropped.
+struct SlotOwner {
+    _lease: Lease,
+}
+
+// A lease is a read-only view plus an atomic release on drop; a panic while
+// it is borrowed cannot leave it in a broken state.
+impl RefUnwindSafe for SlotOwner {}
+
+/// Turns one lease into an arrow [`Buffer`] without copying.
+fn lease_buffer(lease: Lease) -> Buffer {
+    let len = lease.len();
+    let ptr = NonNull::new(lease.as_ptr() as *mut u8).expect("slice pointers are non-null");
+    // SAFETY: `ptr..ptr+len` is the lease's payload inside the mapping. The
+    // owner Arc keeps the lease alive as long as the buffer (and every slice
+    // of it) exists; the lease keeps the mapping mapped and, by the ring
+    // protocol (LAYOUT.md §4 gate), the producer does not write this slot
+    // until the lease is released. Arrow only reads through the pointer.
+    unsafe { Buffer::from_custom_allocation(ptr, len, Arc::new(SlotOwner { _lease: lease })) }
+}
+
+/// Decodes Arrow IPC messages (LAYOUT.md §8) received on a ring into record
+/// batches whose buffers live in the shared mapping: no byte is copied, and
+/// each batch holds its slot until the batch (and every array sliced from
+/// it) is dropped. Dictionaries are copied out of their slots, since the
+/// reader keeps them for the rest of the stream.
+///
+/// Validation of the array contents is on; see
+/// [`IpcReader::with_skip_validation`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use alloy_shm::arrow::{IpcReader, IpcWriter};
+/// use alloy_shm::ring::{Ring, RingConfig};
+/// use arrow_array::{Int64Array, RecordBatch};
+///
+/// let ring = Ring::create_anonymous(&RingConfig { slot_count: 4, slot_size: 4096, ..Default::default() })?;
+/// let mut reader = IpcReader::new(&ring, ring.subscribe()?);
+/// let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1, 2, 3])) as _)])?;
+/// let mut writer = IpcWriter::new(ring.producer()?, batch.schema())?;
+/// writer.write(&batch)?;
+/// writer.close()?;
+/// let got = reader.next_batch()?.expect("one batch");
+/// assert_eq!(got, batch);
+/// assert!(reader.next_batch()?.is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct IpcReader {
+    ring: Ring,
+    consumer: Consumer,
+    schema: Option<SchemaRef>,
+    dictionaries: HashMap<i64, ArrayRef>,
+    skip_validation: UnsafeFlag,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for IpcReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcReader")
+            .field("consumer", &self.consumer)
+            .field("schema", &self.schema)
+            .field("dictionaries", &self.dictionaries.len())
+            .finish()
+    }
+}
+
+impl IpcReader {
+    /// Reads the stream `consumer` (joined to `ring`) receives.
+    pub fn new(ring: &Ring, consumer: Consumer) -> IpcReader {
+        IpcReader {
+            ring: ring.clone(),
+            consumer,
+            schema: None,
+            dictionaries: HashMap::new(),
+            skip_validation: UnsafeFlag::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Skips validating array contents (offsets within bounds, UTF-8, null
+    /// counts). The framing and buffer ranges are still checked.
+    ///
+    /// # Safety
+    ///
+    /// Only for a trusted producer: invalid data that is not validated can
+    /// cause undefined behaviour when the arrays are read.
+    pub unsafe fn with_skip_validation(mut self, skip: bool) -> IpcReader {
+        // SAFETY: the caller promises the producer writes valid data.
+        unsafe { self.skip_validation.set(skip) };
+        self
+    }
+
+    /// The stream's schema, once known (after the first message).
+    pub fn schema(&self) -> Option<SchemaRef> {
+        self.schema.clone()
+    }
+
+    /// Total payload bytes of the messages received so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The underlying consumer (e.g. to change its wait strategy).
+    pub fn consumer_mut(&mut self) -> &mut Consumer {
+        &mut self.consumer
+    }
+
+    /// Waits for the next record batch; `None` at end of stream. Schema and
+    /// dictionary messages are consumed on the way.
+    pub fn next_batch(&mut self) -> Result<Option<RecordBatch>, ArrowShmError> {
+        while let Some(lease) = self.consumer.recv()? {
+            if let Some(batch) = self.decode(lease)? {
+                return Ok(Some(batch));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Decodes one received message: `Some(batch)` for a record batch,
+    /// `None` for a schema or dictionary message (which update the reader's
+    /// state). For callers that run their own receive loop.
+    pub fn decode(&mut self, lease: Lease) -> Result<Option<RecordBatch>, ArrowShmError> {
+        let seq = lease.seq();
+        let slot = (seq % u64::from(self.ring.config().slot_count)) as usize;
+        let flag = lease.flags();
+        self.bytes += lease.len() as u64;
+        if flag & !flags::ENCODING_MASK != 0 {
+            return Err(ArrowShmError::UnknownFlags {
+                seq,
+                slot,
+                flags: flag,
+            });
+        }
+        let want = match flag {
+            flags::IPC_SCHEMA => MessageHeader::Schema,
+            flags::IPC_DICTIONARY_BATCH => MessageHeader::DictionaryBatch,
+            flags::IPC_RECORD_BATCH => MessageHeader::RecordBatch,
+            flags::CDATA_OFFSETS => {
+                return Err(ArrowShmError::NotImplemented("C-Data-offsets mode"))
+            }
+            _ => {
+                return Err(ArrowShmError::UnknownFlags {
+                    seq,
+                    slot,
+                    flags: flag,
+                })
+            }
+        };
+        let corrupt = |reason: String| ArrowShmError::Corrupt { seq, slot, reason };
+        if self.schema.is_none() && want != MessageHeader::Schema {
+            // A late joiner: the schema message went by before we joined.
+            self.load_schema_area()?;
+        }
+        // The whole payload as one arrow buffer owning the lease; batches
+        // slice it, everything else drops it (releasing the slot) below.
+        let whole = lease_buffer(lease);
+        // A panic inside arrow-ipc on data the checks of `frame::parse` did
+        // not catch is still reported as corruption of this message.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let frame = frame::parse(&whole).map_err(corrupt)?;
+            if frame.message.header_type() != want {
+                return Err(corrupt(format!(
+                    "flag {flag} but the message header is {:?}",
+                    frame.message.header_type()
+                )));
+            }
+            let decode = |source| ArrowShmError::Decode { seq, slot, source };
+            match want {
+                MessageHeader::Schema => match self.install_schema(&frame) {
+                    Ok(()) => Ok(None),
+                    Err(SchemaIssue::Decode(e)) => Err(decode(e)),
+                    Err(SchemaIssue::Changed) => Err(ArrowShmError::SchemaChanged { seq, slot }),
+                },
+                MessageHeader::DictionaryBatch => {
+                    // Copied (Buffer::from aligns to 64): the reader keeps
+                    // dictionaries for the whole stream, and a held lease
+                    // would stall the ring.
+                    let body = Buffer::from(&whole[frame.body.clone()]);
+                    self.read_dictionary(&frame, &body).map_err(decode)?;
+                    Ok(None)
+                }
+                _ => {
+                    let schema = self.schema.clone().ok_or(ArrowShmError::NoSchema)?;
+                    let batch = frame
+                        .message
+                        .header_as_record_batch()
+                        .expect("checked by frame::parse");
+                    let version = frame.message.version();
+                    let body = whole.slice_with_length(frame.body.start, frame.body.len());
+                    RecordBatchDecoder::try_new(&body, batch, schema, &self.dictionaries, &version)
+                        .and_then(|d| {
+                            d.with_require_alignment(true)
+                                .with_skip_validation(self.skip_validation.clone())
+                                .read_record_batch()
+                        })
+                        .map(Some)
+                        .map_err(decode)
+                }
+            }
+        }));
+        result.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(ArrowShmError::Corrupt {
+                seq,
+                slot,
+                reason: format!("decoder panicked: {what}"),
+            })
+        })
+    }
+
+    fn read_dictionary(
+        &mut self,
+        frame: &Frame<'_>,
+        body: &Buffer,
+    ) -> Result<(), arrow_schema::ArrowError> {
+        let schema = self
+            .schema
+            .clone()
+            .ok_or_else(|| arrow_schema::ArrowError::IpcError("dictionary before schema".into()))?;
+        let dict = frame
+            .message
+            .header_as_dictionary_batch()
+            .expect("checked by frame::parse");
+        read_dictionary_impl(
+            body,
+            dict,
+            &schema,
+            &mut self.dictionaries,
+            &frame.message.version(),
+            true,
+            self.skip_validation.clone(),
+        )
+    }
+
+    /// Installs the schema of a schema message; a different schema after
+    /// the first is refused (LAYOUT.md §8.2).
+    fn install_schema(&mut self, frame: &Frame<'_>) -> Result<(), SchemaIssue> {
+        let fb = frame.message.header_as_schema().ok_or_else(|| {
+            SchemaIssue::Decode(arrow_schema::ArrowError::IpcError(
+                "schema header missing".into(),
+            ))
+        })?;
+        let schema = arrow_ipc::convert::try_fb_to_schema(fb).map_err(SchemaIssue::Decode)?;
+        match &self.schema {
+            Some(old) if **old != schema => Err(SchemaIssue::Changed),
+            Some(_) => Ok(()),
+            None => {
+                self.schema = Some(Arc::new(schema));
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads the schema from the ring's schema area (LAYOUT.md §9).
+    fn load_schema_area(&mut self) -> Result<(), ArrowShmError> {
+        let bytes = self.ring.schema()?.ok_or(ArrowShmError::NoSchema)?;
+        let bad = |reason: String| ArrowShmError::CorruptSchema { reason };
+        let frame = frame::parse(&bytes).map_err(bad)?;
+        if frame.message.header_type() != MessageHeader::Schema {
+            return Err(bad(format!(
+                "schema area holds a {:?} message",
+                frame.message.header_type()
+            )));
+        }
+        self.install_schema(&frame).map_err(|e| match e {
+            SchemaIssue::Decode(e) => bad(e.to_string()),
+            SchemaIssue::Changed => bad("differs from the schema in use".into()),
+        })
+    }
+}
+
+enum SchemaIssue {
+    Decode(arrow_schema::ArrowError),
+    Changed,
+}
+
+impl Iterator for IpcReader {
+    type Item = Result<RecordBatch, ArrowShmError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch().transpose()
+    }
+}

@@ -1,0 +1,323 @@
+use std::sync::Arc;
+
+use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use proptest::prelude::*;
+
+use super::testdata::{self, KINDS};
+use super::*;
+use crate::ring::{Backpressure, RingConfig, WaitStrategy};
+
+fn ring(slots: u32, slot_size: u32) -> Ring {
+    Ring::create_anonymous(&RingConfig {
+        slot_count: slots,
+        slot_size,
+        schema_capacity: 4096,
+        ..Default::default()
+    })
+    .expect("ring")
+}
+
+fn simple(n: i64) -> RecordBatch {
+    RecordBatch::try_from_iter([
+        ("x", Arc::new(Int64Array::from_iter_values(0..n)) as _),
+        (
+            "s",
+            Arc::new(StringArray::from_iter(
+                (0..n).map(|i| (i % 3 != 0).then(|| format!("v{i}"))),
+            )) as _,
+        ),
+    ])
+    .expect("batch")
+}
+
+/// Sends `batches` on a fresh ring and decodes them, checking zero-copy.
+fn round_trip(batches: &[RecordBatch]) -> Vec<RecordBatch> {
+    let r = ring(8, 1 << 20);
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let schema = batches[0].schema();
+    let mut w = IpcWriter::new(r.producer().unwrap(), schema).unwrap();
+    let mut out = Vec::new();
+    // Interleave, holding at most two batches: a held batch holds its slot,
+    // and the writer (on this thread) must not block on a full ring.
+    for b in batches {
+        w.write(b).unwrap();
+        let got = reader.next_batch().unwrap().expect("a batch");
+        assert!(
+            in_mapping(&r, &got),
+            "a buffer was copied: {:?}",
+            got.schema()
+        );
+        out.push(got);
+        if out.len() > 2 {
+            out.remove(0);
+        }
+    }
+    w.close().unwrap();
+    assert!(reader.next_batch().unwrap().is_none());
+    out
+}
+
+#[test]
+fn batches_point_into_the_mapping_and_hold_their_slot() {
+    let r = ring(2, 1 << 16);
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let p = r
+        .producer_with(Backpressure::Fail, WaitStrategy::Spin)
+        .unwrap();
+    let b = simple(100);
+    let mut w = IpcWriter::new(p, b.schema()).unwrap();
+    w.write(&b).unwrap(); // schema message + batch: both slots used
+    let got = reader.next_batch().unwrap().unwrap(); // the schema slot is released
+    assert_eq!(got, b);
+    assert!(in_mapping(&r, &got));
+    let col = got.column(1).slice(10, 5); // a slice keeps the slot too
+    drop(got);
+    w.write(&b).unwrap(); // reuses the schema's slot
+    match w.write(&b) {
+        Err(ArrowShmError::Ring(RingError::Full { .. })) => {}
+        other => panic!("expected Full while batches are held, got {other:?}"),
+    }
+    let second = reader.next_batch().unwrap().unwrap();
+    drop(col); // first batch fully dropped now
+    w.write(&b).unwrap();
+    drop(second);
+    w.write(&b).unwrap(); // sequence 4 reuses the second batch's slot
+    match w.write(&b) {
+        Err(ArrowShmError::Ring(RingError::Full { .. })) => {} // sequence 3 is unread
+        other => panic!("expected Full, got {other:?}"),
+    }
+    let third = reader.next_batch().unwrap().unwrap();
+    assert_eq!(third, b);
+    drop(third);
+    w.write(&b).unwrap();
+}
+
+#[test]
+fn many_types_round_trip_without_copies() {
+    let kinds: Vec<u64> = (0..KINDS).collect();
+    let batches: Vec<RecordBatch> = (0..6)
+        .map(|i| testdata::batch(i, &kinds, 50 + i as usize, i as usize * 3, i % 2 == 0))
+        .collect();
+    let got = round_trip(&batches);
+    assert_eq!(got, batches[batches.len() - got.len()..]);
+}
+
+#[test]
+fn empty_batches_and_empty_schema() {
+    let b = testdata::batch(1, &[3, 11, 21, 22], 0, 0, true);
+    assert_eq!(round_trip(&[b.clone(), b.clone()]), vec![b.clone(), b]);
+}
+
+#[test]
+fn late_joiner_reads_the_schema_area() {
+    let r = ring(8, 1 << 16);
+    let b = simple(10);
+    let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
+    w.write(&b).unwrap();
+    let mut late = IpcReader::new(&r, r.subscribe().unwrap());
+    w.write(&b).unwrap();
+    w.close().unwrap();
+    assert_eq!(late.next_batch().unwrap().unwrap(), b);
+    assert!(late.next_batch().unwrap().is_none());
+    assert_eq!(late.schema().unwrap(), b.schema());
+}
+
+#[test]
+fn writer_refuses_another_schema_and_reader_a_changed_one() {
+    let r = ring(8, 1 << 16);
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let b = simple(10);
+    let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
+    let other = testdata::batch(3, &[2], 4, 0, false);
+    assert!(matches!(
+        w.write(&other),
+        Err(ArrowShmError::SchemaMismatch)
+    ));
+    w.write(&b).unwrap();
+    // A (broken) producer that sends a second, different schema message.
+    let other_schema = {
+        let g = ring(4, 4096);
+        IpcWriter::new(g.producer().unwrap(), other.schema())
+            .unwrap()
+            .close()
+            .unwrap();
+        g.schema().unwrap().unwrap()
+    };
+    w.producer_mut()
+        .send(&other_schema, flags::IPC_SCHEMA)
+        .unwrap();
+    assert_eq!(reader.next_batch().unwrap().unwrap(), b);
+    assert!(matches!(
+        reader.next_batch(),
+        Err(ArrowShmError::SchemaChanged { seq: 2, slot: 2 })
+    ));
+}
+
+/// Sends `bytes` with `flag` to a reader that already has `b`'s schema and
+/// returns what decoding them gives.
+fn decode_raw(
+    b: &RecordBatch,
+    bytes: &[u8],
+    flag: u32,
+) -> Result<Option<RecordBatch>, ArrowShmError> {
+    let r = ring(8, 1 << 16);
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
+    w.write(b).unwrap();
+    assert_eq!(reader.next_batch().unwrap().as_ref(), Some(b));
+    w.producer_mut().send(bytes, flag).unwrap();
+    let lease = reader.consumer_mut().recv().unwrap().unwrap();
+    reader.decode(lease)
+}
+
+/// The IPC bytes of `b` as the writer puts them in a slot.
+fn encoded(b: &RecordBatch) -> Vec<u8> {
+    let r = ring(8, 1 << 16);
+    let mut c = r.subscribe().unwrap();
+    let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
+    w.write(b).unwrap();
+    let schema = c.recv().unwrap().unwrap();
+    assert_eq!(schema.flags(), flags::IPC_SCHEMA);
+    let batch = c.recv().unwrap().unwrap();
+    assert_eq!(
+        batch.flags(),
+        flags::IPC_RECORD_BATCH,
+        "no dictionaries in these tests"
+    );
+    batch.to_vec()
+}
+
+#[test]
+fn corrupt_messages_are_typed_errors() {
+    let b = simple(40);
+    let good = encoded(&b);
+    assert_eq!(
+        decode_raw(&b, &good, flags::IPC_RECORD_BATCH).unwrap(),
+        Some(b.clone())
+    );
+    let cases: Vec<(Vec<u8>, u32)> = vec![
+        (vec![], flags::IPC_RECORD_BATCH),
+        (good[..good.len() / 2].to_vec(), flags::IPC_RECORD_BATCH),
+        (good[..7].to_vec(), flags::IPC_RECORD_BATCH),
+        (
+            [&[0u8; 4][..], &good[4..]].concat(),
+            flags::IPC_RECORD_BATCH,
+        ),
+        (good.clone(), flags::IPC_DICTIONARY_BATCH),
+        (good.clone(), flags::IPC_SCHEMA),
+        (
+            {
+                let mut g = good.clone();
+                g[4..8].copy_from_slice(&i32::MAX.to_le_bytes());
+                g
+            },
+            flags::IPC_RECORD_BATCH,
+        ),
+    ];
+    for (i, (bytes, flag)) in cases.iter().enumerate() {
+        match decode_raw(&b, bytes, *flag) {
+            Err(ArrowShmError::Corrupt {
+                seq: 2,
+                slot: 2,
+                reason,
+            }) => {
+                assert!(!reason.contains("panicked"), "case {i}: {reason}")
+            }
+            other => panic!("case {i}: expected Corrupt, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        decode_raw(&b, &good, flags::CDATA_OFFSETS),
+        Err(ArrowShmError::NotImplemented(_))
+    ));
+    assert!(matches!(
+        decode_raw(&b, &good, 0x101),
+        Err(ArrowShmError::UnknownFlags { flags: 0x101, .. })
+    ));
+    assert!(matches!(
+        decode_raw(&b, &good, flags::RAW),
+        Err(ArrowShmError::UnknownFlags { flags: 0, .. })
+    ));
+}
+
+#[test]
+fn invalid_utf8_is_caught_by_validation() {
+    let b =
+        RecordBatch::try_from_iter([("s", Arc::new(StringArray::from(vec!["abcdef"; 4])) as _)])
+            .unwrap();
+    let mut bytes = encoded(&b);
+    let at = bytes.windows(6).position(|w| w == b"abcdef").unwrap();
+    bytes[at] = 0xFF;
+    match decode_raw(&b, &bytes, flags::IPC_RECORD_BATCH) {
+        Err(ArrowShmError::Decode {
+            seq: 2, slot: 2, ..
+        }) => {}
+        other => panic!("expected Decode, got {other:?}"),
+    }
+}
+
+#[test]
+fn too_large_batches_are_refused_before_writing() {
+    let r = ring(4, 4096);
+    let b = simple(2000);
+    let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
+    assert!(matches!(
+        w.write(&b),
+        Err(ArrowShmError::Ring(RingError::MessageTooLarge {
+            max: 4096,
+            ..
+        }))
+    ));
+    cli::write_split(&mut w, &b).unwrap(); // halves until each part fits
+    assert!(w.producer_mut().next_seq() > 2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn random_batches_round_trip(
+        seed in any::<u64>(),
+        kinds in proptest::collection::vec(0..KINDS, 1..6),
+        sizes in proptest::collection::vec((0usize..200, 0usize..20), 1..4),
+        nulls in any::<bool>(),
+    ) {
+        let batches: Vec<RecordBatch> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &(rows, off))| testdata::batch(seed ^ i as u64, &kinds, rows, off, nulls))
+            .collect();
+        let got = round_trip(&batches);
+        prop_assert_eq!(&got[..], &batches[batches.len() - got.len()..]);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn damaged_messages_never_panic(
+        seed in any::<u64>(),
+        kinds in proptest::collection::vec(0..KINDS - 1, 1..4), // no dictionary column
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let b = testdata::batch(seed, &kinds, 30, 0, true);
+        let mut bytes = encoded(&b);
+        for (at, v) in &flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= v | 1;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        match decode_raw(&b, &bytes, flags::IPC_RECORD_BATCH) {
+            Ok(_) | Err(ArrowShmError::Decode { .. }) => {}
+            Err(ArrowShmError::Corrupt { reason, .. }) => {
+                prop_assert!(!reason.contains("panicked"), "{}", reason)
+            }
+            Err(e) => prop_assert!(false, "unexpected error {e}"),
+        }
+    }
+}

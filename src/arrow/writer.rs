@@ -1,0 +1,142 @@
+//! Producer side of IPC mode: record batches encoded by arrow-ipc with
+//! 64-byte alignment, one message per slot (LAYOUT.md §8).
+
+use arrow_array::RecordBatch;
+use arrow_ipc::writer::{
+    write_message, DictionaryTracker, EncodedData, IpcDataGenerator, IpcWriteContext,
+    IpcWriteOptions,
+};
+use arrow_ipc::MetadataVersion;
+use arrow_schema::SchemaRef;
+
+use super::frame::{padded_header_len, ALIGN};
+use super::{flags, ArrowShmError};
+use crate::ring::{Producer, RingError};
+
+/// Writes record batches into a ring as Arrow IPC messages: the schema
+/// (into the schema area and as the first message), dictionary batches when
+/// they change, then one message per batch. [`IpcWriter::close`] ends the
+/// stream.
+///
+/// arrow-ipc encodes each message into its own buffer first; the writer then
+/// copies it into the reserved slot (one copy per message).
+pub struct IpcWriter {
+    producer: Producer,
+    schema: SchemaRef,
+    generator: IpcDataGenerator,
+    tracker: DictionaryTracker,
+    context: IpcWriteContext,
+    options: IpcWriteOptions,
+    started: bool,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for IpcWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcWriter")
+            .field("producer", &self.producer)
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl IpcWriter {
+    /// A writer of batches with `schema` through `producer`. Nothing is sent
+    /// until the first [`write`](IpcWriter::write) (or `close`).
+    pub fn new(producer: Producer, schema: SchemaRef) -> Result<IpcWriter, ArrowShmError> {
+        let options = IpcWriteOptions::try_new(ALIGN, false, MetadataVersion::V5)
+            .map_err(ArrowShmError::Encode)?;
+        Ok(IpcWriter {
+            producer,
+            schema,
+            generator: IpcDataGenerator::default(),
+            // Replacing a dictionary is allowed in a stream.
+            tracker: DictionaryTracker::new(false),
+            context: IpcWriteContext::default(),
+            options,
+            started: false,
+            bytes: 0,
+        })
+    }
+
+    /// The stream's schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Total payload bytes published so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The underlying producer.
+    pub fn producer_mut(&mut self) -> &mut Producer {
+        &mut self.producer
+    }
+
+    /// Sends `batch` (after the schema and any new dictionaries). A batch
+    /// whose schema differs from the stream's is refused with
+    /// [`ArrowShmError::SchemaMismatch`]; one that does not fit in a slot with
+    /// [`RingError::MessageTooLarge`] (split it and retry).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowShmError> {
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(ArrowShmError::SchemaMismatch);
+        }
+        self.start()?;
+        let (dictionaries, encoded) = self
+            .generator
+            .encode(batch, &mut self.tracker, &self.options, &mut self.context)
+            .map_err(ArrowShmError::Encode)?;
+        let max = self.producer.max_message();
+        let len = message_len(&encoded);
+        if len > max {
+            return Err(RingError::MessageTooLarge { len, max }.into());
+        }
+        for d in dictionaries {
+            self.send(d, flags::IPC_DICTIONARY_BATCH)?;
+        }
+        self.send(encoded, flags::IPC_RECORD_BATCH)
+    }
+
+    /// Publishes the schema if not done yet (LAYOUT.md §8.2).
+    fn start(&mut self) -> Result<(), ArrowShmError> {
+        if self.started {
+            return Ok(());
+        }
+        let encoded = self.generator.schema_to_bytes_with_dictionary_tracker(
+            &self.schema,
+            &mut self.tracker,
+            &self.options,
+        );
+        let mut bytes = Vec::with_capacity(message_len(&encoded));
+        write_message(&mut bytes, encoded, &self.options).map_err(ArrowShmError::Encode)?;
+        self.producer.set_schema(&bytes)?;
+        self.producer.send(&bytes, flags::IPC_SCHEMA)?;
+        self.bytes += bytes.len() as u64;
+        self.started = true;
+        Ok(())
+    }
+
+    fn send(&mut self, encoded: EncodedData, flag: u32) -> Result<(), ArrowShmError> {
+        let len = message_len(&encoded);
+        let mut slot = self.producer.reserve(len)?;
+        let (meta, body) = write_message(&mut slot[..len], encoded, &self.options)
+            .map_err(ArrowShmError::Encode)?;
+        debug_assert_eq!(meta + body, len);
+        slot.publish(len, flag)?;
+        self.bytes += len as u64;
+        Ok(())
+    }
+
+    /// Sends the schema if no batch was written, then ends the stream.
+    pub fn close(mut self) -> Result<(), ArrowShmError> {
+        self.start()?;
+        self.producer.close();
+        Ok(())
+    }
+}
+
+/// Length of the framed message: prefix and metadata padded to 64, body.
+fn message_len(e: &EncodedData) -> usize {
+    padded_header_len(e.ipc_message.len()) + e.arrow_data.len()
+}
