@@ -47,6 +47,27 @@ enum Cmd {
         #[arg(long)]
         ring: String,
     },
+    /// Send every batch of an Arrow IPC file or stream, then close the stream.
+    Send {
+        /// Ring name.
+        #[arg(long)]
+        ring: String,
+        /// Encoding: ipc (cdata is not implemented yet).
+        #[arg(long, default_value = "ipc")]
+        mode: String,
+        /// Arrow IPC file or stream to send.
+        file: std::path::PathBuf,
+    },
+    /// Join, print `ready`, and write the received batches to an Arrow IPC
+    /// stream file until end of stream.
+    Recv {
+        /// Ring name.
+        #[arg(long)]
+        ring: String,
+        /// Output Arrow IPC stream file.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Send checked test messages (doc/TESTING.md), then close the stream.
     #[command(hide = true)]
     TestProduce {
@@ -165,6 +186,16 @@ fn run(cli: Cli) -> Result<(), String> {
             );
         }
         Cmd::Rm { ring } => Ring::unlink(&ring).map_err(e)?,
+        Cmd::Send { ring, mode, file } => {
+            println!("{}", alloy_shm::arrow::cli::send(&ring, &file, &mode)?);
+        }
+        Cmd::Recv { ring, out } => {
+            let summary = alloy_shm::arrow::cli::recv(&ring, &out, || {
+                println!("ready");
+                let _ = std::io::stdout().flush();
+            })?;
+            println!("{summary}");
+        }
         Cmd::TestProduce {
             ring,
             count,
