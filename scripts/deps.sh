@@ -28,6 +28,11 @@ if [ "${ALLOY_NEED_STRACE:-0}" = 1 ] && ! command -v strace >/dev/null 2>&1; the
   echo "deps: strace missing; installing from Debian" >&2
   apt-get update -qq && apt-get install -y -qq strace >/dev/null || echo "deps: no strace; syscalls not measured" >&2
 fi
+# pyarrow checks the Arrow CLI round trip (tests/pyarrow_roundtrip.py).
+if ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
+  echo "deps: pyarrow missing; installing pyarrow==26.0.1" >&2
+  python3 -m pip install --quiet pyarrow==26.0.1
+fi
 # Fetch crates and Go modules up front so later steps fail clearly if the
 # registries are unreachable.
 cargo fetch --locked -q 2>/dev/null || cargo fetch -q

@@ -19,7 +19,9 @@ commands:
   create    create a named ring: --ring NAME --slots N --slot-size BYTES
             [--max-subscribers S] [--max-members M] [--schema-capacity C]
   rm        remove a named ring: --ring NAME
-  stat      print a named ring's header, tables and slot headers as JSON: --ring NAME`)
+  stat      print a named ring's header, tables and slot headers as JSON: --ring NAME
+  send      send an Arrow IPC file or stream, then close: --ring NAME [--mode ipc] FILE
+  recv      print "ready", then write received batches to an Arrow IPC stream: --ring NAME --out FILE`)
 }
 
 func main() {
@@ -38,6 +40,10 @@ func main() {
 		err = remove(args)
 	case "stat":
 		err = stat(args)
+	case "send":
+		err = send(args)
+	case "recv":
+		err = recv(args)
 	case "test-produce":
 		err = testProduce(args)
 	case "test-consume":

@@ -1,0 +1,50 @@
+// Package arrowshm moves Arrow record batches through an Alloy ring
+// (package ring) in IPC mode: each slot holds one Arrow IPC message laid
+// out so that every body buffer is 64-byte aligned (doc/LAYOUT.md §8), which
+// lets the Rust reader (alloy_shm::arrow::IpcReader) point its arrays
+// straight into the shared mapping.
+//
+// Writer encodes arrow.RecordBatch values with arrow-go's IPC encoder and
+// writes each message directly into its reserved slot. Reader decodes the
+// messages a consumer receives (for example from the Rust IpcWriter) back
+// into records; it copies each message out of its slot and releases the
+// slot at once, so records stay valid for as long as the caller retains
+// them.
+//
+// The C-Data-offsets mode (flag 3) is reserved but not implemented: Reader
+// refuses it with ErrNotImplemented.
+package arrowshm
+
+import "errors"
+
+// Slot flags of the Arrow layer (LAYOUT.md §8): bits 0–7 name the encoding,
+// bits 8–31 must be zero.
+const (
+	// FlagRaw marks application bytes that are not Arrow.
+	FlagRaw uint32 = 0
+	// FlagIPCRecordBatch marks one IPC message with a RecordBatch header.
+	FlagIPCRecordBatch uint32 = 1
+	// FlagIPCDictionaryBatch marks one IPC message with a DictionaryBatch header.
+	FlagIPCDictionaryBatch uint32 = 2
+	// FlagCDataOffsets is reserved for the C-Data-offsets mode (not implemented).
+	FlagCDataOffsets uint32 = 3
+	// FlagIPCSchema marks one IPC message with a Schema header (no body).
+	FlagIPCSchema uint32 = 4
+	// EncodingMask selects the encoding bits of a slot's flags.
+	EncodingMask uint32 = 0xFF
+)
+
+var (
+	// ErrCorrupt means a received message breaks the slot format.
+	ErrCorrupt = errors.New("arrowshm: corrupt Arrow message")
+	// ErrUnknownFlags means a message's flags are not an Arrow IPC encoding.
+	ErrUnknownFlags = errors.New("arrowshm: not an Arrow IPC message")
+	// ErrNotImplemented means a specified feature is not built yet.
+	ErrNotImplemented = errors.New("arrowshm: not implemented yet")
+	// ErrNoSchema means no schema message was received and the ring's
+	// schema area is empty.
+	ErrNoSchema = errors.New("arrowshm: no schema published")
+	// ErrSchemaChanged means the producer published a different schema
+	// mid-stream, which LAYOUT.md §8.2 forbids.
+	ErrSchemaChanged = errors.New("arrowshm: schema changed mid-stream")
+)

@@ -1,0 +1,222 @@
+package arrowshm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/ignalina/alloy/go/ring"
+)
+
+// Reader decodes the Arrow IPC messages a ring consumer receives into
+// records, like ipc.Reader does for a byte stream. Each message is copied
+// out of its slot (one copy) and the slot released before decoding, so a
+// record stays valid for as long as it is retained, independently of the
+// ring. A consumer that joined after the schema message went by reads the
+// schema from the ring's schema area.
+type Reader struct {
+	msgs *slotMessages
+	ipc  *ipc.Reader
+	err  error
+}
+
+// NewReader reads the stream c (a consumer of r) receives. Nothing is
+// received before the first Next.
+func NewReader(r *ring.Ring, c *ring.Consumer) *Reader {
+	return &Reader{msgs: &slotMessages{r: r, c: c}}
+}
+
+// Next waits for the next record; false at the end of the stream or on an
+// error (see Err).
+func (rd *Reader) Next() bool {
+	if rd.err != nil {
+		return false
+	}
+	if rd.ipc == nil {
+		rd.ipc, rd.err = ipc.NewReaderFromMessageReader(rd.msgs)
+		if rd.err != nil {
+			if errors.Is(rd.err, io.EOF) {
+				rd.err = fmt.Errorf("%w: the stream ended before its schema", ErrNoSchema)
+			}
+			return false
+		}
+	}
+	if rd.ipc.Next() {
+		return true
+	}
+	rd.err = rd.ipc.Err()
+	return false
+}
+
+// RecordBatch is the current record, valid until the next call to Next
+// unless retained.
+func (rd *Reader) RecordBatch() arrow.RecordBatch { return rd.ipc.RecordBatch() }
+
+// Schema is the stream's schema, known after the first Next.
+func (rd *Reader) Schema() *arrow.Schema {
+	if rd.ipc == nil {
+		return nil
+	}
+	return rd.ipc.Schema()
+}
+
+// Err is the error that ended the iteration, nil at a clean end of stream.
+func (rd *Reader) Err() error { return rd.err }
+
+// BytesReceived is the total payload of the messages received so far.
+func (rd *Reader) BytesReceived() uint64 { return rd.msgs.bytes }
+
+// Release frees the current record and the reader's dictionaries.
+func (rd *Reader) Release() {
+	if rd.ipc != nil {
+		rd.ipc.Release()
+		rd.ipc = nil
+	}
+}
+
+// slotMessages is the ipc.MessageReader over a ring consumer.
+type slotMessages struct {
+	r       *ring.Ring
+	c       *ring.Consumer
+	bytes   uint64
+	schema  *arrow.Schema // decoded first schema, to detect changes
+	started bool
+	pending *ring.Lease // a lease received before the schema-area message
+}
+
+func (m *slotMessages) Retain()  {}
+func (m *slotMessages) Release() {}
+
+// Message returns the next message; io.EOF at end of stream.
+func (m *slotMessages) Message() (*ipc.Message, error) {
+	for {
+		l := m.pending
+		m.pending = nil
+		if l == nil {
+			var err error
+			if l, err = m.c.Recv(); err != nil {
+				return nil, err
+			}
+		}
+		if !m.started && l.Flags() != FlagIPCSchema {
+			// A late joiner: the schema message went by before we joined.
+			b, err := m.r.Schema()
+			if err != nil {
+				l.Release()
+				return nil, err
+			}
+			if b == nil {
+				l.Release()
+				return nil, ErrNoSchema
+			}
+			m.pending = l
+			msg, _, err := decodeFrame(b, FlagIPCSchema)
+			if err != nil {
+				return nil, fmt.Errorf("schema area: %w", err)
+			}
+			return m.schemaMessage(msg, b)
+		}
+		m.bytes += uint64(len(l.Bytes()))
+		msg, err := m.decode(l)
+		l.Release()
+		if err != nil || msg != nil {
+			return msg, err
+		}
+	}
+}
+
+// decode copies one lease's message; nil, nil for a repeated schema.
+func (m *slotMessages) decode(l *ring.Lease) (*ipc.Message, error) {
+	at := func(err error) error {
+		slot := l.Seq() % uint64(m.r.Layout().SlotCount)
+		return fmt.Errorf("slot %d (sequence %d): %w", slot, l.Seq(), err)
+	}
+	msg, _, err := decodeFrame(l.Bytes(), l.Flags())
+	if err != nil {
+		return nil, at(err)
+	}
+	if l.Flags() == FlagIPCSchema {
+		msg, err := m.schemaMessage(msg, l.Bytes())
+		if err != nil {
+			return nil, at(err)
+		}
+		return msg, nil
+	}
+	return msg, nil
+}
+
+// schemaMessage passes the first schema on and drops identical repeats.
+func (m *slotMessages) schemaMessage(msg *ipc.Message, framed []byte) (*ipc.Message, error) {
+	sr, err := ipc.NewReader(bytes.NewReader(framed))
+	if err != nil {
+		return nil, fmt.Errorf("%w: schema: %v", ErrCorrupt, err)
+	}
+	s := sr.Schema()
+	sr.Release()
+	if !m.started {
+		m.started, m.schema = true, s
+		return msg, nil
+	}
+	if !s.Equal(m.schema) {
+		return nil, ErrSchemaChanged
+	}
+	return nil, nil
+}
+
+// decodeFrame checks one slot's message (LAYOUT.md §8.1) and returns a copy
+// of it as an ipc.Message.
+func decodeFrame(b []byte, flags uint32) (*ipc.Message, msgInfo, error) {
+	var info msgInfo
+	if flags&^EncodingMask != 0 {
+		return nil, info, fmt.Errorf("%w: flags %#x", ErrUnknownFlags, flags)
+	}
+	want := 0
+	switch flags {
+	case FlagIPCSchema:
+		want = headerSchema
+	case FlagIPCDictionaryBatch:
+		want = headerDictionaryBatch
+	case FlagIPCRecordBatch:
+		want = headerRecordBatch
+	case FlagCDataOffsets:
+		return nil, info, fmt.Errorf("%w: C-Data-offsets mode", ErrNotImplemented)
+	default:
+		return nil, info, fmt.Errorf("%w: flags %#x", ErrUnknownFlags, flags)
+	}
+	if len(b) < 8 || binary.LittleEndian.Uint32(b) != 0xFFFFFFFF {
+		return nil, info, fmt.Errorf("%w: missing continuation marker", ErrCorrupt)
+	}
+	metaLen := int64(int32(binary.LittleEndian.Uint32(b[4:])))
+	if metaLen <= 0 || 8+metaLen > int64(len(b)) || (8+metaLen)%8 != 0 {
+		return nil, info, fmt.Errorf("%w: metadata size %d in a %d-byte message", ErrCorrupt, metaLen, len(b))
+	}
+	meta := b[8 : 8+metaLen]
+	info, err := parseMessage(meta)
+	if err != nil {
+		return nil, info, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if info.header != want {
+		return nil, info, fmt.Errorf("%w: flag %d but header type %d", ErrCorrupt, flags, info.header)
+	}
+	rest := int64(len(b)) - 8 - metaLen
+	if info.bodyLen < 0 || info.bodyLen > rest {
+		return nil, info, fmt.Errorf("%w: body length %d exceeds the %d bytes after the metadata", ErrCorrupt, info.bodyLen, rest)
+	}
+	for i := 0; i < info.nbufs; i++ {
+		off, n := info.buffer(meta, i)
+		if off < 0 || n < 0 || off > info.bodyLen-n {
+			return nil, info, fmt.Errorf("%w: buffer %d (offset %d, length %d) outside the %d-byte body", ErrCorrupt, i, off, n, info.bodyLen)
+		}
+	}
+	body := b[8+metaLen : 8+metaLen+info.bodyLen]
+	return ipc.NewMessage(
+		memory.NewBufferBytes(bytes.Clone(meta)),
+		memory.NewBufferBytes(append(make([]byte, 0, len(body)), body...)),
+	), info, nil
+}
