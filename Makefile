@@ -4,7 +4,7 @@ export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 GO ?= go
 CARGO ?= cargo
 
-.PHONY: all deps build test test-rust test-go demo bench bench-quick bench-ring bench-smoke bench-tools loom miri clean lint
+.PHONY: all deps build test test-rust test-go test-py demo bench bench-quick bench-ring bench-smoke bench-tools loom miri clean lint
 
 all: build
 
@@ -21,7 +21,7 @@ build: deps
 # All tests of both languages: Rust unit/integration/doc tests (including the
 # cross-process ring tests), Go tests under the race detector, and the
 # cross-language tests (which use bin/alloy and bin/alloy-go).
-test: build test-rust test-go bench-smoke
+test: build test-rust test-go test-py bench-smoke
 
 test-rust:
 	$(CARGO) test --release --all-targets
@@ -29,6 +29,10 @@ test-rust:
 
 test-go:
 	cd go && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+
+# Arrow IPC CLI round trip (alloy-go send -> alloy recv and back), checked by pyarrow.
+test-py: build
+	python3 -m pytest -q -p no:cacheprovider tests/pyarrow_roundtrip.py
 
 demo: build
 	@bash scripts/demo.sh

@@ -1,0 +1,146 @@
+"""CLI round trip of Arrow IPC mode checked by pyarrow (run by `make test-py`).
+
+A file with many types, written by pyarrow, goes `alloy-go send` -> ring ->
+`alloy recv` (Go -> Rust) and `alloy send` -> ring -> `alloy-go recv`
+(Rust -> Go); pyarrow confirms each output equals the input. Also checks the
+CLIs' errors (unknown ring, --mode cdata, unreadable input).
+"""
+
+import datetime
+import decimal
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ALLOY = ROOT / "bin" / "alloy"
+ALLOY_GO = ROOT / "bin" / "alloy-go"
+
+
+def many_types_table(n: int) -> pa.Table:
+    def nulls(values, every=7):
+        return [None if i % every == 3 else v for i, v in enumerate(values)]
+
+    utc = datetime.timezone.utc
+    cols = {
+        "i8": pa.array(nulls([(i * 37) % 256 - 128 for i in range(n)]), pa.int8()),
+        "i16": pa.array(nulls([(i * 311) % 65536 - 32768 for i in range(n)]), pa.int16()),
+        "i32": pa.array(nulls([(i * 7919) % 2**31 - 2**30 for i in range(n)]), pa.int32()),
+        "i64": pa.array(nulls([i * 2**40 - 2**62 for i in range(n)]), pa.int64()),
+        "u8": pa.array(nulls([i % 256 for i in range(n)]), pa.uint8()),
+        "u16": pa.array([i * 13 % 65536 for i in range(n)], pa.uint16()),
+        "u32": pa.array(nulls([i * 2**20 % 2**32 for i in range(n)]), pa.uint32()),
+        "u64": pa.array(nulls([2**64 - 1 - i for i in range(n)]), pa.uint64()),
+        "f32": pa.array(nulls([i / 8 for i in range(n)]), pa.float32()),
+        "f64": pa.array(nulls([i / 3 - 100 for i in range(n)]), pa.float64()),
+        "bool": pa.array(nulls([i % 3 == 0 for i in range(n)]), pa.bool_()),
+        "utf8": pa.array(nulls([f"välue-{i}" * (i % 4) for i in range(n)])),
+        "large_utf8": pa.array(nulls([f"L{i}" for i in range(n)]), pa.large_string()),
+        "binary": pa.array(nulls([bytes([i % 256]) * (i % 5) for i in range(n)]), pa.binary()),
+        "large_binary": pa.array([b"xy" * (i % 3) for i in range(n)], pa.large_binary()),
+        "fixed_binary": pa.array(nulls([i.to_bytes(4, "little") for i in range(n)]), pa.binary(4)),
+        "date32": pa.array(nulls([datetime.date(2000, 1, 1) + datetime.timedelta(days=i) for i in range(n)])),
+        "date64": pa.array(nulls([i * 86_400_000 for i in range(n)]), pa.date64()),
+        "time32": pa.array(nulls([i * 1000 % 86_400_000 for i in range(n)]), pa.time32("ms")),
+        "time64": pa.array(nulls([i * 10**6 for i in range(n)]), pa.time64("us")),
+        "ts_utc": pa.array(
+            nulls([datetime.datetime(2024, 1, 1, tzinfo=utc) + datetime.timedelta(seconds=i) for i in range(n)]),
+            pa.timestamp("us", tz="UTC"),
+        ),
+        "ts_tz": pa.array(nulls([i * 10**9 for i in range(n)]), pa.timestamp("ns", tz="Europe/Stockholm")),
+        "ts_naive": pa.array(nulls([i for i in range(n)]), pa.timestamp("s")),
+        "duration": pa.array(nulls([i * 1000 for i in range(n)]), pa.duration("ms")),
+        "dec128": pa.array(nulls([decimal.Decimal(i * 1001) / 1000 - 5 for i in range(n)]), pa.decimal128(20, 3)),
+        "list": pa.array(nulls([[j for j in range(i % 4)] for i in range(n)]), pa.list_(pa.int32())),
+        "large_list": pa.array([["a"] * (i % 3) for i in range(n)], pa.large_list(pa.string())),
+        "fixed_list": pa.array(nulls([[i, i + 1] for i in range(n)]), pa.list_(pa.int16(), 2)),
+        "struct": pa.array(
+            nulls([{"a": i, "b": f"s{i}" if i % 2 else None} for i in range(n)]),
+            pa.struct([("a", pa.int64()), ("b", pa.string())]),
+        ),
+        "dict": pa.array(nulls([["red", "green", "blue"][i % 3] for i in range(n)])).dictionary_encode(),
+        "map": pa.array([[("k", i)] * (i % 2) for i in range(n)], pa.map_(pa.string(), pa.int32())),
+    }
+    return pa.table(cols)
+
+
+def write_input(path: Path) -> pa.Table:
+    table = many_types_table(1000)
+    whole = table.combine_chunks().to_batches()[0]
+    with pa.ipc.new_file(path, table.schema) as w:
+        w.write_batch(whole.slice(0, 0))  # empty batch
+        for b in table.to_batches(max_chunksize=300):
+            w.write_batch(b)
+        w.write_batch(whole.slice(517, 101))  # sliced buffers (non-zero offsets)
+    return pa.ipc.open_file(path).read_all()
+
+
+@pytest.fixture
+def ring():
+    name = f"pyrt-{uuid.uuid4().hex[:12]}"
+    subprocess.run([ALLOY, "create", "--ring", name, "--slots", "8", "--slot-size", str(1 << 20)], check=True,
+                   capture_output=True)
+    yield name
+    subprocess.run([ALLOY, "rm", "--ring", name], capture_output=True)
+
+
+def transfer(receiver, sender, ring: str, src: Path, out: Path) -> str:
+    rx = subprocess.Popen([*receiver, "--ring", ring, "--out", str(out)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        assert rx.stdout.readline().strip() == "ready"
+        tx = subprocess.run([*sender, "--ring", ring, str(src)], capture_output=True, text=True, timeout=60)
+        assert tx.returncode == 0, tx.stderr
+        summary, err = rx.communicate(timeout=60)
+    finally:
+        rx.kill()
+    assert rx.returncode == 0, err
+    return summary.strip()
+
+
+@pytest.mark.parametrize("direction", ["go-to-rust", "rust-to-go"])
+def test_round_trip(tmp_path, ring, direction):
+    src = tmp_path / "in.arrow"
+    expected = write_input(src)
+    out = tmp_path / "out.arrows"
+    if direction == "go-to-rust":
+        summary = transfer([ALLOY, "recv"], [ALLOY_GO, "send"], ring, src, out)
+    else:
+        summary = transfer([ALLOY_GO, "recv"], [ALLOY, "send"], ring, src, out)
+    got = pa.ipc.open_stream(out).read_all()
+    assert got.schema.equals(expected.schema, check_metadata=True)
+    assert got.num_rows == expected.num_rows == 1101
+    for name in expected.column_names:
+        assert got.column(name).equals(expected.column(name)), name
+    assert got.equals(expected)
+    assert '"rows":1101' in summary, summary
+
+
+def run(*args):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("tool", [ALLOY, ALLOY_GO])
+def test_errors_are_one_line_and_non_zero(tmp_path, ring, tool):
+    src = tmp_path / "in.arrow"
+    write_input(src)
+    cases = [
+        (["send", "--ring", "no-such-ring-xyz", src], ""),
+        (["recv", "--ring", "no-such-ring-xyz", "--out", tmp_path / "o"], ""),
+        (["send", "--ring", ring, "--mode", "cdata", src], "not implemented"),
+        (["send", "--ring", ring, "--mode", "bogus", src], "mode"),
+        (["send", "--ring", ring, tmp_path / "missing.arrow"], "missing.arrow"),
+    ]
+    garbage = tmp_path / "garbage.arrow"
+    garbage.write_bytes(os.urandom(100))
+    cases.append((["send", "--ring", ring, garbage], "garbage.arrow"))
+    for args, needle in cases:
+        p = run(tool, *args)
+        assert p.returncode != 0, (args, p.stdout)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, p.stderr)
+        assert needle in lines[0], (args, lines[0])
