@@ -138,7 +138,7 @@ pub enum ArrowShmError {
 /// The address range of the ring's mapping (for zero-copy checks).
 pub fn mapped_range(ring: &Ring) -> std::ops::Range<usize> {
     let base = ring.region().base() as usize;
-    base..base + ring.region().layout().total_size as usize
+    base..base + ring.region().layout().total_size
 }
 
 /// Whether every buffer of `batch` (null buffers, data buffers and children,

@@ -19,7 +19,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -28,7 +28,7 @@ impl Rng {
 
     /// A value below `n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 
     /// `Some(f(self))` four times out of five when `nulls`, else always.
@@ -59,18 +59,18 @@ pub fn column(kind: u64, n: usize, nulls: bool, r: &mut Rng) -> (Field, ArrayRef
         };
     }
     let a: ArrayRef = match kind % KINDS {
-        0 => prim!(Int8Array, |r| r.next() as i8),
-        1 => prim!(Int16Array, |r| r.next() as i16),
-        2 => prim!(Int32Array, |r| r.next() as i32),
-        3 => prim!(Int64Array, |r| r.next() as i64),
-        4 => prim!(UInt8Array, |r| r.next() as u8),
-        5 => prim!(UInt16Array, |r| r.next() as u16),
-        6 => prim!(UInt32Array, |r| r.next() as u32),
-        7 => prim!(UInt64Array, |r| r.next()),
-        8 => prim!(Float32Array, |r| (r.next() as i32) as f32 / 7.0),
-        9 => prim!(Float64Array, |r| (r.next() as i64) as f64 / 3.0),
+        0 => prim!(Int8Array, |r| r.next_u64() as i8),
+        1 => prim!(Int16Array, |r| r.next_u64() as i16),
+        2 => prim!(Int32Array, |r| r.next_u64() as i32),
+        3 => prim!(Int64Array, |r| r.next_u64() as i64),
+        4 => prim!(UInt8Array, |r| r.next_u64() as u8),
+        5 => prim!(UInt16Array, |r| r.next_u64() as u16),
+        6 => prim!(UInt32Array, |r| r.next_u64() as u32),
+        7 => prim!(UInt64Array, |r| r.next_u64()),
+        8 => prim!(Float32Array, |r| (r.next_u64() as i32) as f32 / 7.0),
+        9 => prim!(Float64Array, |r| (r.next_u64() as i64) as f64 / 3.0),
         10 => Arc::new(BooleanArray::from_iter(
-            (0..n).map(|_| r.opt(nulls, |r| r.next() & 1 == 1)),
+            (0..n).map(|_| r.opt(nulls, |r| r.next_u64() & 1 == 1)),
         )),
         11 => Arc::new(StringArray::from_iter(
             (0..n).map(|_| r.opt(nulls, Rng::string)),
@@ -88,19 +88,19 @@ pub fn column(kind: u64, n: usize, nulls: bool, r: &mut Rng) -> (Field, ArrayRef
         17 => prim!(Time64MicrosecondArray, |r| r.below(86_400_000_000) as i64),
         18 => Arc::new(
             TimestampMicrosecondArray::from_iter(
-                (0..n).map(|_| r.opt(nulls, |r| r.next() as i64 >> 12)),
+                (0..n).map(|_| r.opt(nulls, |r| r.next_u64() as i64 >> 12)),
             )
             .with_timezone("UTC"),
         ),
         19 => Arc::new(
             TimestampNanosecondArray::from_iter(
-                (0..n).map(|_| r.opt(nulls, |r| r.next() as i64 >> 2)),
+                (0..n).map(|_| r.opt(nulls, |r| r.next_u64() as i64 >> 2)),
             )
             .with_timezone("+02:00"),
         ),
         20 => Arc::new(
             Decimal128Array::from_iter(
-                (0..n).map(|_| r.opt(nulls, |r| (r.next() as i64 as i128) * 1000 + 7)),
+                (0..n).map(|_| r.opt(nulls, |r| (r.next_u64() as i64 as i128) * 1000 + 7)),
             )
             .with_precision_and_scale(38, 3)
             .expect("valid precision"),
@@ -112,7 +112,7 @@ pub fn column(kind: u64, n: usize, nulls: bool, r: &mut Rng) -> (Field, ArrayRef
                     b.append_null();
                 } else {
                     for _ in 0..r.below(4) {
-                        let v = r.opt(nulls, |r| r.next() as i32);
+                        let v = r.opt(nulls, |r| r.next_u64() as i32);
                         b.values().append_option(v);
                     }
                     b.append(true);
@@ -121,7 +121,7 @@ pub fn column(kind: u64, n: usize, nulls: bool, r: &mut Rng) -> (Field, ArrayRef
             Arc::new(b.finish())
         }
         22 => {
-            let x: ArrayRef = prim!(Int32Array, |r| r.next() as i32);
+            let x: ArrayRef = prim!(Int32Array, |r| r.next_u64() as i32);
             let y: ArrayRef = Arc::new(StringArray::from_iter(
                 (0..n).map(|_| r.opt(nulls, Rng::string)),
             ));
