@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/ignalina/alloy/go/arrowshm"
 	"github.com/ignalina/alloy/go/ring"
@@ -193,4 +196,65 @@ func recv(args []string) error {
 	}
 	s.Bytes = rd.BytesReceived()
 	return printJSON(s)
+}
+
+// arrowGen (hidden, for benches/arrow_ipc.rs) builds one record of about
+// --bytes bytes (an int64 column and a utf8 column with every 10th value
+// null), writes it --count times to the ring in IPC mode, closes the stream
+// and prints the producer's elapsed time.
+func arrowGen(args []string) error {
+	fs := newFlags("arrow-gen")
+	name := fs.String("ring", "", "ring name")
+	size := fs.Int("bytes", 1<<20, "approximate record batch size in bytes")
+	count := fs.Int("count", 100, "number of batches to send")
+	fs.Parse(args)
+	if err := requireRing(*name); err != nil {
+		return err
+	}
+	// 8 (int64) + 4 (offset) + 12 (string) bytes per row.
+	rows := max(1, *size/24)
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "name", Type: arrow.BinaryTypes.String, Nullable: true},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	ids := b.Field(0).(*array.Int64Builder)
+	names := b.Field(1).(*array.StringBuilder)
+	for i := range rows {
+		ids.Append(int64(i))
+		if i%10 == 0 {
+			names.AppendNull()
+		} else {
+			names.Append(fmt.Sprintf("name-%07d", i%10_000_000))
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	r, err := ring.Open(*name)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	p, err := r.NewProducer(ring.ProducerOptions{Backpressure: ring.Backpressure{Kind: ring.Block}})
+	if err != nil {
+		return err
+	}
+	w := arrowshm.NewWriter(p, schema)
+	start := time.Now()
+	for range *count {
+		if err := w.Write(rec); err != nil {
+			w.Close()
+			return err
+		}
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return printJSON(struct {
+		Batches int     `json:"batches"`
+		Rows    int64   `json:"rows_per_batch"`
+		Bytes   uint64  `json:"bytes"`
+		Seconds float64 `json:"seconds"`
+	}{*count, rec.NumRows(), w.BytesSent(), time.Since(start).Seconds()})
 }

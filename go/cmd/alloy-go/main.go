@@ -44,6 +44,8 @@ func main() {
 		err = send(args)
 	case "recv":
 		err = recv(args)
+	case "arrow-gen":
+		err = arrowGen(args)
 	case "test-produce":
 		err = testProduce(args)
 	case "test-consume":

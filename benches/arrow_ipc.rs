@@ -1,0 +1,162 @@
+//! Go → Rust throughput of Arrow IPC mode, against memcpy measured in the
+//! same run.
+//!
+//! `bin/alloy-go arrow-gen` (Go) writes one record batch (an int64 column
+//! and a utf8 column, every 10th string null) of about 1 MiB or 16 MiB many
+//! times through `arrowshm.Writer`; this process decodes each message with
+//! [`IpcReader`] (zero-copy, validation on) and, for every batch, sums the
+//! int64 column and counts the nulls of the string column. Throughput is
+//! IPC payload bytes (and rows) over the consumer's wall time from the first
+//! batch to end of stream.
+//!
+//! Each size runs with validation on (the default) and skipped (the unsafe
+//! opt-in for trusted peers). Run with `cargo bench --bench arrow_ipc`
+//! after `make build` (it needs
+//! `bin/alloy-go`; it skips without it). Under `cargo test` it runs one
+//! short transfer as a smoke test.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use alloy_shm::arrow::{in_mapping, IpcReader};
+use alloy_shm::ring::{Ring, RingConfig};
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::Array;
+
+struct Run {
+    gbps: f64,
+    rows_per_s: f64,
+    batches: u64,
+    go_gbps: f64,
+}
+
+/// One Go → Rust transfer of `count` batches of about `size` bytes.
+fn go_to_rust(go: &str, size: usize, count: usize, validate: bool) -> Run {
+    let name = format!("alloy-bench-arrow-{}-{size}", std::process::id());
+    let _ = Ring::unlink(&name);
+    let cfg = RingConfig {
+        slot_count: 8,
+        slot_size: (size + size / 8 + (64 << 10)).next_multiple_of(64) as u32,
+        ..Default::default()
+    };
+    let ring = Ring::create(&name, &cfg).expect("create ring");
+    let mut reader = IpcReader::new(&ring, ring.subscribe().expect("subscribe"));
+    if !validate {
+        // SAFETY: the producer is our own arrow-go writer (trusted), and the
+        // sums below only read values and null bitmaps.
+        reader = unsafe { reader.with_skip_validation(true) };
+    }
+    let mut child = Command::new(go)
+        .args(["arrow-gen", "--ring", &name, "--bytes", &size.to_string()])
+        .args(["--count", &count.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn alloy-go");
+    let (mut sum, mut nulls, mut rows, mut batches) = (0i64, 0usize, 0u64, 0u64);
+    let mut start = None;
+    while let Some(batch) = reader.next_batch().expect("decode") {
+        start.get_or_insert_with(Instant::now);
+        if batches == 0 {
+            assert!(in_mapping(&ring, &batch), "the batch was copied");
+        }
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        sum = sum.wrapping_add(ids.values().iter().fold(0i64, |a, &v| a.wrapping_add(v)));
+        nulls += batch.column(1).null_count();
+        rows += batch.num_rows() as u64;
+        batches += 1;
+    }
+    let secs = start.expect("no batch received").elapsed().as_secs_f64();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read summary");
+    assert!(
+        child.wait().expect("wait").success(),
+        "alloy-go arrow-gen failed"
+    );
+    drop(reader);
+    let _ = Ring::unlink(&name);
+    // Check the consumer really read the data: ids are 0..rows per batch.
+    let per = rows / batches;
+    assert_eq!(sum, (per * (per - 1) / 2) as i64 * batches as i64);
+    assert_eq!(nulls as u64, per.div_ceil(10) * batches);
+    let go_secs: f64 = field(&line, "seconds");
+    let bytes = ring_bytes(&line);
+    Run {
+        gbps: bytes / secs / 1e9,
+        rows_per_s: rows as f64 / secs,
+        batches,
+        go_gbps: bytes / go_secs / 1e9,
+    }
+}
+
+fn field(json: &str, key: &str) -> f64 {
+    let at = json.find(&format!("\"{key}\":")).expect(key) + key.len() + 3;
+    let end = json[at..].find([',', '}']).expect("end") + at;
+    json[at..end].trim().parse().expect("number")
+}
+
+fn ring_bytes(json: &str) -> f64 {
+    field(json, "bytes")
+}
+
+/// Single-threaded memcpy of `size`-byte blocks (best of 5 passes).
+fn memcpy_gbps(size: usize, total: usize) -> f64 {
+    let src = vec![7u8; size];
+    let mut dst = vec![0u8; size];
+    let n = (total / size).max(1);
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..n {
+                dst.copy_from_slice(std::hint::black_box(&src));
+                std::hint::black_box(&mut dst);
+            }
+            (n * size) as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max)
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let go = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/alloy-go");
+    if !std::path::Path::new(go).exists() {
+        eprintln!("arrow_ipc: {go} missing (run make build); skipped");
+        return;
+    }
+    if !bench {
+        let r = go_to_rust(go, 64 << 10, 20, true);
+        assert_eq!(r.batches, 20);
+        println!("arrow_ipc smoke test: 20 batches of 64 KiB Go -> Rust ok");
+        return;
+    }
+    let total: usize = 4 << 30;
+    println!(
+        "\n## Arrow IPC mode, Go → Rust (two processes, {} cores)\n",
+        cores()
+    );
+    println!("| batch | validation | batches | GB/s (consumer) | Mrows/s | GB/s (Go producer) | / memcpy |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (label, size) in [("1 MiB", 1usize << 20), ("16 MiB", 16 << 20)] {
+        let mc = memcpy_gbps(size, total / 4);
+        for validate in [true, false] {
+            let r = go_to_rust(go, size, total / size, validate);
+            println!(
+                "| {label} int64 + utf8 | {} | {} | {:.2} | {:.1} | {:.2} | {:.2} |",
+                if validate { "on" } else { "skipped" },
+                r.batches,
+                r.gbps,
+                r.rows_per_s / 1e6,
+                r.go_gbps,
+                r.gbps / mc
+            );
+        }
+        println!("| memcpy {label} blocks (floor) | | | {mc:.2} | | | 1.00 |");
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
