@@ -1,0 +1,95 @@
+//! Go → Rust in IPC mode with the zero-copy check: random batches over many
+//! types are written to an IPC stream file, `bin/alloy-go send` puts them on
+//! a ring with the Go writer, and this process decodes them with
+//! `IpcReader`, checking every buffer lies in the mapping and every value
+//! matches. Skips when `bin/alloy-go` is missing (run `make build`).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use alloy_shm::arrow::testdata::{self, KINDS};
+use alloy_shm::arrow::{in_mapping, IpcReader};
+use alloy_shm::ring::{Ring, RingConfig};
+use arrow_array::RecordBatch;
+use proptest::prelude::*;
+
+const GO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/alloy-go");
+
+fn go_send(batches: &[RecordBatch]) -> Result<(), TestCaseError> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let id = format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let dir = std::env::temp_dir().join(format!("alloy-arrow-test-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.arrows");
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(
+        std::fs::File::create(&input).unwrap(),
+        &batches[0].schema(),
+    )
+    .unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+
+    let name = format!("alloy-arrow-g2r-{id}");
+    let cfg = RingConfig {
+        slot_count: 8,
+        slot_size: 1 << 20,
+        ..Default::default()
+    };
+    let ring = Ring::create(&name, &cfg).unwrap();
+    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let mut child = Command::new(GO)
+        .args(["send", "--ring", &name])
+        .arg(&input)
+        .spawn()
+        .unwrap();
+    let mut i = 0;
+    let result = (|| {
+        while let Some(got) = reader
+            .next_batch()
+            .map_err(|e| TestCaseError::fail(e.to_string()))?
+        {
+            prop_assert!(i < batches.len(), "more batches than sent");
+            prop_assert!(in_mapping(&ring, &got), "batch {} was copied", i);
+            prop_assert_eq!(&got, &batches[i]);
+            i += 1;
+        }
+        prop_assert_eq!(i, batches.len());
+        Ok(())
+    })();
+    let status = child.wait().unwrap();
+    let _ = Ring::unlink(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    prop_assert!(status.success(), "alloy-go send failed");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn go_batches_decode_in_place(
+        seed in any::<u64>(),
+        kinds in proptest::collection::vec(0..KINDS, 1..8),
+        sizes in proptest::collection::vec((0usize..400, 0usize..20), 1..4),
+        nulls in any::<bool>(),
+    ) {
+        if !Path::new(GO).exists() {
+            eprintln!("{GO} missing (run make build); skipped");
+            return Ok(());
+        }
+        let batches: Vec<RecordBatch> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &(rows, off))| testdata::batch(seed ^ (i as u64) << 32, &kinds, rows, off, nulls))
+            .collect();
+        go_send(&batches)?;
+    }
+}
