@@ -183,6 +183,7 @@ func (r *Ring) Close() error {
 func (r *Ring) Schema() ([]byte, error) {
 	seq := u32At(r.mem, offSchemaSeq)
 	var b backoff
+	deadline := time.Now().Add(time.Second)
 	for {
 		// Pairs with the Release (second) increment in setSchema.
 		s1 := seq.Load()
@@ -190,6 +191,10 @@ func (r *Ring) Schema() ([]byte, error) {
 			return nil, nil
 		}
 		if s1%2 == 1 {
+			// A writer that stays odd for a second died mid-write (§9).
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("%w: schema area still being written after 1s", ErrTimeout)
+			}
 			b.snooze()
 			continue
 		}
@@ -213,10 +218,19 @@ func (r *Ring) setSchema(b []byte) error {
 		return fmt.Errorf("%w: %d bytes, capacity %d", ErrSchemaTooLarge, len(b), r.lay.SchemaCapacity)
 	}
 	seq := u32At(r.mem, offSchemaSeq)
-	seq.Add(1) // odd: readers retry (SeqCst, as §9 asks)
+	// Odd while writing: readers retry (SeqCst, as §9 asks). An odd value
+	// left by a producer that died mid-write is moved past, never back to
+	// even, so no reader can take a half-written schema for a stable one.
+	w := seq.Load()
+	if w%2 == 0 {
+		w++
+	} else {
+		w += 2
+	}
+	seq.Store(w)
 	copyWordsIn(r.mem, r.lay.SchemaOff, b)
 	u32At(r.mem, offSchemaLen).Store(uint32(len(b)))
-	seq.Add(1) // even again; pairs with the readers' Acquire loads
+	seq.Store(w + 1) // even again; pairs with the readers' Acquire loads
 	return nil
 }
 

@@ -31,17 +31,24 @@ impl Drop for Member {
         let sh = &*self.shared;
         let _g = sh.lock_table();
         let m = sh.layout.member(self.member);
-        sh.hdr32(m + off::MEM_STATE)
-            .store(state::FREE, Ordering::SeqCst);
-        let s = sh.layout.sub(self.sub);
-        let left = sh
-            .hdr32(s + off::SUB_MEMBERS)
-            .fetch_sub(1, Ordering::SeqCst)
-            - 1;
-        if left == 0 {
-            // SeqCst: the producer's scan stops gating on this entry.
-            sh.hdr32(s + off::SUB_STATE)
+        // Only undo what is still ours: a producer may have reclaimed this
+        // entry (judging us dead) and handed it to someone else (§11.3).
+        let ours = sh.hdr32(m + off::MEM_STATE).load(Ordering::SeqCst) == state::ACTIVE
+            && sh.hdr32(m + off::MEM_PID).load(Ordering::SeqCst) == sh.ident.pid
+            && sh.hdr32(m + off::MEM_SUBSCRIBER).load(Ordering::SeqCst) as usize == self.sub;
+        if ours {
+            sh.hdr32(m + off::MEM_STATE)
                 .store(state::FREE, Ordering::SeqCst);
+            let s = sh.layout.sub(self.sub);
+            let members = sh.hdr32(s + off::SUB_MEMBERS);
+            // Saturating: damaged memory must not make us panic.
+            let left = members.load(Ordering::SeqCst).saturating_sub(1);
+            members.store(left, Ordering::SeqCst);
+            if left == 0 {
+                // SeqCst: the producer's scan stops gating on this entry.
+                sh.hdr32(s + off::SUB_STATE)
+                    .store(state::FREE, Ordering::SeqCst);
+            }
         }
         drop(_g);
         sh.wake_space();

@@ -17,6 +17,8 @@
 //! ```
 
 mod consumer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod liveness;
 mod producer;
 pub(crate) mod proto;
@@ -443,6 +445,7 @@ impl Ring {
         let sh = &self.shared;
         let seq = sh.hdr32(off::SCHEMA_SEQ);
         let backoff = Backoff::new();
+        let started = std::time::Instant::now();
         loop {
             // Acquire: pairs with the final Release increment in `set_schema`.
             let s1 = seq.load(Ordering::Acquire);
@@ -450,6 +453,10 @@ impl Ring {
                 return Ok(None);
             }
             if s1 % 2 == 1 {
+                // Odd for a whole second: the writer died mid-write (§9).
+                if started.elapsed() >= Duration::from_secs(1) {
+                    return Err(RingError::Timeout(Duration::from_secs(1)));
+                }
                 backoff.snooze();
                 continue;
             }

@@ -304,8 +304,16 @@ impl Producer {
             });
         }
         let seq = sh.hdr32(off::SCHEMA_SEQ);
-        // SeqCst: the odd value is visible before any byte changes.
-        seq.fetch_add(1, Ordering::SeqCst);
+        // SeqCst: the odd value is visible before any byte changes. An odd
+        // value left by a producer that died mid-write is moved past, never
+        // back to even (LAYOUT.md §9).
+        let s = seq.load(Ordering::SeqCst);
+        let w = if s % 2 == 0 {
+            s.wrapping_add(1)
+        } else {
+            s.wrapping_add(2)
+        };
+        seq.store(w, Ordering::SeqCst);
         // SAFETY: schema_off..schema_off+cap is inside the mapping and only
         // the producer writes it; readers detect concurrent writes with the
         // seqlock and discard their copy.
@@ -319,7 +327,7 @@ impl Producer {
         sh.hdr32(off::SCHEMA_LEN)
             .store(schema.len() as u32, Ordering::Relaxed);
         // Release: pairs with the readers' Acquire load of `schema_seq`.
-        seq.fetch_add(1, Ordering::Release);
+        seq.store(w.wrapping_add(1), Ordering::Release);
         Ok(())
     }
 

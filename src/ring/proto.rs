@@ -104,12 +104,12 @@ impl ProducerCursor {
         w.slot_flags(i).store(flags, Ordering::Relaxed);
         // Release: pairs with the Acquire load in `check_slot`; the payload,
         // len and flags are visible to whoever sees the stamp.
-        w.stamp(i).store(seq + 1, Ordering::Release);
+        w.stamp(i).store(seq.wrapping_add(1), Ordering::Release);
         // SeqCst: pairs with the consumers' Acquire loads in `try_claim`, and
         // with `data_waiters` (the caller's next load) for the futex
         // handshake of LAYOUT.md §6.1.
-        w.published().store(seq + 1, Ordering::SeqCst);
-        self.next = seq + 1;
+        w.published().store(seq.wrapping_add(1), Ordering::SeqCst);
+        self.next = seq.wrapping_add(1);
         seq
     }
 }
@@ -172,7 +172,7 @@ pub(crate) fn check_slot<W: Words>(
     // Acquire: pairs with the Release store of the stamp in `publish`.
     let stamp = w.stamp(i).load(Ordering::Acquire);
     let len = w.slot_len(i).load(Ordering::Relaxed);
-    if stamp != seq + 1 || len > slot_size {
+    if stamp != seq.wrapping_add(1) || len > slot_size {
         return Err(BadSlot {
             slot: i,
             stamp,
@@ -190,21 +190,21 @@ pub(crate) fn release<W: Words>(w: &W, k: usize, seq: u64) -> bool {
     // AcqRel RMW: the mark is ordered with the other releasers' checks (see
     // the "no lost advance" argument in LAYOUT.md §5.2).
     w.done(k, (seq & (n - 1)) as usize)
-        .swap(seq + 1, Ordering::AcqRel);
+        .swap(seq.wrapping_add(1), Ordering::AcqRel);
     let mut moved = false;
     loop {
         let r = w.sub_release(k).load(Ordering::Acquire);
         // RMW read: always sees the latest mark of this word.
         if w.done(k, (r & (n - 1)) as usize)
             .fetch_or(0, Ordering::AcqRel)
-            != r + 1
+            != r.wrapping_add(1)
         {
             return moved;
         }
         // AcqRel: Release publishes our use of the slot to the producer's
         // Acquire load in `scan`.
         if w.sub_release(k)
-            .compare_exchange(r, r + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(r, r.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
             moved = true;
