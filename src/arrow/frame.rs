@@ -83,7 +83,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Frame<'_>, String> {
     })
 }
 
-/// Buffer ranges inside the body, non-negative lengths, no compression.
+/// Buffer ranges inside the body and 64-byte aligned, non-negative
+/// lengths, no compression.
 fn check_batch(batch: &arrow_ipc::RecordBatch<'_>, body_len: usize) -> Result<(), String> {
     if batch.compression().is_some() {
         return Err("compressed bodies are not allowed in slots".into());
@@ -111,6 +112,15 @@ fn check_batch(batch: &arrow_ipc::RecordBatch<'_>, body_len: usize) -> Result<()
                 "buffer {i} at offset {} with length {} lies outside the {body_len}-byte body",
                 b.offset(),
                 b.length()
+            ));
+        }
+        // LAYOUT.md §8: every buffer starts 64-byte aligned. Checked here
+        // because arrow's validation asserts (panics) on a misaligned
+        // offsets buffer instead of returning an error.
+        if b.offset() % 64 != 0 {
+            return Err(format!(
+                "buffer {i} at offset {} is not 64-byte aligned",
+                b.offset()
             ));
         }
     }
