@@ -6,22 +6,12 @@
 use std::process::{Command, Stdio};
 use std::thread;
 
-use alloy_shm::checked::Spec;
-use alloy_shm::ring::{Consumer, Ring, RingConfig};
+use alloy_shm::ring::Consumer;
 
 const COUNT: u64 = 1_000_000;
-const SPEC: Spec = Spec {
-    seed: 1,
-    min: 16,
-    max: 4096,
-};
 
-struct Cleanup(String);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = Ring::unlink(&self.0);
-    }
-}
+mod common;
+use common::{new_ring, SPEC};
 
 fn drain(mut c: Consumer, in_order: bool) -> Vec<u64> {
     let mut got = Vec::with_capacity(if in_order { COUNT as usize } else { 0 });
@@ -41,15 +31,8 @@ fn drain(mut c: Consumer, in_order: bool) -> Vec<u64> {
 
 #[test]
 fn a_million_messages_from_another_process() {
-    let name = format!("alloy-xproc-{}", std::process::id());
-    let _ = Ring::unlink(&name);
-    let cfg = RingConfig {
-        slot_count: 256,
-        slot_size: 4096,
-        ..Default::default()
-    };
-    let ring = Ring::create(&name, &cfg).expect("create");
-    let _cleanup = Cleanup(name.clone());
+    let (ring, cleanup) = new_ring("xproc", 256);
+    let name = cleanup.0.clone();
 
     let b1 = ring.subscribe().unwrap();
     let b2 = ring.subscribe().unwrap();
@@ -98,15 +81,8 @@ fn a_million_messages_from_another_process() {
 /// processes (`alloy test-consume`) verify and report.
 #[test]
 fn consumer_processes_verify_what_this_process_sends() {
-    let name = format!("alloy-xproc2-{}", std::process::id());
-    let _ = Ring::unlink(&name);
-    let cfg = RingConfig {
-        slot_count: 64,
-        slot_size: 4096,
-        ..Default::default()
-    };
-    let ring = Ring::create(&name, &cfg).expect("create");
-    let _cleanup = Cleanup(name.clone());
+    let (ring, cleanup) = new_ring("xproc2", 64);
+    let name = cleanup.0.clone();
     let dir = std::env::temp_dir();
     let count = 200_000u64;
     let spawn = |args: &[&str]| {

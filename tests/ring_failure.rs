@@ -5,32 +5,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use alloy_shm::checked::Spec;
-use alloy_shm::ring::{Ring, RingConfig, RingError};
+use alloy_shm::ring::{Ring, RingError};
 
-const SPEC: Spec = Spec {
-    seed: 1,
-    min: 16,
-    max: 4096,
-};
-
-struct Cleanup(String);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = Ring::unlink(&self.0);
-    }
-}
-
-fn new_ring(tag: &str, slots: u32) -> (Ring, Cleanup) {
-    let name = format!("alloy-fail-{tag}-{}", std::process::id());
-    let _ = Ring::unlink(&name);
-    let cfg = RingConfig {
-        slot_count: slots,
-        slot_size: 4096,
-        ..Default::default()
-    };
-    (Ring::create(&name, &cfg).expect("create"), Cleanup(name))
-}
+mod common;
+use common::{new_ring, SPEC};
 
 fn alloy(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_alloy"));
@@ -51,7 +29,7 @@ fn next(x: &mut u64) -> u64 {
 /// producer soon after each death, and the next producer takes over.
 #[test]
 fn killed_producers_are_detected_and_replaced_without_torn_messages() {
-    let (ring, guard) = new_ring("producer", 64);
+    let (ring, guard) = new_ring("fail-producer", 64);
     let name = guard.0.clone();
     let mut consumer = ring.subscribe().unwrap();
     let (tx, rx) = mpsc::channel::<(u32, Instant)>();
@@ -120,7 +98,7 @@ fn killed_producers_are_detected_and_replaced_without_torn_messages() {
 /// it after `reclaim_after`, and the surviving consumer loses nothing.
 #[test]
 fn a_consumer_killed_holding_leases_is_reclaimed() {
-    let (ring, guard) = new_ring("consumer", 16);
+    let (ring, guard) = new_ring("fail-consumer", 16);
     let name = guard.0.clone();
     let mut victim = alloy(&[
         "test-consume",

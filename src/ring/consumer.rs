@@ -87,16 +87,9 @@ impl Consumer {
         let now = sh.ident.now_ns();
         let pid = sh.ident.pid;
         let guard = sh.lock_table();
-        let member = (0..cfg.max_members as usize)
-            .find(|&j| {
-                sh.hdr32(sh.layout.member(j) + off::MEM_STATE)
-                    .load(Ordering::SeqCst)
-                    == state::FREE
-            })
-            .ok_or(RingError::TableFull {
-                table: "member",
-                max: cfg.max_members,
-            })?;
+        let member = free_entry(sh, "member", cfg.max_members, |j| {
+            sh.layout.member(j) + off::MEM_STATE
+        })?;
         let existing = (kind_ == kind::QUEUE)
             .then(|| {
                 (0..cfg.max_subscribers as usize).find(|&k| {
@@ -128,16 +121,9 @@ impl Consumer {
                 k
             }
             None => {
-                let k = (0..cfg.max_subscribers as usize)
-                    .find(|&k| {
-                        sh.hdr32(sh.layout.sub(k) + off::SUB_STATE)
-                            .load(Ordering::SeqCst)
-                            == state::FREE
-                    })
-                    .ok_or(RingError::TableFull {
-                        table: "subscriber",
-                        max: cfg.max_subscribers,
-                    })?;
+                let k = free_entry(sh, "subscriber", cfg.max_subscribers, |k| {
+                    sh.layout.sub(k) + off::SUB_STATE
+                })?;
                 let b = sh.layout.sub(k);
                 sh.hdr32(b + off::SUB_STATE)
                     .store(state::JOINING, Ordering::SeqCst);
@@ -353,6 +339,19 @@ impl Consumer {
         use std::os::fd::AsFd;
         Ok(self.notifier.as_ref().expect("just set").efd.as_fd())
     }
+}
+
+/// The first FREE entry of a table (caller holds the table lock);
+/// `state_at(i)` is the offset of entry `i`'s state word.
+fn free_entry(
+    sh: &Shared,
+    table: &'static str,
+    max: u32,
+    state_at: impl Fn(usize) -> usize,
+) -> Result<usize, RingError> {
+    (0..max as usize)
+        .find(|&i| sh.hdr32(state_at(i)).load(Ordering::SeqCst) == state::FREE)
+        .ok_or(RingError::TableFull { table, max })
 }
 
 fn ready(sh: &Shared, sub: usize) -> bool {

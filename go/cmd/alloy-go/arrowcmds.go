@@ -102,15 +102,11 @@ func send(args []string) error {
 	if _, err := os.Stat(path); err != nil {
 		return err
 	}
-	r, err := ring.Open(*name)
+	r, p, err := openProducer(*name)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	p, err := r.NewProducer(ring.ProducerOptions{Backpressure: ring.Backpressure{Kind: ring.Block}})
-	if err != nil {
-		return err
-	}
 	var w *arrowshm.Writer
 	var s summary
 	schema, err := eachRecord(path, func(schema *arrow.Schema, rec arrow.RecordBatch) error {
@@ -231,15 +227,11 @@ func arrowGen(args []string) error {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	r, err := ring.Open(*name)
+	r, p, err := openProducer(*name)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	p, err := r.NewProducer(ring.ProducerOptions{Backpressure: ring.Backpressure{Kind: ring.Block}})
-	if err != nil {
-		return err
-	}
 	w := arrowshm.NewWriter(p, schema)
 	start := time.Now()
 	for range *count {
@@ -257,4 +249,20 @@ func arrowGen(args []string) error {
 		Bytes   uint64  `json:"bytes"`
 		Seconds float64 `json:"seconds"`
 	}{*count, rec.NumRows(), w.BytesSent(), time.Since(start).Seconds()})
+}
+
+// openProducer opens the named ring and attaches its producer with blocking
+// back-pressure; the caller closes the ring (and the producer, by closing
+// the stream).
+func openProducer(name string) (*ring.Ring, *ring.Producer, error) {
+	r, err := ring.Open(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := r.NewProducer(ring.ProducerOptions{Backpressure: ring.Backpressure{Kind: ring.Block}})
+	if err != nil {
+		r.Close()
+		return nil, nil, err
+	}
+	return r, p, nil
 }
