@@ -3,6 +3,8 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 GO ?= go
 CARGO ?= cargo
+# Every build and test uses the same feature set, so nothing rebuilds between targets.
+FEATURES ?= --features tokio,flight
 
 .PHONY: all deps build test test-rust test-go test-py demo bench bench-quick bench-ring bench-smoke bench-tools loom miri clean lint
 
@@ -12,7 +14,7 @@ deps:
 	@bash scripts/deps.sh
 
 build: deps
-	$(CARGO) build --release --lib --bins
+	$(CARGO) build --release $(FEATURES) --lib --bins
 	@mkdir -p bin
 	cp target/release/alloy bin/alloy
 	cd go && $(GO) build -o ../bin/alloy-go ./cmd/alloy-go
@@ -24,8 +26,8 @@ build: deps
 test: build test-rust test-go test-py bench-smoke
 
 test-rust:
-	$(CARGO) test --release --all-targets
-	$(CARGO) test --release --doc
+	$(CARGO) test --release $(FEATURES) --all-targets
+	$(CARGO) test --release $(FEATURES) --doc
 
 test-go:
 	cd go && $(GO) vet ./... && $(GO) test -race -count=1 ./...
@@ -47,17 +49,17 @@ bench-quick: bench-tools
 
 bench-tools: build
 	ALLOY_NEED_STRACE=1 bash scripts/deps.sh
-	$(CARGO) build --release --example bench_peer
+	$(CARGO) build --release $(FEATURES) --example bench_peer
 	cd go && $(GO) build -o ../bin/alloy-bench ./cmd/alloy-bench
 
 # The suite on a tiny grid: checks the outputs are well formed, never timings.
 bench-smoke: build
-	$(CARGO) build --release --example bench_peer
+	$(CARGO) build --release $(FEATURES) --example bench_peer
 	cd go && ALLOY_BENCH_REQUIRE=1 $(GO) test -count=1 -run 'TestSmoke' ./cmd/alloy-bench
 
 # The Rust-only ring benchmark (threads of one process).
 bench-ring: build
-	$(CARGO) bench --bench ring
+	$(CARGO) bench $(FEATURES) --bench ring
 
 # Model checking of the ring protocol (slow: explores interleavings).
 loom:
@@ -70,7 +72,7 @@ miri:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy $(FEATURES) --all-targets -- -D warnings
 	cd go && test -z "$$(gofmt -l .)" && $(GO) vet ./...
 
 clean:
