@@ -22,6 +22,7 @@ pub mod fuzzing;
 pub mod liveness;
 mod producer;
 pub(crate) mod proto;
+pub mod stat;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub use crate::signal::WaitStrategy;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 pub use consumer::{Consumer, Lease};
 pub use producer::{Backpressure, Producer, Reservation};
+pub use stat::{ConsumerStat, MemberStat, RingListing, RingStat, RingView};
 
 /// Errors of the ring protocol.
 #[derive(Debug, Error)]
