@@ -68,6 +68,43 @@ enum Cmd {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Print a ring's state: producer, consumers (lag, leases held), fill
+    /// and rates (doc/README.md, "Inspection"). Maps the ring read-only.
+    Stat {
+        /// Ring name (or --ring NAME).
+        name: Option<String>,
+        /// Ring name.
+        #[arg(long = "ring", conflicts_with = "name")]
+        ring: Option<String>,
+        /// Print one line of JSON (fields in doc/README.md, "Inspection").
+        #[arg(long)]
+        json: bool,
+        /// Milliseconds between the two samples the rates are computed
+        /// from; 0 takes one sample and prints no rates.
+        #[arg(long, value_name = "MS", default_value_t = 200)]
+        interval: u64,
+    },
+    /// Show `stat` live in the terminal until Ctrl-C or until the ring is
+    /// removed.
+    Watch {
+        /// Ring name (or --ring NAME).
+        name: Option<String>,
+        /// Ring name.
+        #[arg(long = "ring", conflicts_with = "name")]
+        ring: Option<String>,
+        /// Refresh period in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        interval: u64,
+    },
+    /// List the Alloy rings under /dev/shm (only their headers are read).
+    Ls {
+        /// Print JSON (fields in doc/README.md, "Inspection").
+        #[arg(long)]
+        json: bool,
+        /// Directory to scan instead of /dev/shm.
+        #[arg(long, hide = true, default_value = alloy_shm::region::SHM_DIR)]
+        dir: std::path::PathBuf,
+    },
     /// Send checked test messages (doc/TESTING.md), then close the stream.
     #[command(hide = true)]
     TestProduce {
@@ -196,6 +233,18 @@ fn run(cli: Cli) -> Result<(), String> {
             })?;
             println!("{summary}");
         }
+        Cmd::Stat {
+            name,
+            ring,
+            json,
+            interval,
+        } => inspect::stat(&inspect::ring_name(name, ring)?, json, interval)?,
+        Cmd::Watch {
+            name,
+            ring,
+            interval,
+        } => inspect::watch(&inspect::ring_name(name, ring)?, interval)?,
+        Cmd::Ls { json, dir } => inspect::ls(&dir, json)?,
         Cmd::TestProduce {
             ring,
             count,
@@ -326,6 +375,103 @@ fn run(cli: Cli) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `alloy stat`, `watch` and `ls`: printing only; the snapshot is
+/// `alloy_shm::ring::stat`.
+mod inspect {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use alloy_shm::ring::{stat::list_rings, RingView};
+
+    /// The ring name, given as an argument or with --ring.
+    pub fn ring_name(name: Option<String>, ring: Option<String>) -> Result<String, String> {
+        name.or(ring)
+            .ok_or_else(|| "a ring NAME (or --ring NAME) is required".to_string())
+    }
+
+    pub fn stat(name: &str, json: bool, interval_ms: u64) -> Result<(), String> {
+        let view = RingView::open(name).map_err(|e| e.to_string())?;
+        let mut s = view.stat();
+        if interval_ms > 0 {
+            std::thread::sleep(Duration::from_millis(interval_ms));
+            s = view.stat().with_rates(&s);
+        }
+        if json {
+            println!("{}", serde_json::to_string(&s).map_err(|e| e.to_string())?);
+        } else {
+            print!("{}", s.render());
+        }
+        Ok(())
+    }
+
+    /// The inode of the ring's file, `None` once it is gone.
+    fn inode(name: &str) -> Option<u64> {
+        std::fs::metadata(alloy_shm::region::named_path(name))
+            .ok()
+            .map(|m| m.ino())
+    }
+
+    pub fn watch(name: &str, interval_ms: u64) -> Result<(), String> {
+        if interval_ms == 0 {
+            return Err("--interval must be at least 1 ms".into());
+        }
+        let view = RingView::open(name).map_err(|e| e.to_string())?;
+        let ino = inode(name);
+        let mut prev = view.stat();
+        let mut out = std::io::stdout();
+        loop {
+            std::thread::sleep(Duration::from_millis(interval_ms));
+            // The mapping outlives an unlink: look at the file itself, and
+            // notice a new ring created under the same name.
+            if inode(name) != ino {
+                println!("alloy watch: ring {name:?} was removed");
+                return Ok(());
+            }
+            let s = view.stat().with_rates(&prev);
+            // Home the cursor and clear the screen, then redraw.
+            let frame = format!(
+                "\x1b[H\x1b[2J{}\n(every {interval_ms} ms; Ctrl-C to quit)\n",
+                s.render()
+            );
+            out.write_all(frame.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| e.to_string())?;
+            prev = s;
+        }
+    }
+
+    pub fn ls(dir: &Path, json: bool) -> Result<(), String> {
+        let rings = list_rings(dir).map_err(|e| e.to_string())?;
+        if json {
+            println!("{}", serde_json::to_string(&rings).map_err(|e| e.to_string())?);
+            return Ok(());
+        }
+        if rings.is_empty() {
+            println!("no Alloy rings in {}", dir.display());
+            return Ok(());
+        }
+        println!(
+            "{:<32} {:>7} {:>12} {:>7} {:>10}  producer",
+            "name", "version", "size", "slots", "slot_size"
+        );
+        for r in &rings {
+            let producer = match (&r.error, r.producer_pid, r.producer_alive) {
+                (Some(e), _, _) => format!("error: {e}"),
+                (None, 0, _) => "none".into(),
+                (None, pid, true) => format!("pid {pid} (alive)"),
+                (None, pid, false) => format!("pid {pid} (DEAD)"),
+            };
+            println!(
+                "{:<32} {:>7} {:>12} {:>7} {:>10}  {producer}",
+                r.name, r.version, r.size, r.slot_count, r.slot_size
+            );
+        }
+        Ok(())
+    }
 }
 
 fn main() -> ExitCode {
