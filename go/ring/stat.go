@@ -252,7 +252,7 @@ func (s Stat) WithRates(prev Stat) Stat {
 	ms := float64(dt) / 1e6
 	mps := float64(sub0(s.Published, prev.Published)) / secs
 	s.IntervalMs, s.MessagesPerS = &ms, &mps
-	s.Consumers = append([]ConsumerStat(nil), s.Consumers...)
+	s.Consumers = append(s.Consumers[:0:0], s.Consumers...) // a copy, never nil
 	for i := range s.Consumers {
 		c := &s.Consumers[i]
 		for _, p := range prev.Consumers {

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -19,7 +18,10 @@ commands:
   create    create a named ring: --ring NAME --slots N --slot-size BYTES
             [--max-subscribers S] [--max-members M] [--schema-capacity C]
   rm        remove a named ring: --ring NAME
-  stat      print a named ring's header, tables and slot headers as JSON: --ring NAME
+  stat      print a ring's producer, consumers (lag, leases), fill and rates:
+            NAME [--json] [--interval MS (200)] [--raw: every header field as JSON]
+  watch     redraw stat live until Ctrl-C or the ring is removed: NAME [--interval MS (1000)]
+  ls        list the Alloy rings under /dev/shm: [--json]
   send      send an Arrow IPC file or stream, then close: --ring NAME [--mode ipc] FILE
   recv      print "ready", then write received batches to an Arrow IPC stream: --ring NAME --out FILE`)
 }
@@ -40,6 +42,10 @@ func main() {
 		err = remove(args)
 	case "stat":
 		err = stat(args)
+	case "watch":
+		err = watch(args)
+	case "ls":
+		err = ls(args)
 	case "send":
 		err = send(args)
 	case "recv":
@@ -108,27 +114,4 @@ func remove(args []string) error {
 		return err
 	}
 	return ring.Remove(*name)
-}
-
-// stat prints the ring's Snapshot without payloads, for debugging a stuck
-// stream (who is attached, which cursor gates the producer).
-func stat(args []string) error {
-	fs := newFlags("stat")
-	name := fs.String("ring", "", "ring name (under /dev/shm)")
-	fs.Parse(args)
-	if err := requireRing(*name); err != nil {
-		return err
-	}
-	r, err := ring.Open(*name)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	s := r.Snapshot()
-	for i := range s.Slots {
-		s.Slots[i].Payload = nil
-	}
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(s)
 }

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/ignalina/alloy/go/ring"
+)
+
+// ringArg is the ring name, given as the one argument or with --ring.
+func ringArg(flagName string, args []string) (string, error) {
+	switch {
+	case flagName != "" && len(args) > 0:
+		return "", errors.New("give the ring name either as NAME or with --ring, not both")
+	case flagName != "":
+		return flagName, nil
+	case len(args) == 1:
+		return args[0], nil
+	case len(args) > 1:
+		return "", fmt.Errorf("unexpected arguments %q", args[1:])
+	}
+	return "", errors.New("a ring NAME (or --ring NAME) is required")
+}
+
+// stat prints a ring's state (doc/README.md, "Inspection") from a
+// read-only mapping: a table, or with --json the fields shared with the
+// Rust `alloy stat --json`. --raw prints the whole decoded region instead
+// (header, tables, slot headers), for debugging the layout itself.
+func stat(args []string) error {
+	fs := newFlags("stat")
+	name := fs.String("ring", "", "ring name (under /dev/shm)")
+	asJSON := fs.Bool("json", false, "print one line of JSON")
+	interval := fs.Uint("interval", uint(ring.DefaultStatInterval/time.Millisecond), "milliseconds between the two samples the rates come from (0: one sample, no rates)")
+	raw := fs.Bool("raw", false, "print every header field, table entry and slot header as JSON")
+	fs.Parse(reorder(args))
+	n, err := ringArg(*name, fs.Args())
+	if err != nil {
+		return err
+	}
+	if *raw {
+		return rawStat(n)
+	}
+	s, err := ring.StatNamed(n)
+	if err != nil {
+		return err
+	}
+	if *interval > 0 {
+		time.Sleep(time.Duration(*interval) * time.Millisecond)
+		next, err := ring.StatNamed(n)
+		if err != nil {
+			return err
+		}
+		s = next.WithRates(s)
+	}
+	if *asJSON {
+		return printJSON(s)
+	}
+	fmt.Print(s.Render())
+	return nil
+}
+
+// reorder moves flags after a positional NAME in front of it, so that both
+// `stat NAME --json` and `stat --json NAME` parse (package flag stops at the
+// first non-flag argument).
+func reorder(args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			pos = append(pos, args[i+1:]...)
+			i = len(args)
+		case len(a) > 1 && a[0] == '-':
+			flags = append(flags, a)
+			// A flag taking a separate value: --ring NAME, --interval 50.
+			if (a == "--ring" || a == "-ring" || a == "--interval" || a == "-interval" || a == "--dir" || a == "-dir") && i+1 < len(args) {
+				i++
+				flags = append(flags, args[i])
+			}
+		default:
+			pos = append(pos, a)
+		}
+	}
+	return append(flags, pos...)
+}
+
+// rawStat prints the ring's Snapshot without payloads.
+func rawStat(name string) error {
+	r, err := ring.Open(name)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	s := r.Snapshot()
+	for i := range s.Slots {
+		s.Slots[i].Payload = nil
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(s)
+}
+
+// watch redraws stat in the terminal every --interval until interrupted
+// or until the ring is removed.
+func watch(args []string) error {
+	fs := newFlags("watch")
+	name := fs.String("ring", "", "ring name (under /dev/shm)")
+	interval := fs.Uint("interval", 1000, "refresh period in milliseconds")
+	fs.Parse(reorder(args))
+	n, err := ringArg(*name, fs.Args())
+	if err != nil {
+		return err
+	}
+	if *interval == 0 {
+		return errors.New("--interval must be at least 1 ms")
+	}
+	period := time.Duration(*interval) * time.Millisecond
+	ino, ok := inode(n)
+	if !ok {
+		return fmt.Errorf("ring %q does not exist", n)
+	}
+	prev, err := ring.StatNamed(n)
+	if err != nil {
+		return err
+	}
+	for {
+		time.Sleep(period)
+		if now, ok := inode(n); !ok || now != ino {
+			fmt.Printf("alloy-go watch: ring %q was removed\n", n)
+			return nil
+		}
+		s, err := ring.StatNamed(n)
+		if err != nil {
+			return err
+		}
+		s = s.WithRates(prev)
+		// Home the cursor and clear the screen, then redraw.
+		fmt.Printf("\x1b[H\x1b[2J%s\n(every %d ms; Ctrl-C to quit)\n", s.Render(), *interval)
+		prev = s
+	}
+}
+
+// inode identifies the ring's file, to notice its removal (the mapping
+// outlives an unlink) or a new ring under the same name.
+func inode(name string) (uint64, bool) {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/dev/shm/"+name, &st); err != nil {
+		return 0, false
+	}
+	return st.Ino, true
+}
+
+// ls lists the Alloy rings under /dev/shm.
+func ls(args []string) error {
+	fs := newFlags("ls")
+	asJSON := fs.Bool("json", false, "print JSON")
+	dir := fs.String("dir", "/dev/shm", "directory to scan")
+	fs.Parse(args)
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	rings, err := ring.ListDir(*dir)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(rings)
+	}
+	if len(rings) == 0 {
+		fmt.Printf("no Alloy rings in %s\n", *dir)
+		return nil
+	}
+	fmt.Printf("%-32s %7s %12s %7s %10s  producer\n", "name", "version", "size", "slots", "slot_size")
+	for _, r := range rings {
+		producer := "none"
+		switch {
+		case r.Error != nil:
+			producer = "error: " + *r.Error
+		case r.ProducerPid != 0 && r.ProducerAlive:
+			producer = fmt.Sprintf("pid %d (alive)", r.ProducerPid)
+		case r.ProducerPid != 0:
+			producer = fmt.Sprintf("pid %d (DEAD)", r.ProducerPid)
+		}
+		fmt.Printf("%-32s %7d %12d %7d %10d  %s\n", r.Name, r.Version, r.Size, r.SlotCount, r.SlotSize, producer)
+	}
+	return nil
+}
