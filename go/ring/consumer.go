@@ -272,9 +272,14 @@ func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error)
 			return l, err
 		}
 		if stopWake == nil && ctx.Done() != nil {
-			// Cancellation interrupts the futex wait. The spurious wake-up
-			// it may give other waiters is harmless: they re-check.
-			stopWake = context.AfterFunc(ctx, func() { futexWakeAll(c.dataFutex) })
+			// Cancellation interrupts the futex wait. Bumping the word
+			// first also stops a wait that starts just after the
+			// cancellation (its expected value is stale). The spurious
+			// wake-up it may give other waiters is harmless: they re-check.
+			stopWake = context.AfterFunc(ctx, func() {
+				c.dataFutex.Add(1)
+				futexWakeAll(c.dataFutex)
+			})
 		}
 		c.dataWaiters.Add(1) // SeqCst; the Dekker pair with Publish (§6.1)
 		f := c.dataFutex.Load()

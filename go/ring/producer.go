@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -178,6 +179,14 @@ func (p *Producer) hasSpace() bool {
 // returns ErrFull. A message longer than the slot is refused with
 // ErrMessageTooLarge before anything is written.
 func (p *Producer) Reserve(n int) ([]byte, error) {
+	return p.ReserveContext(context.Background(), n)
+}
+
+// ReserveContext is Reserve giving up with ctx.Err() when ctx is done
+// while it waits for space (Block back-pressure); cancellation wakes the
+// futex wait at once. A context done before the call fails it only if the
+// ring is full.
+func (p *Producer) ReserveContext(ctx context.Context, n int) ([]byte, error) {
 	if p.closed {
 		return nil, ErrClosed
 	}
@@ -193,7 +202,7 @@ func (p *Producer) Reserve(n int) ([]byte, error) {
 			if !p.reclaimIfDue() {
 				return nil, fmt.Errorf("%w: message %d waits for sequence %d to be released", ErrFull, p.next, p.next-uint64(p.r.lay.SlotCount))
 			}
-		} else if err := p.waitSpace(); err != nil {
+		} else if err := p.waitSpace(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -230,9 +239,10 @@ func (p *Producer) reclaimIfDue() bool {
 }
 
 // waitSpace is LAYOUT §6.2: spin on the gate, then park on space_futex in
-// bounded slices, detaching dead consumers when the wait lasts (§11.3).
+// bounded slices, detaching dead consumers when the wait lasts (§11.3),
+// until there is space, the timeout passes or ctx is done.
 // (The heartbeat goroutine keeps us visibly alive meanwhile.)
-func (p *Producer) waitSpace() error {
+func (p *Producer) waitSpace(ctx context.Context) error {
 	var deadline time.Time
 	if t := p.opts.Backpressure.Timeout; t > 0 {
 		deadline = time.Now().Add(t)
@@ -243,7 +253,21 @@ func (p *Producer) waitSpace() error {
 			return nil
 		}
 	}
+	if ctx.Done() != nil {
+		// Cancellation interrupts the futex wait. Bumping the word first
+		// also stops a wait that starts just after the cancellation (its
+		// expected value is stale). The spurious wake-up another waiter on
+		// the word may get is harmless: waiters always re-check.
+		stop := context.AfterFunc(ctx, func() {
+			p.spaceFutex.Add(1)
+			futexWakeAll(p.spaceFutex)
+		})
+		defer stop()
+	}
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if p.reclaimIfDue() {
 			return nil
 		}
@@ -264,7 +288,9 @@ func (p *Producer) waitSpace() error {
 			p.spaceWaiter.Add(^uint32(0))
 			return nil
 		}
-		futexWaitOn(p.spaceFutex, f, slice)
+		if ctx.Err() == nil {
+			futexWaitOn(p.spaceFutex, f, slice)
+		}
 		p.spaceWaiter.Add(^uint32(0))
 		if p.hasSpace() {
 			return nil
@@ -303,7 +329,13 @@ func (p *Producer) Publish(n int, flags uint32) error {
 // Send copies b into the next slot and publishes it with flags: Reserve,
 // copy, Publish.
 func (p *Producer) Send(b []byte, flags uint32) error {
-	buf, err := p.Reserve(len(b))
+	return p.SendContext(context.Background(), b, flags)
+}
+
+// SendContext is Send giving up with ctx.Err() when ctx is done while it
+// waits for space (see ReserveContext).
+func (p *Producer) SendContext(ctx context.Context, b []byte, flags uint32) error {
+	buf, err := p.ReserveContext(ctx, len(b))
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,98 @@
+package ring
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// promptly is how soon a blocked call must return after its context is
+// cancelled. The futex waits are woken by the cancellation, so this is far
+// more than needed; the bounded wait slices alone (50/100 ms) would also
+// meet it.
+const promptly = 200 * time.Millisecond
+
+// cancelAfter cancels a context once the call under test has had time to
+// park on its futex, and returns when it was cancelled.
+func cancelAfter(d time.Duration) (context.Context, <-chan time.Time) {
+	ctx, cancel := context.WithCancel(context.Background())
+	at := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(d)
+		at <- time.Now()
+		cancel()
+	}()
+	return ctx, at
+}
+
+func TestRecvContextReturnsPromptlyOnCancel(t *testing.T) {
+	for _, wait := range []WaitStrategy{Blocking, Spin} {
+		r := anonRing(t, small)
+		c, err := r.Subscribe(ConsumerOptions{Wait: wait})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := mustProducer(t, r, Backpressure{})
+		ctx, at := cancelAfter(150 * time.Millisecond)
+		l, err := c.RecvContext(ctx)
+		done := time.Now()
+		if l != nil || !errors.Is(err, context.Canceled) {
+			t.Fatalf("wait %v: got %v, %v; want context.Canceled", wait, l, err)
+		}
+		d := done.Sub(<-at)
+		if d > promptly {
+			t.Errorf("wait %v: returned %v after the cancellation", wait, d)
+		}
+		t.Logf("wait %v: returned %v after the cancellation", wait, d)
+		// The consumer is still usable.
+		mustSend(t, p, []byte("after"), 0)
+		if l, err := c.RecvTimeout(time.Second); err != nil || string(l.Bytes()) != "after" {
+			t.Fatalf("after cancel: %v, %v", l, err)
+		} else {
+			l.Release()
+		}
+		p.Close()
+		c.Close()
+	}
+}
+
+func TestReserveContextReturnsPromptlyOnCancel(t *testing.T) {
+	r := anonRing(t, small)
+	c := mustSubscribe(t, r)
+	defer c.Close()
+	p := mustProducer(t, r, Backpressure{Kind: Block}) // no timeout: would wait forever
+	defer p.Close()
+	for range small.SlotCount {
+		mustSend(t, p, []byte("fill"), 0)
+	}
+	ctx, at := cancelAfter(150 * time.Millisecond)
+	err := p.SendContext(ctx, []byte("blocked"), 0)
+	done := time.Now()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	d := done.Sub(<-at)
+	if d > promptly {
+		t.Errorf("returned %v after the cancellation", d)
+	}
+	t.Logf("blocked producer returned %v after the cancellation", d)
+	// The producer is still usable once space is freed.
+	l, err := c.TryRecv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	if _, err := p.ReserveContext(context.Background(), 4); err != nil {
+		t.Fatalf("after cancel: %v", err)
+	}
+	if err := p.Publish(4, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A deadline reports DeadlineExceeded the same way.
+	ctx2, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.ReserveContext(ctx2, 4); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("deadline: %v", err)
+	}
+}
