@@ -11,6 +11,18 @@
 // slot at once, so records stay valid for as long as the caller retains
 // them.
 //
+// Reader implements arrow-go's array.RecordReader (Retain, Release,
+// Schema, Next, RecordBatch, Err), so it plugs into anything that consumes
+// one; NextContext and Writer.WriteContext give up with ctx.Err() promptly
+// when their context is done. Reader and Writer implement io.Closer:
+// closing a Writer ends the stream, closing a Reader closes its consumer.
+//
+// Errors wrap sentinels, so test for them with errors.Is: this package's
+// ErrCorrupt, ErrUnknownFlags, ErrNotImplemented, ErrNoSchema and
+// ErrSchemaChanged for what a Reader receives, and package ring's
+// sentinels (ring.ErrMessageTooLarge, ring.ErrProducerGone, ring.ErrClosed,
+// …) for the ring underneath.
+//
 // The C-Data-offsets mode (flag 3) is reserved but not implemented: Reader
 // refuses it with ErrNotImplemented.
 package arrowshm

@@ -2,12 +2,15 @@ package arrowshm
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -15,38 +18,51 @@ import (
 )
 
 // Reader decodes the Arrow IPC messages a ring consumer receives into
-// records, like ipc.Reader does for a byte stream. Each message is copied
-// out of its slot (one copy) and the slot released before decoding, so a
-// record stays valid for as long as it is retained, independently of the
-// ring. A consumer that joined after the schema message went by reads the
-// schema from the ring's schema area.
+// records, like ipc.Reader does for a byte stream, and implements arrow-go's
+// array.RecordReader. Each message is copied out of its slot (one copy) and
+// the slot released before decoding, so a record stays valid for as long as
+// it is retained, independently of the ring. A consumer that joined after
+// the schema message went by reads the schema from the ring's schema area.
+//
+// As with ipc.Reader, the current record is owned by the Reader and valid
+// until the next call to Next; Retain it to keep it longer. The Reader is
+// reference counted (Retain, Release); the last Release frees the current
+// record and the dictionaries. Close also closes the consumer. A Reader is
+// not safe for concurrent use.
 type Reader struct {
-	msgs *slotMessages
-	ipc  *ipc.Reader
-	err  error
+	refs   atomic.Int64
+	msgs   *slotMessages
+	ipc    *ipc.Reader
+	err    error
+	closed bool
 }
 
+var _ array.RecordReader = (*Reader)(nil)
+
 // NewReader reads the stream c (a consumer of r) receives. Nothing is
-// received before the first Next.
+// received before the first Next (or Schema).
 func NewReader(r *ring.Ring, c *ring.Consumer) *Reader {
-	return &Reader{msgs: &slotMessages{r: r, c: c}}
+	rd := &Reader{msgs: &slotMessages{r: r, c: c}}
+	rd.refs.Store(1)
+	return rd
 }
 
 // Next waits for the next record; false at the end of the stream or on an
 // error (see Err).
-func (rd *Reader) Next() bool {
-	if rd.err != nil {
+func (rd *Reader) Next() bool { return rd.NextContext(context.Background()) }
+
+// NextContext is Next giving up when ctx is done: it returns false
+// promptly (the consumer's futex wait is woken) and Err returns ctx.Err().
+// Like any error, cancellation ends the iteration for good.
+func (rd *Reader) NextContext(ctx context.Context) bool {
+	if rd.closed {
+		rd.err = orErr(rd.err, ring.ErrClosed)
+	}
+	if rd.err != nil || !rd.start(ctx) {
 		return false
 	}
-	if rd.ipc == nil {
-		rd.ipc, rd.err = ipc.NewReaderFromMessageReader(rd.msgs)
-		if rd.err != nil {
-			if errors.Is(rd.err, io.EOF) {
-				rd.err = fmt.Errorf("%w: the stream ended before its schema", ErrNoSchema)
-			}
-			return false
-		}
-	}
+	rd.msgs.ctx = ctx
+	defer func() { rd.msgs.ctx = nil }()
 	if rd.ipc.Next() {
 		return true
 	}
@@ -54,13 +70,55 @@ func (rd *Reader) Next() bool {
 	return false
 }
 
-// RecordBatch is the current record, valid until the next call to Next
-// unless retained.
-func (rd *Reader) RecordBatch() arrow.RecordBatch { return rd.ipc.RecordBatch() }
+// orErr returns err if it is set, else alt.
+func orErr(err, alt error) error {
+	if err != nil {
+		return err
+	}
+	return alt
+}
 
-// Schema is the stream's schema, known after the first Next.
-func (rd *Reader) Schema() *arrow.Schema {
+// start creates the ipc.Reader, which receives the schema message (or,
+// for a late joiner, reads the schema area). It reports success.
+func (rd *Reader) start(ctx context.Context) bool {
+	if rd.ipc != nil {
+		return true
+	}
+	if rd.err != nil || rd.closed {
+		return false
+	}
+	rd.msgs.ctx = ctx
+	defer func() { rd.msgs.ctx = nil }()
+	rd.ipc, rd.err = ipc.NewReaderFromMessageReader(rd.msgs)
+	if rd.err != nil {
+		rd.ipc = nil
+		if errors.Is(rd.err, io.EOF) {
+			rd.err = fmt.Errorf("%w: the stream ended before its schema", ErrNoSchema)
+		}
+		return false
+	}
+	return true
+}
+
+// RecordBatch is the current record, valid until the next call to Next
+// unless retained; nil before the first Next or after Release.
+func (rd *Reader) RecordBatch() arrow.RecordBatch {
 	if rd.ipc == nil {
+		return nil
+	}
+	return rd.ipc.RecordBatch()
+}
+
+// Record is RecordBatch, for array.RecordReader.
+//
+// Deprecated: use RecordBatch.
+func (rd *Reader) Record() arrow.RecordBatch { return rd.RecordBatch() }
+
+// Schema is the stream's schema. Called before the first Next it waits for
+// the schema message (or reads the schema area), as ipc.NewReader waits for
+// the schema of a byte stream; nil if that fails (see Err).
+func (rd *Reader) Schema() *arrow.Schema {
+	if !rd.start(context.Background()) {
 		return nil
 	}
 	return rd.ipc.Schema()
@@ -72,18 +130,45 @@ func (rd *Reader) Err() error { return rd.err }
 // BytesReceived is the total payload of the messages received so far.
 func (rd *Reader) BytesReceived() uint64 { return rd.msgs.bytes }
 
-// Release frees the current record and the reader's dictionaries.
+// Retain adds a reference to the Reader.
+func (rd *Reader) Retain() { rd.refs.Add(1) }
+
+// Release drops a reference; the last one frees the current record and
+// the reader's dictionaries. It does not close the consumer (see Close).
 func (rd *Reader) Release() {
+	if rd.refs.Add(-1) == 0 {
+		rd.free()
+	}
+}
+
+func (rd *Reader) free() {
 	if rd.ipc != nil {
 		rd.ipc.Release()
 		rd.ipc = nil
 	}
 }
 
+// Close ends reading: it frees the current record and the dictionaries
+// whatever references remain, and closes the consumer (releasing its
+// entry in the ring). Later calls to Next return false with ring.ErrClosed.
+// Reader implements io.Closer.
+func (rd *Reader) Close() error {
+	if rd.closed {
+		return nil
+	}
+	rd.closed = true
+	rd.free()
+	if err := rd.msgs.c.Close(); err != nil && !errors.Is(err, ring.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
 // slotMessages is the ipc.MessageReader over a ring consumer.
 type slotMessages struct {
 	r       *ring.Ring
 	c       *ring.Consumer
+	ctx     context.Context // of the NextContext in progress, or nil
 	bytes   uint64
 	schema  *arrow.Schema // decoded first schema, to detect changes
 	started bool
@@ -100,7 +185,11 @@ func (m *slotMessages) Message() (*ipc.Message, error) {
 		m.pending = nil
 		if l == nil {
 			var err error
-			if l, err = m.c.Recv(); err != nil {
+			ctx := m.ctx
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			if l, err = m.c.RecvContext(ctx); err != nil {
 				return nil, err
 			}
 		}

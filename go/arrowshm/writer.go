@@ -1,6 +1,7 @@
 package arrowshm
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -52,6 +53,19 @@ func (w *Writer) Batches() uint64 { return w.sw.batches }
 // with another schema is refused. Once Write fails the stream cannot
 // continue: Close it.
 func (w *Writer) Write(rec arrow.RecordBatch) error {
+	return w.WriteContext(context.Background(), rec)
+}
+
+// WriteContext is Write giving up with ctx.Err() when ctx is done while a
+// message waits for a free slot (the producer's Block back-pressure). As
+// with any failed Write, the stream cannot continue afterwards: Close it.
+func (w *Writer) WriteContext(ctx context.Context, rec arrow.RecordBatch) error {
+	w.sw.ctx = ctx
+	defer func() { w.sw.ctx = nil }()
+	return w.write(rec)
+}
+
+func (w *Writer) write(rec arrow.RecordBatch) error {
 	n, err := w.recordSize(rec)
 	if err != nil {
 		return err
@@ -63,7 +77,7 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 		half := rec.NumRows() / 2
 		for _, r := range [][2]int64{{0, half}, {half, rec.NumRows()}} {
 			part := rec.NewSlice(r[0], r[1])
-			err := w.Write(part)
+			err := w.write(part)
 			part.Release()
 			if err != nil {
 				return err
@@ -119,7 +133,8 @@ func dataBound(d arrow.ArrayData) int64 {
 	return n
 }
 
-// Close publishes the schema if nothing was written, then ends the stream.
+// Close publishes the schema if nothing was written, then ends the stream
+// and detaches the producer. Writer implements io.Closer.
 func (w *Writer) Close() error {
 	err := w.ipc.Close()
 	if !w.sw.closed {
@@ -158,6 +173,7 @@ func alignedLayout(meta []byte, info msgInfo, out []int64) (offsets []int64, bod
 // slotWriter is the ipc.PayloadWriter that puts each message in a slot.
 type slotWriter struct {
 	p       *ring.Producer
+	ctx     context.Context // of the WriteContext in progress, or nil
 	bytes   uint64
 	batches uint64
 	closed  bool
@@ -201,7 +217,11 @@ func (s *slotWriter) WritePayload(pl ipc.Payload) error {
 	if bodyLen != 0 && info.bodyPos < 0 {
 		return fmt.Errorf("arrowshm: message without bodyLength has a %d-byte body", bodyLen)
 	}
-	slot, err := s.p.Reserve(int(total))
+	ctx := s.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	slot, err := s.p.ReserveContext(ctx, int(total))
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package ring
 import (
 	"context"
 	"errors"
+	"io"
 	"testing"
 	"time"
 )
@@ -96,3 +97,10 @@ func TestReserveContextReturnsPromptlyOnCancel(t *testing.T) {
 		t.Fatalf("deadline: %v", err)
 	}
 }
+
+// Every type that holds resources is an io.Closer.
+var (
+	_ io.Closer = (*Ring)(nil)
+	_ io.Closer = (*Producer)(nil)
+	_ io.Closer = (*Consumer)(nil)
+)

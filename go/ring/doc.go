@@ -28,9 +28,27 @@
 // ProducerOptions.ReclaimAfter detaches dead consumers, so a killed
 // broadcast consumer stops gating the others.
 //
+// Blocking calls have context variants (Consumer.RecvContext,
+// Producer.ReserveContext, Producer.SendContext) that return ctx.Err()
+// promptly when the context is done: cancellation wakes the futex wait,
+// which is in any case bounded to 50-100 ms slices. Ring, Producer and
+// Consumer implement io.Closer.
+//
+// Ring.Stat and StatNamed take a snapshot of a ring for inspection (the
+// `alloy-go stat`, `watch` and `ls` commands); StatNamed maps the region
+// read-only, so looking never changes a ring.
+//
 // The Rust crate alloy-shm implements the same layout; the two interoperate
 // on one region. All cross-process fields are accessed with sync/atomic,
 // whose sequentially consistent operations are at least as strong as the
-// orderings LAYOUT.md names. Errors wrap the sentinels of this package; test
-// for them with errors.Is.
+// orderings LAYOUT.md names.
+//
+// Errors wrap the sentinels of this package, so test for them with
+// errors.Is: ErrBadMagic, ErrVersionMismatch, ErrTruncated,
+// ErrInvalidLayout, ErrNotInitialized and ErrNotSealed when opening a
+// region; ErrProducerExists, ErrTableFull and ErrClosed when attaching;
+// ErrFull, ErrTimeout and ErrMessageTooLarge from Reserve; ErrEmpty,
+// ErrTimeout, ErrProducerGone and ErrCorrupt from the receive calls;
+// ErrSchemaTooLarge from SetSchema. End-of-stream is io.EOF (unwrapped),
+// cancellation context.Canceled or context.DeadlineExceeded.
 package ring

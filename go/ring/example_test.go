@@ -1,10 +1,12 @@
 package ring_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"time"
 
 	"github.com/ignalina/alloy/go/ring"
 )
@@ -60,4 +62,50 @@ func Example() {
 	// 0: hello
 	// 1: shared
 	// 2: memory
+}
+
+// Stat shows who is attached and how far behind each consumer is, as
+// `alloy-go stat` prints it.
+func ExampleRing_Stat() {
+	r, err := ring.CreateAnonymous("stat-example", ring.Config{
+		SlotCount: 8, SlotSize: 64, MaxSubscribers: 2, MaxMembers: 2,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	c, _ := r.Subscribe(ring.ConsumerOptions{})
+	defer c.Close()
+	p, _ := r.NewProducer(ring.ProducerOptions{})
+	defer p.Close()
+	for range 3 {
+		p.Send([]byte("msg"), 0)
+	}
+	l, _ := c.Recv() // received, not yet released
+	s := r.Stat()
+	fmt.Printf("published %d, %d/%d slots in use\n", s.Published, s.SlotsInUse, s.SlotCount)
+	cs := s.Consumers[0]
+	fmt.Printf("%s consumer: cursor %d, lag %d, leases held %d\n", cs.Kind, cs.Cursor, cs.Lag, cs.LeasesHeld)
+	l.Release()
+	// Output:
+	// published 3, 3/8 slots in use
+	// broadcast consumer: cursor 1, lag 2, leases held 1
+}
+
+// A blocked Recv returns as soon as its context is done.
+func ExampleConsumer_RecvContext() {
+	r, err := ring.CreateAnonymous("ctx-example", ring.Config{
+		SlotCount: 4, SlotSize: 64, MaxSubscribers: 1, MaxMembers: 1,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	c, _ := r.Subscribe(ring.ConsumerOptions{})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	_, err = c.RecvContext(ctx) // nothing is ever published
+	fmt.Println(errors.Is(err, context.DeadlineExceeded))
+	// Output: true
 }
