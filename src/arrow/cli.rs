@@ -2,12 +2,14 @@
 //! library so tests and the CLI share it.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
+use std::io::{BufReader, BufWriter, IsTerminal, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::time::Duration;
 
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_ipc::reader::{FileReader, StreamReader};
 use arrow_ipc::writer::StreamWriter;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{ArrowShmError, IpcReader, IpcWriter};
 use crate::ring::{Ring, RingError};
@@ -30,6 +32,44 @@ impl std::fmt::Display for Summary {
             "{{\"batches\":{},\"rows\":{},\"bytes\":{}}}",
             self.batches, self.rows, self.bytes
         )
+    }
+}
+
+/// A live progress line on stderr for a long `send` or `recv`: batches,
+/// rows, bytes and throughput. It is drawn only when stderr is a terminal,
+/// so scripts and tests see exactly the output they always did.
+struct Progress(ProgressBar);
+
+impl Progress {
+    fn new(verb: &'static str) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress(ProgressBar::hidden());
+        }
+        let pb = ProgressBar::new_spinner()
+            .with_prefix(verb)
+            .with_message("0 batches, 0 rows");
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} {prefix} {msg}, {binary_bytes} ({binary_bytes_per_sec}) [{elapsed}]",
+        ) {
+            pb.set_style(style);
+        }
+        pb.enable_steady_tick(Duration::from_millis(100));
+        Progress(pb)
+    }
+
+    fn update(&self, s: &Summary, bytes: u64) {
+        if !self.0.is_hidden() {
+            self.0.set_position(bytes);
+            self.0
+                .set_message(format!("{} batches, {} rows", s.batches, s.rows));
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // The summary line follows on stdout; leave no half-drawn line.
+        self.0.finish_and_clear();
     }
 }
 
@@ -79,12 +119,15 @@ pub fn send(ring: &str, input: &Path, mode: &str) -> Result<Summary, String> {
     let mut w = IpcWriter::new(r.producer().map_err(|e| e.to_string())?, reader.schema())
         .map_err(|e| e.to_string())?;
     let mut s = Summary::default();
+    let progress = Progress::new("sending");
     for batch in reader {
         let batch = batch.map_err(|e| format!("{}: {e}", input.display()))?;
         write_split(&mut w, &batch).map_err(|e| e.to_string())?;
         s.batches += 1;
         s.rows += batch.num_rows() as u64;
+        progress.update(&s, w.bytes_sent());
     }
+    drop(progress);
     s.bytes = w.bytes_sent();
     w.close().map_err(|e| e.to_string())?;
     Ok(s)
@@ -100,6 +143,7 @@ pub fn recv(ring: &str, out: &Path, ready: impl FnOnce()) -> Result<Summary, Str
     let file = File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut sink: Option<StreamWriter<BufWriter<File>>> = None;
     let mut s = Summary::default();
+    let progress = Progress::new("receiving");
     let open = |schema: &arrow_schema::Schema, file: &File| {
         let f = file.try_clone().map_err(|e| e.to_string())?;
         StreamWriter::try_new(BufWriter::new(f), schema).map_err(|e| e.to_string())
@@ -113,7 +157,9 @@ pub fn recv(ring: &str, out: &Path, ready: impl FnOnce()) -> Result<Summary, Str
             .map_err(|e| format!("{}: {e}", out.display()))?;
         s.batches += 1;
         s.rows += batch.num_rows() as u64;
+        progress.update(&s, reader.bytes_received());
     }
+    drop(progress);
     let mut w = match sink {
         Some(w) => w,
         None => {
@@ -124,4 +170,26 @@ pub fn recv(ring: &str, out: &Path, ready: impl FnOnce()) -> Result<Summary, Str
     w.finish().map_err(|e| format!("{}: {e}", out.display()))?;
     s.bytes = reader.bytes_received();
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The progress line is drawn only on a terminal: under `cargo test`
+    /// (stderr a pipe or file) it is hidden, so nothing is added to the
+    /// tools' output.
+    #[test]
+    fn progress_only_on_a_terminal() {
+        let p = Progress::new("sending");
+        assert_eq!(p.0.is_hidden(), !std::io::stderr().is_terminal());
+        p.update(
+            &Summary {
+                batches: 1,
+                rows: 2,
+                bytes: 3,
+            },
+            3,
+        );
+    }
 }
