@@ -109,13 +109,17 @@ func send(args []string) error {
 	defer r.Close()
 	var w *arrowshm.Writer
 	var s summary
+	bar := newProgress("sending")
 	schema, err := eachRecord(path, func(schema *arrow.Schema, rec arrow.RecordBatch) error {
 		if w == nil {
 			w = arrowshm.NewWriter(p, schema)
 		}
 		s.Rows += uint64(rec.NumRows())
-		return w.Write(rec)
+		err := w.Write(rec)
+		bar.update(w.Batches(), s.Rows, w.BytesSent())
+		return err
 	})
+	bar.done()
 	if err == nil && w == nil { // no records: still publish the schema
 		w = arrowshm.NewWriter(p, schema)
 	}
@@ -167,6 +171,8 @@ func recv(args []string) error {
 	bw := bufio.NewWriter(f)
 	var iw *ipc.Writer
 	var s summary
+	bar := newProgress("receiving")
+	defer bar.done()
 	for rd.Next() {
 		rec := rd.RecordBatch()
 		if iw == nil {
@@ -177,7 +183,9 @@ func recv(args []string) error {
 		}
 		s.Batches++
 		s.Rows += uint64(rec.NumRows())
+		bar.update(s.Batches, s.Rows, rd.BytesReceived())
 	}
+	bar.done()
 	if err := rd.Err(); err != nil {
 		return err
 	}

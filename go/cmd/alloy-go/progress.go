@@ -1,0 +1,58 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+)
+
+// progress is a live line on stderr for a long send or recv: batches, rows,
+// bytes and throughput. It is drawn only when stderr is a terminal, so
+// scripts and tests see exactly the output they always did.
+type progress struct {
+	bar  *progressbar.ProgressBar // nil when not drawing
+	verb string
+}
+
+func newProgress(verb string) *progress {
+	return newProgressTo(verb, os.Stderr, term.IsTerminal(int(os.Stderr.Fd())))
+}
+
+func newProgressTo(verb string, w io.Writer, tty bool) *progress {
+	p := &progress{verb: verb}
+	if tty {
+		p.bar = progressbar.NewOptions64(-1, // unknown total: a spinner
+			progressbar.OptionSetWriter(w),
+			progressbar.OptionSetDescription(verb+" 0 batches, 0 rows"),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionSpinnerType(14),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionSetElapsedTime(true),
+			progressbar.OptionClearOnFinish(),
+		)
+	}
+	return p
+}
+
+func (p *progress) update(batches, rows, bytes uint64) {
+	if p.bar == nil {
+		return
+	}
+	p.bar.Describe(fmt.Sprintf("%s %d batches, %d rows, %s", p.verb, batches, rows, mib(bytes)))
+	p.bar.Set64(int64(bytes))
+}
+
+// mib formats a byte count in MiB.
+func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// done clears the line before the summary is printed.
+func (p *progress) done() {
+	if p.bar != nil {
+		p.bar.Finish()
+		p.bar = nil
+	}
+}
