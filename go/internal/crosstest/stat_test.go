@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -201,5 +202,42 @@ func TestStatJSONAgreesAcrossLanguages(t *testing.T) {
 	}
 	if got := rust.result(t); got["received"] != 6 {
 		t.Errorf("rust consumer: %v", got)
+	}
+}
+
+// watch (both tools) redraws with ANSI clear-screen and exits with a clear
+// message once the ring's file is removed.
+func TestWatchExitsWhenTheRingIsRemoved(t *testing.T) {
+	needRust(t)
+	for _, bin := range []string{rustBin, goBin} {
+		name := newRing(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "watch", name, "--interval", "20")
+		var out strings.Builder
+		cmd.Stdout = &out
+		cmd.Stderr = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond) // a few refreshes
+		if err := ring.Remove(name); err != nil {
+			t.Fatal(err)
+		}
+		removed := time.Now()
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("%s watch: %v\n%s", bin, err, out.String())
+		}
+		took := time.Since(removed)
+		s := out.String()
+		if !strings.Contains(s, "\x1b[H\x1b[2J") || !strings.Contains(s, "slots in use") {
+			t.Errorf("%s watch drew no frame: %q", bin, s)
+		}
+		if !strings.Contains(s, "was removed") {
+			t.Errorf("%s watch: no removal message in %q", bin, s)
+		}
+		if took > 2*time.Second {
+			t.Errorf("%s watch took %v to notice the removal", bin, took)
+		}
 	}
 }
