@@ -19,6 +19,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+/// Async endpoints on tokio (cargo feature `tokio`).
+#[cfg(all(feature = "tokio", not(loom)))]
+pub mod aio;
 /// Arrow over the ring: IPC mode (LAYOUT.md §8).
 #[cfg(not(loom))]
 pub mod arrow;

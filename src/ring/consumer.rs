@@ -247,7 +247,7 @@ impl Consumer {
     }
 
     /// LAYOUT.md §11.2: called while the ring is empty for us.
-    fn check_producer(&self) -> Result<(), RingError> {
+    pub(crate) fn check_producer(&self) -> Result<(), RingError> {
         let sh = &*self.member.shared;
         let pid = sh.hdr32(off::PRODUCER_PID).load(Ordering::SeqCst);
         if pid == 0 || sh.closed().load(Ordering::SeqCst) == 1 {

@@ -16,6 +16,7 @@
 //! # Ok::<(), alloy_shm::ring::RingError>(())
 //! ```
 
+mod builder;
 mod consumer;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -38,6 +39,7 @@ use crate::region::Stamp;
 use crate::region::{Region, RegionError};
 pub use crate::signal::WaitStrategy;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
+pub use builder::{ConsumerBuilder, ProducerBuilder, RingBuilder};
 pub use consumer::{Consumer, Lease};
 pub use producer::{Backpressure, Producer, Reservation};
 pub use stat::{ConsumerStat, MemberStat, RingListing, RingStat, RingView};
@@ -120,6 +122,16 @@ pub enum RingError {
     /// The producer already closed the stream.
     #[error("the stream is closed")]
     Closed,
+    /// An existing ring's geometry differs from what the builder asked for.
+    #[error("the ring's {field} is {actual}, not the requested {requested}")]
+    ConfigMismatch {
+        /// The [`RingConfig`] field that differs.
+        field: &'static str,
+        /// Value asked for.
+        requested: u32,
+        /// Value of the existing ring.
+        actual: u32,
+    },
     /// Invalid argument (e.g. queue group 0).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

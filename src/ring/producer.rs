@@ -258,6 +258,45 @@ impl Producer {
         }
     }
 
+    /// Number of slots of the ring.
+    pub(crate) fn max_slots(&self) -> u32 {
+        self.shared.layout.config.slot_count
+    }
+
+    /// The back-pressure policy in force.
+    pub fn backpressure(&self) -> Backpressure {
+        self.backpressure
+    }
+
+    /// Changes the back-pressure policy.
+    pub fn set_backpressure(&mut self, b: Backpressure) {
+        self.backpressure = b;
+    }
+
+    /// Whether a slot is free now, without waiting: `Ok(false)` on a full
+    /// ring (after reclaiming dead consumers if the ring has been full for
+    /// the reclaim delay, as a `Fail` producer does).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn poll_space(&mut self) -> Result<bool, RingError> {
+        let saved = std::mem::replace(&mut self.backpressure, Backpressure::Fail);
+        let r = self.wait_for_space();
+        self.backpressure = saved;
+        match r {
+            Ok(_) => Ok(true),
+            Err(RingError::Full { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A handle that parks on the space futex from another thread.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn space_waiter(&self) -> SpaceWaiter {
+        SpaceWaiter {
+            shared: self.shared.clone(),
+            next: self.cursor.next,
+        }
+    }
+
     /// LAYOUT.md §6.2: register, re-check, park.
     fn park_for_space(&mut self, remaining: Duration) {
         let sh = &self.shared;
@@ -367,6 +406,32 @@ impl Drop for Producer {
         if !self.closed {
             self.detach();
         }
+    }
+}
+
+/// Waits, on a thread of its own, until the slot for sequence `next` is free
+/// (the async producer's helper: LAYOUT.md §6.2 from another thread).
+#[cfg(feature = "tokio")]
+pub(crate) struct SpaceWaiter {
+    shared: Arc<Shared>,
+    next: u64,
+}
+
+#[cfg(feature = "tokio")]
+impl SpaceWaiter {
+    /// Parks until space may be available or `slice` passes.
+    pub(crate) fn wait(&self, slice: Duration) {
+        let sh = &*self.shared;
+        let waiters = sh.hdr32(off::SPACE_WAITERS);
+        let futex = sh.hdr32(off::SPACE_FUTEX);
+        // SeqCst: as in `park_for_space`, pairs with the releasers' SeqCst
+        // load of `space_waiters` after they advance `release`.
+        waiters.fetch_add(1, Ordering::SeqCst);
+        let seen = futex.load(Ordering::SeqCst);
+        if self.next >= ProducerCursor::scan(sh) && sh.hdr32(off::CLOSED).load(Ordering::SeqCst) == 0 {
+            futex_wait(futex, seen, slice);
+        }
+        waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -60,7 +60,7 @@ impl ProducerCursor {
     }
 
     /// The gate: min `release` of all live subscribers, plus `N`.
-    fn scan<W: Words>(w: &W) -> u64 {
+    pub fn scan<W: Words>(w: &W) -> u64 {
         let mut min = u64::MAX;
         for k in 0..w.subscribers() {
             // SeqCst: part of the join handshake (LAYOUT.md §5.3) — a joiner's

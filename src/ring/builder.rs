@@ -1,0 +1,422 @@
+//! Builders for rings and their endpoints, in the style of iceoryx2's
+//! `Service::new(..)…create()`: name the ring, set what differs from the
+//! defaults, then `create`, `open` or `open_or_create`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use alloy_shm::ring::{Backpressure, Ring, WaitStrategy};
+//!
+//! # let name = format!("doc-builder-{}", std::process::id());
+//! let ring = Ring::builder(&name).slot_count(8).slot_size(4096).open_or_create()?;
+//! let mut tx = ring
+//!     .producer_builder()
+//!     .backpressure(Backpressure::Block { timeout: Some(Duration::from_secs(1)) })
+//!     .create()?;
+//! let mut workers = ring.consumer_builder().queue(1).wait(WaitStrategy::Spin).create()?;
+//! tx.send(b"job", 0)?;
+//! assert_eq!(&*workers.recv()?.unwrap(), b"job");
+//! Ring::unlink(&name)?;
+//! # Ok::<(), alloy_shm::ring::RingError>(())
+//! ```
+
+use std::time::Duration;
+
+use super::{Backpressure, Consumer, Producer, Ring, RingError};
+use crate::layout::{kind, RingConfig};
+use crate::region::RegionError;
+use crate::signal::WaitStrategy;
+
+/// Configures and creates or opens a ring; from [`Ring::builder`] (named,
+/// under `/dev/shm`) or [`Ring::anonymous_builder`] (a sealed memfd).
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until create/open is called"]
+pub struct RingBuilder {
+    name: Option<String>,
+    config: RingConfig,
+    /// Geometry fields the caller set explicitly (checked on open).
+    set: u8,
+}
+
+const SET_SLOTS: u8 = 1;
+const SET_SLOT_SIZE: u8 = 2;
+const SET_SUBSCRIBERS: u8 = 4;
+const SET_MEMBERS: u8 = 8;
+const SET_SCHEMA: u8 = 16;
+
+impl Ring {
+    /// A builder for the named ring `/dev/shm/<name>`, starting from
+    /// [`RingConfig::default`].
+    pub fn builder(name: &str) -> RingBuilder {
+        RingBuilder {
+            name: Some(name.to_string()),
+            config: RingConfig::default(),
+            set: 0,
+        }
+    }
+
+    /// A builder for an anonymous ring in a sealed memfd (share it through
+    /// [`Ring::region`]`().fd()`).
+    pub fn anonymous_builder() -> RingBuilder {
+        RingBuilder {
+            name: None,
+            config: RingConfig::default(),
+            set: 0,
+        }
+    }
+
+    /// A builder for this ring's producer.
+    pub fn producer_builder(&self) -> ProducerBuilder {
+        ProducerBuilder {
+            ring: self.clone(),
+            backpressure: Backpressure::default(),
+            wait: WaitStrategy::default(),
+            reclaim_after: None,
+        }
+    }
+
+    /// A builder for a consumer of this ring (broadcast unless
+    /// [`ConsumerBuilder::queue`] is called).
+    pub fn consumer_builder(&self) -> ConsumerBuilder {
+        ConsumerBuilder {
+            ring: self.clone(),
+            group: None,
+            wait: WaitStrategy::default(),
+        }
+    }
+}
+
+impl RingBuilder {
+    /// Number of slots: a power of two between 2 and 2^20 (default 64).
+    pub fn slot_count(mut self, n: u32) -> Self {
+        self.config.slot_count = n;
+        self.set |= SET_SLOTS;
+        self
+    }
+
+    /// Payload bytes per slot, a multiple of 64: the largest message
+    /// (default 1 MiB).
+    pub fn slot_size(mut self, bytes: u32) -> Self {
+        self.config.slot_size = bytes;
+        self.set |= SET_SLOT_SIZE;
+        self
+    }
+
+    /// Subscriber entries: broadcast consumers plus work-queue groups
+    /// (default 16).
+    pub fn max_subscribers(mut self, n: u32) -> Self {
+        self.config.max_subscribers = n;
+        self.set |= SET_SUBSCRIBERS;
+        self
+    }
+
+    /// Member entries: attached consumer handles (default 32).
+    pub fn max_members(mut self, n: u32) -> Self {
+        self.config.max_members = n;
+        self.set |= SET_MEMBERS;
+        self
+    }
+
+    /// Bytes reserved for the stream's schema, a multiple of 64 (default
+    /// 64 KiB).
+    pub fn schema_capacity(mut self, bytes: u32) -> Self {
+        self.config.schema_capacity = bytes;
+        self.set |= SET_SCHEMA;
+        self
+    }
+
+    /// Replaces the whole configuration (every field counts as set).
+    pub fn config(mut self, config: RingConfig) -> Self {
+        self.config = config;
+        self.set = SET_SLOTS | SET_SLOT_SIZE | SET_SUBSCRIBERS | SET_MEMBERS | SET_SCHEMA;
+        self
+    }
+
+    /// Creates the ring; a named ring that already exists is an error
+    /// ([`RegionError::AlreadyExists`]).
+    pub fn create(self) -> Result<Ring, RingError> {
+        let ring = match &self.name {
+            Some(name) => Ring::create(name, &self.config)?,
+            None => Ring::create_anonymous(&self.config)?,
+        };
+        tracing::info!(
+            name = self.name.as_deref().unwrap_or("(memfd)"),
+            slots = self.config.slot_count,
+            slot_size = self.config.slot_size,
+            "ring created"
+        );
+        Ok(ring)
+    }
+
+    /// Opens the existing named ring. Geometry set on the builder must match
+    /// the ring's, else [`RingError::ConfigMismatch`]; fields left unset are
+    /// taken from the ring.
+    pub fn open(self) -> Result<Ring, RingError> {
+        let Some(name) = &self.name else {
+            return Err(RingError::InvalidArgument(
+                "an anonymous ring cannot be opened by name; pass its fd to Ring::from_fd".into(),
+            ));
+        };
+        let ring = Ring::open(name)?;
+        self.check(&ring)?;
+        tracing::debug!(name = name.as_str(), "ring opened");
+        Ok(ring)
+    }
+
+    /// Opens the named ring if it exists (checked like [`RingBuilder::open`]),
+    /// else creates it. Safe against a concurrent creator: whoever loses the
+    /// creation race opens the winner's ring.
+    pub fn open_or_create(self) -> Result<Ring, RingError> {
+        if self.name.is_none() {
+            return self.create();
+        }
+        match self.clone().create() {
+            Err(RingError::Region(RegionError::AlreadyExists(_))) => self.open(),
+            other => other,
+        }
+    }
+
+    fn check(&self, ring: &Ring) -> Result<(), RingError> {
+        let have = ring.config();
+        let want = self.config;
+        let fields = [
+            (SET_SLOTS, "slot_count", want.slot_count, have.slot_count),
+            (SET_SLOT_SIZE, "slot_size", want.slot_size, have.slot_size),
+            (
+                SET_SUBSCRIBERS,
+                "max_subscribers",
+                want.max_subscribers,
+                have.max_subscribers,
+            ),
+            (
+                SET_MEMBERS,
+                "max_members",
+                want.max_members,
+                have.max_members,
+            ),
+            (
+                SET_SCHEMA,
+                "schema_capacity",
+                want.schema_capacity,
+                have.schema_capacity,
+            ),
+        ];
+        for (bit, field, want, have) in fields {
+            if self.set & bit != 0 && want != have {
+                return Err(RingError::ConfigMismatch {
+                    field,
+                    requested: want,
+                    actual: have,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Configures and attaches a ring's single producer; from
+/// [`Ring::producer_builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until create is called"]
+pub struct ProducerBuilder {
+    ring: Ring,
+    backpressure: Backpressure,
+    wait: WaitStrategy,
+    reclaim_after: Option<Duration>,
+}
+
+impl ProducerBuilder {
+    /// What to do when the slowest consumer is a whole ring behind (default:
+    /// block without timeout).
+    pub fn backpressure(mut self, b: Backpressure) -> Self {
+        self.backpressure = b;
+        self
+    }
+
+    /// How a blocked producer waits for space: spin, or spin then park
+    /// (default).
+    pub fn wait(mut self, w: WaitStrategy) -> Self {
+        self.wait = w;
+        self
+    }
+
+    /// After how long on a full ring dead consumers are looked for and
+    /// detached (default 1 s; see [`Producer::set_reclaim_after`]).
+    pub fn reclaim_after(mut self, d: Duration) -> Self {
+        self.reclaim_after = Some(d);
+        self
+    }
+
+    /// Attaches the producer ([`RingError::ProducerExists`] if a live one is
+    /// attached).
+    pub fn create(self) -> Result<Producer, RingError> {
+        let mut p = self.ring.producer_with(self.backpressure, self.wait)?;
+        if let Some(d) = self.reclaim_after {
+            p.set_reclaim_after(d);
+        }
+        Ok(p)
+    }
+}
+
+/// Configures and attaches a consumer; from [`Ring::consumer_builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until create is called"]
+pub struct ConsumerBuilder {
+    ring: Ring,
+    group: Option<u32>,
+    wait: WaitStrategy,
+}
+
+impl ConsumerBuilder {
+    /// A broadcast consumer: sees every message published after it joins
+    /// (the default).
+    pub fn broadcast(mut self) -> Self {
+        self.group = None;
+        self
+    }
+
+    /// A member of work-queue group `group` (≥ 1): each message goes to
+    /// exactly one member of the group.
+    pub fn queue(mut self, group: u32) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    /// How `recv` waits: spin, or spin then park on the futex (default).
+    pub fn wait(mut self, w: WaitStrategy) -> Self {
+        self.wait = w;
+        self
+    }
+
+    /// The ring this builder attaches to.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Joins the ring.
+    pub fn create(self) -> Result<Consumer, RingError> {
+        let mut c = match self.group {
+            None => Consumer::join(self.ring.shared.clone(), kind::BROADCAST, 0, self.wait)?,
+            Some(g) => self.ring.join_queue(g)?,
+        };
+        c.set_wait_strategy(self.wait);
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unique(tag: &str) -> String {
+        format!("alloy-builder-{tag}-{}", std::process::id())
+    }
+
+    #[test]
+    fn open_checks_only_the_fields_that_were_set() {
+        let name = unique("check");
+        let _ = Ring::unlink(&name);
+        let ring = Ring::builder(&name)
+            .slot_count(4)
+            .slot_size(128)
+            .create()
+            .unwrap();
+        assert_eq!(ring.config().slot_count, 4);
+        // Unset fields are taken from the ring.
+        let same = Ring::builder(&name).open().unwrap();
+        assert_eq!(same.config(), ring.config());
+        let err = Ring::builder(&name).slot_size(256).open().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RingError::ConfigMismatch {
+                    field: "slot_size",
+                    requested: 256,
+                    actual: 128
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            Ring::builder(&name).slot_count(4).create(),
+            Err(RingError::Region(RegionError::AlreadyExists(_)))
+        ));
+        let again = Ring::builder(&name).slot_count(4).open_or_create().unwrap();
+        assert_eq!(again.config(), ring.config());
+        Ring::unlink(&name).unwrap();
+    }
+
+    #[test]
+    fn open_or_create_creates_and_bad_geometry_is_refused() {
+        let name = unique("new");
+        let _ = Ring::unlink(&name);
+        let ring = Ring::builder(&name)
+            .slot_count(2)
+            .slot_size(64)
+            .max_subscribers(2)
+            .max_members(3)
+            .schema_capacity(0)
+            .open_or_create()
+            .unwrap();
+        let c = ring.config();
+        assert_eq!(
+            (
+                c.slot_count,
+                c.slot_size,
+                c.max_subscribers,
+                c.max_members,
+                c.schema_capacity
+            ),
+            (2, 64, 2, 3, 0)
+        );
+        Ring::unlink(&name).unwrap();
+        assert!(Ring::builder(&name).slot_count(3).create().is_err());
+        assert!(Ring::builder(&name).slot_size(100).create().is_err());
+        assert!(Ring::builder("bad/name").create().is_err());
+        assert!(matches!(
+            Ring::anonymous_builder().open(),
+            Err(RingError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn endpoint_builders_apply_their_options() {
+        let ring = Ring::anonymous_builder()
+            .slot_count(2)
+            .slot_size(64)
+            .create()
+            .unwrap();
+        let mut q1 = ring.consumer_builder().queue(7).create().unwrap();
+        let mut q2 = ring
+            .consumer_builder()
+            .queue(7)
+            .wait(WaitStrategy::Spin)
+            .create()
+            .unwrap();
+        assert_eq!(q1.subscriber_index(), q2.subscriber_index());
+        let mut b = ring.consumer_builder().broadcast().create().unwrap();
+        assert_ne!(b.subscriber_index(), q1.subscriber_index());
+        assert!(ring.consumer_builder().queue(0).create().is_err());
+        let mut tx = ring
+            .producer_builder()
+            .backpressure(Backpressure::Fail)
+            .reclaim_after(Duration::from_millis(10))
+            .create()
+            .unwrap();
+        assert!(matches!(
+            ring.producer_builder().create(),
+            Err(RingError::ProducerExists { .. })
+        ));
+        tx.send(b"a", 0).unwrap();
+        tx.send(b"b", 0).unwrap();
+        // Two slots, nobody released: Fail back-pressure refuses at once.
+        assert!(matches!(tx.send(b"c", 0), Err(RingError::Full { .. })));
+        let a = b.recv().unwrap().unwrap();
+        let got: Vec<u8> = [q1.try_recv(), q2.try_recv()]
+            .into_iter()
+            .filter_map(|r| r.ok().flatten().map(|l| l[0]))
+            .collect();
+        assert_eq!(&*a, b"a");
+        // Each message to exactly one member of the group.
+        assert_eq!(got, b"ab");
+    }
+}
