@@ -36,6 +36,9 @@ pub mod layout;
 pub mod oneshot;
 #[cfg(not(loom))]
 pub mod region;
+/// Request/reply channel over a pair of rings (LAYOUT.md §12).
+#[cfg(not(loom))]
+pub mod reqrep;
 #[cfg(not(loom))]
 pub mod ring;
 #[cfg(not(loom))]

@@ -35,13 +35,13 @@
 
 #[doc(hidden)]
 pub mod cli;
-mod frame;
-mod reader;
+pub(crate) mod frame;
+pub(crate) mod reader;
 #[doc(hidden)]
 pub mod testdata;
 #[cfg(test)]
 mod tests;
-mod writer;
+pub(crate) mod writer;
 
 use arrow_array::{Array, RecordBatch};
 use arrow_data::ArrayData;

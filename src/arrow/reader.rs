@@ -29,7 +29,7 @@ struct SlotOwner {
 impl RefUnwindSafe for SlotOwner {}
 
 /// Turns one lease into an arrow [`Buffer`] without copying.
-fn lease_buffer(lease: Lease) -> Buffer {
+pub(crate) fn lease_buffer(lease: Lease) -> Buffer {
     let len = lease.len();
     let ptr = NonNull::new(lease.as_ptr() as *mut u8).expect("slice pointers are non-null");
     // SAFETY: `ptr..ptr+len` is the lease's payload inside the mapping. The
@@ -202,20 +202,16 @@ impl IpcReader {
                 }
                 _ => {
                     let schema = self.schema.clone().ok_or(ArrowShmError::NoSchema)?;
-                    let batch = frame
-                        .message
-                        .header_as_record_batch()
-                        .expect("checked by frame::parse");
-                    let version = frame.message.version();
-                    let body = whole.slice_with_length(frame.body.start, frame.body.len());
-                    RecordBatchDecoder::try_new(&body, batch, schema, &self.dictionaries, &version)
-                        .and_then(|d| {
-                            d.with_require_alignment(true)
-                                .with_skip_validation(self.skip_validation.clone())
-                                .read_record_batch()
-                        })
-                        .map(Some)
-                        .map_err(decode)
+                    read_batch_at(
+                        &whole,
+                        0,
+                        &frame,
+                        schema,
+                        &self.dictionaries,
+                        self.skip_validation.clone(),
+                    )
+                    .map(Some)
+                    .map_err(decode)
                 }
             }
         }));
@@ -292,6 +288,32 @@ impl IpcReader {
             SchemaIssue::Changed => bad("differs from the schema in use".into()),
         })
     }
+}
+
+/// Decodes the record batch message `frame`, parsed from `whole[at..]`, in
+/// place: the batch's buffers are slices of `whole` (which owns the slot),
+/// 64-byte alignment is required, never fixed by copying. Used by
+/// [`IpcReader`] (`at` = 0) and by the request/reply channel, whose IPC
+/// messages follow an envelope (LAYOUT.md §12.2).
+pub(crate) fn read_batch_at(
+    whole: &Buffer,
+    at: usize,
+    frame: &Frame<'_>,
+    schema: SchemaRef,
+    dictionaries: &HashMap<i64, ArrayRef>,
+    skip_validation: UnsafeFlag,
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let batch = frame
+        .message
+        .header_as_record_batch()
+        .ok_or_else(|| arrow_schema::ArrowError::IpcError("not a record batch message".into()))?;
+    let version = frame.message.version();
+    let body = whole.slice_with_length(at + frame.body.start, frame.body.len());
+    RecordBatchDecoder::try_new(&body, batch, schema, dictionaries, &version).and_then(|d| {
+        d.with_require_alignment(true)
+            .with_skip_validation(skip_validation)
+            .read_record_batch()
+    })
 }
 
 enum SchemaIssue {

@@ -137,6 +137,6 @@ impl IpcWriter {
 }
 
 /// Length of the framed message: prefix and metadata padded to 64, body.
-fn message_len(e: &EncodedData) -> usize {
+pub(crate) fn message_len(e: &EncodedData) -> usize {
     padded_header_len(e.ipc_message.len()) + e.arrow_data.len()
 }

@@ -1,0 +1,291 @@
+//! Encoding a record batch into a channel slot after its envelope, and
+//! decoding one in place (LAYOUT.md §12.2).
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_data::UnsafeFlag;
+use arrow_ipc::writer::{
+    write_message, DictionaryTracker, EncodedData, IpcDataGenerator, IpcWriteContext,
+    IpcWriteOptions,
+};
+use arrow_ipc::{MessageHeader, MetadataVersion};
+use arrow_schema::{DataType, SchemaRef};
+
+use super::envelope::{Envelope, Kind, ENVELOPE_LEN};
+use super::{ReqRepError, FLAG};
+use crate::arrow::frame::{self, ALIGN};
+use crate::arrow::reader::{lease_buffer, read_batch_at};
+use crate::arrow::writer::message_len;
+use crate::ring::{Lease, Producer, RingError};
+
+/// Whether `dt` is, or contains, a dictionary-encoded type.
+fn has_dictionary(dt: &DataType) -> bool {
+    match dt {
+        DataType::Dictionary(..) => true,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => has_dictionary(f.data_type()),
+        DataType::Struct(fields) => fields.iter().any(|f| has_dictionary(f.data_type())),
+        DataType::Union(fields, _) => fields.iter().any(|(_, f)| has_dictionary(f.data_type())),
+        DataType::RunEndEncoded(r, v) => {
+            has_dictionary(r.data_type()) || has_dictionary(v.data_type())
+        }
+        _ => false,
+    }
+}
+
+/// A batch encoded for one message: the framed schema message and the
+/// record batch message (still to be framed into the slot).
+pub(crate) struct Encoded {
+    schema: Arc<Vec<u8>>,
+    batch: EncodedData,
+}
+
+impl Encoded {
+    /// The envelope lengths `(schema_len, batch_len)`.
+    pub(crate) fn lens(&self) -> (usize, usize) {
+        (self.schema.len(), message_len(&self.batch))
+    }
+}
+
+/// Encodes batches with arrow-ipc (alignment 64), caching the framed schema
+/// message of the last schema seen.
+pub(crate) struct Encoder {
+    generator: IpcDataGenerator,
+    options: IpcWriteOptions,
+    last_schema: Option<(SchemaRef, Arc<Vec<u8>>)>,
+}
+
+impl Encoder {
+    pub(crate) fn new() -> Encoder {
+        Encoder {
+            generator: IpcDataGenerator::default(),
+            options: IpcWriteOptions::try_new(ALIGN, false, MetadataVersion::V5)
+                .expect("alignment 64 and V5 are valid options"),
+            last_schema: None,
+        }
+    }
+
+    /// Encodes `batch` (its schema message and its record batch message).
+    /// Dictionary-encoded columns are refused (LAYOUT.md §12.2).
+    pub(crate) fn encode(&mut self, batch: &RecordBatch) -> Result<Encoded, ReqRepError> {
+        let schema = batch.schema();
+        if let Some(f) = schema
+            .fields()
+            .iter()
+            .find(|f| has_dictionary(f.data_type()))
+        {
+            return Err(ReqRepError::Unsupported(format!(
+                "column {:?} is dictionary-encoded; request/reply messages carry no dictionaries (cast it to its value type)",
+                f.name()
+            )));
+        }
+        let schema_bytes = match &self.last_schema {
+            Some((s, bytes)) if Arc::ptr_eq(s, &schema) || **s == *schema => bytes.clone(),
+            _ => {
+                let mut tracker = DictionaryTracker::new(false);
+                let encoded = self.generator.schema_to_bytes_with_dictionary_tracker(
+                    &schema,
+                    &mut tracker,
+                    &self.options,
+                );
+                let mut bytes = Vec::with_capacity(message_len(&encoded));
+                write_message(&mut bytes, encoded, &self.options).map_err(ReqRepError::Encode)?;
+                debug_assert_eq!(bytes.len() % ALIGN, 0);
+                let bytes = Arc::new(bytes);
+                self.last_schema = Some((schema.clone(), bytes.clone()));
+                bytes
+            }
+        };
+        // No dictionaries (checked above), so the tracker stays empty.
+        let mut tracker = DictionaryTracker::new(false);
+        let mut context = IpcWriteContext::default();
+        let (_dicts, batch) = self
+            .generator
+            .encode(batch, &mut tracker, &self.options, &mut context)
+            .map_err(ReqRepError::Encode)?;
+        Ok(Encoded {
+            schema: schema_bytes,
+            batch,
+        })
+    }
+
+    /// Reserves a slot and publishes `env` (whose lengths are filled in
+    /// here) followed by `enc`. Fails with [`RingError::MessageTooLarge`]
+    /// before anything is written when it does not fit.
+    pub(crate) fn publish(
+        &self,
+        producer: &mut Producer,
+        mut env: Envelope,
+        enc: Encoded,
+    ) -> Result<u64, ReqRepError> {
+        let (schema_len, batch_len) = enc.lens();
+        let len = ENVELOPE_LEN + schema_len + batch_len;
+        let max = producer.max_message();
+        if len > max {
+            return Err(RingError::MessageTooLarge { len, max }.into());
+        }
+        env.schema_len = schema_len as u32;
+        env.batch_len = batch_len as u32;
+        env.text_len = 0;
+        let mut slot = producer.reserve(len)?;
+        env.write_to(&mut slot[..ENVELOPE_LEN]);
+        slot[ENVELOPE_LEN..ENVELOPE_LEN + schema_len].copy_from_slice(&enc.schema);
+        let at = ENVELOPE_LEN + schema_len;
+        write_message(&mut slot[at..len], enc.batch, &self.options).map_err(ReqRepError::Encode)?;
+        Ok(slot.publish(len, FLAG)?)
+    }
+}
+
+/// Publishes an `ERROR` message: `env` with `status` and `text` (cut at a
+/// character boundary to fit the slot).
+pub(crate) fn publish_error(
+    producer: &mut Producer,
+    mut env: Envelope,
+    status: u32,
+    text: &str,
+) -> Result<u64, ReqRepError> {
+    let room = producer.max_message().saturating_sub(ENVELOPE_LEN);
+    let mut end = text.len().min(room);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &text.as_bytes()[..end];
+    env.kind = Kind::Error;
+    env.status = status;
+    env.schema_len = 0;
+    env.batch_len = 0;
+    env.text_len = text.len() as u32;
+    let len = ENVELOPE_LEN + text.len();
+    let mut slot = producer.reserve(len)?;
+    env.write_to(&mut slot[..ENVELOPE_LEN]);
+    slot[ENVELOPE_LEN..len].copy_from_slice(text);
+    Ok(slot.publish(len, FLAG)?)
+}
+
+/// Reads and checks the envelope of a received channel message: its flags,
+/// the envelope itself, its lengths against the slot, and its kind against
+/// those expected on this ring.
+pub(crate) fn read_envelope(lease: &Lease, expect: &[Kind]) -> Result<Envelope, ReqRepError> {
+    if lease.flags() != FLAG {
+        return Err(ReqRepError::BadMessage(format!(
+            "message {} has slot flags {:#x}, not a request/reply message ({FLAG:#x})",
+            lease.seq(),
+            lease.flags()
+        )));
+    }
+    let env = Envelope::parse(lease)?;
+    env.check_len(lease.len())?;
+    if !expect.contains(&env.kind) {
+        return Err(ReqRepError::BadMessage(format!(
+            "a {:?} message on a ring that carries {expect:?}",
+            env.kind
+        )));
+    }
+    Ok(env)
+}
+
+/// The payload of a received message.
+pub(crate) enum Body {
+    /// A request or reply batch (in place: it holds the slot).
+    Batch(RecordBatch),
+    /// An error reply.
+    Error {
+        /// §12.4 status.
+        status: u32,
+        /// The error text.
+        text: String,
+    },
+}
+
+/// Decodes message payloads in place, caching the last schema. Array
+/// contents are always validated: the peer is another process.
+pub(crate) struct Decoder {
+    last_schema: Option<(Vec<u8>, SchemaRef)>,
+}
+
+impl Decoder {
+    pub(crate) fn new() -> Decoder {
+        Decoder { last_schema: None }
+    }
+
+    /// Decodes the payload of `lease`, whose envelope `env` was read by
+    /// [`read_envelope`]. A batch points into the slot, which it holds.
+    pub(crate) fn decode(&mut self, env: &Envelope, lease: Lease) -> Result<Body, ReqRepError> {
+        if env.kind == Kind::Error {
+            let text = &lease[ENVELOPE_LEN..ENVELOPE_LEN + env.text_len as usize];
+            return Ok(Body::Error {
+                status: env.status,
+                text: String::from_utf8_lossy(text).into_owned(),
+            });
+        }
+        let whole = lease_buffer(lease);
+        // A panic inside arrow-ipc on data the frame checks did not catch is
+        // reported as a bad message, like IpcReader does.
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.decode_batch(env, &whole)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown panic");
+                Err(ReqRepError::BadMessage(format!("decoder panicked: {what}")))
+            })
+    }
+
+    fn decode_batch(&mut self, env: &Envelope, whole: &Buffer) -> Result<Body, ReqRepError> {
+        let s_end = ENVELOPE_LEN + env.schema_len as usize;
+        let b_end = s_end + env.batch_len as usize;
+        let schema_bytes = &whole[ENVELOPE_LEN..s_end];
+        let schema = match &self.last_schema {
+            Some((bytes, schema)) if bytes.as_slice() == schema_bytes => schema.clone(),
+            _ => {
+                let f = frame::parse(schema_bytes)
+                    .map_err(|e| ReqRepError::BadMessage(format!("schema message: {e}")))?;
+                let fb = f
+                    .message
+                    .header_as_schema()
+                    .filter(|_| f.message.header_type() == MessageHeader::Schema)
+                    .ok_or_else(|| {
+                        ReqRepError::BadMessage(format!(
+                            "schema_len covers a {:?} message, not a schema",
+                            f.message.header_type()
+                        ))
+                    })?;
+                let schema = Arc::new(
+                    arrow_ipc::convert::try_fb_to_schema(fb).map_err(ReqRepError::Decode)?,
+                );
+                if let Some(field) = schema
+                    .fields()
+                    .iter()
+                    .find(|f| has_dictionary(f.data_type()))
+                {
+                    return Err(ReqRepError::BadMessage(format!(
+                        "column {:?} is dictionary-encoded; channel messages carry no dictionaries",
+                        field.name()
+                    )));
+                }
+                self.last_schema = Some((schema_bytes.to_vec(), schema.clone()));
+                schema
+            }
+        };
+        let f = frame::parse(&whole[s_end..b_end])
+            .map_err(|e| ReqRepError::BadMessage(format!("record batch message: {e}")))?;
+        if f.message.header_type() != MessageHeader::RecordBatch {
+            return Err(ReqRepError::BadMessage(format!(
+                "batch_len covers a {:?} message, not a record batch",
+                f.message.header_type()
+            )));
+        }
+        let batch = read_batch_at(whole, s_end, &f, schema, &HashMap::new(), UnsafeFlag::new())
+            .map_err(ReqRepError::Decode)?;
+        Ok(Body::Batch(batch))
+    }
+}
