@@ -33,6 +33,7 @@
 //! **C-Data-offsets mode** (flag 3) is reserved in the layout but not
 //! implemented; readers refuse it with [`ArrowShmError::NotImplemented`].
 
+mod batch_reader;
 #[doc(hidden)]
 pub mod cli;
 pub(crate) mod frame;
@@ -49,6 +50,7 @@ use arrow_schema::ArrowError;
 use thiserror::Error;
 
 use crate::ring::{Ring, RingError};
+pub use batch_reader::BatchReader;
 pub use reader::IpcReader;
 pub use writer::IpcWriter;
 

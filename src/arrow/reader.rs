@@ -273,7 +273,7 @@ impl IpcReader {
     }
 
     /// Reads the schema from the ring's schema area (LAYOUT.md §9).
-    fn load_schema_area(&mut self) -> Result<(), ArrowShmError> {
+    pub(crate) fn load_schema_area(&mut self) -> Result<(), ArrowShmError> {
         let bytes = self.ring.schema()?.ok_or(ArrowShmError::NoSchema)?;
         let bad = |reason: String| ArrowShmError::CorruptSchema { reason };
         let frame = frame::parse(&bytes).map_err(bad)?;

@@ -81,6 +81,7 @@ impl Ring {
             ring: self.clone(),
             group: None,
             wait: WaitStrategy::default(),
+            skip_validation: false,
         }
     }
 }
@@ -264,6 +265,8 @@ pub struct ConsumerBuilder {
     ring: Ring,
     group: Option<u32>,
     wait: WaitStrategy,
+    /// For the Arrow readers made from this builder (`arrow` module).
+    skip_validation: bool,
 }
 
 impl ConsumerBuilder {
@@ -285,6 +288,15 @@ impl ConsumerBuilder {
     pub fn wait(mut self, w: WaitStrategy) -> Self {
         self.wait = w;
         self
+    }
+
+    pub(crate) fn with_skip_validation(mut self, skip: bool) -> Self {
+        self.skip_validation = skip;
+        self
+    }
+
+    pub(crate) fn skips_validation(&self) -> bool {
+        self.skip_validation
     }
 
     /// The ring this builder attaches to.
