@@ -135,17 +135,10 @@ impl RingBuilder {
     /// Creates the ring; a named ring that already exists is an error
     /// ([`RegionError::AlreadyExists`]).
     pub fn create(self) -> Result<Ring, RingError> {
-        let ring = match &self.name {
-            Some(name) => Ring::create(name, &self.config)?,
-            None => Ring::create_anonymous(&self.config)?,
-        };
-        tracing::info!(
-            name = self.name.as_deref().unwrap_or("(memfd)"),
-            slots = self.config.slot_count,
-            slot_size = self.config.slot_size,
-            "ring created"
-        );
-        Ok(ring)
+        match &self.name {
+            Some(name) => Ring::create(name, &self.config),
+            None => Ring::create_anonymous(&self.config),
+        }
     }
 
     /// Opens the existing named ring. Geometry set on the builder must match
@@ -159,7 +152,6 @@ impl RingBuilder {
         };
         let ring = Ring::open(name)?;
         self.check(&ring)?;
-        tracing::debug!(name = name.as_str(), "ring opened");
         Ok(ring)
     }
 

@@ -325,24 +325,33 @@ impl Ring {
 
     /// Creates the named ring `/dev/shm/<name>` (fails if it exists).
     pub fn create(name: &str, config: &RingConfig) -> Result<Ring, RingError> {
-        Ok(Self::wrap(
-            Region::create_named(name, config)?,
-            Ident::real(),
-        ))
+        let ring = Self::wrap(Region::create_named(name, config)?, Ident::real());
+        tracing::info!(
+            name,
+            slots = config.slot_count,
+            slot_size = config.slot_size,
+            "ring created"
+        );
+        Ok(ring)
     }
 
     /// Opens the existing named ring `/dev/shm/<name>`.
     pub fn open(name: &str) -> Result<Ring, RingError> {
-        Ok(Self::wrap(Region::open_named(name)?, Ident::real()))
+        let ring = Self::wrap(Region::open_named(name)?, Ident::real());
+        tracing::debug!(name, "ring opened");
+        Ok(ring)
     }
 
     /// Creates an anonymous ring in a sealed memfd; share it with
     /// [`Ring::region`]`().fd()`.
     pub fn create_anonymous(config: &RingConfig) -> Result<Ring, RingError> {
-        Ok(Self::wrap(
-            Region::create_anonymous("ring", config)?,
-            Ident::real(),
-        ))
+        let ring = Self::wrap(Region::create_anonymous("ring", config)?, Ident::real());
+        tracing::debug!(
+            slots = config.slot_count,
+            slot_size = config.slot_size,
+            "anonymous ring created"
+        );
+        Ok(ring)
     }
 
     /// Opens a ring from a descriptor inherited from or sent by its creator.

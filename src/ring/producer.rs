@@ -222,13 +222,17 @@ impl Producer {
                         }
                     }
                 }
+                tracing::trace!("back-pressure: ring full, reservation refused");
                 return Err(RingError::Full {
                     slots: self.shared.layout.config.slot_count,
                 });
             }
             Backpressure::Block { timeout } => timeout,
         };
-        tracing::trace!("producer blocked: ring full");
+        tracing::debug!(
+            slots = self.shared.layout.config.slot_count,
+            "back-pressure: producer blocked on a full ring"
+        );
         let start = Instant::now();
         let mut last_reclaim = start;
         let backoff = Backoff::new();
@@ -405,6 +409,10 @@ impl Drop for Producer {
     fn drop(&mut self) {
         if !self.closed {
             self.detach();
+            tracing::debug!(
+                published = self.cursor.next,
+                "producer detached (stream left open)"
+            );
         }
     }
 }
