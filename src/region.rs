@@ -72,6 +72,21 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RegionError {
     move |source| RegionError::Io { what, source }
 }
 
+/// Allocates every page of a new region up front, so a full `/dev/shm`
+/// (tmpfs) fails here with ENOSPC instead of killing a process with SIGBUS
+/// when it first touches a page that cannot be allocated.
+fn reserve(fd: impl AsFd, len: usize) -> Result<(), RegionError> {
+    match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len as u64) {
+        Ok(()) => Ok(()),
+        // A filesystem without fallocate: keep the sparse file.
+        Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+        Err(e) => Err(RegionError::Io {
+            what: format!("reserving {len} bytes of shared memory (is /dev/shm full?)"),
+            source: e.into(),
+        }),
+    }
+}
+
 /// A mapped Alloy region. Cloning the mapping is done by sharing the
 /// `Region` (it is `Send + Sync`); the mapping lives until the last owner
 /// drops it.
@@ -163,6 +178,7 @@ impl Region {
         let init = || -> Result<Region, RegionError> {
             file.set_len(layout.total_size as u64)
                 .map_err(io_err(format!("sizing ring {name:?}")))?;
+            reserve(&file, layout.total_size)?;
             Self::init(
                 file.try_clone().map_err(io_err("dup"))?,
                 layout,
@@ -198,6 +214,7 @@ impl Region {
         .map_err(|e| io_err("memfd_create")(e.into()))?;
         rustix::fs::ftruncate(&fd, layout.total_size as u64)
             .map_err(|e| io_err("sizing memfd")(e.into()))?;
+        reserve(&fd, layout.total_size)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
             .map_err(|e| io_err("sealing memfd")(e.into()))?;
         Self::init(File::from(fd), layout, None, stamp)

@@ -78,6 +78,11 @@ func sizeAndMap(fd int, size uint64) (*region, error) {
 	if err := unix.Ftruncate(fd, int64(size)); err != nil {
 		return nil, fmt.Errorf("alloy: ftruncate to %d: %w", size, err)
 	}
+	// Allocate every page now: a full /dev/shm fails here with ENOSPC
+	// instead of a SIGBUS on first touch of a page that cannot be had.
+	if err := unix.Fallocate(fd, 0, 0, int64(size)); err != nil && err != unix.EOPNOTSUPP {
+		return nil, fmt.Errorf("alloy: reserving %d bytes of shared memory (is /dev/shm full?): %w", size, err)
+	}
 	mem, err := mapFd(fd, size)
 	if err != nil {
 		return nil, err
