@@ -1,0 +1,370 @@
+package reqrep
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"golang.org/x/sys/unix"
+
+	"github.com/ignalina/alloy/go/ring"
+)
+
+// Client is the one client of a channel in this process. Call is safe for
+// concurrent use by many goroutines; Close ends it.
+type Client struct {
+	name     string
+	req, rep *ring.Ring
+	prod     *ring.Producer
+	cons     *ring.Consumer
+	session  uint64
+	mem      memory.Allocator
+
+	nextID atomic.Uint64
+	// send guards prod (not safe for concurrent use) and the schema cache;
+	// a channel rather than a mutex, so waiting callers honour their context.
+	send       chan struct{}
+	lastSchema *arrow.Schema
+	lastFramed []byte
+
+	mu      sync.Mutex
+	pending map[uint64]chan delivery
+	gone    error // set once: every later call fails with it
+
+	stop      context.CancelFunc
+	demuxDone chan struct{}
+	closeOnce sync.Once
+}
+
+type delivery struct {
+	env   envelope
+	lease *ring.Lease
+}
+
+// dialPoll is how often Dial looks for a live worker.
+const dialPoll = 10 * time.Millisecond
+
+// Dial connects to channel name, waiting until a live worker serves it or
+// ctx ends (ErrNotServed). It subscribes to the replies before it can send
+// anything (LAYOUT.md §12.1). A second client process is refused with
+// ErrBusy.
+func Dial(ctx context.Context, name string) (*Client, error) {
+	var rep *ring.Ring
+	var cons *ring.Consumer
+	for {
+		var err error
+		rep, cons, err = trySubscribe(name)
+		if err != nil {
+			return nil, err
+		}
+		if cons != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %q: %w", ErrNotServed, name, ctx.Err())
+		case <-time.After(dialPoll):
+		}
+	}
+	req, err := ring.Open(RequestRing(name))
+	if err != nil {
+		cons.Close()
+		rep.Close()
+		return nil, err
+	}
+	// Fail, not Block: a full request ring is waited on in Call, in slices
+	// that honour the caller's context.
+	prod, err := req.NewProducer(ring.ProducerOptions{Backpressure: ring.Backpressure{Kind: ring.Fail}})
+	if err != nil {
+		cons.Close()
+		rep.Close()
+		req.Close()
+		if errors.Is(err, ring.ErrProducerExists) {
+			return nil, fmt.Errorf("%w: %q: %w", ErrBusy, name, err)
+		}
+		return nil, err
+	}
+	dctx, stop := context.WithCancel(context.Background())
+	c := &Client{
+		name: name, req: req, rep: rep, prod: prod, cons: cons,
+		session: newSession(), mem: memory.DefaultAllocator,
+		send:    make(chan struct{}, 1),
+		pending: make(map[uint64]chan delivery),
+		stop:    stop, demuxDone: make(chan struct{}),
+	}
+	go c.demux(dctx)
+	return c, nil
+}
+
+// trySubscribe returns the reply ring and our subscription once the channel
+// is ready (a live, open reply producer), nils while it is not.
+func trySubscribe(name string) (*ring.Ring, *ring.Consumer, error) {
+	rep, err := ring.Open(ReplyRing(name))
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, ring.ErrNotInitialized) || errors.Is(err, ring.ErrTruncated) {
+		return nil, nil, nil // not created yet, or being created
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	s := rep.Snapshot()
+	if s.ProducerPid == 0 || s.Closed != 0 || processDead(s.ProducerPid) {
+		rep.Close() // stale, or the worker is still starting
+		return nil, nil, nil
+	}
+	cons, err := rep.Subscribe(ring.ConsumerOptions{})
+	if err != nil {
+		rep.Close()
+		return nil, nil, err
+	}
+	return rep, cons, nil
+}
+
+// processDead is the pid part of LAYOUT.md §11.1.
+func processDead(pid uint32) bool {
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH)
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
+}
+
+func newSession() uint64 {
+	var b [8]byte
+	rand.Read(b[:]) // never fails on Linux (crypto/rand docs)
+	return max(binary.LittleEndian.Uint64(b[:]), 1)
+}
+
+// monoNs is CLOCK_MONOTONIC in ns, the clock of the envelope's deadline.
+func monoNs() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+// Session is this client's session id (LAYOUT.md §12.2).
+func (c *Client) Session() uint64 { return c.session }
+
+// Pending is the number of calls waiting for a reply.
+func (c *Client) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
+
+// Call sends rec to the worker and waits for its answer: the result record
+// (the caller releases it), a *RemoteError (errors.Is ErrRemote) for an
+// error reply, ctx.Err() when ctx ends first (context.DeadlineExceeded for
+// a deadline, which is also sent to the worker so it can skip the request),
+// ErrPeerGone once the worker is gone, ring.ErrMessageTooLarge for a record
+// larger than a request slot. A reply that arrives after its call gave up
+// is dropped.
+func (c *Client) Call(ctx context.Context, rec arrow.RecordBatch) (arrow.RecordBatch, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	env := envelope{kind: kindRequest, session: c.session, id: c.nextID.Add(1)}
+	if d, ok := ctx.Deadline(); ok {
+		env.deadlineNs = monoNs() + uint64(max(time.Until(d), 0))
+	}
+	ch := make(chan delivery, 1)
+	c.mu.Lock()
+	if c.gone != nil {
+		err := c.gone
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.pending[env.id] = ch
+	c.mu.Unlock()
+	if err := c.publish(ctx, env, rec); err != nil {
+		c.forget(env.id, ch)
+		return nil, err
+	}
+	select {
+	case d, ok := <-ch:
+		if !ok {
+			return nil, c.goneErr()
+		}
+		defer d.lease.Release()
+		if d.env.kind == kindError {
+			text := d.lease.Bytes()[envLen : envLen+int(d.env.textLen)]
+			return nil, &RemoteError{Status: d.env.status, Text: string(text)}
+		}
+		return decodeReply(d.lease.Bytes(), d.env, c.mem)
+	case <-ctx.Done():
+		c.forget(env.id, ch)
+		return nil, ctx.Err()
+	}
+}
+
+// forget removes a call from the table; a reply routed to it meanwhile is
+// released.
+func (c *Client) forget(id uint64, ch chan delivery) {
+	c.mu.Lock()
+	delete(c.pending, id)
+	c.mu.Unlock()
+	// The demultiplexer sends only under mu to calls still in the table,
+	// so after the delete nothing more arrives.
+	select {
+	case d, ok := <-ch:
+		if ok {
+			d.lease.Release()
+		}
+	default:
+	}
+}
+
+func (c *Client) goneErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gone
+}
+
+// fullWait bounds one sleep while the request ring is full.
+const fullWait = time.Millisecond
+
+// publish encodes rec and writes it into the next request slot.
+func (c *Client) publish(ctx context.Context, env envelope, rec arrow.RecordBatch) error {
+	for _, f := range rec.Schema().Fields() {
+		if hasDictionary(f.Type) {
+			return fmt.Errorf("%w: column %q is dictionary-encoded; channel messages carry no dictionaries", ErrUnsupported, f.Name)
+		}
+	}
+	msg, err := encodeBatch(rec, c.mem)
+	if err != nil {
+		return err
+	}
+	defer msg.release()
+	select {
+	case c.send <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.send }()
+	// Cached by identity: Schema.Equal ignores metadata, which must travel.
+	if c.lastSchema != rec.Schema() {
+		c.lastSchema, c.lastFramed = rec.Schema(), framedSchema(rec.Schema(), c.mem)
+	}
+	env.schemaLen, env.batchLen = uint32(len(c.lastFramed)), uint32(msg.size())
+	total := env.messageLen()
+	wait := 20 * time.Microsecond
+	var slot []byte
+	for {
+		if slot, err = c.prod.Reserve(total); err == nil {
+			break
+		}
+		if !errors.Is(err, ring.ErrFull) {
+			return err
+		}
+		// The worker is a whole ring behind: wait in short slices.
+		if err := c.goneErr(); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, fullWait)
+	}
+	env.put(slot)
+	copy(slot[envLen:], c.lastFramed)
+	if err := msg.write(slot[envLen+len(c.lastFramed) : total]); err != nil {
+		return err // the reservation is reused by the next message
+	}
+	return c.prod.Publish(total, Flag)
+}
+
+// demux routes replies to their callers, drops the others, and turns the
+// worker's death or close into ErrPeerGone for every call.
+func (c *Client) demux(ctx context.Context) {
+	defer close(c.demuxDone)
+	for {
+		l, err := c.cons.RecvContext(ctx)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			c.fail(ErrClosed)
+			return
+		case errors.Is(err, io.EOF):
+			c.fail(fmt.Errorf("%w: the worker closed channel %q", ErrPeerGone, c.name))
+			return
+		case errors.Is(err, ring.ErrProducerGone):
+			c.fail(fmt.Errorf("%w: %w", ErrPeerGone, err))
+			return
+		default:
+			continue // a damaged slot (ErrCorrupt) was skipped
+		}
+		env, err := c.readReply(l)
+		if err != nil || env.session != c.session {
+			l.Release() // damaged, or a reply to an earlier client
+			continue
+		}
+		c.mu.Lock()
+		ch, ok := c.pending[env.id]
+		if ok {
+			delete(c.pending, env.id)
+			ch <- delivery{env, l} // buffered: never blocks
+		}
+		c.mu.Unlock()
+		if !ok {
+			l.Release() // a late reply to a call that gave up
+		}
+	}
+}
+
+func (c *Client) readReply(l *ring.Lease) (envelope, error) {
+	if l.Flags() != Flag {
+		return envelope{}, fmt.Errorf("%w: slot flags %#x", ErrBadMessage, l.Flags())
+	}
+	env, err := parseEnvelope(l.Bytes())
+	if err != nil {
+		return env, err
+	}
+	if err := env.checkLen(len(l.Bytes())); err != nil {
+		return env, err
+	}
+	if env.kind != kindReply && env.kind != kindError {
+		return env, fmt.Errorf("%w: kind %d on the reply ring", ErrBadMessage, env.kind)
+	}
+	return env, nil
+}
+
+// fail ends every pending call with err, and every later one.
+func (c *Client) fail(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gone == nil {
+		c.gone = err
+	}
+	for id, ch := range c.pending {
+		delete(c.pending, id)
+		close(ch)
+	}
+}
+
+// Close ends the client: pending calls fail with ErrClosed, the request
+// ring is left open for the next client (LAYOUT.md §12.1).
+func (c *Client) Close() error {
+	err := ErrClosed
+	c.closeOnce.Do(func() {
+		err = nil
+		c.stop()
+		<-c.demuxDone
+		c.fail(ErrClosed)
+		c.send <- struct{}{} // wait for a publish in progress (it sees gone)
+		err = errors.Join(c.prod.Detach(), c.cons.Close(), c.req.Close(), c.rep.Close())
+	})
+	return err
+}
