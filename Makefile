@@ -19,6 +19,8 @@ build: deps
 	cp target/release/alloy bin/alloy
 	cd go && $(GO) build -o ../bin/alloy-go ./cmd/alloy-go
 	cd go && $(GO) build -o ../bin/alloy-oneshot ./examples/oneshot
+	$(CARGO) build --release $(FEATURES) --example reqrep_worker
+	cd go && $(GO) build -o ../bin/alloy-reqrep ./examples/reqrep
 
 # All tests of both languages: Rust unit/integration/doc tests (including the
 # cross-process ring tests), Go tests under the race detector, and the

@@ -33,3 +33,16 @@ echo "Rust consumer: $(tail -n1 "$rust_out")"
 echo "Go consumer:   $(tail -n1 "$go_out")"
 echo "100000 messages (16..4096 B, checksummed) in $(( (end - start) / 1000000 )) ms"
 rm -f "$rust_out" "$go_out"
+
+# Request/reply (doc/LAYOUT.md §12): a Go service calls a Rust worker with
+# record batches over a pair of rings; several calls are in flight at once,
+# each answered by the worker's threads and routed back by correlation id.
+echo
+echo "== Request/reply: Go service -> Rust worker (x -> x*x, sum) over two rings =="
+channel="alloy-demo-rr-$$"
+worker_out=$(mktemp)
+./target/release/examples/reqrep_worker --name "$channel" --threads 2 >"$worker_out" &
+worker_pid=$!
+trap './bin/alloy rm --ring "$ring" 2>/dev/null || true; kill "$worker_pid" 2>/dev/null || true; rm -f "/dev/shm/$channel.req" "/dev/shm/$channel.rep" "$worker_out"' EXIT
+for _ in $(seq 100); do grep -q ready "$worker_out" && break; sleep 0.05; done
+./bin/alloy-reqrep --name "$channel" --calls 8
