@@ -5,7 +5,7 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! use std::sync::Arc;
 //! use alloy_shm::aio::AsyncIpcReader;
 //! use alloy_shm::arrow::{IpcReader, IpcWriter};
@@ -23,7 +23,7 @@
 //!         w.write(&batch)?;
 //!     }
 //!     w.close()?;
-//!     Ok::<_, alloy_shm::arrow::ArrowShmError>(())
+//!     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
 //! });
 //! let mut rows = 0;
 //! while let Some(batch) = batches.next().await {
