@@ -104,3 +104,64 @@ var (
 	_ io.Closer = (*Producer)(nil)
 	_ io.Closer = (*Consumer)(nil)
 )
+
+// A Spin producer waits for space without registering on the space futex
+// (no system call), and still honours cancellation, its timeout and the
+// consumers' releases.
+func TestSpinProducerWaitsWithoutTheFutex(t *testing.T) {
+	r := anonRing(t, small)
+	c := mustSubscribe(t, r)
+	defer c.Close()
+	p, err := r.NewProducer(ProducerOptions{Backpressure: Backpressure{Kind: Block, Timeout: 100 * time.Millisecond}, Wait: Spin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for range small.SlotCount {
+		mustSend(t, p, []byte("fill"), 0)
+	}
+	waiters := u32At(r.mem, offSpaceWaiters)
+	registered := make(chan uint32, 1)
+	stop := make(chan struct{})
+	go func() {
+		var seen uint32
+		for {
+			select {
+			case <-stop:
+				registered <- seen
+				return
+			default:
+				seen = max(seen, waiters.Load())
+			}
+		}
+	}()
+	start := time.Now()
+	if err := p.Send([]byte("x"), 0); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("got %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("timed out after %v, before the 100 ms timeout", d)
+	}
+	ctx, at := cancelAfter(50 * time.Millisecond)
+	if err := p.SendContext(ctx, []byte("x"), 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if d := time.Since(<-at); d > promptly {
+		t.Errorf("returned %v after the cancellation", d)
+	}
+	// A release lets the spinning producer through.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		l, err := c.Recv()
+		if err == nil {
+			l.Release()
+		}
+	}()
+	if err := p.Send([]byte("through"), 0); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+	close(stop)
+	if n := <-registered; n != 0 {
+		t.Fatalf("a Spin producer registered %d space waiter(s)", n)
+	}
+}

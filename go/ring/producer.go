@@ -38,6 +38,11 @@ type ProducerOptions struct {
 	// and then how often it looks again while the ring stays full. Zero
 	// means one second.
 	ReclaimAfter time.Duration
+	// Wait selects how a Block producer waits for space: Blocking (the zero
+	// value) spins briefly then parks on the space futex; Spin never makes
+	// a system call, polling the gate and yielding the goroutine (as Rust's
+	// WaitStrategy::Spin), for the lowest latency at the cost of a core.
+	Wait WaitStrategy
 }
 
 // Producer is the single writer of a ring (LAYOUT §4). It is not safe for
@@ -238,6 +243,29 @@ func (p *Producer) reclaimIfDue() bool {
 	return p.hasSpace()
 }
 
+// spinSpace is waitSpace for WaitStrategy Spin: the same checks (context,
+// deadline, dead-consumer reclaim), no futex. The clock is read only every
+// 64 polls.
+func (p *Producer) spinSpace(ctx context.Context, deadline time.Time, b *backoff) error {
+	for i := 0; ; i++ {
+		if p.hasSpace() {
+			return nil
+		}
+		if i%64 == 63 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if p.reclaimIfDue() {
+				return nil
+			}
+			if !deadline.IsZero() && !time.Now().Before(deadline) {
+				return fmt.Errorf("%w: no free slot for message %d", ErrTimeout, p.next)
+			}
+		}
+		b.spin()
+	}
+}
+
 // waitSpace is LAYOUT §6.2: spin on the gate, then park on space_futex in
 // bounded slices, detaching dead consumers when the wait lasts (§11.3),
 // until there is space, the timeout passes or ctx is done.
@@ -248,6 +276,9 @@ func (p *Producer) waitSpace(ctx context.Context) error {
 		deadline = time.Now().Add(t)
 	}
 	var b backoff
+	if p.opts.Wait == Spin {
+		return p.spinSpace(ctx, deadline, &b)
+	}
 	for b.snooze() {
 		if p.hasSpace() {
 			return nil

@@ -117,7 +117,7 @@ func shmGoLatency(helper string, size int64, iters int, busy bool) (Result, erro
 	if err != nil {
 		return Result{}, err
 	}
-	prod, err := data.NewProducer(ring.ProducerOptions{})
+	prod, err := data.NewProducer(ring.ProducerOptions{Wait: wait})
 	if err != nil {
 		p.kill()
 		return Result{}, err
@@ -185,7 +185,12 @@ func shmGoStream(helper string, size, total int64, consumers int, queue, busy bo
 		}
 		peers = append(peers, p)
 	}
-	prod, err := rg.NewProducer(ring.ProducerOptions{})
+	// Busy mode: the producer spins for space too (no futex system calls).
+	pwait := ring.Blocking
+	if busy {
+		pwait = ring.Spin
+	}
+	prod, err := rg.NewProducer(ring.ProducerOptions{Wait: pwait})
 	if err != nil {
 		return Result{}, err
 	}
