@@ -30,10 +30,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! **C-Data-offsets mode** (flag 3) is reserved in the layout but not
-//! implemented; readers refuse it with [`ArrowShmError::NotImplemented`].
+//! **C-Data-offsets mode** (flag 3, LAYOUT.md §8.3): the Go
+//! `arrowshm.CDataWriter` builds each batch's buffers inside the slot and
+//! appends a descriptor of the array tree with offsets instead of pointers;
+//! [`IpcReader`] accepts these messages too and rebuilds the arrays over the
+//! slot without a copy, checking every offset first (see
+//! [`in_mapping_all`] for the zero-copy check, dictionaries included).
 
 mod batch_reader;
+pub(crate) mod cdata;
 #[doc(hidden)]
 pub mod cli;
 pub(crate) mod frame;
@@ -51,6 +56,7 @@ use thiserror::Error;
 
 use crate::ring::{Ring, RingError};
 pub use batch_reader::BatchReader;
+pub use cdata::in_mapping_all;
 pub use reader::IpcReader;
 pub use writer::IpcWriter;
 
@@ -63,7 +69,7 @@ pub mod flags {
     pub const IPC_RECORD_BATCH: u32 = 1;
     /// One IPC message whose header is a `DictionaryBatch`.
     pub const IPC_DICTIONARY_BATCH: u32 = 2;
-    /// Reserved for the C-Data-offsets mode (not implemented yet).
+    /// One record batch in C-Data-offsets mode (LAYOUT.md §8.3).
     pub const CDATA_OFFSETS: u32 = 3;
     /// One IPC message whose header is a `Schema`.
     pub const IPC_SCHEMA: u32 = 4;

@@ -157,7 +157,14 @@ impl IpcReader {
             flags::IPC_DICTIONARY_BATCH => MessageHeader::DictionaryBatch,
             flags::IPC_RECORD_BATCH => MessageHeader::RecordBatch,
             flags::CDATA_OFFSETS => {
-                return Err(ArrowShmError::NotImplemented("C-Data-offsets mode"))
+                // LAYOUT.md §8.3: the batch is rebuilt over the slot.
+                if self.schema.is_none() {
+                    self.load_schema_area()?;
+                }
+                let schema = self.schema.clone().ok_or(ArrowShmError::NoSchema)?;
+                let whole = lease_buffer(lease);
+                return super::cdata::decode(&whole, &schema, seq, slot, &self.skip_validation)
+                    .map(Some);
             }
             _ => {
                 return Err(ArrowShmError::UnknownFlags {
