@@ -50,6 +50,9 @@ pub mod aio;
 pub mod arrow;
 #[doc(hidden)]
 pub mod checked;
+/// Arrow streams across machines over Arrow Flight (`serve-flight` gateway, `FlightWriter`).
+#[cfg(all(feature = "flight", not(loom)))]
+pub mod flight;
 /// One-shot C ABI for Go (cgo): Arrow C Data Interface in, handler result out.
 #[cfg(not(loom))]
 pub mod ffi;

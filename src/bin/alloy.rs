@@ -55,8 +55,30 @@ enum Cmd {
         /// Encoding: ipc (cdata is not implemented yet).
         #[arg(long, default_value = "ipc")]
         mode: String,
+        /// Send to ring --ring of the `alloy serve-flight` gateway at this
+        /// URL (grpc://HOST:PORT) over Arrow Flight instead of a local ring.
+        #[arg(long, value_name = "URL")]
+        flight: Option<String>,
         /// Arrow IPC file or stream to send.
         file: std::path::PathBuf,
+    },
+    /// Arrow Flight gateway: republish every DoPut stream whose descriptor
+    /// is the path [RING] into the local ring RING (created if absent);
+    /// prints `listening on grpc://ADDR` once bound.
+    #[cfg(feature = "flight")]
+    ServeFlight {
+        /// Address to listen on (HOST:PORT; port 0 picks a free one).
+        #[arg(long)]
+        listen: String,
+        /// Slots of rings created on demand (a power of two).
+        #[arg(long, default_value_t = 64)]
+        slots: u32,
+        /// Slot size of rings created on demand (a multiple of 64).
+        #[arg(long, default_value_t = 1 << 20)]
+        slot_size: u32,
+        /// Largest gRPC message accepted, in bytes.
+        #[arg(long, default_value_t = 256 << 20)]
+        max_message: usize,
     },
     /// Join, print `ready`, and write the received batches to an Arrow IPC
     /// stream file until end of stream.
@@ -223,8 +245,33 @@ fn run(cli: Cli) -> Result<(), String> {
             );
         }
         Cmd::Rm { ring } => Ring::unlink(&ring).map_err(e)?,
-        Cmd::Send { ring, mode, file } => {
+        Cmd::Send {
+            ring,
+            mode,
+            flight: Some(url),
+            file,
+        } => println!("{}", send_flight(&url, &ring, &file, &mode)?),
+        Cmd::Send {
+            ring, mode, file, ..
+        } => {
             println!("{}", alloy_shm::arrow::cli::send(&ring, &file, &mode)?);
+        }
+        #[cfg(feature = "flight")]
+        Cmd::ServeFlight {
+            listen,
+            slots,
+            slot_size,
+            max_message,
+        } => {
+            let config = alloy_shm::flight::GatewayConfig {
+                ring: RingConfig {
+                    slot_count: slots,
+                    slot_size,
+                    ..RingConfig::default()
+                },
+                max_message_bytes: max_message,
+            };
+            alloy_shm::flight::cli::serve_flight(&listen, config)?;
         }
         Cmd::Recv { ring, out } => {
             let summary = alloy_shm::arrow::cli::recv(&ring, &out, || {
@@ -375,6 +422,23 @@ fn run(cli: Cli) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `alloy send --flight`.
+#[cfg(feature = "flight")]
+fn send_flight(
+    url: &str,
+    ring: &str,
+    file: &std::path::Path,
+    mode: &str,
+) -> Result<String, String> {
+    Ok(alloy_shm::flight::cli::send(url, ring, file, mode)?.to_string())
+}
+
+/// `alloy send --flight` in a build without Flight.
+#[cfg(not(feature = "flight"))]
+fn send_flight(_: &str, _: &str, _: &std::path::Path, _: &str) -> Result<String, String> {
+    Err("--flight needs alloy built with the `flight` cargo feature (make build does)".into())
 }
 
 /// `alloy stat`, `watch` and `ls`: printing only; the snapshot is
