@@ -47,6 +47,8 @@ pub(crate) mod reader;
 pub mod testdata;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod types_tests;
 pub(crate) mod writer;
 
 use arrow_array::{Array, RecordBatch};

@@ -48,17 +48,36 @@ impl Rng {
     }
 }
 
-/// Number of column kinds [`column`] knows.
+/// Number of column kinds the round-trip property tests draw from
+/// (`0..KINDS`): the types every path (Rust and Go, IPC) carries.
 pub const KINDS: u64 = 24;
 
+/// The further kinds [`column`] knows (`KINDS..ALL_KINDS`): the rest of the
+/// Arrow type system (float16, decimal256, intervals, durations, large and
+/// fixed-size binary/list, map, unions, run-end encoded, view types, null),
+/// tested kind by kind in both directions (`src/arrow/types_tests.rs`,
+/// `tests/arrow_go_to_rust.rs`).
+pub const ALL_KINDS: u64 = 42;
+
 /// A random column of kind `kind % KINDS` with `n` rows.
+///
+/// Kinds below [`ALL_KINDS`] are taken as they are; larger ones wrap into
+/// `0..KINDS`.
 pub fn column(kind: u64, n: usize, nulls: bool, r: &mut Rng) -> (Field, ArrayRef) {
+    let kind = if kind < ALL_KINDS { kind } else { kind % KINDS };
+    if kind >= KINDS {
+        let a = extended_column(kind, n, nulls, r);
+        return (
+            Field::new(format!("c{kind}"), a.data_type().clone(), true),
+            a,
+        );
+    }
     macro_rules! prim {
         ($arr:ty, $f:expr) => {
             Arc::new(<$arr>::from_iter((0..n).map(|_| r.opt(nulls, $f)))) as ArrayRef
         };
     }
-    let a: ArrayRef = match kind % KINDS {
+    let a: ArrayRef = match kind {
         0 => prim!(Int8Array, |r| r.next_u64() as i8),
         1 => prim!(Int16Array, |r| r.next_u64() as i16),
         2 => prim!(Int32Array, |r| r.next_u64() as i32),
@@ -132,7 +151,7 @@ pub fn column(kind: u64, n: usize, nulls: bool, r: &mut Rng) -> (Field, ArrayRef
             let valid = nulls.then(|| NullBuffer::from_iter((0..n).map(|_| r.below(6) != 0)));
             Arc::new(StructArray::try_new(fields, vec![x, y], valid).expect("valid struct"))
         }
-        _ => {
+        23 => {
             let mut b = StringDictionaryBuilder::<Int32Type>::new();
             let words = ["red", "green", "blue", "", "ünïcode"];
             for _ in 0..n {
@@ -143,9 +162,163 @@ pub fn column(kind: u64, n: usize, nulls: bool, r: &mut Rng) -> (Field, ArrayRef
             }
             Arc::new(b.finish())
         }
+        _ => unreachable!("kind {kind} is below KINDS"),
     };
     let f = Field::new(format!("c{kind}"), a.data_type().clone(), true);
     (f, a)
+}
+
+/// Kinds `KINDS..ALL_KINDS`.
+fn extended_column(kind: u64, n: usize, nulls: bool, r: &mut Rng) -> ArrayRef {
+    use arrow_array::builder::*;
+    use arrow_buffer::{i256, IntervalDayTime, IntervalMonthDayNano, ScalarBuffer};
+    use arrow_schema::UnionFields;
+    macro_rules! prim {
+        ($arr:ty, $f:expr) => {
+            Arc::new(<$arr>::from_iter((0..n).map(|_| r.opt(nulls, $f)))) as ArrayRef
+        };
+    }
+    match kind {
+        24 => prim!(Float16Array, |r| half::f16::from_f32(
+            (r.next_u64() as i16) as f32 / 8.0
+        )),
+        25 => Arc::new(
+            Decimal256Array::from_iter((0..n).map(|_| {
+                r.opt(nulls, |r| {
+                    i256::from_i128(r.next_u64() as i64 as i128)
+                        .wrapping_mul(i256::from_i128(1 << 70))
+                })
+            }))
+            .with_precision_and_scale(76, 10)
+            .expect("valid precision"),
+        ),
+        26 => prim!(IntervalYearMonthArray, |r| r.below(2000) as i32 - 1000),
+        27 => prim!(IntervalDayTimeArray, |r| IntervalDayTime::new(
+            r.below(400) as i32 - 200,
+            r.next_u64() as i32
+        )),
+        28 => prim!(IntervalMonthDayNanoArray, |r| IntervalMonthDayNano::new(
+            r.below(30) as i32,
+            r.below(60) as i32 - 30,
+            r.next_u64() as i64 >> 4
+        )),
+        29 => prim!(DurationNanosecondArray, |r| r.next_u64() as i64 >> 8),
+        30 => Arc::new(LargeBinaryArray::from_iter(
+            (0..n).map(|_| r.opt(nulls, |r| r.string().into_bytes())),
+        )),
+        31 => Arc::new(
+            FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                (0..n).map(|_| r.opt(nulls, |r| r.next_u64().to_le_bytes()[..5].to_vec())),
+                5,
+            )
+            .expect("valid fixed-size binary"),
+        ),
+        32 => {
+            let mut b = LargeListBuilder::new(Int64Builder::new());
+            for _ in 0..n {
+                if nulls && r.below(5) == 0 {
+                    b.append_null();
+                } else {
+                    for _ in 0..r.below(4) {
+                        b.values().append_value(r.next_u64() as i64);
+                    }
+                    b.append(true);
+                }
+            }
+            Arc::new(b.finish())
+        }
+        33 => {
+            let mut b = FixedSizeListBuilder::new(Int16Builder::new(), 3);
+            for _ in 0..n {
+                for _ in 0..3 {
+                    let v = r.opt(nulls, |r| r.next_u64() as i16);
+                    b.values().append_option(v);
+                }
+                b.append(!(nulls && r.below(5) == 0));
+            }
+            Arc::new(b.finish())
+        }
+        34 => {
+            let mut b = MapBuilder::new(None, StringBuilder::new(), Int32Builder::new());
+            for _ in 0..n {
+                if nulls && r.below(5) == 0 {
+                    b.append(false).expect("map entry");
+                    continue;
+                }
+                for k in 0..r.below(3) {
+                    b.keys().append_value(format!("k{k}"));
+                    let v = r.opt(nulls, |r| r.next_u64() as i32);
+                    b.values().append_option(v);
+                }
+                b.append(true).expect("map entry");
+            }
+            Arc::new(b.finish())
+        }
+        35 | 36 => {
+            // Sparse (35) or dense (36) union of int32 and utf8.
+            let dense = kind == 36;
+            let fields = UnionFields::try_new(
+                [0, 1],
+                [
+                    Field::new("i", DataType::Int32, true),
+                    Field::new("s", DataType::Utf8, true),
+                ],
+            )
+            .expect("valid union fields");
+            let ids: Vec<i8> = (0..n).map(|_| r.below(2) as i8).collect();
+            let (ints, strs, offsets) = if dense {
+                let (mut ni, mut ns) = (0i32, 0i32);
+                let offsets: Vec<i32> = ids
+                    .iter()
+                    .map(|&t| {
+                        let c = if t == 0 { &mut ni } else { &mut ns };
+                        *c += 1;
+                        *c - 1
+                    })
+                    .collect();
+                (ni as usize, ns as usize, Some(ScalarBuffer::from(offsets)))
+            } else {
+                (n, n, None)
+            };
+            let i: ArrayRef = Arc::new(Int32Array::from_iter(
+                (0..ints).map(|_| r.opt(nulls, |r| r.next_u64() as i32)),
+            ));
+            let s: ArrayRef = Arc::new(StringArray::from_iter(
+                (0..strs).map(|_| r.opt(nulls, Rng::string)),
+            ));
+            Arc::new(
+                UnionArray::try_new(fields, ScalarBuffer::from(ids), offsets, vec![i, s])
+                    .expect("valid union"),
+            )
+        }
+        37 => {
+            let mut b = StringRunBuilder::<Int32Type>::new();
+            let mut left = n;
+            while left > 0 {
+                let run = (1 + r.below(4) as usize).min(left);
+                match r.opt(nulls, |r| ["x", "yy", "", "zzz"][r.below(4) as usize]) {
+                    Some(v) => (0..run).for_each(|_| b.append_value(v)),
+                    None => (0..run).for_each(|_| b.append_null()),
+                }
+                left -= run;
+            }
+            Arc::new(b.finish())
+        }
+        38 => {
+            Arc::new(StringViewArray::from_iter((0..n).map(|_| {
+                r.opt(nulls, |r| r.string().repeat(1 + r.below(3) as usize))
+            })))
+        }
+        39 => Arc::new(BinaryViewArray::from_iter((0..n).map(|_| {
+            r.opt(nulls, |r| {
+                r.string().repeat(1 + r.below(4) as usize).into_bytes()
+            })
+        }))),
+        40 => Arc::new(NullArray::new(n)),
+        41 => prim!(Time64NanosecondArray, |r| r.below(86_400_000_000_000)
+            as i64),
+        _ => unreachable!("kind {kind} is not an extended kind"),
+    }
 }
 
 /// A random batch: `kinds` columns, `rows` rows, then sliced from `offset`
