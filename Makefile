@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Every build and test uses the same feature set, so nothing rebuilds between targets.
 FEATURES ?= --features tokio,flight
 
-.PHONY: all deps build test test-rust test-go test-py demo bench bench-quick bench-ring bench-smoke bench-tools loom miri clean lint
+.PHONY: all deps build test test-rust test-go test-py demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools loom miri clean lint
 
 all: build
 
@@ -53,6 +53,16 @@ bench-tools: build
 	ALLOY_NEED_STRACE=1 bash scripts/deps.sh
 	$(CARGO) build --release $(FEATURES) --example bench_peer
 	cd go && $(GO) build -o ../bin/alloy-bench ./cmd/alloy-bench
+
+# The iceoryx2 comparison (doc/BENCHMARKS.md, "Alloy against iceoryx2"): builds
+# the iceoryx2 side with the cargo feature bench-iceoryx2 (never part of build,
+# test or CI) and runs the floors and one-way latency of the full grid for
+# iceoryx2, iceoryx2-event, shm-rust and shm-go, into target/bench/iceoryx2/.
+ICEORYX2_GRID ?= full
+bench-iceoryx2: bench-tools
+	$(CARGO) build --release $(FEATURES) --features bench-iceoryx2 --example bench_iceoryx2
+	bin/alloy-bench --grid $(ICEORYX2_GRID) --sections floors,latency \
+		--only iceoryx2,iceoryx2-event,shm-rust,shm-go,atomic-pingpong,memcpy --out target/bench/iceoryx2
 
 # The suite on a tiny grid: checks the outputs are well formed, never timings.
 bench-smoke: build

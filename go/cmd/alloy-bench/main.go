@@ -7,6 +7,7 @@
 // `cargo build --release --example bench_peer`):
 //
 //	alloy-bench [--grid full|quick|smoke] [--out DIR] [--peer PATH] [--only a,b]
+//	            [--sections floors,latency,…] [--iceoryx2 PATH]
 //
 // The Rust side of each transport is the helper examples/bench_peer.rs; the
 // Go side (shm-go, cgo-oneshot, uds-ipc) runs in this process.
@@ -83,8 +84,6 @@ func (g grid) iters(size int64) int {
 var notYet = []Unavailable{
 	{"shm-go-ipc", "Arrow IPC over the ring is being built (src/arrow, go/arrowshm); plugs in as a Go producer + a bench_peer consumer role, see doc/BENCHMARKS.md"},
 	{"shm-go-cdata", "C-Data-offsets mode over the ring is being built (src/arrow, go/arrowshm); plugs in like shm-go-ipc"},
-	{"iceoryx2", "not built in this slice: planned as a separate bench binary behind the cargo feature bench-iceoryx2"},
-	{"iceoryx2-event", "not built in this slice (with iceoryx2)"},
 	{"flight-localhost", "skipped in this slice: needs arrow-flight (Rust) + a Go Flight client"},
 }
 
@@ -93,6 +92,8 @@ func main() {
 	out := flag.String("out", "target/bench", "output directory")
 	helper := flag.String("peer", "target/release/examples/bench_peer", "the Rust helper binary")
 	only := flag.String("only", "", "comma-separated transports to run (default all)")
+	flag.StringVar(&iceoryx2Bin, "iceoryx2", iceoryx2Bin, "the iceoryx2 helper binary (make bench-iceoryx2); missing: iceoryx2 is skipped")
+	flag.StringVar(&sectionsFlag, "sections", "", "comma-separated sections to run: floors, latency, throughput, fanout, syscalls (default all)")
 	flag.Parse()
 	g, ok := grids[*gridName]
 	if !ok {
@@ -117,9 +118,28 @@ type suite struct {
 	helper string
 	only   map[string]bool
 	err    error
+	// section is the part of run() under way; sections, when not empty,
+	// are the parts to run (--sections).
+	section  string
+	sections map[string]bool
 }
 
-func (s *suite) want(transport string) bool { return len(s.only) == 0 || s.only[transport] }
+// sectionsFlag is --sections (make bench-iceoryx2 runs floors,latency).
+var sectionsFlag string
+
+func (s *suite) want(transport string) bool {
+	return (len(s.only) == 0 || s.only[transport]) && (len(s.sections) == 0 || s.sections[s.section])
+}
+
+// enter starts a section of run(): logs it and says whether it runs.
+func (s *suite) enter(section, title string) bool {
+	s.section = section
+	if len(s.sections) > 0 && !s.sections[section] {
+		return false
+	}
+	fmt.Fprintln(os.Stderr, "alloy-bench: "+title)
+	return true
+}
 
 func (s *suite) step(transport, what string, f func() (Result, error)) {
 	if s.err != nil || !s.want(transport) {
@@ -172,17 +192,22 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 	}
 	start := time.Now()
 	rep := &Report{Env: readEnv(gridName, start.UTC().Format(time.RFC3339)), Unavailable: append([]Unavailable{}, notYet...)}
-	s := &suite{rep: rep, g: g, helper: helper, only: map[string]bool{}}
+	s := &suite{rep: rep, g: g, helper: helper, only: map[string]bool{}, sections: map[string]bool{}}
 	for _, t := range strings.Split(only, ",") {
 		if t != "" {
 			s.only[t] = true
+		}
+	}
+	for _, t := range strings.Split(sectionsFlag, ",") {
+		if t != "" {
+			s.sections[t] = true
 		}
 	}
 	h := helper
 	itoa := func(v int64) string { return strconv.FormatInt(v, 10) }
 	spin := func(busy bool) []string { return spinArg(busy) }
 
-	fmt.Fprintln(os.Stderr, "alloy-bench: floors")
+	s.enter("floors", "floors")
 	s.step("atomic-pingpong", "64 B", func() (Result, error) {
 		return runPeer(h, "pingpong", "--iters", strconv.Itoa(g.pingIters))
 	})
@@ -193,7 +218,7 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		s.stepMedian("memcpy", sizeName(size)+" (Go)", func() (Result, error) { return goMemcpy(size, g.total(size)) })
 	}
 
-	fmt.Fprintln(os.Stderr, "alloy-bench: one-way latency")
+	s.enter("latency", "one-way latency")
 	for _, size := range g.latSizes {
 		n := g.iters(size)
 		for _, busy := range []bool{true, false} {
@@ -202,13 +227,14 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 				return runPeer(append([]string{h, "lat", "--size", itoa(size), "--iters", strconv.Itoa(n)}, spin(busy)...)...)
 			})
 			s.step("shm-go", what, func() (Result, error) { return shmGoLatency(h, size, n, busy) })
+			s.iceoryx2Latency(size, n, busy, what)
 		}
 		what := fmt.Sprintf("%s ×%d", sizeName(size), n)
 		s.step("uds-ipc", what, func() (Result, error) { return udsLatency(h, size, n) })
 		s.step("cgo-oneshot", what, func() (Result, error) { return cgoLatency(size, n) })
 	}
 
-	fmt.Fprintln(os.Stderr, "alloy-bench: streaming throughput")
+	s.enter("throughput", "streaming throughput")
 	for _, size := range g.tputSizes {
 		for _, busy := range []bool{true, false} {
 			what := sizeName(size) + " " + modeName(busy)
@@ -221,7 +247,7 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		s.stepMedian("cgo-oneshot", sizeName(size), func() (Result, error) { return cgoThroughput(size, g.total(size)) })
 	}
 
-	fmt.Fprintln(os.Stderr, "alloy-bench: fan-out")
+	s.enter("fanout", "fan-out")
 	modes := []bool{true}
 	if g.withFanoutBlocking {
 		modes = append(modes, false)
@@ -250,11 +276,12 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		}
 	}
 
-	fmt.Fprintln(os.Stderr, "alloy-bench: syscalls per message (strace -c -f)")
-	if _, err := exec.LookPath("strace"); err != nil {
-		rep.Unavailable = append(rep.Unavailable, Unavailable{"syscalls", "strace not installed (scripts/deps.sh installs it for make bench)"})
-	} else {
-		syscallSteps(s)
+	if s.enter("syscalls", "syscalls per message (strace -c -f)") {
+		if _, err := exec.LookPath("strace"); err != nil {
+			rep.Unavailable = append(rep.Unavailable, Unavailable{"syscalls", "strace not installed (scripts/deps.sh installs it for make bench)"})
+		} else {
+			syscallSteps(s)
+		}
 	}
 	rep.Ratios = ratios(rep, g)
 	rep.Seconds = time.Since(start).Seconds()

@@ -78,6 +78,7 @@ func ratioDefs(rep *Report, g grid) []ratioDef {
 	add("uds-ipc/shm-go p50 "+L+" busy", rep.find("uds-ipc", "blocking", "latency", lat, 0), goLat, p50)
 	add("cgo-oneshot/shm-go throughput "+T+" busy", rep.find("cgo-oneshot", "call", "throughput", tp, 0), goTp, tput)
 	add("cgo-oneshot/shm-go p50 "+L+" busy", rep.find("cgo-oneshot", "call", "latency", lat, 0), goLat, p50)
+	iceoryx2Ratios(rep, g, add)
 	add("flight-localhost/shm-go throughput "+T, rep.find("flight-localhost", "blocking", "throughput", tp, 0), goTp, tput)
 	for _, t := range []string{"shm-go", "shm-rust"} {
 		for _, m := range []string{"busy", "blocking"} {
@@ -194,6 +195,8 @@ func markdown(rep *Report) string {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %d |\n", r.Transport, r.Mode, sizeName(r.PayloadBytes), ns(*r.P50NS), ns(*r.P99NS), ns(*r.P999NS), ns(*r.MaxNS), r.Messages)
 		}
 	}
+
+	iceoryx2Table(&b, rep)
 
 	b.WriteString("\n## Streaming throughput, GB/s\n\nThe consumer reads every byte (sums u64 words / the int64 column); memcpy is one thread copying the same blocks.\n\n")
 	tp := collect(rep, "throughput")
