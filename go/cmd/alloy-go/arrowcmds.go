@@ -26,10 +26,8 @@ type summary struct {
 
 func checkMode(mode string) error {
 	switch mode {
-	case "ipc":
+	case "ipc", "cdata":
 		return nil
-	case "cdata":
-		return errors.New("--mode cdata (C-Data-offsets) is not implemented yet; use --mode ipc")
 	default:
 		return fmt.Errorf("unknown --mode %q (expected ipc or cdata)", mode)
 	}
@@ -87,7 +85,9 @@ func eachRecord(path string, f func(*arrow.Schema, arrow.RecordBatch) error) (*a
 func send(args []string) error {
 	fs := newFlags("send")
 	name := fs.String("ring", "", "ring name")
-	mode := fs.String("mode", "ipc", "encoding: ipc (cdata is not implemented yet)")
+	mode := fs.String("mode", "ipc", "encoding: ipc, or cdata (C-Data-offsets; each batch must fit in one slot)")
+	flightURL := fs.String("flight", "", "send to ring --ring of the alloy serve-flight gateway at this URL (grpc://HOST:PORT)")
+	fs.BoolVar(&dictionaryDeltas, "dictionary-deltas", false, "send grown dictionaries as delta dictionary batches (ipc mode)")
 	fs.Parse(args)
 	if err := requireRing(*name); err != nil {
 		return err
@@ -102,17 +102,23 @@ func send(args []string) error {
 	if _, err := os.Stat(path); err != nil {
 		return err
 	}
+	if *flightURL != "" {
+		return sendFlight(*flightURL, *name, *mode, path)
+	}
 	r, p, err := openProducer(*name)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	var w *arrowshm.Writer
+	var w recordWriter
 	var s summary
 	bar := newProgress("sending")
 	schema, err := eachRecord(path, func(schema *arrow.Schema, rec arrow.RecordBatch) error {
 		if w == nil {
-			w = arrowshm.NewWriter(p, schema)
+			var err error
+			if w, err = newRecordWriter(*mode, p, schema); err != nil {
+				return err
+			}
 		}
 		s.Rows += uint64(rec.NumRows())
 		err := w.Write(rec)
@@ -121,7 +127,7 @@ func send(args []string) error {
 	})
 	bar.done()
 	if err == nil && w == nil { // no records: still publish the schema
-		w = arrowshm.NewWriter(p, schema)
+		w, err = newRecordWriter(*mode, p, schema)
 	}
 	if w == nil {
 		p.Detach()
@@ -136,6 +142,30 @@ func send(args []string) error {
 	s.Batches, s.Bytes = w.Batches(), w.BytesSent()
 	return printJSON(s)
 }
+
+// recordWriter is what send needs of arrowshm.Writer and CDataWriter.
+type recordWriter interface {
+	Write(arrow.RecordBatch) error
+	Close() error
+	Batches() uint64
+	BytesSent() uint64
+}
+
+// newRecordWriter returns the writer of the --mode: IPC, or C-Data-offsets
+// (which copies each record read from the file into its slot once).
+func newRecordWriter(mode string, p *ring.Producer, schema *arrow.Schema) (recordWriter, error) {
+	if mode == "cdata" {
+		w, err := arrowshm.NewCDataWriter(p, schema)
+		if err != nil { // not a typed nil in the interface
+			return nil, err
+		}
+		return w, nil
+	}
+	return arrowshm.NewWriter(p, schema, arrowshm.WithDictionaryDeltas(dictionaryDeltas)), nil
+}
+
+// dictionaryDeltas is send's --dictionary-deltas.
+var dictionaryDeltas bool
 
 // recv joins a ring, says "ready", and writes the records it receives to
 // an Arrow IPC stream file until end of stream.
@@ -211,9 +241,13 @@ func arrowGen(args []string) error {
 	name := fs.String("ring", "", "ring name")
 	size := fs.Int("bytes", 1<<20, "approximate record batch size in bytes")
 	count := fs.Int("count", 100, "number of batches to send")
+	mode := fs.String("mode", "ipc", "ipc, cdata (build each batch in its slot with the slot allocator) or cdata-write (copy the built record into each slot)")
 	fs.Parse(args)
 	if err := requireRing(*name); err != nil {
 		return err
+	}
+	if *mode != "ipc" && *mode != "cdata" && *mode != "cdata-write" {
+		return fmt.Errorf("unknown --mode %q (expected ipc, cdata or cdata-write)", *mode)
 	}
 	// 8 (int64) + 4 (offset) + 12 (string) bytes per row.
 	rows := max(1, *size/24)
@@ -240,10 +274,23 @@ func arrowGen(args []string) error {
 		return err
 	}
 	defer r.Close()
-	w := arrowshm.NewWriter(p, schema)
+	var w recordWriter
+	send := func() error { return w.Write(rec) }
+	if *mode == "ipc" {
+		w = arrowshm.NewWriter(p, schema)
+	} else {
+		cw, err := arrowshm.NewCDataWriter(p, schema)
+		if err != nil {
+			return err
+		}
+		w = cw
+		if *mode == "cdata" {
+			send = func() error { return cw.Build(genBuild(schema, rec)) }
+		}
+	}
 	start := time.Now()
 	for range *count {
-		if err := w.Write(rec); err != nil {
+		if err := send(); err != nil {
 			w.Close()
 			return err
 		}
@@ -257,6 +304,38 @@ func arrowGen(args []string) error {
 		Bytes   uint64  `json:"bytes"`
 		Seconds float64 `json:"seconds"`
 	}{*count, rec.NumRows(), w.BytesSent(), time.Since(start).Seconds()})
+}
+
+// genBuild returns a CDataWriter.Build callback that builds a copy of rec
+// (arrow-gen's int64 + utf8 record) straight into the slot: builders
+// reserved to size up front, values appended from rec's columns.
+func genBuild(schema *arrow.Schema, rec arrow.RecordBatch) func(memory.Allocator) (arrow.RecordBatch, error) {
+	ids := rec.Column(0).(*array.Int64).Int64Values()
+	names := rec.Column(1).(*array.String)
+	offs := names.ValueOffsets()
+	data := names.ValueBytes()
+	return func(mem memory.Allocator) (arrow.RecordBatch, error) {
+		n := int(rec.NumRows())
+		ib := array.NewInt64Builder(mem)
+		defer ib.Release()
+		ib.Reserve(n)
+		ib.AppendValues(ids, nil)
+		sb := array.NewStringBuilder(mem)
+		defer sb.Release()
+		sb.Reserve(n)
+		sb.ReserveData(len(data))
+		for i := range n {
+			if names.IsNull(i) {
+				sb.AppendNull()
+			} else {
+				sb.BinaryBuilder.Append(data[offs[i]:offs[i+1]])
+			}
+		}
+		a, b := ib.NewArray(), sb.NewArray()
+		defer a.Release()
+		defer b.Release()
+		return array.NewRecordBatch(schema, []arrow.Array{a, b}, int64(n)), nil
+	}
 }
 
 // openProducer opens the named ring and attaches its producer with blocking
