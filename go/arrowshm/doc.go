@@ -23,8 +23,12 @@
 // sentinels (ring.ErrMessageTooLarge, ring.ErrProducerGone, ring.ErrClosed,
 // …) for the ring underneath.
 //
-// The C-Data-offsets mode (flag 3) is reserved but not implemented: Reader
-// refuses it with ErrNotImplemented.
+// CDataWriter sends records in the C-Data-offsets mode (flag 3,
+// LAYOUT.md §8.3): its Build method hands arrow-go builders an allocator
+// over the reserved slot, so the record is built in shared memory and
+// published with a small descriptor and no copy; the Rust IpcReader
+// rebuilds the arrays in place. Reader (Go) does not decode this mode: it
+// refuses such messages with ErrNotImplemented.
 package arrowshm
 
 import "errors"
@@ -38,7 +42,8 @@ const (
 	FlagIPCRecordBatch uint32 = 1
 	// FlagIPCDictionaryBatch marks one IPC message with a DictionaryBatch header.
 	FlagIPCDictionaryBatch uint32 = 2
-	// FlagCDataOffsets is reserved for the C-Data-offsets mode (not implemented).
+	// FlagCDataOffsets marks one record batch in C-Data-offsets mode
+	// (see CDataWriter).
 	FlagCDataOffsets uint32 = 3
 	// FlagIPCSchema marks one IPC message with a Schema header (no body).
 	FlagIPCSchema uint32 = 4
