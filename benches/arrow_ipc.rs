@@ -1,5 +1,5 @@
-//! Go → Rust throughput of Arrow IPC mode, against memcpy measured in the
-//! same run.
+//! Go → Rust throughput of Arrow IPC mode and C-Data-offsets mode, against
+//! memcpy measured in the same run.
 //!
 //! `bin/alloy-go arrow-gen` (Go) writes one record batch (an int64 column
 //! and a utf8 column, every 10th string null) of about 1 MiB or 16 MiB many
@@ -10,7 +10,13 @@
 //! batch to end of stream.
 //!
 //! Each size runs with validation on (the default) and skipped (the unsafe
-//! opt-in for trusted peers). Run with `cargo bench --bench arrow_ipc`
+//! opt-in for trusted peers), in three producer modes: `ipc`
+//! (`arrowshm.Writer`, one copy of the built record into the slot),
+//! `cdata` (`CDataWriter.Build`: the builders write the batch into the slot,
+//! values appended from the source record's columns, no copy after
+//! building) and `cdata-write` (`CDataWriter.Write`: one copy of the built
+//! record into the slot, the cdata analogue of `ipc`). The consumer side is
+//! the same `IpcReader` loop for all three. Run with `cargo bench --bench arrow_ipc`
 //! after `make build` (it needs
 //! `bin/alloy-go`; it skips without it). Under `cargo test` it runs one
 //! short transfer as a smoke test.
@@ -19,7 +25,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use alloy_shm::arrow::{in_mapping, IpcReader};
+use alloy_shm::arrow::{in_mapping, in_mapping_all, IpcReader};
 use alloy_shm::ring::{Ring, RingConfig};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
@@ -33,8 +39,8 @@ struct Run {
 }
 
 /// One Go → Rust transfer of `count` batches of about `size` bytes.
-fn go_to_rust(go: &str, size: usize, count: usize, validate: bool) -> Run {
-    let name = format!("alloy-bench-arrow-{}-{size}", std::process::id());
+fn go_to_rust(go: &str, size: usize, count: usize, validate: bool, mode: &str) -> Run {
+    let name = format!("alloy-bench-arrow-{}-{size}-{mode}", std::process::id());
     let _ = Ring::unlink(&name);
     let cfg = RingConfig {
         slot_count: 8,
@@ -50,7 +56,7 @@ fn go_to_rust(go: &str, size: usize, count: usize, validate: bool) -> Run {
     }
     let mut child = Command::new(go)
         .args(["arrow-gen", "--ring", &name, "--bytes", &size.to_string()])
-        .args(["--count", &count.to_string()])
+        .args(["--count", &count.to_string(), "--mode", mode])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn alloy-go");
@@ -60,6 +66,7 @@ fn go_to_rust(go: &str, size: usize, count: usize, validate: bool) -> Run {
         start.get_or_insert_with(Instant::now);
         if batches == 0 {
             assert!(in_mapping(&ring, &batch), "the batch was copied");
+            assert!(in_mapping_all(&ring, &batch), "the batch was copied");
         }
         let ids = batch.column(0).as_primitive::<Int64Type>();
         sum = sum.wrapping_add(ids.values().iter().fold(0i64, |a, &v| a.wrapping_add(v)));
@@ -127,24 +134,32 @@ fn main() {
         return;
     }
     if !bench {
-        let r = go_to_rust(go, 64 << 10, 20, true);
-        assert_eq!(r.batches, 20);
-        println!("arrow_ipc smoke test: 20 batches of 64 KiB Go -> Rust ok");
+        for mode in ["ipc", "cdata", "cdata-write"] {
+            let r = go_to_rust(go, 64 << 10, 20, true, mode);
+            assert_eq!(r.batches, 20);
+            println!("arrow_ipc smoke test ({mode}): 20 batches of 64 KiB Go -> Rust ok");
+        }
         return;
     }
     let total: usize = 4 << 30;
     println!(
-        "\n## Arrow IPC mode, Go → Rust (two processes, {} cores)\n",
+        "\n## Arrow over the ring, Go → Rust (two processes, {} cores)\n",
         cores()
     );
-    println!("| batch | validation | batches | GB/s (consumer) | Mrows/s | GB/s (Go producer) | / memcpy |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("| batch | mode | validation | batches | GB/s (consumer) | Mrows/s | GB/s (Go producer) | / memcpy |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
     for (label, size) in [("1 MiB", 1usize << 20), ("16 MiB", 16 << 20)] {
         let mc = memcpy_gbps(size, total / 4);
-        for validate in [true, false] {
-            let r = go_to_rust(go, size, total / size, validate);
+        for (mode, validate) in [
+            ("ipc", true),
+            ("ipc", false),
+            ("cdata", true),
+            ("cdata", false),
+            ("cdata-write", true),
+        ] {
+            let r = go_to_rust(go, size, total / size, validate, mode);
             println!(
-                "| {label} int64 + utf8 | {} | {} | {:.2} | {:.1} | {:.2} | {:.2} |",
+                "| {label} int64 + utf8 | {mode} | {} | {} | {:.2} | {:.1} | {:.2} | {:.2} |",
                 if validate { "on" } else { "skipped" },
                 r.batches,
                 r.gbps,
@@ -153,7 +168,7 @@ fn main() {
                 r.gbps / mc
             );
         }
-        println!("| memcpy {label} blocks (floor) | | | {mc:.2} | | | 1.00 |");
+        println!("| memcpy {label} blocks (floor) | | | | {mc:.2} | | | 1.00 |");
     }
 }
 
