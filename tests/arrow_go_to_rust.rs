@@ -199,3 +199,62 @@ fn every_type_comes_back_from_go() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `alloy-go send --dictionary-deltas`: a dictionary that grows goes as
+/// delta batches, and the Rust reader rebuilds every batch.
+#[test]
+fn go_delta_dictionaries_are_applied() {
+    use alloy_shm::arrow::flags;
+    if !Path::new(GO).exists() {
+        eprintln!("{GO} missing (run make build); skipped");
+        return;
+    }
+    let batches = testdata::growing_dictionary_batches(8);
+    let dir = std::env::temp_dir().join(format!("alloy-delta-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.arrows");
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(
+        std::fs::File::create(&input).unwrap(),
+        &batches[0].schema(),
+    )
+    .unwrap();
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+    let name = format!("alloy-arrow-delta-{}", std::process::id());
+    let ring = Ring::create(
+        &name,
+        &RingConfig {
+            slot_count: 64,
+            slot_size: 1 << 16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let mut raw = ring.subscribe().unwrap();
+    let status = Command::new(GO)
+        .args(["send", "--dictionary-deltas", "--ring", &name])
+        .arg(&input)
+        .status()
+        .unwrap();
+    let _ = Ring::unlink(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success());
+    for (i, want) in batches.iter().enumerate() {
+        assert_eq!(&reader.next_batch().unwrap().unwrap(), want, "batch {i}");
+    }
+    assert!(reader.next_batch().unwrap().is_none());
+    let mut deltas = 0;
+    while let Some(l) = raw.recv().unwrap() {
+        if l.flags() == flags::IPC_DICTIONARY_BATCH {
+            // Prefix: continuation marker, metadata length, then the
+            // flatbuffer Message (LAYOUT.md §8.1).
+            let len = u32::from_le_bytes(l[4..8].try_into().unwrap()) as usize;
+            let msg = arrow_ipc::root_as_message(&l[8..8 + len]).unwrap();
+            deltas += usize::from(msg.header_as_dictionary_batch().unwrap().isDelta());
+        }
+    }
+    assert_eq!(deltas, 7, "every dictionary after the first is a delta");
+}

@@ -32,14 +32,32 @@ type Writer struct {
 	mem memory.Allocator
 }
 
+// WriterOption configures NewWriter.
+type WriterOption func(*writerConfig)
+
+type writerConfig struct{ deltas bool }
+
+// WithDictionaryDeltas makes the Writer send a dictionary that only grew
+// (its old values are a prefix of the new ones) as a delta dictionary batch
+// holding just the new values (LAYOUT.md §8.2), instead of the whole
+// dictionary again. Readers in both languages apply deltas.
+func WithDictionaryDeltas(on bool) WriterOption {
+	return func(c *writerConfig) { c.deltas = on }
+}
+
 // NewWriter returns a Writer of records with the given schema through p.
 // Nothing is published before the first Write or Close.
-func NewWriter(p *ring.Producer, schema *arrow.Schema) *Writer {
+func NewWriter(p *ring.Producer, schema *arrow.Schema, opts ...WriterOption) *Writer {
+	var cfg writerConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	sw := &slotWriter{p: p}
 	mem := memory.DefaultAllocator
 	return &Writer{
 		p: p, sw: sw, mem: mem,
-		ipc: ipc.NewWriterWithPayloadWriter(sw, ipc.WithSchema(schema), ipc.WithAllocator(mem)),
+		ipc: ipc.NewWriterWithPayloadWriter(sw, ipc.WithSchema(schema), ipc.WithAllocator(mem),
+			ipc.WithDictionaryDeltas(cfg.deltas)),
 	}
 }
 

@@ -341,3 +341,20 @@ pub fn batch(seed: u64, kinds: &[u64], rows: usize, offset: usize, nulls: bool) 
     };
     b.expect("valid batch").slice(offset, rows)
 }
+
+/// Batches of one dictionary column whose dictionary grows: batch `k` uses
+/// the first `3 + 2k` words (for the delta-dictionary tests).
+pub fn growing_dictionary_batches(n: usize) -> Vec<RecordBatch> {
+    let words: Vec<String> = (0..3 + 2 * n).map(|i| format!("word{i}")).collect();
+    (0..n)
+        .map(|k| {
+            let dict_len = 3 + 2 * k;
+            let values = Arc::new(StringArray::from_iter_values(&words[..dict_len]));
+            let keys = Int32Array::from_iter(
+                (0..20).map(|i| (i % 7 != 3).then_some(((i * 5 + k) % dict_len) as i32)),
+            );
+            let dict = DictionaryArray::<Int32Type>::try_new(keys, values).unwrap();
+            RecordBatch::try_from_iter([("tag", Arc::new(dict) as _)]).unwrap()
+        })
+        .collect()
+}

@@ -78,3 +78,52 @@ fn all_types_in_one_batch_and_empty_batches() {
         .collect();
     round_trip(&batches).unwrap();
 }
+
+/// Whether `bytes` (one IPC_DICTIONARY_BATCH slot) is a delta.
+pub(crate) fn is_delta(bytes: &[u8]) -> bool {
+    let buf = arrow_buffer::Buffer::from(bytes);
+    let frame = super::frame::parse(&buf).expect("a valid frame");
+    frame
+        .message
+        .header_as_dictionary_batch()
+        .expect("a dictionary batch")
+        .isDelta()
+}
+
+#[test]
+fn delta_dictionaries_are_sent_when_asked_and_applied_by_the_reader() {
+    use super::flags;
+    for deltas in [false, true] {
+        let ring = Ring::anonymous_builder()
+            .slot_count(64)
+            .slot_size(1 << 16)
+            .create()
+            .unwrap();
+        let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+        let mut raw = ring.subscribe().unwrap();
+        let batches = testdata::growing_dictionary_batches(6);
+        let mut w = IpcWriter::new(ring.producer().unwrap(), batches[0].schema())
+            .unwrap()
+            .with_dictionary_deltas(deltas);
+        for b in &batches {
+            w.write(b).unwrap();
+        }
+        w.close().unwrap();
+        for (i, want) in batches.iter().enumerate() {
+            assert_eq!(&reader.next_batch().unwrap().unwrap(), want, "batch {i}");
+        }
+        assert!(reader.next_batch().unwrap().is_none());
+        let mut delta_batches = 0;
+        let mut dictionary_batches = 0;
+        while let Some(l) = raw.recv().unwrap() {
+            if l.flags() == flags::IPC_DICTIONARY_BATCH {
+                dictionary_batches += 1;
+                delta_batches += usize::from(is_delta(&l));
+            }
+        }
+        // One dictionary per batch: the first whole, then replacements or
+        // deltas.
+        assert_eq!(dictionary_batches, 6);
+        assert_eq!(delta_batches, if deltas { 5 } else { 0 }, "deltas {deltas}");
+    }
+}

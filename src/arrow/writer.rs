@@ -3,8 +3,8 @@
 
 use arrow_array::RecordBatch;
 use arrow_ipc::writer::{
-    write_message, DictionaryTracker, EncodedData, IpcDataGenerator, IpcWriteContext,
-    IpcWriteOptions,
+    write_message, DictionaryHandling, DictionaryTracker, EncodedData, IpcDataGenerator,
+    IpcWriteContext, IpcWriteOptions,
 };
 use arrow_ipc::MetadataVersion;
 use arrow_schema::SchemaRef;
@@ -57,6 +57,20 @@ impl IpcWriter {
             started: false,
             bytes: 0,
         })
+    }
+
+    /// Sends a dictionary that only grew (its old values are a prefix of
+    /// the new ones) as a delta dictionary batch with just the new values
+    /// (LAYOUT.md §8.2), instead of the whole dictionary again. Off by
+    /// default; readers in both languages apply deltas.
+    pub fn with_dictionary_deltas(mut self, on: bool) -> IpcWriter {
+        let handling = if on {
+            DictionaryHandling::Delta
+        } else {
+            DictionaryHandling::Resend
+        };
+        self.options = self.options.with_dictionary_handling(handling);
+        self
     }
 
     /// The stream's schema.
