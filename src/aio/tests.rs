@@ -119,7 +119,7 @@ async fn async_producer_honours_backpressure_timeout_and_fail() {
         tx.send(b"4", 0).await,
         Err(RingError::Full { slots: 2 })
     ));
-    let too_big = vec![0u8; 65];
+    let too_big = [0u8; 65];
     assert!(matches!(
         tx.reserve(too_big.len()).await,
         Err(RingError::MessageTooLarge { len: 65, max: 64 })
