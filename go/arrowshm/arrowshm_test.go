@@ -11,6 +11,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"pgregory.net/rapid"
 
+	"github.com/ignalina/alloy/go/internal/ipcframe"
 	"github.com/ignalina/alloy/go/ring"
 )
 
@@ -154,15 +155,15 @@ func TestWriterAlignsEveryBuffer(t *testing.T) {
 		if hdr%64 != 0 {
 			t.Errorf("seq %d: body starts at %d", l.Seq(), hdr)
 		}
-		info, err := parseMessage(b[8:hdr])
+		info, err := ipcframe.Parse(b[8:hdr])
 		if err != nil {
 			t.Fatal(err)
 		}
-		if int64(len(b)) != int64(hdr)+info.bodyLen {
-			t.Errorf("seq %d: len %d, header %d + body %d", l.Seq(), len(b), hdr, info.bodyLen)
+		if int64(len(b)) != int64(hdr)+info.BodyLen {
+			t.Errorf("seq %d: len %d, header %d + body %d", l.Seq(), len(b), hdr, info.BodyLen)
 		}
-		for i := range info.nbufs {
-			if off, _ := info.buffer(b[8:hdr], i); off%64 != 0 {
+		for i := range info.NBufs {
+			if off, _ := info.Buffer(b[8:hdr], i); off%64 != 0 {
 				t.Errorf("seq %d: buffer %d at body offset %d", l.Seq(), i, off)
 			}
 		}

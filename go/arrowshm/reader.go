@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/ignalina/alloy/go/internal/ipcframe"
 	"github.com/ignalina/alloy/go/ring"
 )
 
@@ -260,19 +261,19 @@ func (m *slotMessages) schemaMessage(msg *ipc.Message, framed []byte) (*ipc.Mess
 
 // decodeFrame checks one slot's message (LAYOUT.md §8.1) and returns a copy
 // of it as an ipc.Message.
-func decodeFrame(b []byte, flags uint32) (*ipc.Message, msgInfo, error) {
-	var info msgInfo
+func decodeFrame(b []byte, flags uint32) (*ipc.Message, ipcframe.Info, error) {
+	var info ipcframe.Info
 	if flags&^EncodingMask != 0 {
 		return nil, info, fmt.Errorf("%w: flags %#x", ErrUnknownFlags, flags)
 	}
 	want := 0
 	switch flags {
 	case FlagIPCSchema:
-		want = headerSchema
+		want = ipcframe.HeaderSchema
 	case FlagIPCDictionaryBatch:
-		want = headerDictionaryBatch
+		want = ipcframe.HeaderDictionaryBatch
 	case FlagIPCRecordBatch:
-		want = headerRecordBatch
+		want = ipcframe.HeaderRecordBatch
 	case FlagCDataOffsets:
 		return nil, info, fmt.Errorf("%w: C-Data-offsets mode", ErrNotImplemented)
 	default:
@@ -286,24 +287,24 @@ func decodeFrame(b []byte, flags uint32) (*ipc.Message, msgInfo, error) {
 		return nil, info, fmt.Errorf("%w: metadata size %d in a %d-byte message", ErrCorrupt, metaLen, len(b))
 	}
 	meta := b[8 : 8+metaLen]
-	info, err := parseMessage(meta)
+	info, err := ipcframe.Parse(meta)
 	if err != nil {
 		return nil, info, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	if info.header != want {
-		return nil, info, fmt.Errorf("%w: flag %d but header type %d", ErrCorrupt, flags, info.header)
+	if info.Header != want {
+		return nil, info, fmt.Errorf("%w: flag %d but header type %d", ErrCorrupt, flags, info.Header)
 	}
 	rest := int64(len(b)) - 8 - metaLen
-	if info.bodyLen < 0 || info.bodyLen > rest {
-		return nil, info, fmt.Errorf("%w: body length %d exceeds the %d bytes after the metadata", ErrCorrupt, info.bodyLen, rest)
+	if info.BodyLen < 0 || info.BodyLen > rest {
+		return nil, info, fmt.Errorf("%w: body length %d exceeds the %d bytes after the metadata", ErrCorrupt, info.BodyLen, rest)
 	}
-	for i := 0; i < info.nbufs; i++ {
-		off, n := info.buffer(meta, i)
-		if off < 0 || n < 0 || off > info.bodyLen-n {
-			return nil, info, fmt.Errorf("%w: buffer %d (offset %d, length %d) outside the %d-byte body", ErrCorrupt, i, off, n, info.bodyLen)
+	for i := 0; i < info.NBufs; i++ {
+		off, n := info.Buffer(meta, i)
+		if off < 0 || n < 0 || off > info.BodyLen-n {
+			return nil, info, fmt.Errorf("%w: buffer %d (offset %d, length %d) outside the %d-byte body", ErrCorrupt, i, off, n, info.BodyLen)
 		}
 	}
-	body := b[8+metaLen : 8+metaLen+info.bodyLen]
+	body := b[8+metaLen : 8+metaLen+info.BodyLen]
 	return ipc.NewMessage(
 		memory.NewBufferBytes(bytes.Clone(meta)),
 		memory.NewBufferBytes(append(make([]byte, 0, len(body)), body...)),

@@ -2,15 +2,14 @@ package arrowshm
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/ignalina/alloy/go/internal/ipcframe"
 	"github.com/ignalina/alloy/go/ring"
 )
 
@@ -123,12 +122,12 @@ func (w *Writer) recordSize(rec arrow.RecordBatch) (int64, error) {
 	defer pl.Release()
 	meta := pl.Meta()
 	defer meta.Release()
-	info, err := parseMessage(meta.Bytes())
+	info, err := ipcframe.Parse(meta.Bytes())
 	if err != nil {
 		return 0, err
 	}
-	_, body := alignedLayout(meta.Bytes(), info, nil)
-	return headerLen(meta.Len()) + body, nil
+	_, body := ipcframe.Layout(meta.Bytes(), info, nil)
+	return ipcframe.HeaderLen(meta.Len()) + body, nil
 }
 
 // dataBound bounds the encoded size of one array: every buffer (whole, even
@@ -165,28 +164,10 @@ func (w *Writer) Close() error {
 	return err
 }
 
-// headerLen is the prefix plus metadata, padded so the body starts on a
-// 64-byte boundary.
-func headerLen(metaLen int) int64 { return alignUp(8+int64(metaLen), align) }
+// align and alignUp serve the C-Data-offsets allocator.
+const align = ipcframe.Align
 
-const align = 64
-
-func alignUp(x, a int64) int64 { return (x + a - 1) / a * a }
-
-// alignedLayout computes each buffer's 64-aligned offset and the body
-// length; with out != nil it stores the new offsets (out[i]).
-func alignedLayout(meta []byte, info msgInfo, out []int64) (offsets []int64, bodyLen int64) {
-	var cursor int64
-	for i := 0; i < info.nbufs; i++ {
-		_, n := info.buffer(meta, i)
-		at := alignUp(cursor, align)
-		if out != nil {
-			out[i] = at
-		}
-		cursor = at + n
-	}
-	return out, alignUp(cursor, 8)
-}
+func alignUp(x, a int64) int64 { return ipcframe.AlignUp(x, a) }
 
 // slotWriter is the ipc.PayloadWriter that puts each message in a slot.
 type slotWriter struct {
@@ -209,31 +190,27 @@ func (s *slotWriter) WritePayload(pl ipc.Payload) error {
 	meta := pl.Meta()
 	defer meta.Release()
 	mb := meta.Bytes()
-	info, err := parseMessage(mb)
+	info, err := ipcframe.Parse(mb)
 	if err != nil {
 		return fmt.Errorf("arrowshm: arrow-go produced unexpected metadata: %w", err)
 	}
 	var flag uint32
-	switch info.header {
-	case headerSchema:
+	switch info.Header {
+	case ipcframe.HeaderSchema:
 		flag = FlagIPCSchema
-	case headerDictionaryBatch:
+	case ipcframe.HeaderDictionaryBatch:
 		flag = FlagIPCDictionaryBatch
-	case headerRecordBatch:
+	case ipcframe.HeaderRecordBatch:
 		flag = FlagIPCRecordBatch
 	}
-	if cap(s.offsets) < info.nbufs {
-		s.offsets = make([]int64, info.nbufs)
+	if cap(s.offsets) < info.NBufs {
+		s.offsets = make([]int64, info.NBufs)
 	}
-	s.offsets = s.offsets[:info.nbufs]
-	_, bodyLen := alignedLayout(mb, info, s.offsets)
-	hdr := headerLen(len(mb))
-	total := hdr + bodyLen
+	s.offsets = s.offsets[:info.NBufs]
+	_, bodyLen := ipcframe.Layout(mb, info, s.offsets)
+	total := ipcframe.HeaderLen(len(mb)) + bodyLen
 	if max := int64(s.p.MaxMessageSize()); total > max {
 		return fmt.Errorf("%w: %d-byte message, max %d", ring.ErrMessageTooLarge, total, max)
-	}
-	if bodyLen != 0 && info.bodyPos < 0 {
-		return fmt.Errorf("arrowshm: message without bodyLength has a %d-byte body", bodyLen)
 	}
 	ctx := s.ctx
 	if ctx == nil {
@@ -243,23 +220,9 @@ func (s *slotWriter) WritePayload(pl ipc.Payload) error {
 	if err != nil {
 		return err
 	}
-	binary.LittleEndian.PutUint32(slot[0:], 0xFFFFFFFF)
-	binary.LittleEndian.PutUint32(slot[4:], uint32(hdr-8))
-	m := slot[8 : 8+len(mb)]
-	copy(m, mb)
-	clear(slot[8+len(mb) : hdr])
-	if info.bodyPos >= 0 {
-		binary.LittleEndian.PutUint64(m[info.bodyPos:], uint64(bodyLen))
-	}
-	body := slot[hdr:total]
-	rm := remapper{meta: mb, info: info, dst: body, offsets: s.offsets}
-	for i, off := range s.offsets {
-		info.setBufferOffset(m, i, off)
-	}
-	if err := pl.SerializeBody(&rm); err != nil {
+	if err := ipcframe.Write(slot[:total], mb, info, s.offsets, bodyLen, pl.SerializeBody); err != nil {
 		return err
 	}
-	rm.finish()
 	if flag == FlagIPCSchema {
 		if err := s.p.SetSchema(slot[:total]); err != nil {
 			return err
@@ -274,54 +237,6 @@ func (s *slotWriter) WritePayload(pl ipc.Payload) error {
 	}
 	return nil
 }
-
-// remapper receives the body as arrow-go serializes it (buffers at the
-// 8-aligned offsets of the original metadata, with padding) and copies each
-// buffer to its 64-aligned place in the slot, zeroing the gaps.
-type remapper struct {
-	meta    []byte
-	info    msgInfo
-	dst     []byte
-	offsets []int64
-	pos     int64 // position in arrow-go's serialized stream
-	i       int   // current buffer
-	written int64 // dst bytes up to which gaps are zeroed
-}
-
-func (r *remapper) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		// Skip buffers that end before pos (and empty ones).
-		for r.i < r.info.nbufs {
-			off, ln := r.info.buffer(r.meta, r.i)
-			if off+ln > r.pos && ln > 0 {
-				break
-			}
-			r.i++
-		}
-		if r.i == r.info.nbufs {
-			return n, nil // trailing padding
-		}
-		off, ln := r.info.buffer(r.meta, r.i)
-		if r.pos < off { // padding before the buffer
-			skip := min(int64(len(p)), off-r.pos)
-			p, r.pos = p[skip:], r.pos+skip
-			continue
-		}
-		k := min(int64(len(p)), off+ln-r.pos)
-		at := r.offsets[r.i] + (r.pos - off)
-		if at+k > int64(len(r.dst)) {
-			return 0, io.ErrShortWrite
-		}
-		clear(r.dst[r.written:at])
-		copy(r.dst[at:at+k], p[:k])
-		r.written = at + k
-		p, r.pos = p[k:], r.pos+k
-	}
-	return n, nil
-}
-
-func (r *remapper) finish() { clear(r.dst[r.written:]) }
 
 // WriteAll reads every record of rr and writes it to w.
 func WriteAll(w *Writer, rr array.RecordReader) (records int64, rows int64, err error) {
