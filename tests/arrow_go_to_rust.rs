@@ -16,6 +16,16 @@ use proptest::prelude::*;
 
 const GO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/alloy-go");
 
+/// Writes `batches` as an Arrow IPC stream file.
+fn write_stream(path: &Path, batches: &[RecordBatch]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(file, &batches[0].schema()).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+}
+
 fn go_send(batches: &[RecordBatch]) -> Result<(), TestCaseError> {
     static N: AtomicU32 = AtomicU32::new(0);
     let id = format!(
@@ -26,15 +36,7 @@ fn go_send(batches: &[RecordBatch]) -> Result<(), TestCaseError> {
     let dir = std::env::temp_dir().join(format!("alloy-arrow-test-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join("in.arrows");
-    let mut w = arrow_ipc::writer::StreamWriter::try_new(
-        std::fs::File::create(&input).unwrap(),
-        &batches[0].schema(),
-    )
-    .unwrap();
-    for b in batches {
-        w.write(b).unwrap();
-    }
-    w.finish().unwrap();
+    write_stream(&input, batches);
 
     let name = format!("alloy-arrow-g2r-{id}");
     let cfg = RingConfig {
@@ -213,15 +215,7 @@ fn go_delta_dictionaries_are_applied() {
     let dir = std::env::temp_dir().join(format!("alloy-delta-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join("in.arrows");
-    let mut w = arrow_ipc::writer::StreamWriter::try_new(
-        std::fs::File::create(&input).unwrap(),
-        &batches[0].schema(),
-    )
-    .unwrap();
-    for b in &batches {
-        w.write(b).unwrap();
-    }
-    w.finish().unwrap();
+    write_stream(&input, &batches);
     let name = format!("alloy-arrow-delta-{}", std::process::id());
     let ring = Ring::create(
         &name,
