@@ -16,6 +16,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use alloy_shm::arrow::{in_mapping, IpcReader};
 use alloy_shm::ring::{monotonic_ns, Backpressure, Consumer, Ring, RingConfig, WaitStrategy};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
@@ -91,6 +92,15 @@ enum Cmd {
         /// Join work-queue group 1 instead of subscribing.
         #[arg(long)]
         queue: bool,
+        #[arg(long)]
+        spin: bool,
+    },
+    /// Arrow consumer of --ring (IPC or C-Data-offsets messages, decoded
+    /// zero-copy by `IpcReader`, every batch checked to lie in the mapping):
+    /// sums the int64 column 0.
+    ArrowSink {
+        #[arg(long)]
+        ring: String,
         #[arg(long)]
         spin: bool,
     },
@@ -485,6 +495,32 @@ fn sink(ring: &str, queue: bool, spin: bool) -> Res<String> {
     ))
 }
 
+fn arrow_sink(ring: &str, spin: bool) -> Res<String> {
+    let r = Ring::open(ring).map_err(err)?;
+    let mut rx = r.subscribe().map_err(err)?;
+    rx.set_wait_strategy(wait_of(spin));
+    ready()?;
+    let mut reader = IpcReader::new(&r, rx);
+    let (mut n, mut rows, mut sum, mut last) = (0u64, 0u64, 0i64, 0u64);
+    while let Some(batch) = reader.next_batch().map_err(err)? {
+        if !in_mapping(&r, &batch) {
+            return Err(format!("batch {n} was copied out of the ring"));
+        }
+        let col = batch.column(0).as_primitive::<Int64Type>();
+        sum = col.values().iter().fold(sum, |a, v| a.wrapping_add(*v));
+        if col.null_count() > 0 {
+            return Err("unexpected nulls".into());
+        }
+        n += 1;
+        rows += batch.num_rows() as u64;
+        drop(batch); // releases the slot
+        last = monotonic_ns();
+    }
+    Ok(format!(
+        "{{\"messages\":{n},\"rows\":{rows},\"sum\":{sum},\"last_ns\":{last}}}"
+    ))
+}
+
 fn uds_sink(socket: &str, ack: bool) -> Res<String> {
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket).map_err(err)?;
@@ -541,6 +577,7 @@ fn run(cli: Cli) -> Res<String> {
             spin,
         } => tput(size, total, consumers, queue, spin),
         Cmd::Sink { ring, queue, spin } => sink(&ring, queue, spin),
+        Cmd::ArrowSink { ring, spin } => arrow_sink(&ring, spin),
         Cmd::UdsSink { socket, ack } => uds_sink(&socket, ack),
     }
 }

@@ -82,8 +82,6 @@ func (g grid) iters(size int64) int {
 // notYet are the suite's transports this driver cannot measure yet, with
 // the reason; report.md lists them instead of inventing numbers.
 var notYet = []Unavailable{
-	{"shm-go-ipc", "Arrow IPC over the ring is being built (src/arrow, go/arrowshm); plugs in as a Go producer + a bench_peer consumer role, see doc/BENCHMARKS.md"},
-	{"shm-go-cdata", "C-Data-offsets mode over the ring is being built (src/arrow, go/arrowshm); plugs in like shm-go-ipc"},
 	{"flight-localhost", "skipped in this slice: needs arrow-flight (Rust) + a Go Flight client"},
 }
 
@@ -242,6 +240,13 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 				return runPeer(append([]string{h, "tput", "--size", itoa(size), "--total", itoa(g.total(size))}, spin(busy)...)...)
 			})
 			s.stepMedian("shm-go", what, func() (Result, error) { return shmGoStream(h, size, g.total(size), 1, false, busy, nil) })
+		}
+		for _, busy := range []bool{true, false} {
+			for _, tr := range []string{"shm-go-ipc", "shm-go-cdata"} {
+				s.stepMedian(tr, sizeName(size)+" "+modeName(busy), func() (Result, error) {
+					return shmGoArrow(h, tr, size, g.total(size), busy)
+				})
+			}
 		}
 		s.stepMedian("uds-ipc", sizeName(size), func() (Result, error) { return udsThroughput(h, size, g.total(size), nil) })
 		s.stepMedian("cgo-oneshot", sizeName(size), func() (Result, error) { return cgoThroughput(size, g.total(size)) })
