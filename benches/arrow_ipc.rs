@@ -15,7 +15,9 @@
 //! `cdata` (`CDataWriter.Build`: the builders write the batch into the slot,
 //! values appended from the source record's columns, no copy after
 //! building) and `cdata-write` (`CDataWriter.Write`: one copy of the built
-//! record into the slot, the cdata analogue of `ipc`). The consumer side is
+//! record into the slot, the cdata analogue of `ipc`). `ipc-build` builds
+//! each batch on the Go heap with the same builder code as `cdata`, then
+//! sends it as `ipc` does: the fair comparison for `cdata`. The consumer side is
 //! the same `IpcReader` loop for all three. Run with `cargo bench --bench arrow_ipc`
 //! after `make build` (it needs
 //! `bin/alloy-go`; it skips without it). Under `cargo test` it runs one
@@ -153,6 +155,7 @@ fn main() {
         for (mode, validate) in [
             ("ipc", true),
             ("ipc", false),
+            ("ipc-build", true),
             ("cdata", true),
             ("cdata", false),
             ("cdata-write", true),

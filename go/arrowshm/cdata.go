@@ -115,9 +115,10 @@ func (w *CDataWriter) CopiedBytes() uint64 { return w.copied }
 //
 // A buffer that does not come from mem (or is not 64-byte aligned) is
 // copied into the slot (see CopiedBytes). Builders grow their buffers by
-// doubling, and only the most recent allocation grows in place, so
-// reserving capacity up front (Builder.Reserve, ReserveData) keeps the
-// slot from filling with outgrown copies. When the slot is full the
+// doubling, and only the most recent allocation grows in place, so sizing
+// builders up front keeps the slot from filling with outgrown copies:
+// Builder.Resize(n) gives exactly n elements (Reserve rounds up to a power
+// of two, up to twice the space), ReserveData the exact data bytes. When the slot is full the
 // allocator aborts the build and Build returns ErrSlotFull; nothing is
 // published.
 func (w *CDataWriter) Build(build func(mem memory.Allocator) (arrow.RecordBatch, error)) error {
@@ -344,7 +345,7 @@ func (e *cdataEncoder) buffer(b *memory.Buffer) {
 		n = len(bs)
 		at, ok := e.alloc.offsetOf(bs)
 		if !ok || at%align != 0 {
-			dst := e.alloc.Allocate(n)
+			dst := e.alloc.allocate(n) // not zeroed: overwritten at once
 			copy(dst, bs)
 			e.copied += uint64(n)
 			at, _ = e.alloc.offsetOf(dst)

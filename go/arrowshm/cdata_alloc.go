@@ -47,6 +47,14 @@ func (a *slotAllocator) fail(err error) { panic(allocPanic{err}) }
 
 // Allocate returns size zeroed bytes at the next 64-byte boundary.
 func (a *slotAllocator) Allocate(size int) []byte {
+	b := a.allocate(size)
+	clear(b)
+	return b
+}
+
+// allocate is Allocate leaving the buffer's bytes as they are (the caller
+// overwrites them all); the padding after it is zeroed.
+func (a *slotAllocator) allocate(size int) []byte {
 	if a.sealed {
 		a.fail(errAllocatorSealed)
 	}
@@ -58,7 +66,7 @@ func (a *slotAllocator) Allocate(size int) []byte {
 	if end > len(a.buf) {
 		a.fail(fmt.Errorf("%w: a %d-byte buffer at offset %d of a %d-byte slot", ErrSlotFull, size, at, len(a.buf)))
 	}
-	clear(a.buf[at:end])
+	clear(a.buf[at+size : end])
 	a.next, a.last = end, at
 	return a.buf[at : at+size : at+size]
 }

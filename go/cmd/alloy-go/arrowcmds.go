@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -241,13 +242,13 @@ func arrowGen(args []string) error {
 	name := fs.String("ring", "", "ring name")
 	size := fs.Int("bytes", 1<<20, "approximate record batch size in bytes")
 	count := fs.Int("count", 100, "number of batches to send")
-	mode := fs.String("mode", "ipc", "ipc, cdata (build each batch in its slot with the slot allocator) or cdata-write (copy the built record into each slot)")
+	mode := fs.String("mode", "ipc", "ipc, ipc-build (build each batch on the Go heap, then ipc), cdata (build each batch in its slot with the slot allocator) or cdata-write (copy the built record into each slot)")
 	fs.Parse(args)
 	if err := requireRing(*name); err != nil {
 		return err
 	}
-	if *mode != "ipc" && *mode != "cdata" && *mode != "cdata-write" {
-		return fmt.Errorf("unknown --mode %q (expected ipc, cdata or cdata-write)", *mode)
+	if *mode != "ipc" && *mode != "ipc-build" && *mode != "cdata" && *mode != "cdata-write" {
+		return fmt.Errorf("unknown --mode %q (expected ipc, ipc-build, cdata or cdata-write)", *mode)
 	}
 	// 8 (int64) + 4 (offset) + 12 (string) bytes per row.
 	rows := max(1, *size/24)
@@ -276,8 +277,19 @@ func arrowGen(args []string) error {
 	defer r.Close()
 	var w recordWriter
 	send := func() error { return w.Write(rec) }
-	if *mode == "ipc" {
+	if strings.HasPrefix(*mode, "ipc") {
 		w = arrowshm.NewWriter(p, schema)
+		if *mode == "ipc-build" {
+			build := genBuild(schema, rec)
+			send = func() error {
+				built, err := build(memory.DefaultAllocator)
+				if err != nil {
+					return err
+				}
+				defer built.Release()
+				return w.Write(built)
+			}
+		}
 	} else {
 		cw, err := arrowshm.NewCDataWriter(p, schema)
 		if err != nil {
@@ -308,7 +320,7 @@ func arrowGen(args []string) error {
 
 // genBuild returns a CDataWriter.Build callback that builds a copy of rec
 // (arrow-gen's int64 + utf8 record) straight into the slot: builders
-// reserved to size up front, values appended from rec's columns.
+// sized exactly up front, values appended from rec's columns.
 func genBuild(schema *arrow.Schema, rec arrow.RecordBatch) func(memory.Allocator) (arrow.RecordBatch, error) {
 	ids := rec.Column(0).(*array.Int64).Int64Values()
 	names := rec.Column(1).(*array.String)
@@ -318,11 +330,11 @@ func genBuild(schema *arrow.Schema, rec arrow.RecordBatch) func(memory.Allocator
 		n := int(rec.NumRows())
 		ib := array.NewInt64Builder(mem)
 		defer ib.Release()
-		ib.Reserve(n)
+		ib.Resize(n) // exact capacity (Reserve rounds up to a power of two)
 		ib.AppendValues(ids, nil)
 		sb := array.NewStringBuilder(mem)
 		defer sb.Release()
-		sb.Reserve(n)
+		sb.Resize(n)
 		sb.ReserveData(len(data))
 		for i := range n {
 			if names.IsNull(i) {
