@@ -20,9 +20,11 @@ import (
 
 // Reader decodes the Arrow IPC messages a ring consumer receives into
 // records, like ipc.Reader does for a byte stream, and implements arrow-go's
-// array.RecordReader. Each message is copied out of its slot (one copy) and
-// the slot released before decoding, so a record stays valid for as long as
-// it is retained, independently of the ring. A consumer that joined after
+// array.RecordReader. By default each message is copied out of its slot
+// (one copy) and the slot released before decoding, so a record stays valid
+// for as long as it is retained, independently of the ring; WithZeroCopy
+// decodes record batches in place instead, holding each slot until the
+// record's arrays are released. A consumer that joined after
 // the schema message went by reads the schema from the ring's schema area.
 //
 // As with ipc.Reader, the current record is owned by the Reader and valid
@@ -40,10 +42,27 @@ type Reader struct {
 
 var _ array.RecordReader = (*Reader)(nil)
 
+// ReaderOption configures NewReader.
+type ReaderOption func(*slotMessages)
+
+// WithZeroCopy makes the Reader decode record batches in place: their
+// arrays point into the ring's shared memory, and the slot of a batch is
+// released only when the last array (or slice of one) built from it is
+// released, as in Rust. No byte of a batch is copied; the price is that a
+// retained record holds its slot, so retaining many stalls the producer
+// once the ring is full. Schema and dictionary messages are still copied
+// (the Reader keeps them for the whole stream).
+func WithZeroCopy() ReaderOption {
+	return func(m *slotMessages) { m.zeroCopy = true }
+}
+
 // NewReader reads the stream c (a consumer of r) receives. Nothing is
 // received before the first Next (or Schema).
-func NewReader(r *ring.Ring, c *ring.Consumer) *Reader {
+func NewReader(r *ring.Ring, c *ring.Consumer, opts ...ReaderOption) *Reader {
 	rd := &Reader{msgs: &slotMessages{r: r, c: c}}
+	for _, o := range opts {
+		o(rd.msgs)
+	}
 	rd.refs.Store(1)
 	return rd
 }
@@ -174,13 +193,29 @@ type slotMessages struct {
 	schema  *arrow.Schema // decoded first schema, to detect changes
 	started bool
 	pending *ring.Lease // a lease received before the schema-area message
+	// zeroCopy: record batch bodies stay in their slots (WithZeroCopy).
+	zeroCopy bool
+	last     *ipc.Message // the previous in-place message
 }
 
-func (m *slotMessages) Retain()  {}
-func (m *slotMessages) Release() {}
+func (m *slotMessages) Retain() {}
+
+// Release drops the last in-place message (the ipc.Reader is done with it).
+func (m *slotMessages) Release() { m.dropLast() }
+
+// dropLast releases the previous in-place message: as with arrow-go's own
+// message readers, a message is valid until the next call to Message. The
+// arrays built from it keep its body (and so its slot) for themselves.
+func (m *slotMessages) dropLast() {
+	if m.last != nil {
+		m.last.Release()
+		m.last = nil
+	}
+}
 
 // Message returns the next message; io.EOF at end of stream.
 func (m *slotMessages) Message() (*ipc.Message, error) {
+	m.dropLast()
 	for {
 		l := m.pending
 		m.pending = nil
@@ -213,6 +248,9 @@ func (m *slotMessages) Message() (*ipc.Message, error) {
 			return m.schemaMessage(msg, b)
 		}
 		m.bytes += uint64(len(l.Bytes()))
+		if m.zeroCopy && l.Flags() == FlagIPCRecordBatch {
+			return m.inPlace(l)
+		}
 		msg, err := m.decode(l)
 		l.Release()
 		if err != nil || msg != nil {
@@ -220,6 +258,33 @@ func (m *slotMessages) Message() (*ipc.Message, error) {
 		}
 	}
 }
+
+// inPlace turns a record batch lease into a message whose body is the
+// slot itself, owned by a buffer that releases the lease when its last
+// reference (the arrays sliced from it) is released.
+func (m *slotMessages) inPlace(l *ring.Lease) (*ipc.Message, error) {
+	meta, body, err := checkFrame(l.Bytes(), l.Flags())
+	if err != nil {
+		slot := l.Seq() % uint64(m.r.Layout().SlotCount)
+		l.Release()
+		return nil, fmt.Errorf("slot %d (sequence %d): %w", slot, l.Seq(), err)
+	}
+	owner := memory.NewBufferWithAllocator(body, leaseOwner{l})
+	msg := ipc.NewMessage(memory.NewBufferBytes(bytes.Clone(meta)), owner)
+	owner.Release() // the message holds it now
+	m.last = msg
+	return msg, nil
+}
+
+// leaseOwner is the memory.Allocator of an in-place message body: freeing
+// the body releases the slot. It allocates nothing.
+type leaseOwner struct{ l *ring.Lease }
+
+func (o leaseOwner) Allocate(int) []byte { panic("arrowshm: slot memory cannot grow") }
+func (o leaseOwner) Reallocate(int, []byte) []byte {
+	panic("arrowshm: slot memory cannot grow")
+}
+func (o leaseOwner) Free([]byte) { o.l.Release() }
 
 // decode copies one lease's message; nil, nil for a repeated schema.
 func (m *slotMessages) decode(l *ring.Lease) (*ipc.Message, error) {
@@ -262,9 +327,28 @@ func (m *slotMessages) schemaMessage(msg *ipc.Message, framed []byte) (*ipc.Mess
 // decodeFrame checks one slot's message (LAYOUT.md §8.1) and returns a copy
 // of it as an ipc.Message.
 func decodeFrame(b []byte, flags uint32) (*ipc.Message, ipcframe.Info, error) {
-	var info ipcframe.Info
+	meta, body, info, err := parseFrame(b, flags)
+	if err != nil {
+		return nil, info, err
+	}
+	return ipc.NewMessage(
+		memory.NewBufferBytes(bytes.Clone(meta)),
+		memory.NewBufferBytes(append(make([]byte, 0, len(body)), body...)),
+	), info, nil
+}
+
+// checkFrame is parseFrame without the Info.
+func checkFrame(b []byte, flags uint32) (meta, body []byte, err error) {
+	meta, body, _, err = parseFrame(b, flags)
+	return meta, body, err
+}
+
+// parseFrame checks one slot's message (LAYOUT.md §8.1: flag, prefix,
+// metadata, every buffer inside the body) and returns its metadata and body
+// as views of b.
+func parseFrame(b []byte, flags uint32) (meta, body []byte, info ipcframe.Info, err error) {
 	if flags&^EncodingMask != 0 {
-		return nil, info, fmt.Errorf("%w: flags %#x", ErrUnknownFlags, flags)
+		return nil, nil, info, fmt.Errorf("%w: flags %#x", ErrUnknownFlags, flags)
 	}
 	want := 0
 	switch flags {
@@ -275,38 +359,34 @@ func decodeFrame(b []byte, flags uint32) (*ipc.Message, ipcframe.Info, error) {
 	case FlagIPCRecordBatch:
 		want = ipcframe.HeaderRecordBatch
 	case FlagCDataOffsets:
-		return nil, info, fmt.Errorf("%w: C-Data-offsets mode", ErrNotImplemented)
+		return nil, nil, info, fmt.Errorf("%w: C-Data-offsets mode", ErrNotImplemented)
 	default:
-		return nil, info, fmt.Errorf("%w: flags %#x", ErrUnknownFlags, flags)
+		return nil, nil, info, fmt.Errorf("%w: flags %#x", ErrUnknownFlags, flags)
 	}
 	if len(b) < 8 || binary.LittleEndian.Uint32(b) != 0xFFFFFFFF {
-		return nil, info, fmt.Errorf("%w: missing continuation marker", ErrCorrupt)
+		return nil, nil, info, fmt.Errorf("%w: missing continuation marker", ErrCorrupt)
 	}
 	metaLen := int64(int32(binary.LittleEndian.Uint32(b[4:])))
 	if metaLen <= 0 || 8+metaLen > int64(len(b)) || (8+metaLen)%8 != 0 {
-		return nil, info, fmt.Errorf("%w: metadata size %d in a %d-byte message", ErrCorrupt, metaLen, len(b))
+		return nil, nil, info, fmt.Errorf("%w: metadata size %d in a %d-byte message", ErrCorrupt, metaLen, len(b))
 	}
-	meta := b[8 : 8+metaLen]
-	info, err := ipcframe.Parse(meta)
+	meta = b[8 : 8+metaLen]
+	info, err = ipcframe.Parse(meta)
 	if err != nil {
-		return nil, info, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, nil, info, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	if info.Header != want {
-		return nil, info, fmt.Errorf("%w: flag %d but header type %d", ErrCorrupt, flags, info.Header)
+		return nil, nil, info, fmt.Errorf("%w: flag %d but header type %d", ErrCorrupt, flags, info.Header)
 	}
 	rest := int64(len(b)) - 8 - metaLen
 	if info.BodyLen < 0 || info.BodyLen > rest {
-		return nil, info, fmt.Errorf("%w: body length %d exceeds the %d bytes after the metadata", ErrCorrupt, info.BodyLen, rest)
+		return nil, nil, info, fmt.Errorf("%w: body length %d exceeds the %d bytes after the metadata", ErrCorrupt, info.BodyLen, rest)
 	}
 	for i := 0; i < info.NBufs; i++ {
 		off, n := info.Buffer(meta, i)
 		if off < 0 || n < 0 || off > info.BodyLen-n {
-			return nil, info, fmt.Errorf("%w: buffer %d (offset %d, length %d) outside the %d-byte body", ErrCorrupt, i, off, n, info.BodyLen)
+			return nil, nil, info, fmt.Errorf("%w: buffer %d (offset %d, length %d) outside the %d-byte body", ErrCorrupt, i, off, n, info.BodyLen)
 		}
 	}
-	body := b[8+metaLen : 8+metaLen+info.BodyLen]
-	return ipc.NewMessage(
-		memory.NewBufferBytes(bytes.Clone(meta)),
-		memory.NewBufferBytes(append(make([]byte, 0, len(body)), body...)),
-	), info, nil
+	return meta, b[8+metaLen : 8+metaLen+info.BodyLen], info, nil
 }

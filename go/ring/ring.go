@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -123,6 +124,18 @@ func OpenFd(fd int) (*Ring, error) {
 
 // Layout returns the region's geometry.
 func (r *Ring) Layout() Layout { return r.lay }
+
+// Contains reports whether b lies entirely inside the ring's mapping: for
+// checking that data was not copied out of shared memory (zero-copy
+// assertions, like Rust's arrow::in_mapping). An empty b is contained.
+func (r *Ring) Contains(b []byte) bool {
+	if len(b) == 0 {
+		return true
+	}
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(r.mem)))
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return p >= start && p+uintptr(len(b)) <= start+uintptr(len(r.mem))
+}
 
 // Fd returns the region's file descriptor (close-on-exec), or -1 for a ring
 // not backed by a file. It stays owned by the Ring.

@@ -197,7 +197,7 @@ func recv(args []string) error {
 	}
 	defer f.Close()
 	fmt.Println("ready")
-	rd := arrowshm.NewReader(r, c)
+	rd := arrowshm.NewReader(r, c, arrowshm.WithZeroCopy()) // each record is written out, then released
 	defer rd.Release()
 	bw := bufio.NewWriter(f)
 	var iw *ipc.Writer
