@@ -23,6 +23,7 @@ commands:
   watch     redraw stat live until Ctrl-C or the ring is removed: NAME [--interval MS (1000)]
   ls        list the Alloy rings under /dev/shm: [--json]
   send      send an Arrow IPC file or stream, then close: --ring NAME [--mode ipc] FILE
+            or to a remote ring: --flight grpc://HOST:PORT --ring NAME FILE
   recv      print "ready", then write received batches to an Arrow IPC stream: --ring NAME --out FILE`)
 }
 
