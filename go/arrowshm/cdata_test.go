@@ -302,3 +302,77 @@ func TestCDataGoToRust(t *testing.T) {
 		}
 	})
 }
+
+// TestCDataFullSlotGoesThrough: a batch that fills its slot to the last
+// 64-byte line goes to `alloy recv` intact; one row more is ErrSlotFull.
+func TestCDataFullSlotGoesThrough(t *testing.T) {
+	bin := alloyBin(t)
+	r := namedRing(t) // 1 MiB slots
+	slot := r.Layout().SlotSize
+	// header + validity + values (each allocation 64-aligned) + descriptor
+	// (one node, two buffer entries).
+	need := func(n int) int {
+		return cdataHeaderSize + int(alignUp(int64((n+7)/8), align)) + int(alignUp(int64(8*n), align)) + cdataNodeSize + 2*cdataBufferSize
+	}
+	n := int(slot) / 8
+	for need(n) > int(slot) {
+		n--
+	}
+	schema := arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	build := func(n int) func(memory.Allocator) (arrow.RecordBatch, error) {
+		return func(mem memory.Allocator) (arrow.RecordBatch, error) {
+			b := array.NewInt64Builder(mem)
+			defer b.Release()
+			b.Resize(n)
+			for i := range n {
+				b.UnsafeAppend(int64(i) * 3)
+			}
+			a := b.NewArray()
+			defer a.Release()
+			return array.NewRecordBatch(schema, []arrow.Array{a}, int64(n)), nil
+		}
+	}
+	out := filepath.Join(t.TempDir(), "out.arrows")
+	cmd := exec.Command(bin, "recv", "--ring", r.Name(), "--out", out)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || lines.Text() != "ready" {
+		cmd.Process.Kill()
+		t.Fatalf("alloy recv did not say ready: %s", stderr.String())
+	}
+	w, err := NewCDataWriter(producer(t, r), schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Build(build(n + 1)); !errors.Is(err, ErrSlotFull) {
+		t.Fatalf("%d rows in a %d-byte slot: %v", n+1, slot, err)
+	}
+	if err := w.Build(build(n)); err != nil {
+		t.Fatalf("%d rows (%d bytes) in a %d-byte slot: %v", n, need(n), slot, err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lines.Scan()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("alloy recv: %v: %s", err, stderr.String())
+	}
+	if want := fmt.Sprintf(`"batches":1,"rows":%d`, n); !strings.Contains(lines.Text(), want) {
+		t.Fatalf("summary %s, want %s", lines.Text(), want)
+	}
+	got := readStream(t, out)
+	defer release(got)
+	want, _ := build(n)(memory.DefaultAllocator)
+	defer want.Release()
+	if err := sameRecords([]arrow.RecordBatch{want}, got); err != nil {
+		t.Fatal(err)
+	}
+}
