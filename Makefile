@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Every build and test uses the same feature set, so nothing rebuilds between targets.
 FEATURES ?= --features tokio,flight
 
-.PHONY: all deps build test test-rust test-go test-py demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools loom miri clean lint
+.PHONY: all deps build test test-rust test-go test-py demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools loom miri fuzz soak clean lint
 
 all: build
 
@@ -76,6 +76,28 @@ bench-ring: build
 # Model checking of the ring protocol (slow: explores interleavings).
 loom:
 	RUSTFLAGS="--cfg loom" $(CARGO) test --release --lib --target-dir target/loom loom -- --nocapture
+
+# cargo-fuzz targets (fuzz/: its own workspace and target dir; nightly and
+# cargo-fuzz are installed on demand): each target runs FUZZ_SECONDS.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= damaged_ring arrow_frame
+fuzz:
+	ALLOY_NEED_NIGHTLY=1 ALLOY_NEED_CARGO_FUZZ=1 bash scripts/deps.sh
+	@set -o pipefail; mkdir -p fuzz/target; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  $(CARGO) +nightly fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	    -rss_limit_mb=4096 -print_final_stats=1 2>&1 | tee fuzz/target/$$t.log \
+	    | grep -E '^(stat::(number_of_executed_units|average_exec_per_sec|new_units_added)|==[0-9]+==|SUMMARY|.*panicked)' \
+	    || { echo "fuzz: $$t FAILED (log fuzz/target/$$t.log, input under fuzz/artifacts/$$t/)"; exit 1; }; \
+	done
+
+# Soak (doc/TESTING.md): 10,000,000 checked messages Go -> Rust with consumers
+# killed and restarted at random; SOAK_COUNT and SOAK_RESTART_MS to vary.
+SOAK_COUNT ?= 10000000
+SOAK_RESTART_MS ?= 2000
+soak: build
+	cd go && ALLOY_SOAK=1 ALLOY_SOAK_COUNT=$(SOAK_COUNT) ALLOY_SOAK_RESTART_MS=$(SOAK_RESTART_MS) \
+	  $(GO) test -count=1 -timeout 120m -run 'TestSoak$$' -v ./internal/soak
 
 # Miri on the pure layout/protocol logic (needs nightly + miri; installed on demand).
 miri:

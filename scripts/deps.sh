@@ -22,6 +22,11 @@ if [ "${ALLOY_NEED_NIGHTLY:-0}" = 1 ]; then
   rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
   rustup component list --toolchain nightly --installed | grep -q miri || rustup component add --toolchain nightly miri rust-src
 fi
+if [ "${ALLOY_NEED_CARGO_FUZZ:-0}" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
+  # make fuzz: libFuzzer targets under fuzz/ (doc/TESTING.md).
+  echo "deps: cargo-fuzz missing; installing it with cargo install" >&2
+  cargo install cargo-fuzz --locked
+fi
 if [ "${ALLOY_NEED_STRACE:-0}" = 1 ] && ! command -v strace >/dev/null 2>&1; then
   # make bench counts syscalls per message with strace -c; without it the
   # report says "not measured".

@@ -50,7 +50,10 @@ fn region_owned_by_another_user_is_refused_unless_allowed() {
             );
             return;
         }
-        panic!("chown {} to uid {OTHER_UID} as uid {me}: {e}", path.display());
+        panic!(
+            "chown {} to uid {OTHER_UID} as uid {me}: {e}",
+            path.display()
+        );
     }
 
     // Default: refused, with an error naming the ring, the owner and us.

@@ -164,6 +164,13 @@ enum Cmd {
         /// consumer that dies holding leases).
         #[arg(long, default_value_t = 0)]
         hold: usize,
+        /// Log each message number as it is received, before its lease is
+        /// released, into this existing file (sized 8 + 8×N bytes by the
+        /// caller): the count as a u64 at offset 0, then the numbers, all
+        /// little-endian. Written through a shared mapping, so it survives
+        /// a SIGKILL (the soak test reads it after killing consumers).
+        #[arg(long)]
+        record: Option<std::path::PathBuf>,
         #[command(flatten)]
         spec: SpecArgs,
     },
@@ -330,9 +337,11 @@ fn run(cli: Cli) -> Result<(), String> {
             out,
             spin,
             hold,
+            record,
             spec,
         } => {
             let spec = spec.spec()?;
+            let mut record = record.map(|p| Record::open(&p)).transpose()?;
             let r = Ring::open(&ring).map_err(e)?;
             let mut c = match queue {
                 Some(g) => r.join_queue(g).map_err(e)?,
@@ -347,7 +356,7 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("ready");
             std::io::stdout().flush().map_err(|e| e.to_string())?;
             let mut seen = Vec::new();
-            let mut bytes = 0u64;
+            let (mut received, mut bytes) = (0u64, 0u64);
             let mut expect_next: Option<u64> = None;
             let mut held = std::collections::VecDeque::with_capacity(hold + 1);
             while let Some(m) = c.recv().map_err(e)? {
@@ -361,7 +370,14 @@ fn run(cli: Cli) -> Result<(), String> {
                     expect_next = Some(j + 1);
                 }
                 bytes += m.len() as u64;
-                seen.push(j);
+                received += 1;
+                if out.is_some() {
+                    // Only kept for --out: a long soak must not grow.
+                    seen.push(j);
+                }
+                if let Some(r) = record.as_mut() {
+                    r.push(j)?;
+                }
                 if hold > 0 {
                     held.push_back(m);
                     if held.len() > hold {
@@ -373,7 +389,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 let raw: Vec<u8> = seen.iter().flat_map(|j| j.to_le_bytes()).collect();
                 std::fs::write(&path, raw).map_err(|e| format!("{}: {e}", path.display()))?;
             }
-            println!("{{\"received\":{},\"bytes\":{bytes}}}", seen.len());
+            println!("{{\"received\":{received},\"bytes\":{bytes}}}");
         }
         Cmd::Echo {
             input,
@@ -546,5 +562,48 @@ fn main() -> ExitCode {
             eprintln!("alloy: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `test-consume --record`: received message numbers in a shared file
+/// mapping, readable after the process is killed.
+struct Record {
+    map: memmap2::MmapMut,
+    n: usize,
+}
+
+impl Record {
+    fn open(path: &std::path::Path) -> Result<Record, String> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("--record {}: {e}", path.display()))?;
+        // SAFETY: a private test file the caller created for this process
+        // alone; nobody truncates it while it is mapped.
+        let map = unsafe { memmap2::MmapMut::map_mut(&f) }
+            .map_err(|e| format!("--record {}: {e}", path.display()))?;
+        if map.len() < 8 {
+            return Err(format!(
+                "--record {}: file shorter than 8 bytes",
+                path.display()
+            ));
+        }
+        Ok(Record { map, n: 0 })
+    }
+
+    /// Appends `j`, then publishes the new count: a kill between the two
+    /// leaves `j` unlisted, never a count covering an unwritten number.
+    fn push(&mut self, j: u64) -> Result<(), String> {
+        let at = 8 + 8 * self.n;
+        if at + 8 > self.map.len() {
+            return Err(format!("--record file full after {} numbers", self.n));
+        }
+        self.map[at..at + 8].copy_from_slice(&j.to_le_bytes());
+        self.n += 1;
+        // The number's bytes are stored before the count that covers them.
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::Release);
+        self.map[..8].copy_from_slice(&(self.n as u64).to_le_bytes());
+        Ok(())
     }
 }

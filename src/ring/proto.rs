@@ -417,6 +417,118 @@ mod loom_tests {
         });
     }
 
+    /// Reads the payload of claimed `seq`, holds the lease across a
+    /// scheduling point, reads it again, then releases: the producer must
+    /// not overwrite the slot in between (loom reports the write racing with
+    /// either read, and the second read would see the new value).
+    fn read_held(h: &Heap, k: usize, seq: u64) {
+        let (i, _, _) = check_slot(h, seq, 64).expect("stamp matches");
+        assert_eq!(h.payload[i].with(|p| unsafe { *p }), seq * 10, "torn");
+        loom::thread::yield_now();
+        assert_eq!(
+            h.payload[i].with(|p| unsafe { *p }),
+            seq * 10,
+            "slot overwritten while its lease was held"
+        );
+        release(h, k, seq);
+    }
+
+    /// LAYOUT.md §11.3 reclaim: subscriber 1 died holding sequence 1, so the
+    /// producer is gated on it. Concurrently: the producer tries to publish
+    /// 2 and 3 (rescanning the gate), the live subscriber 0 holds, reads
+    /// and releases 0 and 1, and the reclaimer frees entry 1 (as
+    /// `Producer::reclaim_dead` does under the table lock) and lets a new
+    /// consumer join into it, whose done words still hold the dead
+    /// occupant's stale marks. The producer never overwrites a slot a live
+    /// consumer holds (loom checks every payload access), the survivor
+    /// loses nothing, and the newcomer reads an intact message from the
+    /// head it joined at, never the dead occupant's sequences. No thread
+    /// spins: each makes bounded attempts, which keeps the model small.
+    #[test]
+    fn loom_reclaim_dead_subscriber_while_producing() {
+        model(|| {
+            let h = Arc::new(Heap::new(2, 2));
+            h.activate(0);
+            h.activate(1);
+            // Messages 0 and 1 fill the ring. Subscriber 0 claims 0. The
+            // doomed subscriber 1 reads and releases 0 (a stale done mark
+            // for the newcomer), claims 1 and dies holding it: nobody
+            // touches entry 1 on its behalf again.
+            let mut cur = ProducerCursor::attach(&*h);
+            for m in 0..2u64 {
+                let i = cur.try_reserve(&*h).unwrap();
+                h.payload[i].with_mut(|p| unsafe { *p = m * 10 });
+                cur.publish(&*h, 8, 0);
+            }
+            assert_eq!(try_claim(&*h, 0, true), Claim::Got(0));
+            assert_eq!(try_claim(&*h, 1, true), Claim::Got(0));
+            release(&*h, 1, 0);
+            assert_eq!(try_claim(&*h, 1, true), Claim::Got(1));
+            let producer = {
+                let h = h.clone();
+                loom::thread::spawn(move || {
+                    // Two attempts per message; stop at the first refusal.
+                    for m in 2..4u64 {
+                        let Some(i) = cur.try_reserve(&*h).or_else(|| cur.try_reserve(&*h)) else {
+                            return (m, cur);
+                        };
+                        h.payload[i].with_mut(|p| unsafe { *p = m * 10 });
+                        cur.publish(&*h, 8, 0);
+                    }
+                    (4, cur)
+                })
+            };
+            let reclaimer = {
+                let h = h.clone();
+                loom::thread::spawn(move || {
+                    // Reclaim: the dead member's subscriber becomes FREE (no
+                    // epoch bump: freeing an entry only raises the gate).
+                    h.sub_state[1].store(state::FREE, Ordering::SeqCst);
+                    // A newcomer takes the entry and makes one claim.
+                    h.activate(1);
+                    match try_claim(&*h, 1, true) {
+                        Claim::Got(seq) => {
+                            read_held(&h, 1, seq);
+                            Some(seq)
+                        }
+                        _ => None,
+                    }
+                })
+            };
+            read_held(&h, 0, 0);
+            let mut survivor = vec![0];
+            if let Claim::Got(seq) = try_claim(&*h, 0, true) {
+                read_held(&h, 0, seq);
+                survivor.push(seq);
+            }
+            let (sent, mut cur) = producer.join().unwrap();
+            let newcomer = reclaimer.join().unwrap();
+            // Drain what is left, alone now.
+            while let Claim::Got(seq) = try_claim(&*h, 0, true) {
+                read_held(&h, 0, seq);
+                survivor.push(seq);
+            }
+            assert_eq!(
+                survivor,
+                (0..sent).collect::<Vec<_>>(),
+                "the survivor lost nothing"
+            );
+            if let Some(first) = newcomer {
+                assert!((2..sent).contains(&first), "the newcomer read {first}");
+            }
+            while let Claim::Got(seq) = try_claim(&*h, 1, true) {
+                assert!(seq >= 2, "the newcomer read the dead occupant's {seq}");
+                read_held(&h, 1, seq);
+            }
+            // Everyone alive has released everything: the dead occupant's
+            // held sequence no longer gates the producer.
+            assert!(
+                cur.try_reserve(&*h).is_some(),
+                "ring stuck after the reclaim"
+            );
+        });
+    }
+
     /// Out-of-order release from two threads never loses a cursor advance.
     #[test]
     fn loom_out_of_order_release_advances() {

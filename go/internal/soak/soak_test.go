@@ -1,0 +1,554 @@
+// Package soak drives the long-run reliability test of doc/TESTING.md
+// ("Soak"): checked messages from a Go producer (alloy-go test-produce) to
+// Rust consumers (alloy test-consume) — two broadcast consumers and a
+// two-member work-queue group — while consumer processes are SIGKILLed and
+// restarted at random points. It has no code of its own.
+//
+// TestSoak is the full run (ALLOY_SOAK=1, `make soak`); TestSoakShort, a
+// few seconds, runs in `make test`.
+package soak
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ignalina/alloy/go/ring"
+)
+
+var (
+	rustBin = "../../../bin/alloy"
+	goBin   string
+)
+
+func TestMain(m *testing.M) {
+	if b := os.Getenv("ALLOY_RUST_BIN"); b != "" {
+		rustBin = b
+	}
+	code := func() int {
+		dir, err := os.MkdirTemp("", "alloy-soak")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		// Built without -race whatever the test flags: it is the system
+		// under test, not the driver.
+		goBin = filepath.Join(dir, "alloy-go")
+		gotool := filepath.Join(runtime.GOROOT(), "bin", "go")
+		build := exec.Command(gotool, "build", "-o", goBin, "github.com/ignalina/alloy/go/cmd/alloy-go")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building alloy-go:", err)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// config of one soak run.
+type config struct {
+	count    uint64        // checked messages
+	restarts int           // consumer kills (each followed by a restart)
+	reclaim  time.Duration // producer's --reclaim-after
+	maxSize  int           // largest message (smallest: 16)
+	slots    uint32
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		t.Fatalf("%s=%q: want a non-negative integer", name, v)
+	}
+	return n
+}
+
+// TestSoak: the full run, `make soak` (10,000,000 messages, 40 restarts).
+func TestSoak(t *testing.T) {
+	if os.Getenv("ALLOY_SOAK") != "1" {
+		t.Skip("the full soak runs with ALLOY_SOAK=1 (make soak)")
+	}
+	run(t, config{
+		count:    uint64(envInt(t, "ALLOY_SOAK_COUNT", 10_000_000)),
+		restarts: envInt(t, "ALLOY_SOAK_RESTARTS", 40),
+		reclaim:  200 * time.Millisecond,
+		maxSize:  2048,
+		slots:    64,
+	})
+}
+
+// TestSoakShort: the same checks on 200,000 messages with 5 restarts.
+func TestSoakShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	run(t, config{count: 200_000, restarts: 5, reclaim: 200 * time.Millisecond, maxSize: 2048, slots: 64})
+}
+
+// role of a consumer slot: broadcast or member of queue group 1.
+type role int
+
+const (
+	broadcast role = iota
+	queue
+)
+
+// life is one process of a consumer slot.
+type life struct {
+	slot     int
+	n        int // life number within the slot
+	cmd      *exec.Cmd
+	stdout   *bufio.Reader
+	stderr   *bytes.Buffer
+	record   string
+	head     [2]uint64 // published just before start and once ready
+	exited   chan error
+	killed   bool
+	rssFirst [2]int64 // kB: VmRSS and RssAnon, first sample
+	rssLast  [2]int64 // kB: the same, last sample
+	started  time.Time
+	ended    time.Time
+}
+
+type soak struct {
+	t      *testing.T
+	cfg    config
+	name   string
+	r      *ring.Ring
+	dir    string
+	roles  [4]role
+	mu     sync.Mutex // guards cur and the rss fields of lives
+	cur    [4]*life
+	lives  []*life
+	queued []uint8 // times each message was processed by the queue group
+	// results
+	maxStall   time.Duration
+	stallAt    uint64
+	restarts   [4]int
+	prodRSS    [2][2]int64 // start and end: VmRSS, RssAnon (kB)
+	bcastLives int
+}
+
+func run(t *testing.T, cfg config) {
+	if _, err := os.Stat(rustBin); err != nil {
+		t.Skipf("Rust CLI %s not built (make build): %v", rustBin, err)
+	}
+	s := &soak{
+		t:      t,
+		cfg:    cfg,
+		name:   fmt.Sprintf("alloy-soak-%d", os.Getpid()),
+		dir:    t.TempDir(),
+		roles:  [4]role{broadcast, broadcast, queue, queue},
+		queued: make([]uint8, cfg.count),
+	}
+	os.Remove("/dev/shm/" + s.name)
+	r, err := ring.Create(s.name, ring.Config{SlotCount: cfg.slots, SlotSize: 4096, MaxSubscribers: 16, MaxMembers: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.r = r
+	t.Cleanup(func() { r.Close(); os.Remove("/dev/shm/" + s.name) })
+
+	for i := range s.cur {
+		s.start(i)
+	}
+	t0 := time.Now()
+	prod := exec.Command(goBin, "test-produce", "--ring", s.name, "--count", strconv.FormatUint(cfg.count, 10),
+		"--reclaim-after", strconv.Itoa(int(cfg.reclaim/time.Millisecond)), "--max-size", strconv.Itoa(cfg.maxSize))
+	var prodOut, prodErr bytes.Buffer
+	prod.Stdout, prod.Stderr = &prodOut, &prodErr
+	if err := prod.Start(); err != nil {
+		t.Fatal(err)
+	}
+	prodDone := make(chan error, 1)
+	go func() { prodDone <- prod.Wait() }()
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.watch(stop) }()
+	go func() { defer wg.Done(); s.sampleRSS(stop, prod.Process.Pid) }()
+
+	// Kill points: random positions in the stream, in order.
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	points := make([]uint64, cfg.restarts)
+	for i := range points {
+		points[i] = cfg.count/20 + rng.Uint64N(cfg.count*17/20)
+	}
+	sort.Slice(points, func(a, b int) bool { return points[a] < points[b] })
+	var prodErrV error
+	prodFinished := false
+	for _, p := range points {
+		for !prodFinished && s.r.Stat().Published < p {
+			select {
+			case prodErrV = <-prodDone:
+				prodFinished = true
+			case <-time.After(time.Millisecond):
+			}
+		}
+		if prodFinished {
+			break
+		}
+		s.killAndRestart(rng.IntN(4))
+	}
+	if !prodFinished {
+		prodErrV = <-prodDone
+	}
+	elapsed := time.Since(t0)
+	close(stop)
+	wg.Wait()
+	if prodErrV != nil {
+		t.Fatalf("producer: %v\n%s", prodErrV, prodErr.String())
+	}
+	var sent struct{ Sent, Bytes uint64 }
+	if err := json.Unmarshal(prodOut.Bytes(), &sent); err != nil || sent.Sent != cfg.count {
+		t.Fatalf("producer output %q: %v", prodOut.String(), err)
+	}
+	// The last lives read to end-of-stream.
+	for i := range s.cur {
+		l := s.cur[i]
+		select {
+		case err := <-l.exited:
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", l, err, l.stderr.String())
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("%s did not finish after end-of-stream", l)
+		}
+		l.ended = time.Now()
+		s.check(l, true)
+	}
+	for j, n := range s.queued {
+		if n != 1 {
+			t.Fatalf("queue group processed message %d %d times (want exactly once)", j, n)
+		}
+	}
+	s.report(elapsed, sent.Bytes)
+	if s.maxStall > s.cfg.reclaim+300*time.Millisecond {
+		t.Errorf("producer made no progress for %v (at message %d); reclaim delay %v", s.maxStall, s.stallAt, s.cfg.reclaim)
+	}
+	total := 0
+	for _, n := range s.restarts {
+		total += n
+	}
+	if total != cfg.restarts {
+		t.Errorf("%d restarts, want %d", total, cfg.restarts)
+	}
+}
+
+// slotName names consumer slot i.
+func slotName(i int) string {
+	if i >= 2 {
+		return fmt.Sprintf("queue member %d", i%2)
+	}
+	return fmt.Sprintf("broadcast %d", i)
+}
+
+func (l *life) String() string {
+	return fmt.Sprintf("%s life %d (pid %d)", slotName(l.slot), l.n, l.cmd.Process.Pid)
+}
+
+// start launches a new life of consumer slot i and waits until it joined.
+func (s *soak) start(i int) {
+	t := s.t
+	n := 0
+	if old := s.cur[i]; old != nil {
+		n = old.n + 1
+	}
+	rec := filepath.Join(s.dir, fmt.Sprintf("c%d-%d.rec", i, n))
+	f, err := os.Create(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sparse: only the pages the consumer writes take space.
+	if err := f.Truncate(int64(8 + 8*s.cfg.count)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	args := []string{"test-consume", "--ring", s.name, "--record", rec, "--max-size", strconv.Itoa(s.cfg.maxSize)}
+	if s.roles[i] == broadcast {
+		// Dies holding leases: the producer must reclaim them.
+		args = append(args, "--broadcast", "--hold", "2")
+	} else {
+		args = append(args, "--queue", "1")
+	}
+	cmd := exec.Command(rustBin, args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &life{slot: i, n: n, cmd: cmd, stdout: bufio.NewReader(out), stderr: new(bytes.Buffer), record: rec, exited: make(chan error, 1)}
+	cmd.Stderr = l.stderr
+	l.head[0] = s.r.Stat().Published
+	l.started = time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := l.stdout.ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		cmd.Process.Kill()
+		t.Fatalf("%s: %q %v\n%s", l, line, err, l.stderr.String())
+	}
+	l.head[1] = s.r.Stat().Published
+	go func() {
+		// Drain the final JSON line, then reap.
+		_, _ = l.stdout.ReadString('\n')
+		l.exited <- cmd.Wait()
+	}()
+	s.mu.Lock()
+	s.cur[i] = l
+	s.lives = append(s.lives, l)
+	s.mu.Unlock()
+}
+
+// killAndRestart SIGKILLs the current life of slot i and starts the next.
+// Broadcast consumers are killed at any instruction, holding leases. A
+// queue member is killed only at an instant when its group holds no
+// claimed-but-unreleased message (both members stopped, claim == release):
+// a member killed holding messages loses them and stalls its group — the
+// version 1 limitation of LAYOUT §11.3, pinned by
+// tests/queue_member_death.rs.
+func (s *soak) killAndRestart(i int) {
+	t := s.t
+	l := s.cur[i]
+	if s.roles[i] == queue {
+		other := s.cur[5-i] // 2 <-> 3
+		for try := 0; ; try++ {
+			if try == 10000 {
+				t.Fatal("queue group never idle while stopped")
+			}
+			l.cmd.Process.Signal(syscall.SIGSTOP)
+			other.cmd.Process.Signal(syscall.SIGSTOP)
+			waitStopped(t, l.cmd.Process.Pid)
+			waitStopped(t, other.cmd.Process.Pid)
+			g, ok := s.group()
+			if ok && g.Cursor == g.Released {
+				l.cmd.Process.Kill()
+				other.cmd.Process.Signal(syscall.SIGCONT)
+				break
+			}
+			l.cmd.Process.Signal(syscall.SIGCONT)
+			other.cmd.Process.Signal(syscall.SIGCONT)
+			time.Sleep(time.Duration(50+try%200) * time.Microsecond)
+		}
+	} else {
+		l.cmd.Process.Kill()
+	}
+	s.mu.Lock()
+	l.killed = true
+	s.mu.Unlock()
+	if err := <-l.exited; err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("%s: exit %v before the kill\n%s", l, err, l.stderr.String())
+	}
+	l.ended = time.Now()
+	s.check(l, false)
+	s.restarts[i]++
+	s.start(i)
+}
+
+// waitStopped waits until pid is in state T (stopped).
+func waitStopped(t *testing.T, pid int) {
+	for k := 0; k < 20000; k++ {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := b[bytes.LastIndexByte(b, ')')+2]
+		if st == 'T' || st == 't' {
+			return
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
+	t.Fatalf("pid %d did not stop", pid)
+}
+
+func (s *soak) group() (ring.ConsumerStat, bool) {
+	for _, c := range s.r.Stat().Consumers {
+		if c.Kind == "queue" && c.Group == 1 {
+			return c, true
+		}
+	}
+	return ring.ConsumerStat{}, false
+}
+
+// check verifies what life l recorded. Broadcast: consecutive numbers
+// starting at the head it joined at (so nothing lost or duplicated in its
+// lifetime window), up to the last message when it ran to end-of-stream.
+// Queue: added to the group's tally (each message exactly once overall).
+func (s *soak) check(l *life, final bool) {
+	t := s.t
+	f, err := os.Open(l.record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(l.record)
+	defer f.Close()
+	var hdr [8]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		t.Fatal(err)
+	}
+	n := binary.LittleEndian.Uint64(hdr[:])
+	if n > s.cfg.count {
+		t.Fatalf("%s: record count %d", l, n)
+	}
+	buf := make([]byte, 8*n)
+	if _, err := f.ReadAt(buf, 8); err != nil && n > 0 {
+		t.Fatal(err)
+	}
+	js := func(k uint64) uint64 { return binary.LittleEndian.Uint64(buf[8*k:]) }
+	if s.roles[l.slot] == queue {
+		for k := uint64(0); k < n; k++ {
+			j := js(k)
+			if j >= s.cfg.count {
+				t.Fatalf("%s: message number %d out of range", l, j)
+			}
+			s.queued[j]++
+		}
+		return
+	}
+	s.bcastLives++
+	if n == 0 {
+		if final && l.head[0] < s.cfg.count {
+			t.Fatalf("%s ran to end-of-stream but received nothing (joined at %d)", l, l.head[0])
+		}
+		return
+	}
+	first := js(0)
+	if first < l.head[0] || first > l.head[1] {
+		t.Fatalf("%s: first message %d, but it joined when the head was in [%d, %d]", l, first, l.head[0], l.head[1])
+	}
+	for k := uint64(1); k < n; k++ {
+		if js(k) != first+k {
+			t.Fatalf("%s: message %d after %d (lost or duplicated)", l, js(k), js(k-1))
+		}
+	}
+	if final && first+n != s.cfg.count {
+		t.Fatalf("%s: ended at %d, want %d", l, first+n-1, s.cfg.count-1)
+	}
+}
+
+// watch measures the longest time the producer published nothing while the
+// stream was running.
+func (s *soak) watch(stop chan struct{}) {
+	last := s.r.Stat().Published
+	since := time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+		st := s.r.Stat()
+		now := time.Now()
+		if st.Published != last || st.Closed || last == 0 {
+			last, since = st.Published, now
+			continue
+		}
+		if d := now.Sub(since); d > s.maxStall {
+			s.maxStall, s.stallAt = d, last
+		}
+	}
+}
+
+// rssKB reads VmRSS and RssAnon of pid from /proc/PID/status (zeros if
+// gone). VmRSS includes mapped files: the ring and, for a consumer, its
+// --record file (8 bytes per message); RssAnon is the heap and stacks, where
+// a leak would show.
+func rssKB(pid int) (rss [2]int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return rss
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss[0] = n
+		case "RssAnon:":
+			rss[1] = n
+		}
+	}
+	return rss
+}
+
+// sampleRSS records the first and last RSS of the producer (from the moment
+// 5% of the stream is published, when it is warmed up) and of every
+// consumer life (from its first sample), every 250 ms.
+func (s *soak) sampleRSS(stop chan struct{}, prodPid int) {
+	for {
+		if kb := rssKB(prodPid); kb[0] > 0 && s.r.Stat().Published >= s.cfg.count/20 {
+			if s.prodRSS[0][0] == 0 {
+				s.prodRSS[0] = kb
+			}
+			s.prodRSS[1] = kb
+		}
+		s.mu.Lock()
+		for _, l := range s.cur {
+			if kb := rssKB(l.cmd.Process.Pid); kb[0] > 0 && !l.killed {
+				if l.rssFirst[0] == 0 {
+					l.rssFirst = kb
+				}
+				l.rssLast = kb
+			}
+		}
+		s.mu.Unlock()
+		select {
+		case <-stop:
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (s *soak) report(elapsed time.Duration, bytes uint64) {
+	t := s.t
+	t.Logf("soak: %d messages (%.1f MB) in %v: %.0f messages/s", s.cfg.count, float64(bytes)/1e6, elapsed.Round(time.Millisecond),
+		float64(s.cfg.count)/elapsed.Seconds())
+	t.Logf("soak: restarts broadcast0=%d broadcast1=%d queue0=%d queue1=%d; %d broadcast lives checked; queue group: every message exactly once",
+		s.restarts[0], s.restarts[1], s.restarts[2], s.restarts[3], s.bcastLives)
+	t.Logf("soak: longest producer stall %v (at message %d; reclaim delay %v)", s.maxStall.Round(time.Millisecond), s.stallAt, s.cfg.reclaim)
+	t.Logf("soak: producer VmRSS start %d kB, end %d kB (RssAnon %d -> %d kB)", s.prodRSS[0][0], s.prodRSS[1][0], s.prodRSS[0][1], s.prodRSS[1][1])
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := 0; i < 4; i++ {
+		var longest *life
+		for _, l := range s.lives {
+			if l.slot == i && (longest == nil || l.ended.Sub(l.started) > longest.ended.Sub(longest.started)) {
+				longest = l
+			}
+		}
+		t.Logf("soak: %s: %d lives; longest (%v) VmRSS %d -> %d kB, RssAnon %d -> %d kB; last life VmRSS %d -> %d kB, RssAnon %d -> %d kB",
+			slotName(i), s.restarts[i]+1, longest.ended.Sub(longest.started).Round(time.Millisecond),
+			longest.rssFirst[0], longest.rssLast[0], longest.rssFirst[1], longest.rssLast[1],
+			s.cur[i].rssFirst[0], s.cur[i].rssLast[0], s.cur[i].rssFirst[1], s.cur[i].rssLast[1])
+		if longest.rssLast[1] > longest.rssFirst[1]+16*1024 {
+			t.Errorf("%s: RssAnon grew from %d kB to %d kB in one life", slotName(i), longest.rssFirst[1], longest.rssLast[1])
+		}
+	}
+	if s.prodRSS[1][1] > s.prodRSS[0][1]+32*1024 {
+		t.Errorf("producer RssAnon grew from %d kB to %d kB", s.prodRSS[0][1], s.prodRSS[1][1])
+	}
+}
