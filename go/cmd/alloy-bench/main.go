@@ -81,9 +81,7 @@ func (g grid) iters(size int64) int {
 
 // notYet are the suite's transports this driver cannot measure yet, with
 // the reason; report.md lists them instead of inventing numbers.
-var notYet = []Unavailable{
-	{"flight-localhost", "skipped in this slice: needs arrow-flight (Rust) + a Go Flight client"},
-}
+var notYet = []Unavailable{}
 
 func main() {
 	gridName := flag.String("grid", "quick", "grid: full, quick or smoke")
@@ -230,6 +228,7 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		what := fmt.Sprintf("%s ×%d", sizeName(size), n)
 		s.step("uds-ipc", what, func() (Result, error) { return udsLatency(h, size, n) })
 		s.step("cgo-oneshot", what, func() (Result, error) { return cgoLatency(size, n) })
+		s.step("flight-localhost", what, func() (Result, error) { return flightLatency(h, size, n) })
 	}
 
 	s.enter("throughput", "streaming throughput")
@@ -250,6 +249,7 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		}
 		s.stepMedian("uds-ipc", sizeName(size), func() (Result, error) { return udsThroughput(h, size, g.total(size), nil) })
 		s.stepMedian("cgo-oneshot", sizeName(size), func() (Result, error) { return cgoThroughput(size, g.total(size)) })
+		s.stepMedian("flight-localhost", sizeName(size), func() (Result, error) { return flightThroughput(h, size, g.total(size)) })
 	}
 
 	s.enter("fanout", "fan-out")

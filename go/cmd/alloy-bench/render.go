@@ -80,6 +80,8 @@ func ratioDefs(rep *Report, g grid) []ratioDef {
 	add("cgo-oneshot/shm-go p50 "+L+" busy", rep.find("cgo-oneshot", "call", "latency", lat, 0), goLat, p50)
 	iceoryx2Ratios(rep, g, add)
 	add("flight-localhost/shm-go throughput "+T, rep.find("flight-localhost", "blocking", "throughput", tp, 0), goTp, tput)
+	add("flight-localhost/shm-go-ipc throughput "+T+" blocking", rep.find("flight-localhost", "blocking", "throughput", tp, 0), rep.find("shm-go-ipc", "blocking", "throughput", tp, 0), tput)
+	add("flight-localhost/uds-ipc p50 "+L, rep.find("flight-localhost", "blocking", "latency", lat, 0), rep.find("uds-ipc", "blocking", "latency", lat, 0), p50)
 	for _, t := range []string{"shm-go", "shm-rust"} {
 		for _, m := range []string{"busy", "blocking"} {
 			add(fmt.Sprintf("%s broadcast×4/broadcast×1 throughput %s %s", t, sizeName(g.fanSize), m),
