@@ -68,6 +68,10 @@ type config struct {
 	reclaim  time.Duration // producer's --reclaim-after
 	maxSize  int           // largest message (smallest: 16)
 	slots    uint32
+	// slack: how much longer than reclaim the producer may go without
+	// publishing (scheduling on a loaded machine; make test runs packages
+	// in parallel).
+	slack time.Duration
 }
 
 func envInt(t *testing.T, name string, def int) int {
@@ -93,6 +97,7 @@ func TestSoak(t *testing.T) {
 		reclaim:  200 * time.Millisecond,
 		maxSize:  2048,
 		slots:    64,
+		slack:    300 * time.Millisecond,
 	})
 }
 
@@ -101,7 +106,7 @@ func TestSoakShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	run(t, config{count: 200_000, restarts: 5, reclaim: 200 * time.Millisecond, maxSize: 2048, slots: 64})
+	run(t, config{count: 200_000, restarts: 5, reclaim: 200 * time.Millisecond, maxSize: 2048, slots: 64, slack: time.Second})
 }
 
 // role of a consumer slot: broadcast or member of queue group 1.
@@ -243,7 +248,7 @@ func run(t *testing.T, cfg config) {
 		}
 	}
 	s.report(elapsed, sent.Bytes)
-	if s.maxStall > s.cfg.reclaim+300*time.Millisecond {
+	if s.maxStall > s.cfg.reclaim+s.cfg.slack {
 		t.Errorf("producer made no progress for %v (at message %d); reclaim delay %v", s.maxStall, s.stallAt, s.cfg.reclaim)
 	}
 	total := 0
