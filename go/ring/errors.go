@@ -46,4 +46,8 @@ var (
 	// ErrClosed: the handle was closed, or the stream was closed before the
 	// producer attached.
 	ErrClosed = errors.New("alloy: closed")
+	// ErrForeignOwner: a named region is owned by another user (Open
+	// refuses it; OpenForeign accepts it on purpose), or is not a regular
+	// file.
+	ErrForeignOwner = errors.New("alloy: region owned by another user")
 )

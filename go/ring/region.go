@@ -93,7 +93,11 @@ func sizeAndMap(fd int, size uint64) (*region, error) {
 // openNamed opens an existing named region, refusing anything but a regular
 // file owned by our effective uid: another user's file could be resized or
 // rewritten under us.
-func openNamed(name string) (*region, Layout, error) {
+func openNamed(name string) (*region, Layout, error) { return openNamedWith(name, false) }
+
+// openNamedWith is openNamed that, with allowForeign, also accepts a regular
+// file owned by another user (Rust: Region::open_named_with).
+func openNamedWith(name string, allowForeign bool) (*region, Layout, error) {
 	if err := checkName(name); err != nil {
 		return nil, Layout{}, err
 	}
@@ -107,9 +111,13 @@ func openNamed(name string) (*region, Layout, error) {
 		unix.Close(fd)
 		return nil, Layout{}, fmt.Errorf("alloy: stat %s: %w", path, err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uint32(unix.Geteuid()) {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		return nil, Layout{}, fmt.Errorf("alloy: %s is not a regular file owned by uid %d", path, unix.Geteuid())
+		return nil, Layout{}, fmt.Errorf("%w: %s is not a regular file", ErrForeignOwner, path)
+	}
+	if me := uint32(unix.Geteuid()); st.Uid != me && !allowForeign {
+		unix.Close(fd)
+		return nil, Layout{}, fmt.Errorf("%w: ring %q is owned by uid %d, not by this user (uid %d)", ErrForeignOwner, name, st.Uid, me)
 	}
 	r, l, err := mapAndValidate(fd)
 	if err != nil {

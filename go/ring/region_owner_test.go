@@ -45,13 +45,22 @@ func TestOpenRefusesForeignOwner(t *testing.T) {
 	if err == nil {
 		t.Fatal("a ring owned by another uid was opened")
 	}
-	want := fmt.Sprintf("alloy: %s is not a regular file owned by uid %d", path, me)
-	if err.Error() != want {
-		t.Fatalf("error %q, want %q", err, want)
+	want := fmt.Sprintf("alloy: region owned by another user: ring %q is owned by uid %d, not by this user (uid %d)", name, otherUID, me)
+	if err.Error() != want || !errors.Is(err, ErrForeignOwner) {
+		t.Fatalf("error %q, want %q (ErrForeignOwner)", err, want)
 	}
 	if errors.Is(err, ErrBadMagic) || strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("refused for the wrong reason: %v", err)
 	}
+	// Accepted on purpose: the same ring.
+	foreign, err := OpenForeign(name)
+	if err != nil {
+		t.Fatalf("OpenForeign: %v", err)
+	}
+	if foreign.Layout() != r.Layout() {
+		t.Fatalf("OpenForeign layout %+v, want %+v", foreign.Layout(), r.Layout())
+	}
+	foreign.Close()
 
 	// Given back to us, the same file opens and is the same ring.
 	if err := os.Chown(path, me, -1); err != nil {

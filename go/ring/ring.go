@@ -89,6 +89,21 @@ func Open(name string) (*Ring, error) {
 	return newRing(reg.mem, l, newEnv(), reg), nil
 }
 
+// OpenForeign is Open that also accepts a ring owned by another user, for
+// deployments that share rings across uids on purpose (the file must still
+// be a regular file in /dev/shm). Open refuses such a ring with
+// ErrForeignOwner: another user could resize or rewrite it under us.
+func OpenForeign(name string) (*Ring, error) {
+	if err := platformOK(); err != nil {
+		return nil, err
+	}
+	reg, l, err := openNamedWith(name, true)
+	if err != nil {
+		return nil, err
+	}
+	return newRing(reg.mem, l, newEnv(), reg), nil
+}
+
 // CreateAnonymous makes a sealed memfd region named "alloy:<label>". Hand it
 // to other processes with Fd (inheritance) or SendFd (SCM_RIGHTS).
 func CreateAnonymous(label string, cfg Config) (*Ring, error) {
