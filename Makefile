@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Every build and test uses the same feature set, so nothing rebuilds between targets.
 FEATURES ?= --features tokio,flight
 
-.PHONY: all deps build test test-rust test-go test-py demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools loom miri fuzz soak clean lint
+.PHONY: test-reliability all deps build test test-rust test-go test-py demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools loom miri fuzz soak clean lint
 
 all: build
 
@@ -98,6 +98,12 @@ SOAK_RESTARTS ?= 40
 soak: build
 	cd go && ALLOY_SOAK=1 ALLOY_SOAK_COUNT=$(SOAK_COUNT) ALLOY_SOAK_RESTARTS=$(SOAK_RESTARTS) \
 	  $(GO) test -count=1 -timeout 120m -run 'TestSoak$$' -v ./internal/soak
+
+# The full reliability set of issue #7 (kills, hostile memory, fuzzing, soak,
+# loom), with a summary table in target/reliability/summary.md
+# (doc/RELIABILITY.md records a run). About 15 minutes on 2 cores.
+test-reliability: build
+	bash scripts/reliability.sh
 
 # Miri on the pure layout/protocol logic (needs nightly + miri; installed on demand).
 miri:
