@@ -9,8 +9,9 @@ use thiserror::Error;
 
 /// The ASCII bytes `ALLOYSHM` as a little-endian u64 (header offset 0).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ALLOYSHM");
-/// The layout version this crate reads and writes.
-pub const VERSION: u32 = 1;
+/// The layout version this crate reads and writes (2: queue done words carry
+/// a holder marker and subscriber entries a `redeliver` count, LAYOUT.md §3.3).
+pub const VERSION: u32 = 2;
 /// Size of the region header in bytes.
 pub const HEADER_SIZE: usize = 256;
 /// Alignment of every slot payload in bytes.
@@ -104,6 +105,9 @@ pub mod off {
     pub const SUB_CLAIM: usize = 64;
     /// Subscriber entry: `release` (u64).
     pub const SUB_RELEASE: usize = 72;
+    /// Subscriber entry: `redeliver` (u64): sequences of a queue group
+    /// waiting for redelivery (LAYOUT.md §11.3).
+    pub const SUB_REDELIVER: usize = 80;
 
     /// Member entry: `state` (u32).
     pub const MEM_STATE: usize = 0;
@@ -120,6 +124,55 @@ pub mod off {
     pub const SLOT_LEN: usize = 8;
     /// Slot header: `flags` (u32).
     pub const SLOT_FLAGS: usize = 12;
+}
+
+/// The done-word encoding of work-queue subscribers (LAYOUT.md §3.3).
+///
+/// A released sequence is `seq + 1` (bit 63 clear, as for broadcast
+/// subscribers). A claimed, unreleased sequence is a *marker*: bit 63 set,
+/// a holder field in bits 48–62 and the low 48 bits of `seq + 1`. The
+/// holder is the member index, or [`done::REDELIVER`] for a sequence whose
+/// holder died and which waits for another member.
+pub mod done {
+    /// Bit 63: the word is a marker, not a released `seq + 1`.
+    pub const MARKER: u64 = 1 << 63;
+    /// Shift of the holder field.
+    pub const HOLDER_SHIFT: u32 = 48;
+    /// The holder field (15 bits).
+    pub const HOLDER_MASK: u64 = 0x7FFF;
+    /// Holder value meaning "waiting for redelivery" (no member index is
+    /// this large: `max_members` ≤ 256).
+    pub const REDELIVER: u32 = 0x7FFF;
+    /// The bits of `seq + 1` a marker keeps.
+    pub const SEQ_MASK: u64 = (1 << 48) - 1;
+
+    /// The marker saying `holder` holds `seq`.
+    pub const fn marker(holder: u32, seq: u64) -> u64 {
+        MARKER | ((holder as u64 & HOLDER_MASK) << HOLDER_SHIFT) | (seq.wrapping_add(1) & SEQ_MASK)
+    }
+
+    /// `HELD(member, seq)`.
+    pub const fn held(member: u32, seq: u64) -> u64 {
+        marker(member, seq)
+    }
+
+    /// `REDELIVER(seq)`.
+    pub const fn redeliver(seq: u64) -> u64 {
+        marker(REDELIVER, seq)
+    }
+
+    // No member index can be mistaken for REDELIVER.
+    const _: () = assert!(super::MAX_MEMBERS < REDELIVER);
+
+    /// Whether `word` is a marker (held or waiting for redelivery).
+    pub const fn is_marker(word: u64) -> bool {
+        word & MARKER != 0
+    }
+
+    /// The holder field of a marker.
+    pub const fn holder(word: u64) -> u32 {
+        ((word >> HOLDER_SHIFT) & HOLDER_MASK) as u32
+    }
 }
 
 /// Subscriber and member entry states (LAYOUT.md §3.1, §3.2).
@@ -475,12 +528,12 @@ mod tests {
             Err(LayoutError::BadMagic { .. })
         ));
         let mut bad = b.clone();
-        put_u32(&mut bad, off::VERSION, 2);
+        put_u32(&mut bad, off::VERSION, 1);
         assert_eq!(
             Layout::parse(&bad, bad.len() as u64),
             Err(LayoutError::VersionMismatch {
-                found: 2,
-                expected: 1
+                found: 1,
+                expected: 2
             })
         );
         let mut bad = b.clone();
@@ -567,6 +620,25 @@ mod tests {
                 proptest::prop_assert!(l.total_size as u64 <= size);
                 proptest::prop_assert_eq!(l.payload(0) % 64, 0);
             }
+        }
+    }
+
+    /// Markers never equal a released value (`seq + 1 < 2^63`), name their
+    /// holder, and differ between neighbouring sequences of one done word.
+    #[test]
+    fn done_markers_do_not_collide() {
+        for seq in [0u64, 1, 7, (1 << 47) - 1, (1 << 48) - 2, (1 << 62) + 5] {
+            for m in [0u32, 1, 255] {
+                let h = done::held(m, seq);
+                assert!(done::is_marker(h));
+                assert_eq!(done::holder(h), m);
+                assert_ne!(h, seq + 1);
+                assert_ne!(h, done::redeliver(seq));
+                assert_ne!(h, done::held(m, seq + 8), "next lap of an 8-slot ring");
+            }
+            let r = done::redeliver(seq);
+            assert!(done::is_marker(r) && !done::is_marker(seq + 1));
+            assert_eq!(done::holder(r), done::REDELIVER);
         }
     }
 }

@@ -75,3 +75,7 @@ mod sync;
 #[path = "ring/proto.rs"]
 #[allow(dead_code)]
 mod proto_loom;
+#[cfg(loom)]
+#[path = "ring/redeliver.rs"]
+#[allow(dead_code)]
+mod redeliver_loom;

@@ -96,11 +96,12 @@ func (r *Ring) attach(kind, group uint32, opts ConsumerOptions) (*Consumer, erro
 // producer cannot reuse its slot until the lease is released, so hold it
 // only as long as needed: the slowest lease gates the whole ring.
 type Lease struct {
-	c     *Consumer
-	seq   uint64
-	data  []byte
-	flags uint32
-	done  atomic.Bool
+	c           *Consumer
+	seq         uint64
+	data        []byte
+	flags       uint32
+	redelivered bool
+	done        atomic.Bool
 }
 
 // Bytes returns the message: a slice of the shared mapping, not a copy.
@@ -114,6 +115,12 @@ func (l *Lease) Seq() uint64 { return l.seq }
 // Flags returns the application flags the producer published with.
 func (l *Lease) Flags() uint32 { return l.flags }
 
+// Redelivered reports whether this message was handed to another member of
+// the work-queue group before, which died holding it (LAYOUT §11.3): it may
+// have been processed already, so deduplicate if that matters. Always
+// false for broadcast subscribers.
+func (l *Lease) Redelivered() bool { return l.redelivered }
+
 // Release gives the slot back (LAYOUT §5.2). Leases may be released in any
 // order, from any goroutine; releasing twice is a no-op.
 func (l *Lease) Release() {
@@ -125,7 +132,14 @@ func (l *Lease) Release() {
 	m := c.r.mem
 	// AcqRel RMW: our reads of the slot happen before this mark, and the
 	// mark is totally ordered with the fetch_or checks below.
-	u64At(m, c.r.lay.doneOff(c.sub, l.seq%n)).Swap(l.seq + 1)
+	word := u64At(m, c.r.lay.doneOff(c.sub, l.seq%n))
+	if c.kind == kindQueue {
+		// Only while we still hold it: had we been judged dead and the
+		// message gone to another member, its release is the one that counts.
+		word.CompareAndSwap(doneHeld(c.mem, l.seq), l.seq+1)
+	} else {
+		word.Swap(l.seq + 1)
+	}
 	for {
 		r := c.release.Load() // Acquire
 		// An RMW rather than a load, so that of two concurrent releasers of
@@ -147,6 +161,20 @@ func (l *Lease) Release() {
 // poll is one attempt of LAYOUT §5.1: a lease, io.EOF, or (nil, nil) when
 // the ring is empty for now.
 func (c *Consumer) poll() (*Lease, error) {
+	if c.kind == kindQueue {
+		seq, again, ok, ended := c.r.queueClaim(c.sub, c.mem)
+		switch {
+		case ended:
+			return nil, io.EOF
+		case !ok:
+			return nil, nil
+		}
+		l, err := c.lease(seq)
+		if l != nil {
+			l.redelivered = again
+		}
+		return l, err
+	}
 	for {
 		cl := c.claim.Load()    // Acquire
 		p := c.published.Load() // Acquire; pairs with Publish's store

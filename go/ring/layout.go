@@ -8,12 +8,14 @@ import (
 	"unsafe"
 )
 
-// Constants of layout version 1 (doc/LAYOUT.md §2).
+// Constants of layout version 2 (doc/LAYOUT.md §2).
 const (
 	// Magic is the first u64 of every region: the ASCII bytes "ALLOYSHM".
 	Magic uint64 = 0x4D4853594F4C4C41
-	// Version is the layout version this package reads and writes.
-	Version uint32 = 1
+	// Version is the layout version this package reads and writes (2:
+	// queue done words carry a holder marker and subscriber entries a
+	// redeliver count, LAYOUT §3.3).
+	Version uint32 = 2
 	// HeaderSize is the size of the fixed header.
 	HeaderSize = 256
 	// Align is the payload alignment every slot guarantees.
@@ -80,6 +82,7 @@ const (
 	subHeartbeat = 24
 	subClaim     = 64
 	subRelease   = 72
+	subRedeliver = 80
 
 	memState      = 0
 	memSubscriber = 4

@@ -80,7 +80,8 @@ func TestReadLayoutRefusals(t *testing.T) {
 		{"zero magic", func(b []byte) []byte { le.PutUint64(b, 0); return b }, ErrNotInitialized},
 		{"bad magic", func(b []byte) []byte { b[0] = 'X'; return b }, ErrBadMagic},
 		{"big-endian magic", func(b []byte) []byte { binary.BigEndian.PutUint64(b, Magic); return b }, ErrBadMagic},
-		{"version 2", func(b []byte) []byte { le.PutUint32(b[offVersion:], 2); return b }, ErrVersionMismatch},
+		{"version 1", func(b []byte) []byte { le.PutUint32(b[offVersion:], 1); return b }, ErrVersionMismatch},
+		{"version 3", func(b []byte) []byte { le.PutUint32(b[offVersion:], 3); return b }, ErrVersionMismatch},
 		{"version 0", func(b []byte) []byte { le.PutUint32(b[offVersion:], 0); return b }, ErrVersionMismatch},
 		{"header_size", func(b []byte) []byte { le.PutUint32(b[offHeaderSize:], 128); return b }, ErrInvalidLayout},
 		{"align", func(b []byte) []byte { le.PutUint32(b[offAlign:], 8); return b }, ErrInvalidLayout},
@@ -114,7 +115,7 @@ func TestHeaderFields(t *testing.T) {
 		t.Fatalf("magic bytes %q", b[:8])
 	}
 	for off, want := range map[int]uint64{
-		offVersion: 1, offHeaderSize: 256, offSlotCount: 4, offSlotSize: 64, offMaxSubscribers: 2,
+		offVersion: 2, offHeaderSize: 256, offSlotCount: 4, offSlotSize: 64, offMaxSubscribers: 2,
 		offMaxMembers: 4, offSchemaCapacity: 64, offAlign: 64, offCreatorPid: 4242, offFlags: 0,
 	} {
 		if got := le.Uint32(b[off:]); uint64(got) != want {

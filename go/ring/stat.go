@@ -85,8 +85,13 @@ type ConsumerStat struct {
 	// Lag is Published − Cursor: published, not yet received.
 	Lag uint64 `json:"lag"`
 	// LeasesHeld counts messages received and not yet released: the
-	// sequences in [Released, Cursor) whose done word is not marked.
+	// sequences in [Released, Cursor) whose done word is neither released
+	// nor waiting for redelivery.
 	LeasesHeld uint64 `json:"leases_held"`
+	// Redeliver counts, for a work-queue group, the messages a dead member
+	// held that wait for redelivery to another member (LAYOUT §11.3); 0
+	// for broadcast subscribers.
+	Redeliver uint64 `json:"redeliver"`
 	// ConsumedPerS is the release rate since the previous sample.
 	ConsumedPerS *float64 `json:"consumed_per_s"`
 }
@@ -204,14 +209,19 @@ func statOf(m []byte, l Layout, name string, now uint64) Stat {
 		out := min(sub0(cursor, released), n)
 		var held uint64
 		for s := released; s < released+out; s++ {
-			if u64(l.doneOff(k, s%n)) != s+1 {
+			if d := u64(l.doneOff(k, s%n)); d != s+1 && d != doneRedeliver(s) {
 				held++
 			}
+		}
+		var redeliver uint64
+		if u32(o+subKind) == kindQueue { // only maintained for queue groups (§3.1)
+			redeliver = u64(o + subRedeliver)
 		}
 		c := ConsumerStat{
 			Index: k, State: "active", Kind: kindName(u32(o + subKind)), Group: u32(o + subGroup),
 			OwnerPid: u32(o + subOwnerPid), Members: []MemberStat{},
 			Cursor: cursor, Released: released, Lag: sub0(published, cursor), LeasesHeld: held,
+			Redeliver: redeliver,
 		}
 		for _, mb := range members {
 			if mb.sub == k {

@@ -51,7 +51,7 @@ func TestStatReportsLagLeasesAndFill(t *testing.T) {
 
 	s := r.Stat()
 	me := uint32(os.Getpid())
-	if s.Version != 1 || s.SlotCount != 8 || s.SlotSize != 64 || s.Published != 5 || s.Closed {
+	if s.Version != 2 || s.SlotCount != 8 || s.SlotSize != 64 || s.Published != 5 || s.Closed {
 		t.Fatalf("header fields: %+v", s)
 	}
 	if s.ProducerPid != me || !s.ProducerAlive {
@@ -221,9 +221,9 @@ func TestListDirFindsRingsAndSkipsOthers(t *testing.T) {
 	write("a-ring", img)
 	write("not-alloy", []byte("just some bytes, no magic"))
 	write("empty", nil)
-	v2 := bytes.Clone(img)
-	binary.LittleEndian.PutUint32(v2[offVersion:], 2)
-	write("b-v2", v2)
+	v1 := bytes.Clone(img)
+	binary.LittleEndian.PutUint32(v1[offVersion:], 1)
+	write("b-v1", v1)
 	if err := os.Mkdir(filepath.Join(dir, "subdir"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -231,17 +231,17 @@ func TestListDirFindsRingsAndSkipsOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 || got[0].Name != "a-ring" || got[1].Name != "b-v2" {
+	if len(got) != 2 || got[0].Name != "a-ring" || got[1].Name != "b-v1" {
 		t.Fatalf("%+v", got)
 	}
 	a := got[0]
-	if a.Version != 1 || a.SlotCount != 8 || a.SlotSize != 64 || a.Size != r.lay.TotalSize || a.Error != nil {
+	if a.Version != 2 || a.SlotCount != 8 || a.SlotSize != 64 || a.Size != r.lay.TotalSize || a.Error != nil {
 		t.Errorf("%+v", a)
 	}
 	if a.ProducerPid != uint32(os.Getpid()) || !a.ProducerAlive {
 		t.Errorf("producer %d alive %v", a.ProducerPid, a.ProducerAlive)
 	}
-	if got[1].Version != 2 || got[1].Error == nil || !strings.Contains(*got[1].Error, "version") {
+	if got[1].Version != 1 || got[1].Error == nil || !strings.Contains(*got[1].Error, "version") {
 		t.Errorf("%+v", got[1])
 	}
 	if _, err := ListDir(filepath.Join(dir, "missing")); err == nil {

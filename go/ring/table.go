@@ -112,6 +112,9 @@ func (r *Ring) newSubscriber(k, kind, group, pid uint32, beforeActive func()) {
 	m := r.mem
 	off := r.lay.subOff(k)
 	u32At(m, off+subState).Store(stateJoining) // SeqCst: the producer's scan now gates on us
+	if kind == kindQueue {
+		r.clearDone(k) // no marker of an earlier occupant may look like ours
+	}
 	u32At(m, off+subKind).Store(kind)
 	u32At(m, off+subGroup).Store(group)
 	u32At(m, off+subMembers).Store(1)
@@ -171,6 +174,15 @@ func (r *Ring) reclaim() int {
 	r.lockTable(r.env.pid())
 	defer r.unlockTable()
 	freed := 0
+	var redelivered uint64
+	defer func() {
+		if redelivered > 0 {
+			// Members parked on an empty ring must look at the redeliveries.
+			f := u32At(m, offDataFutex)
+			f.Add(1)
+			futexWakeAll(f)
+		}
+	}()
 	now := r.env.monoNs()
 	for j := uint32(0); j < l.MaxMembers; j++ {
 		off := l.memberOff(j)
@@ -179,6 +191,13 @@ func (r *Ring) reclaim() int {
 			continue
 		}
 		k := u32At(m, off+memSubscriber).Load()
+		// A queue group that survives its member gets the member's
+		// sequences back, before the entry is freed: a reclaimer dying
+		// half-way leaves the member to the next reclaim.
+		if k < l.MaxSubscribers && u32At(m, l.subOff(k)+subKind).Load() == kindQueue &&
+			u32At(m, l.subOff(k)+subMembers).Load() > 1 {
+			redelivered += r.reclaimMember(k, j)
+		}
 		u32At(m, off+memState).Store(stateFree)
 		freed++
 		if k >= l.MaxSubscribers {

@@ -171,6 +171,11 @@ enum Cmd {
         /// a SIGKILL (the soak test reads it after killing consumers).
         #[arg(long)]
         record: Option<std::path::PathBuf>,
+        /// Write the numbers of the messages received flagged as redelivered
+        /// (work-queue redelivery after a member died) here at the end
+        /// (little-endian u64s).
+        #[arg(long, value_name = "PATH")]
+        redelivered: Option<std::path::PathBuf>,
         #[command(flatten)]
         spec: SpecArgs,
     },
@@ -338,6 +343,7 @@ fn run(cli: Cli) -> Result<(), String> {
             spin,
             hold,
             record,
+            redelivered,
             spec,
         } => {
             let spec = spec.spec()?;
@@ -359,6 +365,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let (mut received, mut bytes) = (0u64, 0u64);
             let mut expect_next: Option<u64> = None;
             let mut held = std::collections::VecDeque::with_capacity(hold + 1);
+            let mut again = Vec::new();
             while let Some(m) = c.recv().map_err(e)? {
                 let j = spec.verify(&m)?;
                 if broadcast {
@@ -371,6 +378,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
                 bytes += m.len() as u64;
                 received += 1;
+                if m.redelivered() {
+                    again.push(j);
+                }
                 if out.is_some() {
                     // Only kept for --out: a long soak must not grow.
                     seen.push(j);
@@ -385,9 +395,11 @@ fn run(cli: Cli) -> Result<(), String> {
                     }
                 }
             }
-            if let Some(path) = out {
-                let raw: Vec<u8> = seen.iter().flat_map(|j| j.to_le_bytes()).collect();
-                std::fs::write(&path, raw).map_err(|e| format!("{}: {e}", path.display()))?;
+            for (path, nums) in [(out, &seen), (redelivered, &again)] {
+                if let Some(path) = path {
+                    let raw: Vec<u8> = nums.iter().flat_map(|j| j.to_le_bytes()).collect();
+                    std::fs::write(&path, raw).map_err(|e| format!("{}: {e}", path.display()))?;
+                }
             }
             println!("{{\"received\":{received},\"bytes\":{bytes}}}");
         }

@@ -10,6 +10,7 @@ use crossbeam_utils::Backoff;
 
 use super::liveness::{self, Heartbeat};
 use super::proto::{self, Claim, Words};
+use super::redeliver::{self, QueueClaim, QueueWords};
 use super::{RingError, Shared};
 use crate::layout::{kind, off, state};
 use crate::signal::{futex_wait, EventFd, WaitStrategy};
@@ -127,6 +128,11 @@ impl Consumer {
                 let b = sh.layout.sub(k);
                 sh.hdr32(b + off::SUB_STATE)
                     .store(state::JOINING, Ordering::SeqCst);
+                if kind_ == kind::QUEUE {
+                    // No marker of an earlier occupant may look like ours
+                    // (LAYOUT.md §5.3).
+                    redeliver::clear_done(sh, k);
+                }
                 sh.hdr32(b + off::SUB_KIND).store(kind_, Ordering::SeqCst);
                 sh.hdr32(b + off::SUB_GROUP).store(group, Ordering::SeqCst);
                 sh.hdr32(b + off::SUB_MEMBERS).store(1, Ordering::SeqCst);
@@ -286,40 +292,59 @@ impl Consumer {
         ready(&self.member.shared, self.member.sub)
     }
 
-    fn poll(&mut self) -> Result<Polled, RingError> {
+    /// One claim: broadcast (§5.1), or a queue member's, redeliveries
+    /// first (§11.3). Returns the sequence and its redelivered flag.
+    fn claim(&self) -> Result<(u64, bool), Polled> {
         let m = &self.member;
         let sh = &*m.shared;
-        match proto::try_claim(sh, m.sub, self.exclusive) {
-            Claim::Empty => Ok(Polled::Empty),
-            Claim::Ended => Ok(Polled::Ended),
-            Claim::Got(seq) => {
-                match proto::check_slot(sh, seq, sh.layout.config.slot_size) {
-                    Ok((slot, len, flags)) => {
-                        let off = sh.layout.payload(slot);
-                        // SAFETY: `off + len` ≤ slot end (len ≤ slot_size was
-                        // checked) inside the mapping, kept alive by the Arc.
-                        let ptr = unsafe { sh.region.base().add(off) };
-                        Ok(Polled::Msg(Lease {
-                            member: m.clone(),
-                            seq,
-                            ptr,
-                            len: len as usize,
-                            flags,
-                        }))
-                    }
-                    Err(bad) => {
-                        // Release it so the ring keeps flowing, then report.
-                        if proto::release(sh, m.sub, seq) {
-                            sh.wake_space();
-                        }
-                        Err(RingError::Corrupt {
-                            seq,
-                            slot: bad.slot,
-                            stamp: bad.stamp,
-                            len: bad.len,
-                        })
-                    }
+        if self.exclusive {
+            return match proto::try_claim(sh, m.sub, true) {
+                Claim::Empty => Err(Polled::Empty),
+                Claim::Ended => Err(Polled::Ended),
+                Claim::Got(seq) => Ok((seq, false)),
+            };
+        }
+        match redeliver::try_claim(sh, m.sub, m.member as u32) {
+            QueueClaim::Empty => Err(Polled::Empty),
+            QueueClaim::Ended => Err(Polled::Ended),
+            QueueClaim::Got { seq, redelivered } => Ok((seq, redelivered)),
+        }
+    }
+
+    fn poll(&mut self) -> Result<Polled, RingError> {
+        let (seq, redelivered) = match self.claim() {
+            Ok(got) => got,
+            Err(p) => return Ok(p),
+        };
+        let m = &self.member;
+        let sh = &*m.shared;
+        match proto::check_slot(sh, seq, sh.layout.config.slot_size) {
+            Ok((slot, len, flags)) => {
+                let off = sh.layout.payload(slot);
+                // SAFETY: `off + len` ≤ slot end (len ≤ slot_size was
+                // checked) inside the mapping, kept alive by the Arc.
+                let ptr = unsafe { sh.region.base().add(off) };
+                Ok(Polled::Msg(Lease {
+                    member: m.clone(),
+                    seq,
+                    ptr,
+                    len: len as usize,
+                    flags,
+                    queue: !self.exclusive,
+                    redelivered,
+                }))
+            }
+            Err(bad) => {
+                // Release it so the ring keeps flowing, then report.
+                if release(m, !self.exclusive, seq) {
+                    sh.wake_space();
                 }
+                Err(RingError::Corrupt {
+                    seq,
+                    slot: bad.slot,
+                    stamp: bad.stamp,
+                    len: bad.len,
+                })
             }
         }
     }
@@ -356,7 +381,20 @@ fn free_entry(
 
 fn ready(sh: &Shared, sub: usize) -> bool {
     let c = sh.sub_claim(sub).load(Ordering::SeqCst);
-    sh.published().load(Ordering::SeqCst) > c || sh.closed().load(Ordering::SeqCst) == 1
+    // A pending redelivery (queue groups, §11.3) is data too; the word is 0
+    // for broadcast subscribers.
+    sh.published().load(Ordering::SeqCst) > c
+        || sh.closed().load(Ordering::SeqCst) == 1
+        || sh.sub_redeliver(sub).load(Ordering::SeqCst) != 0
+}
+
+/// Releases `seq` for `m`: the queue form checks that `m` still holds it.
+fn release(m: &Member, queue: bool, seq: u64) -> bool {
+    if queue {
+        redeliver::release(&*m.shared, m.sub, m.member as u32, seq)
+    } else {
+        proto::release(&*m.shared, m.sub, seq)
+    }
 }
 
 enum Polled {
@@ -427,6 +465,8 @@ pub struct Lease {
     ptr: *const u8,
     len: usize,
     flags: u32,
+    queue: bool,
+    redelivered: bool,
 }
 
 // SAFETY: a lease is a read-only view of slot memory that the protocol keeps
@@ -450,6 +490,14 @@ impl Lease {
     /// The payload (same as deref).
     pub fn bytes(&self) -> &[u8] {
         self
+    }
+
+    /// Whether this message was handed to another member of the work-queue
+    /// group before, which died holding it (LAYOUT.md §11.3): it may have
+    /// been processed already, so deduplicate if that matters. Always
+    /// false for broadcast consumers.
+    pub fn redelivered(&self) -> bool {
+        self.redelivered
     }
 }
 
@@ -475,15 +523,15 @@ impl std::fmt::Debug for Lease {
             .field("seq", &self.seq)
             .field("len", &self.len)
             .field("flags", &self.flags)
+            .field("redelivered", &self.redelivered)
             .finish()
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let sh = &*self.member.shared;
-        if proto::release(sh, self.member.sub, self.seq) {
-            sh.wake_space();
+        if release(&self.member, self.queue, self.seq) {
+            self.member.shared.wake_space();
         }
     }
 }

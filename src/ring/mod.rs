@@ -23,6 +23,7 @@ pub mod fuzzing;
 pub mod liveness;
 mod producer;
 pub(crate) mod proto;
+pub(crate) mod redeliver;
 pub mod stat;
 
 use std::os::fd::OwnedFd;
@@ -217,6 +218,13 @@ impl proto::Words for Shared {
     }
     fn slot_flags(&self, i: usize) -> &AtomicU32 {
         self.region.u32_at(self.layout.slot(i) + off::SLOT_FLAGS)
+    }
+}
+
+impl redeliver::QueueWords for Shared {
+    fn sub_redeliver(&self, k: usize) -> &AtomicU64 {
+        self.region
+            .u64_at(self.layout.sub(k) + off::SUB_REDELIVER)
     }
 }
 

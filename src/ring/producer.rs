@@ -8,8 +8,8 @@ use crossbeam_utils::Backoff;
 
 use super::liveness::{self, Heartbeat};
 use super::proto::ProducerCursor;
-use super::{RingError, Shared};
-use crate::layout::{off, state};
+use super::{redeliver, RingError, Shared};
+use crate::layout::{kind, off, state};
 use crate::signal::{futex_wait, futex_wake_all, WaitStrategy};
 use crate::sync::Ordering;
 
@@ -119,6 +119,7 @@ impl Producer {
         let now = sh.ident.now_ns();
         let g = sh.lock_table();
         let mut freed = 0;
+        let mut redelivered = 0u64;
         for j in 0..l.config.max_members as usize {
             let m = l.member(j);
             if sh.hdr32(m + off::MEM_STATE).load(Ordering::SeqCst) != state::ACTIVE {
@@ -130,6 +131,27 @@ impl Producer {
                 continue;
             }
             let k = sh.hdr32(m + off::MEM_SUBSCRIBER).load(Ordering::SeqCst) as usize;
+            if k < l.config.max_subscribers as usize {
+                let s = l.sub(k);
+                // A queue group that survives its member gets the member's
+                // sequences back, before the entry is freed: a reclaimer
+                // dying half-way leaves the member to the next reclaim.
+                if sh.hdr32(s + off::SUB_KIND).load(Ordering::SeqCst) == kind::QUEUE
+                    && sh.hdr32(s + off::SUB_MEMBERS).load(Ordering::SeqCst) > 1
+                {
+                    let n = redeliver::reclaim_member(sh, k, j as u32);
+                    if n > 0 {
+                        tracing::warn!(
+                            pid,
+                            member = j,
+                            subscriber = k,
+                            sequences = n,
+                            "redelivering a dead queue member's messages"
+                        );
+                        redelivered += n;
+                    }
+                }
+            }
             sh.hdr32(m + off::MEM_STATE)
                 .store(state::FREE, Ordering::SeqCst);
             if k < l.config.max_subscribers as usize {
@@ -156,6 +178,10 @@ impl Producer {
             }
         }
         drop(g);
+        if redelivered > 0 {
+            // Members parked on an empty ring must look at the redeliveries.
+            sh.wake_data_always();
+        }
         freed
     }
 

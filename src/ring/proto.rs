@@ -191,6 +191,13 @@ pub(crate) fn release<W: Words>(w: &W, k: usize, seq: u64) -> bool {
     // the "no lost advance" argument in LAYOUT.md §5.2).
     w.done(k, (seq & (n - 1)) as usize)
         .swap(seq.wrapping_add(1), Ordering::AcqRel);
+    advance(w, k)
+}
+
+/// LAYOUT.md §5.2 step 2: advances subscriber `k`'s `release` over every
+/// contiguous released sequence. Returns whether it moved.
+pub(crate) fn advance<W: Words>(w: &W, k: usize) -> bool {
+    let n = w.slot_count();
     let mut moved = false;
     loop {
         let r = w.sub_release(k).load(Ordering::Acquire);

@@ -251,8 +251,12 @@ pub struct ConsumerStat {
     /// `published - cursor`: messages published but not yet received.
     pub lag: u64,
     /// Messages received and not yet released (leases held): the
-    /// sequences in `[released, cursor)` whose done word is not marked.
+    /// sequences in `[released, cursor)` whose done word is neither
+    /// released nor waiting for redelivery.
     pub leases_held: u64,
+    /// Work-queue groups: messages a dead member held that wait for
+    /// redelivery to another member (LAYOUT.md §11.3); 0 for broadcast.
+    pub redeliver: u64,
     /// Messages released per second since the previous sample.
     pub consumed_per_s: Option<f64>,
 }
@@ -326,8 +330,18 @@ fn snapshot(w: &impl Words, name: &str) -> RingStat {
         // sequences can be outstanding, which also bounds a damaged entry.
         let outstanding = cursor.saturating_sub(released).min(n);
         let leases_held = (released..released + outstanding)
-            .filter(|&s| w.u64(l.done(k, (s % n) as usize)) != s + 1)
+            .filter(|&s| {
+                let d = w.u64(l.done(k, (s % n) as usize));
+                d != s + 1 && d != crate::layout::done::redeliver(s)
+            })
             .count() as u64;
+        let kind_ = w.u32(b + off::SUB_KIND);
+        // The word is only maintained for queue groups (LAYOUT.md §3.1).
+        let redeliver = if kind_ == crate::layout::kind::QUEUE {
+            w.u64(b + off::SUB_REDELIVER)
+        } else {
+            0
+        };
         let mine: Vec<MemberStat> = members
             .iter()
             .filter(|(sub, _, _)| *sub as usize == k)
@@ -346,7 +360,7 @@ fn snapshot(w: &impl Words, name: &str) -> RingStat {
             } else {
                 "active"
             },
-            kind: kind_name(w.u32(b + off::SUB_KIND)),
+            kind: kind_name(kind_),
             group: w.u32(b + off::SUB_GROUP),
             owner_pid,
             members: mine,
@@ -355,6 +369,7 @@ fn snapshot(w: &impl Words, name: &str) -> RingStat {
             released,
             lag: published.saturating_sub(cursor),
             leases_held,
+            redeliver,
             consumed_per_s: None,
         });
     }

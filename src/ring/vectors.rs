@@ -155,7 +155,7 @@ fn bad_files(small: &[u8]) -> Vec<(&'static str, Vec<u8>, &'static str)> {
             with(&|b| b[0..8].copy_from_slice(b"NOTALLOY")),
             "BadMagic",
         ),
-        ("bad_version.bin", with(&|b| b[8] = 2), "VersionMismatch"),
+        ("bad_version.bin", with(&|b| b[8] = 1), "VersionMismatch"),
         ("bad_truncated.bin", small[..4000].to_vec(), "Truncated"),
         ("bad_slot_count.bin", with(&|b| b[16] = 3), "InvalidLayout"),
         (

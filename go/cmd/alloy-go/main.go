@@ -36,7 +36,7 @@ func main() {
 	var err error
 	switch cmd {
 	case "version":
-		fmt.Println("alloy-go 0.1.0 (layout version 1)")
+		fmt.Printf("alloy-go 0.1.0 (layout version %d)\n", ring.Version)
 	case "create":
 		err = create(args)
 	case "rm":

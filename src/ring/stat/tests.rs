@@ -43,7 +43,7 @@ fn stat_reports_lag_leases_and_fill() {
     let lq = q2.recv().unwrap().unwrap();
 
     let s = ring.stat();
-    assert_eq!(s.version, 1);
+    assert_eq!(s.version, 2);
     assert_eq!((s.slot_count, s.slot_size), (8, 64));
     assert_eq!(s.published, 5);
     assert!(!s.closed);
@@ -59,6 +59,7 @@ fn stat_reports_lag_leases_and_fill() {
     );
     assert_eq!((cq.kind, cq.group, cq.members.len()), ("queue", 7, 2));
     assert_eq!((cq.lag, cq.leases_held), (4, 1));
+    assert_eq!((ca.redeliver, cq.redeliver), (0, 0));
     for c in &s.consumers {
         assert_eq!(c.state, "active");
         assert!(c.alive);
@@ -174,22 +175,22 @@ fn ls_lists_rings_and_skips_other_files() {
     std::fs::write(dir.join("not-alloy"), b"just some bytes, no magic").unwrap();
     std::fs::write(dir.join("empty"), b"").unwrap();
     // The magic but another version: listed, with the reason.
-    let mut v2 = ring.region().snapshot();
-    layout::put_u32(&mut v2, off::VERSION, 2);
-    std::fs::write(dir.join("b-v2"), v2).unwrap();
+    let mut v1 = ring.region().snapshot();
+    layout::put_u32(&mut v1, off::VERSION, 1);
+    std::fs::write(dir.join("b-v1"), v1).unwrap();
     std::fs::create_dir(dir.join("subdir")).unwrap();
 
     let got = list_rings(&dir).unwrap();
     let names: Vec<&str> = got.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["a-ring", "b-v2"]);
+    assert_eq!(names, ["a-ring", "b-v1"]);
     let a = &got[0];
-    assert_eq!((a.version, a.slot_count, a.slot_size), (1, 8, 64));
+    assert_eq!((a.version, a.slot_count, a.slot_size), (2, 8, 64));
     assert_eq!(a.size, ring.region().layout().total_size as u64);
     assert_eq!(a.producer_pid, std::process::id());
     assert!(a.producer_alive);
     assert_eq!(a.error, None);
-    assert_eq!(got[1].version, 2);
-    assert!(got[1].error.as_deref().unwrap().contains("version 2"));
+    assert_eq!(got[1].version, 1);
+    assert!(got[1].error.as_deref().unwrap().contains("version 1"));
     assert!(list_rings(&dir.join("missing")).is_err());
 }
 
