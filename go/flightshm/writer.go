@@ -67,6 +67,11 @@ type Writer struct {
 	batches uint64
 	summary Summary
 	done    bool
+	// ended is closed when the call has ended on the server side; then
+	// result/resultErr hold its PutResult (nil if none) or status.
+	ended     chan struct{}
+	result    *flight.PutResult
+	resultErr error
 }
 
 // Target returns the gRPC target (HOST:PORT) of a Flight URL: grpc://,
@@ -133,7 +138,25 @@ func NewWriter(ctx context.Context, url, name string, schema *arrow.Schema) (*Wr
 	}
 	fw := flight.NewRecordWriter(stream, ipc.WithSchema(schema))
 	fw.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{name}})
-	w := &Writer{ring: name, conn: conn, cancel: cancel, stream: stream, w: fw, schema: schema}
+	w := &Writer{ring: name, conn: conn, cancel: cancel, stream: stream, w: fw, schema: schema, ended: make(chan struct{})}
+	// The gateway answers once, at the end of the call (a PutResult, or an
+	// error status as soon as it refuses the stream): wait for it here, so
+	// a refusal is seen by the next Write and by Done, not only at Close.
+	go func() {
+		defer close(w.ended)
+		for {
+			res, err := stream.Recv()
+			if err != nil {
+				if err != io.EOF {
+					w.resultErr = err
+				}
+				return
+			}
+			if w.result == nil {
+				w.result = res
+			}
+		}
+	}()
 	return w, nil
 }
 
@@ -146,12 +169,22 @@ func (w *Writer) Batches() uint64 { return w.batches }
 // Summary is the gateway's report, valid after a successful Close.
 func (w *Writer) Summary() Summary { return w.summary }
 
+// Done is closed when the call has ended on the gateway's side: after
+// Close, or early when the gateway refused or failed the stream (the next
+// Write or Close then returns its status).
+func (w *Writer) Done() <-chan struct{} { return w.ended }
+
 // Write sends rec. A record with another schema is refused. When the
 // gateway has ended the stream, its status is returned (status.Code tells
 // the reason) and the writer is unusable: Close it.
 func (w *Writer) Write(rec arrow.RecordBatch) error {
 	if w.done {
 		return ErrClosed
+	}
+	select {
+	case <-w.ended:
+		return w.fail(io.EOF)
+	default:
 	}
 	if !rec.Schema().Equal(w.schema) {
 		return fmt.Errorf("flightshm: record schema %v differs from the stream's %v", rec.Schema(), w.schema)
@@ -168,8 +201,9 @@ func (w *Writer) fail(err error) error {
 	w.done = true
 	if errors.Is(err, io.EOF) {
 		// The server ended the call; its status comes with Recv.
-		if _, rerr := w.stream.Recv(); rerr != nil && rerr != io.EOF {
-			err = rerr
+		<-w.ended
+		if w.resultErr != nil {
+			err = w.resultErr
 		}
 	}
 	w.release()
@@ -196,18 +230,14 @@ func (w *Writer) Close() error {
 	}
 	w.done = true
 	defer w.release()
-	for {
-		res, err := w.stream.Recv()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("flightshm: ring %q: %w", w.ring, err)
-		}
-		if len(res.AppMetadata) > 0 {
-			if err := json.Unmarshal(res.AppMetadata, &w.summary); err != nil {
-				return fmt.Errorf("flightshm: ring %q: bad PutResult metadata %q: %w", w.ring, res.AppMetadata, err)
-			}
+	<-w.ended
+	if w.resultErr != nil {
+		return fmt.Errorf("flightshm: ring %q: %w", w.ring, w.resultErr)
+	}
+	if res := w.result; res != nil && len(res.AppMetadata) > 0 {
+		if err := json.Unmarshal(res.AppMetadata, &w.summary); err != nil {
+			return fmt.Errorf("flightshm: ring %q: bad PutResult metadata %q: %w", w.ring, res.AppMetadata, err)
 		}
 	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -166,6 +167,20 @@ func TestRefusalKeepsStatus(t *testing.T) {
 	}
 	if err := w.Close(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Close after failure: %v", err)
+	}
+
+	// Done tells of the refusal before anything else is sent.
+	w, err = NewWriter(context.Background(), url, "refuse", schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed after the gateway refused the stream")
+	}
+	if err := w.Write(recs[1]); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("Write after refusal: %v", err)
 	}
 }
 

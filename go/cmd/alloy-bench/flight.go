@@ -27,6 +27,17 @@ import (
 // this process, so the send stamp and the receive time use one clock. The
 // gateway and the sink wait blocking, as a network service would.
 
+// flightTotal is the bytes streamed per flight-localhost throughput point:
+// a quarter of the others' (the transport is about ten times slower, and
+// the quick grid must stay within its time).
+func (g grid) flightTotal(size int64) int64 { return max(size, g.total(size)/4) }
+
+// flightIters is the number of flight-localhost latency samples at size:
+// a quarter of the byte budget of the others, at least latMin.
+func (g grid) flightIters(size int64) int {
+	return int(max(int64(g.latMin), min(int64(g.latMax), g.latBudget/4/size)))
+}
+
 // gatewayBin is the Rust CLI next to the helper: target/release/alloy.
 func gatewayBin(helper string) string {
 	return filepath.Join(filepath.Dir(filepath.Dir(helper)), "alloy")
@@ -168,6 +179,17 @@ func flightLatency(helper string, size int64, iters int) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	// Waiting for a batch gives up when the gateway ends the call (it
+	// refused or failed the stream) instead of waiting for ever.
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	go func() {
+		select {
+		case <-w.Done():
+			wcancel()
+		case <-wctx.Done():
+		}
+	}()
 	warm := max(8, iters/10) // not recorded: first-touch page faults, cold caches
 	ns := make([]int64, 0, iters)
 	for i := 0; i < iters+warm; i++ {
@@ -179,8 +201,12 @@ func flightLatency(helper string, size int64, iters int) (Result, error) {
 		if err := w.Write(rec); err != nil {
 			return Result{}, fmt.Errorf("%w (gateway: %s)", err, gw.errb.String())
 		}
-		if !rd.Next() {
-			return Result{}, fmt.Errorf("ring consumer: %v", orEOF(rd.Err()))
+		if !rd.NextContext(wctx) {
+			err := orEOF(rd.Err())
+			if cerr := w.Close(); cerr != nil {
+				err = cerr // the gateway ended the call: its status says why
+			}
+			return Result{}, fmt.Errorf("ring consumer: %w (gateway: %s)", err, gw.errb.String())
 		}
 		got := rd.RecordBatch().Column(0).(*array.Int64).Value(0)
 		t1 := nanotime()

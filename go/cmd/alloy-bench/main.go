@@ -228,7 +228,8 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		what := fmt.Sprintf("%s ×%d", sizeName(size), n)
 		s.step("uds-ipc", what, func() (Result, error) { return udsLatency(h, size, n) })
 		s.step("cgo-oneshot", what, func() (Result, error) { return cgoLatency(size, n) })
-		s.step("flight-localhost", what, func() (Result, error) { return flightLatency(h, size, n) })
+		fn := g.flightIters(size)
+		s.step("flight-localhost", fmt.Sprintf("%s ×%d", sizeName(size), fn), func() (Result, error) { return flightLatency(h, size, fn) })
 	}
 
 	s.enter("throughput", "streaming throughput")
@@ -249,7 +250,7 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		}
 		s.stepMedian("uds-ipc", sizeName(size), func() (Result, error) { return udsThroughput(h, size, g.total(size), nil) })
 		s.stepMedian("cgo-oneshot", sizeName(size), func() (Result, error) { return cgoThroughput(size, g.total(size)) })
-		s.stepMedian("flight-localhost", sizeName(size), func() (Result, error) { return flightThroughput(h, size, g.total(size)) })
+		s.stepMedian("flight-localhost", sizeName(size), func() (Result, error) { return flightThroughput(h, size, g.flightTotal(size)) })
 	}
 
 	s.enter("fanout", "fan-out")
