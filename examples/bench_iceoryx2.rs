@@ -34,6 +34,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use alloy_shm::ring::monotonic_ns;
 use clap::{Parser, Subcommand};
@@ -197,6 +199,37 @@ impl Ends {
     }
 }
 
+/// Messages handled so far by this process, watched by [`watchdog`].
+static PROGRESS: AtomicU64 = AtomicU64::new(0);
+
+/// Longest time without a message before the process gives up.
+const STALL: Duration = Duration::from_secs(60);
+
+/// Ends the process with an error when [`PROGRESS`] stands still for
+/// [`STALL`]: neither the polling loops nor `blocking_wait` notice a peer
+/// that died, and a hung point would stall the whole suite. The loops pay
+/// one relaxed store per message for it.
+fn watchdog(role: &'static str) {
+    std::thread::spawn(move || {
+        let (mut last, mut still) = (u64::MAX, Duration::ZERO);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            // Relaxed: only "has it changed", no data hangs on it.
+            let now = PROGRESS.load(Ordering::Relaxed);
+            still = if now == last {
+                still + Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            };
+            last = now;
+            if still >= STALL {
+                eprintln!("bench_iceoryx2 {role}: no message for {STALL:?} after {now}, giving up");
+                std::process::exit(1);
+            }
+        }
+    });
+}
+
 fn hist() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant digits is valid")
 }
@@ -216,6 +249,17 @@ fn lat_json(h: &Histogram<u64>) -> String {
 fn node() -> Res<Node<ipc::Service>> {
     set_log_level(LogLevel::Error);
     NodeBuilder::new().create::<ipc::Service>().map_err(err)
+}
+
+/// Removes what benchmark processes that died (killed, or ended by the
+/// watchdog) left in shared memory: a 64 MiB point holds a few hundred MiB.
+fn remove_dead_nodes() {
+    let _ = Node::<ipc::Service>::list(Config::global_config(), |n| {
+        if let NodeState::Dead(d) = n {
+            let _ = d.blocking_remove_stale_resources(Duration::from_secs(1));
+        }
+        CallbackProgression::Continue
+    });
 }
 
 fn word(b: &[u8], i: usize) -> u64 {
@@ -268,6 +312,7 @@ fn lat(size: usize, iters: u64, event: bool) -> Res<String> {
     let size = size.max(16);
     let base = format!("alloy-bench/{}/lat", std::process::id());
     let node = node()?;
+    remove_dead_nodes();
     // Ports first, so the consumer opens services that exist and finds its
     // subscriber connected when it starts.
     let me = ends(&node, &base, size, true, event)?;
@@ -277,6 +322,7 @@ fn lat(size: usize, iters: u64, event: bool) -> Res<String> {
         args.push("--event");
     }
     let peer = Peer::spawn(&args)?;
+    watchdog("lat");
     let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
     // As `bench_peer lat`: 10% warm-up, at least 8 (first-touch faults of
     // the sample pool).
@@ -286,6 +332,7 @@ fn lat(size: usize, iters: u64, event: bool) -> Res<String> {
         let flag = if i < warm { WARMUP } else { MEASURED };
         me.send(&src, Some([t0, flag]))?;
         me.recv()?;
+        PROGRESS.store(i, Ordering::Relaxed);
     }
     me.send(&src, Some([0, STOP]))?;
     let v = peer.finish()?;
@@ -304,12 +351,15 @@ fn lat_consumer(base: &str, size: usize, event: bool) -> Res<String> {
     let node = node()?;
     let me = ends(&node, base, size, false, event)?;
     let ack = [0u8; 8];
-    let mut h = hist();
+    let (mut h, mut seen) = (hist(), 0u64);
+    watchdog("lat-consumer");
     println!("ready");
     std::io::stdout().flush().map_err(err)?;
     loop {
         let s = me.recv()?;
         let t1 = monotonic_ns();
+        seen += 1;
+        PROGRESS.store(seen, Ordering::Relaxed);
         let (t0, flag) = (word(s.payload(), 0), word(s.payload(), 1));
         drop(s);
         match flag {
