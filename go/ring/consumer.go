@@ -263,7 +263,7 @@ func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error)
 		return nil, ErrClosed
 	}
 	var b backoff
-	var stopWake func() bool
+	var stopWake func()
 	defer func() {
 		if stopWake != nil {
 			stopWake()
@@ -304,10 +304,7 @@ func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error)
 			// first also stops a wait that starts just after the
 			// cancellation (its expected value is stale). The spurious
 			// wake-up it may give other waiters is harmless: they re-check.
-			stopWake = context.AfterFunc(ctx, func() {
-				c.dataFutex.Add(1)
-				futexWakeAll(c.dataFutex)
-			})
+			stopWake = wakeOnDone(ctx, c.dataFutex)
 		}
 		c.dataWaiters.Add(1) // SeqCst; the Dekker pair with Publish (§6.1)
 		f := c.dataFutex.Load()

@@ -289,11 +289,7 @@ func (p *Producer) waitSpace(ctx context.Context) error {
 		// also stops a wait that starts just after the cancellation (its
 		// expected value is stale). The spurious wake-up another waiter on
 		// the word may get is harmless: waiters always re-check.
-		stop := context.AfterFunc(ctx, func() {
-			p.spaceFutex.Add(1)
-			futexWakeAll(p.spaceFutex)
-		})
-		defer stop()
+		defer wakeOnDone(ctx, p.spaceFutex)()
 	}
 	for {
 		if err := ctx.Err(); err != nil {

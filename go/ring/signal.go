@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"context"
 	"math"
 	"runtime"
 	"sync/atomic"
@@ -96,4 +97,23 @@ func (b *backoff) snooze() bool {
 // waited for may be queued behind the spinner on the same P.
 func (b *backoff) spin() {
 	runtime.Gosched()
+}
+
+// wakeOnDone bumps and wakes the futex word w when ctx is done, so a wait on
+// w returns promptly on cancellation (and a wait that starts just after the
+// cancellation fails its expected-value check). The returned stop must be
+// called before the mapping holding w can go away: once it returns, the
+// wake-up is neither running nor going to run.
+func wakeOnDone(ctx context.Context, w *atomic.Uint32) (stop func()) {
+	ran := make(chan struct{})
+	stopAfter := context.AfterFunc(ctx, func() {
+		defer close(ran)
+		w.Add(1)
+		futexWakeAll(w)
+	})
+	return func() {
+		if !stopAfter() {
+			<-ran // it started: let it finish touching w
+		}
+	}
 }
