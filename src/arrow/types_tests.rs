@@ -127,3 +127,46 @@ fn delta_dictionaries_are_sent_when_asked_and_applied_by_the_reader() {
         assert_eq!(delta_batches, if deltas { 5 } else { 0 }, "deltas {deltas}");
     }
 }
+
+/// A batch too large for a slot whose dictionary changed: the split halves
+/// (cli::write_split) must still be decoded with the new dictionary.
+#[test]
+fn a_split_batch_keeps_its_new_dictionary() {
+    use std::sync::Arc;
+
+    use arrow_array::types::Int32Type;
+    use arrow_array::{DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray};
+    let batch = |words: &[&str], rows: usize| {
+        let values = Arc::new(StringArray::from_iter_values(words));
+        let keys = Int32Array::from_iter_values((0..rows).map(|i| (i % words.len()) as i32));
+        let dict = DictionaryArray::<Int32Type>::try_new(keys, values).unwrap();
+        let pad = Int64Array::from_iter_values(0..rows as i64);
+        RecordBatch::try_from_iter([("tag", Arc::new(dict) as _), ("pad", Arc::new(pad) as _)])
+            .unwrap()
+    };
+    let small = batch(&["a", "b"], 10);
+    // 2,000 rows of int64 padding do not fit in a 4 KiB slot; the dictionary does.
+    let big = batch(&["c", "d", "e"], 2000);
+    let ring = Ring::anonymous_builder()
+        .slot_count(64)
+        .slot_size(4096)
+        .create()
+        .unwrap();
+    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let mut w = IpcWriter::new(ring.producer().unwrap(), small.schema()).unwrap();
+    let sender = std::thread::spawn(move || {
+        super::cli::write_split(&mut w, &small).unwrap();
+        super::cli::write_split(&mut w, &big).unwrap();
+        w.close().unwrap();
+        (small, big)
+    });
+    let mut got = Vec::new();
+    while let Some(b) = reader.next_batch().unwrap() {
+        got.push(b);
+    }
+    let (small, big) = sender.join().unwrap();
+    assert_eq!(got[0], small);
+    assert!(got.len() > 2, "the big batch was split");
+    let rejoined = arrow_select::concat::concat_batches(&big.schema(), &got[1..]).unwrap();
+    assert_eq!(rejoined, big);
+}

@@ -91,7 +91,9 @@ impl IpcWriter {
     /// Sends `batch` (after the schema and any new dictionaries). A batch
     /// whose schema differs from the stream's is refused with
     /// [`ArrowShmError::SchemaMismatch`]; one that does not fit in a slot with
-    /// [`RingError::MessageTooLarge`] (split it and retry).
+    /// [`RingError::MessageTooLarge`] (split it and retry: its new
+    /// dictionaries were sent already). A dictionary that does not fit in a
+    /// slot fails the stream.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowShmError> {
         if batch.schema().fields() != self.schema.fields() {
             return Err(ArrowShmError::SchemaMismatch);
@@ -101,13 +103,17 @@ impl IpcWriter {
             .generator
             .encode(batch, &mut self.tracker, &self.options, &mut self.context)
             .map_err(ArrowShmError::Encode)?;
+        // The tracker now counts these dictionaries as sent, so they go out
+        // even when the batch itself is too large: a caller that splits the
+        // batch and retries (cli::write_split) must not lose a changed
+        // dictionary.
+        for d in dictionaries {
+            self.send(d, flags::IPC_DICTIONARY_BATCH)?;
+        }
         let max = self.producer.max_message();
         let len = message_len(&encoded);
         if len > max {
             return Err(RingError::MessageTooLarge { len, max }.into());
-        }
-        for d in dictionaries {
-            self.send(d, flags::IPC_DICTIONARY_BATCH)?;
         }
         self.send(encoded, flags::IPC_RECORD_BATCH)
     }
