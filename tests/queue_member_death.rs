@@ -313,3 +313,68 @@ fn a_member_killed_mid_stream_loses_nothing() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The producer publishes 5 messages (the ring never fills, so it never
+/// reclaims) and A, holding the last 3, is killed. The survivor B, finding
+/// nothing new, redelivers them itself — while the stream is open, and
+/// before it would report the end of a closed stream.
+#[test]
+fn a_survivor_redelivers_when_the_producer_never_blocks() {
+    for close_first in [false, true] {
+        let (ring, guard) = new_ring(&format!("queue-idle{close_first}"), SLOTS as u32);
+        let name = guard.0.clone();
+        let dir = tmpdir(&format!("queue-idle{close_first}"));
+        let rec = record_file(&dir, "a", 8);
+        let mut a = member(
+            &name,
+            &[
+                "--hold",
+                &HELD.to_string(),
+                "--record",
+                rec.to_str().unwrap(),
+            ],
+        );
+        let mut b = ring.join_queue(1).unwrap();
+        let mut p = ring.producer().unwrap();
+        let mut buf = vec![0u8; SPEC.max];
+        for j in 0..5 {
+            let n = SPEC.write(j, &mut buf);
+            p.send(&buf[..n], 0).unwrap();
+        }
+        wait_until("A holds 3", || {
+            let g = group(&ring);
+            g.cursor == 5 && g.leases_held == HELD
+        });
+        a.kill().unwrap();
+        let killed = Instant::now();
+        a.wait().unwrap();
+        if close_first {
+            p.close();
+        }
+        let mut got = Vec::new();
+        for _ in 0..HELD {
+            let m = b
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap()
+                .expect("a redelivery, not the end");
+            assert!(m.redelivered());
+            got.push(SPEC.verify(&m).unwrap());
+        }
+        assert_eq!(got, vec![2, 3, 4], "close first: {close_first}");
+        eprintln!(
+            "producer {}: redelivered by the survivor {:?} after the kill",
+            if close_first { "closed" } else { "idle" },
+            killed.elapsed()
+        );
+        if close_first {
+            assert!(b.recv().unwrap().is_none(), "then the end of the stream");
+        } else {
+            assert!(matches!(
+                b.try_recv(),
+                Err(alloy_shm::ring::RingError::Empty)
+            ));
+        }
+        assert_eq!(group(&ring).released, 5);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

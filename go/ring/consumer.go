@@ -35,7 +35,8 @@ type Consumer struct {
 	producerPid    *atomic.Uint32
 	producerHB     *atomic.Uint64
 
-	nextCheck time.Time // when a waiting Recv next looks at the producer (§11.2)
+	nextCheck    time.Time // when a waiting Recv next looks at the producer (§11.2)
+	groupChecked time.Time // when this queue member last looked for dead members of its group (§11.3)
 
 	hb          *heartbeat
 	outstanding atomic.Int64 // leases not yet released
@@ -163,6 +164,11 @@ func (l *Lease) Release() {
 func (c *Consumer) poll() (*Lease, error) {
 	if c.kind == kindQueue {
 		seq, again, ok, ended := c.r.queueClaim(c.sub, c.mem)
+		if ended && c.checkGroup(true) {
+			// Before reporting the end, a dead member's messages are
+			// redelivered (§11.3).
+			seq, again, ok, ended = c.r.queueClaim(c.sub, c.mem)
+		}
 		switch {
 		case ended:
 			return nil, io.EOF
@@ -331,6 +337,11 @@ func (c *Consumer) checkProducer() (*Lease, error) {
 		return nil, nil
 	}
 	c.nextCheck = now.Add(producerCheckPeriod)
+	if c.checkGroup(false) {
+		if l, err := c.poll(); l != nil || err != nil {
+			return l, err
+		}
+	}
 	if c.closed.Load() != 0 {
 		return nil, nil // poll reports end-of-stream once drained
 	}
@@ -345,6 +356,28 @@ func (c *Consumer) checkProducer() (*Lease, error) {
 		return l, err
 	}
 	return nil, fmt.Errorf("%w: pid %d", ErrProducerGone, pid)
+}
+
+// groupCheckPeriod is how often a queue member waiting for data looks for
+// dead members of its group holding messages (LAYOUT §11.3).
+const groupCheckPeriod = time.Second
+
+// checkGroup is LAYOUT §11.3 done by a surviving queue member: while it
+// finds nothing to claim (at most every groupCheckPeriod, or always atEnd)
+// and its group has claimed, unreleased sequences, it redelivers those of
+// dead members — the producer only reclaims when the ring is full, which
+// it may never be again. It reports whether anything now waits for
+// redelivery.
+func (c *Consumer) checkGroup(atEnd bool) bool {
+	if c.kind != kindQueue || c.release.Load() >= c.claim.Load() {
+		return false
+	}
+	now := time.Now()
+	if !atEnd && now.Sub(c.groupChecked) < groupCheckPeriod {
+		return false
+	}
+	c.groupChecked = now
+	return c.r.reclaimGroup(c.sub) > 0
 }
 
 // Close detaches the consumer once its outstanding leases are released

@@ -146,3 +146,34 @@ func (r *Ring) clearDone(k uint32) {
 	}
 	u64At(r.mem, r.lay.subOff(k)+subRedeliver).Store(0)
 }
+
+// reclaimGroup redelivers the messages that dead members of queue
+// subscriber k hold and detaches them (LAYOUT §11.3, as the producer's
+// reclaim does for the whole table), on behalf of a live member of k. It
+// returns how many sequences now wait for redelivery.
+func (r *Ring) reclaimGroup(k uint32) uint64 {
+	l := &r.lay
+	m := r.mem
+	r.lockTable(r.env.pid())
+	var moved uint64
+	now := r.env.monoNs()
+	members := u32At(m, l.subOff(k)+subMembers)
+	for j := uint32(0); j < l.MaxMembers; j++ {
+		off := l.memberOff(j)
+		// The caller is a live member, so the group survives (> 1).
+		if u32At(m, off+memState).Load() != stateActive || u32At(m, off+memSubscriber).Load() != k ||
+			members.Load() < 2 || !isDead(u32At(m, off+memPid).Load(), u64At(m, off+memHeartbeat).Load(), now) {
+			continue
+		}
+		moved += r.reclaimMember(k, j)
+		u32At(m, off+memState).Store(stateFree)
+		members.Add(^uint32(0))
+	}
+	r.unlockTable()
+	if moved > 0 {
+		f := u32At(m, offDataFutex)
+		f.Add(1)
+		futexWakeAll(f)
+	}
+	return moved
+}

@@ -3,6 +3,7 @@ package ring
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"syscall"
@@ -263,5 +264,61 @@ func TestHeldQueueLeasesChild(t *testing.T) {
 		}
 		held = append(held, l)
 		fmt.Printf("got %d\n", l.Seq())
+	}
+}
+
+// With a producer that never blocks (idle, or closed), the surviving
+// member redelivers a dead member's messages itself: while it waits, and
+// before it would report the end of the stream.
+func TestSurvivorRedeliversWithoutProducerReclaim(t *testing.T) {
+	for _, closeFirst := range []bool{false, true} {
+		r := anonRing(t, Config{SlotCount: 8, SlotSize: 64, MaxSubscribers: 2, MaxMembers: 4})
+		live, err := r.JoinQueue(3, ConsumerOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead, err := r.JoinQueue(3, ConsumerOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := mustProducer(t, r, Backpressure{Kind: Block})
+		for j := 0; j < 3; j++ {
+			mustSend(t, p, []byte{byte(j)}, 0)
+		}
+		recvOK(t, dead).Release()                  // 0
+		h1, h2 := recvOK(t, dead), recvOK(t, dead) // 1, 2 held
+		fakeDeadMember(t, r, dead)
+		if closeFirst {
+			p.Close()
+		}
+		start := time.Now()
+		for _, want := range []uint64{1, 2} {
+			l, err := live.RecvTimeout(5 * time.Second)
+			if err != nil {
+				t.Fatalf("close first %v: %v", closeFirst, err)
+			}
+			if l.Seq() != want || !l.Redelivered() {
+				t.Fatalf("close first %v: seq %d redelivered=%v, want %d flagged", closeFirst, l.Seq(), l.Redelivered(), want)
+			}
+			l.Release()
+		}
+		t.Logf("close first %v: redelivered by the survivor after %v", closeFirst, time.Since(start))
+		if closeFirst {
+			if _, err := live.Recv(); err != io.EOF {
+				t.Fatalf("after the redeliveries: %v, want io.EOF", err)
+			}
+		} else if _, err := live.TryRecv(); err != ErrEmpty {
+			t.Fatalf("after the redeliveries: %v, want ErrEmpty", err)
+		}
+		h1.Release()
+		h2.Release()
+		if c := r.Stat().Consumers[0]; c.Released != 3 || c.Redeliver != 0 || len(c.Members) != 1 {
+			t.Fatalf("at the end: %+v", c)
+		}
+		if !closeFirst {
+			p.Close()
+		}
+		live.Close()
+		dead.Close()
 	}
 }

@@ -16,6 +16,10 @@ use crate::layout::{kind, off, state};
 use crate::signal::{futex_wait, EventFd, WaitStrategy};
 use crate::sync::Ordering;
 
+/// How long a busy (`WaitStrategy::Spin`) consumer polls an empty ring
+/// before yielding its core once.
+const SPIN_YIELD_AFTER: Duration = Duration::from_micros(20);
+
 /// One attachment to a subscriber entry; detaches when the consumer handle
 /// and all its leases are gone.
 struct Member {
@@ -64,6 +68,8 @@ pub struct Consumer {
     exclusive: bool,
     wait: WaitStrategy,
     notifier: Option<Notifier>,
+    /// When this queue member last looked for dead members of its group.
+    group_checked: Option<Instant>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -168,6 +174,7 @@ impl Consumer {
             exclusive: kind_ == kind::BROADCAST,
             wait,
             notifier: None,
+            group_checked: None,
         })
     }
 
@@ -213,6 +220,7 @@ impl Consumer {
         // Clock read only once the ring turned out empty: a recv that finds
         // a message at once costs no clock call.
         let mut checked: Option<Instant> = None;
+        let mut last_yield: Option<Instant> = None;
         loop {
             match self.poll()? {
                 Polled::Msg(l) => return Ok(Some(l)),
@@ -224,13 +232,23 @@ impl Consumer {
             if (!spinning || spins % 64 == 0) && since.elapsed() >= liveness::PRODUCER_CHECK {
                 checked = Some(Instant::now());
                 self.check_producer()?;
+                if self.check_group(false) {
+                    continue;
+                }
             }
             if spinning {
-                // Busy mode: stay on the core; yield rarely so an
-                // oversubscribed machine still makes progress.
+                // Busy mode: stay on the core with no system call while
+                // messages keep coming; once SPIN_YIELD_AFTER passes with
+                // none, yield (and again every SPIN_YIELD_AFTER), so a
+                // producer sharing this core on an oversubscribed machine
+                // runs within microseconds, not after thousands of polls.
                 spins = spins.wrapping_add(1);
-                if spins % 4096 == 0 {
-                    std::thread::yield_now();
+                if spins % 64 == 0 {
+                    let now = Instant::now();
+                    if now.duration_since(*last_yield.get_or_insert(now)) >= SPIN_YIELD_AFTER {
+                        std::thread::yield_now();
+                        last_yield = Some(Instant::now());
+                    }
                 } else {
                     std::hint::spin_loop();
                 }
@@ -270,6 +288,31 @@ impl Consumer {
             return Err(RingError::ProducerGone { pid });
         }
         Ok(())
+    }
+
+    /// LAYOUT.md §11.3, by a surviving queue member: while it finds nothing
+    /// to claim (at most every [`GROUP_CHECK`], or always when `at_end`)
+    /// and its group has claimed, unreleased sequences, it redelivers those
+    /// of dead members — the producer only reclaims when the ring is full,
+    /// which it may never be again. Returns whether anything now waits for
+    /// redelivery.
+    fn check_group(&mut self, at_end: bool) -> bool {
+        if self.exclusive {
+            return false;
+        }
+        let m = &self.member;
+        let sh = &*m.shared;
+        if sh.sub_release(m.sub).load(Ordering::SeqCst)
+            >= sh.sub_claim(m.sub).load(Ordering::SeqCst)
+        {
+            return false;
+        }
+        let now = Instant::now();
+        if !at_end && self.group_checked.is_some_and(|t| now - t < GROUP_CHECK) {
+            return false;
+        }
+        self.group_checked = Some(now);
+        reclaim_dead_members(sh, m.sub) > 0
     }
 
     /// LAYOUT.md §6.1 steps 2–4.
@@ -314,6 +357,12 @@ impl Consumer {
     fn poll(&mut self) -> Result<Polled, RingError> {
         let (seq, redelivered) = match self.claim() {
             Ok(got) => got,
+            // Before reporting the end, make sure no dead member of the
+            // group still holds messages nobody would redeliver (§11.3).
+            Err(Polled::Ended) if self.check_group(true) => match self.claim() {
+                Ok(got) => got,
+                Err(p) => return Ok(p),
+            },
             Err(p) => return Ok(p),
         };
         let m = &self.member;
@@ -364,6 +413,51 @@ impl Consumer {
         use std::os::fd::AsFd;
         Ok(self.notifier.as_ref().expect("just set").efd.as_fd())
     }
+}
+
+/// How often a queue member waiting for data looks for dead members of its
+/// group holding messages (LAYOUT.md §11.3).
+const GROUP_CHECK: Duration = Duration::from_secs(1);
+
+/// Redelivers the messages dead members of queue subscriber `k` hold and
+/// detaches them (LAYOUT.md §11.3, as the producer's reclaim does for its
+/// whole table). Returns how many sequences now wait for redelivery.
+fn reclaim_dead_members(sh: &Shared, k: usize) -> u64 {
+    let l = &sh.layout;
+    let now = sh.ident.now_ns();
+    let g = sh.lock_table();
+    let s = l.sub(k);
+    let mut moved = 0;
+    for j in 0..l.config.max_members as usize {
+        let m = l.member(j);
+        if sh.hdr32(m + off::MEM_STATE).load(Ordering::SeqCst) != state::ACTIVE
+            || sh.hdr32(m + off::MEM_SUBSCRIBER).load(Ordering::SeqCst) as usize != k
+        {
+            continue;
+        }
+        let pid = sh.hdr32(m + off::MEM_PID).load(Ordering::SeqCst);
+        let hb = sh.hdr64(m + off::MEM_HEARTBEAT).load(Ordering::SeqCst);
+        let members = sh.hdr32(s + off::SUB_MEMBERS);
+        // The caller is a live member, so the group survives (`> 1`).
+        if !liveness::is_dead(pid, hb, now) || members.load(Ordering::SeqCst) < 2 {
+            continue;
+        }
+        moved += redeliver::reclaim_member(sh, k, j as u32);
+        sh.hdr32(m + off::MEM_STATE)
+            .store(state::FREE, Ordering::SeqCst);
+        members.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!(
+            pid,
+            member = j,
+            subscriber = k,
+            "a queue member detached a dead member of its group"
+        );
+    }
+    drop(g);
+    if moved > 0 {
+        sh.wake_data_always();
+    }
+    moved
 }
 
 /// The first FREE entry of a table (caller holds the table lock);
