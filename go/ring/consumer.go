@@ -377,7 +377,10 @@ func (c *Consumer) checkGroup(atEnd bool) bool {
 		return false
 	}
 	c.groupChecked = now
-	return c.r.reclaimGroup(c.sub) > 0
+	// After the lock (taken by reclaimGroup) no reclaimer is half-way, so
+	// the scan is authoritative: it also catches a REDELIVER made just after
+	// our claim attempt found none.
+	return c.r.reclaimGroup(c.sub) > 0 || c.r.hasRedelivery(c.sub)
 }
 
 // Close detaches the consumer once its outstanding leases are released

@@ -52,7 +52,11 @@ func (r *Ring) queueClaim(k, me uint32) (seq uint64, redelivered, ok, ended bool
 		}
 		c := claim.Load()
 		if c >= published.Load() {
-			if closed.Load() == 1 && published.Load() <= c && redeliver.Load() == 0 {
+			// Not gated on redeliver: a count left too high by a reclaimer
+			// that died mid-step must not hide the end for ever. A
+			// REDELIVER made after our scan is caught by checkGroup's scan
+			// under the table lock (hasRedelivery).
+			if closed.Load() == 1 && published.Load() <= c {
 				return 0, false, false, true
 			}
 			return 0, false, false, false
@@ -88,6 +92,24 @@ func (r *Ring) markHeld(k, me uint32, seq uint64) bool {
 			return true
 		}
 	}
+}
+
+// hasRedelivery reports whether a sequence of queue subscriber k waits for
+// redelivery: the count, confirmed by a scan.
+func (r *Ring) hasRedelivery(k uint32) bool {
+	m := r.mem
+	off := r.lay.subOff(k)
+	if u64At(m, off+subRedeliver).Load() == 0 {
+		return false
+	}
+	n := uint64(r.lay.SlotCount)
+	rel, c := u64At(m, off+subRelease).Load(), u64At(m, off+subClaim).Load()
+	for s := rel; s < c && s < rel+n; s++ {
+		if u64At(m, r.lay.doneOff(k, s%n)).Load() == doneRedeliver(s) {
+			return true
+		}
+	}
+	return false
 }
 
 // takeRedelivery takes one sequence of subscriber k waiting for

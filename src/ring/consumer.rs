@@ -10,7 +10,7 @@ use crossbeam_utils::Backoff;
 
 use super::liveness::{self, Heartbeat};
 use super::proto::{self, Claim, Words};
-use super::redeliver::{self, QueueClaim, QueueWords};
+use super::redeliver::{self, QueueClaim};
 use super::{RingError, Shared};
 use crate::layout::{kind, off, state};
 use crate::signal::{futex_wait, EventFd, WaitStrategy};
@@ -312,7 +312,10 @@ impl Consumer {
             return false;
         }
         self.group_checked = Some(now);
-        reclaim_dead_members(sh, m.sub) > 0
+        // After the lock (taken by the reclaim) no reclaimer is half-way,
+        // so the scan is authoritative: it also catches a REDELIVER made
+        // just after our claim attempt found none.
+        reclaim_dead_members(sh, m.sub) > 0 || redeliver::has_redelivery(sh, m.sub)
     }
 
     /// LAYOUT.md §6.1 steps 2–4.
@@ -479,7 +482,7 @@ fn ready(sh: &Shared, sub: usize) -> bool {
     // for broadcast subscribers.
     sh.published().load(Ordering::SeqCst) > c
         || sh.closed().load(Ordering::SeqCst) == 1
-        || sh.sub_redeliver(sub).load(Ordering::SeqCst) != 0
+        || redeliver::has_redelivery(sh, sub)
 }
 
 /// Releases `seq` for `m`: the queue form checks that `m` still holds it.

@@ -61,9 +61,11 @@ pub(crate) fn try_claim<W: QueueWords>(w: &W, k: usize, me: u32) -> QueueClaim {
         // Acquire: pairs with the SeqCst store in `publish`.
         let p = w.published().load(Ordering::Acquire);
         if c >= p {
-            if w.closed().load(Ordering::Acquire) == 1
-                && w.published().load(Ordering::Acquire) <= c
-                && w.sub_redeliver(k).load(Ordering::Acquire) == 0
+            // Not gated on `redeliver`: a count left too high by a reclaimer
+            // that died mid-step must not hide the end for ever. A REDELIVER
+            // word made after our scan is caught by the caller's check under
+            // the table lock (`has_redelivery`, LAYOUT.md §11.3).
+            if w.closed().load(Ordering::Acquire) == 1 && w.published().load(Ordering::Acquire) <= c
             {
                 return QueueClaim::Ended;
             }
@@ -119,6 +121,20 @@ fn mark_held<W: QueueWords>(w: &W, k: usize, me: u32, seq: u64) -> bool {
             Err(now) => cur = now,
         }
     }
+}
+
+/// Whether some sequence of queue subscriber `k` waits for redelivery: the
+/// count, confirmed by a scan (a count left too high by a reclaimer that
+/// died mid-step must not make waiters spin).
+pub(crate) fn has_redelivery<W: QueueWords>(w: &W, k: usize) -> bool {
+    if w.sub_redeliver(k).load(Ordering::SeqCst) == 0 {
+        return false;
+    }
+    let n = w.slot_count();
+    let r = w.sub_release(k).load(Ordering::SeqCst);
+    let c = w.sub_claim(k).load(Ordering::SeqCst);
+    (r..c.min(r.saturating_add(n)))
+        .any(|s| w.done(k, (s & (n - 1)) as usize).load(Ordering::SeqCst) == done::redeliver(s))
 }
 
 /// Takes one sequence waiting for redelivery, if any (LAYOUT.md §11.3).
@@ -330,7 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn ended_waits_for_pending_redeliveries() {
+    fn redeliveries_come_before_the_end() {
         let r = ring(4);
         let _c = r.join_queue(1).unwrap();
         let sh = &*r.shared;
@@ -350,5 +366,10 @@ mod tests {
             }
         );
         assert_eq!(try_claim(sh, 0, 0), QueueClaim::Ended);
+        // A count left too high (a reclaimer died between its increment
+        // and its CAS) neither hides the end nor reads as pending.
+        sh.sub_redeliver(0).fetch_add(1, Ordering::SeqCst);
+        assert_eq!(try_claim(sh, 0, 0), QueueClaim::Ended);
+        assert!(!has_redelivery(sh, 0));
     }
 }
