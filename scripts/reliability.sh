@@ -10,7 +10,6 @@ export PATH="$HOME/.cargo/bin:/usr/local/go/bin:$PATH"
 OUT=target/reliability
 mkdir -p "$OUT"
 FEATURES="--features tokio,flight"
-CASES=${RELIABILITY_PROPTEST_CASES:-3000}
 FUZZTIME=${RELIABILITY_FUZZTIME:-45s}
 SOAK_COUNT=${SOAK_COUNT:-10000000}
 SOAK_RESTARTS=${SOAK_RESTARTS:-40}
@@ -50,14 +49,14 @@ step "producer SIGKILL mid-stream, Rust consumer" 100 "producer kills" \
 	cargo test --release $FEATURES --test ring_failure killed_producers -- --nocapture
 step "consumer SIGKILL holding leases, reclaim" 1 "test result" \
 	cargo test --release $FEATURES --test ring_failure a_consumer_killed -- --nocapture
-step "work-queue member SIGKILL, redelivery" 1 "redeliver|lost|test result" \
+step "work-queue member SIGKILL, redelivery" "3 scenarios" "first redelivered message" \
 	cargo test --release $FEATURES --test queue_member_death -- --nocapture
 step "foreign owner, seals, version/magic mismatch" 1 "test result" \
 	bash -c "cargo test --release $FEATURES --test region_owner -- --nocapture && cargo test --release $FEATURES --lib -- region vectors seal"
-step "hostile ring memory (proptest)" "$CASES cases" "test result" \
-	env PROPTEST_CASES="$CASES" cargo test --release $FEATURES --lib ring::fuzzing
-step "corrupt Arrow IPC / C-Data-offsets messages (proptest)" "$CASES cases" "test result" \
-	env PROPTEST_CASES="$CASES" cargo test --release $FEATURES --lib -- damaged_messages_never_panic random_damage_never_panics corrupt_messages
+step "hostile ring memory (proptest)" "512 + 512 cases" "test result" \
+	cargo test --release $FEATURES --lib ring::fuzzing
+step "corrupt Arrow IPC / C-Data-offsets messages (proptest)" "512 IPC + 2000 cdata cases" "test result" \
+	cargo test --release $FEATURES --lib -- damaged_messages_never_panic random_damage_never_panics corrupt_messages
 step "Go: deaths, takeover, reclaim (-race)" 1 "^ok|FAIL" \
 	bash -c "cd go && go test -race -count=1 -run 'Dead|Takeover|ProducerGone|Reclaim|Owner|Seal' ./ring"
 step "Go fuzz: layout reader" "$FUZZTIME" "elapsed.*execs" \
