@@ -332,6 +332,7 @@ mod loom_tests {
             };
             // Writing the payload races with a reader still using the slot
             // unless the gate is right: loom reports it.
+            // SAFETY: loom's UnsafeCell hands a valid pointer and tracks the access; a racing access fails the model.
             h.payload[i].with_mut(|p| unsafe { *p = m * 10 });
             cur.publish(h, 8, 0);
         }
@@ -344,6 +345,7 @@ mod loom_tests {
             match try_claim(h, k, exclusive) {
                 Claim::Got(seq) => {
                     let (i, _, _) = check_slot(h, seq, 64).expect("stamp matches");
+                    // SAFETY: loom's UnsafeCell hands a valid pointer and tracks the access; a racing access fails the model.
                     let v = h.payload[i].with(|p| unsafe { *p });
                     assert_eq!(v, seq * 10, "torn or stale payload");
                     got.push(seq);
@@ -393,6 +395,7 @@ mod loom_tests {
                     let mut cur = ProducerCursor::attach(&*h);
                     for m in 0..2u64 {
                         let i = cur.try_reserve(&*h).expect("2 slots, 2 messages");
+                        // SAFETY: loom's UnsafeCell hands a valid pointer and tracks the access; a racing access fails the model.
                         h.payload[i].with_mut(|p| unsafe { *p = m * 10 });
                         cur.publish(&*h, 8, 0);
                     }
@@ -402,6 +405,7 @@ mod loom_tests {
                 loom::thread::spawn(move || match try_claim(&*h, 0, false) {
                     Claim::Got(seq) => {
                         let (i, _, _) = check_slot(&*h, seq, 64).expect("stamp matches");
+                        // SAFETY: loom's UnsafeCell hands a valid pointer and tracks the access; a racing access fails the model.
                         assert_eq!(h.payload[i].with(|p| unsafe { *p }), seq * 10);
                         release(&*h, 0, seq);
                         vec![seq]
@@ -430,9 +434,11 @@ mod loom_tests {
     /// either read, and the second read would see the new value).
     fn read_held(h: &Heap, k: usize, seq: u64) {
         let (i, _, _) = check_slot(h, seq, 64).expect("stamp matches");
+        // SAFETY: loom's UnsafeCell hands a valid pointer and tracks the access; a racing access fails the model.
         assert_eq!(h.payload[i].with(|p| unsafe { *p }), seq * 10, "torn");
         loom::thread::yield_now();
         assert_eq!(
+            // SAFETY: loom's UnsafeCell hands a valid pointer and tracks the access; a racing access fails the model.
             h.payload[i].with(|p| unsafe { *p }),
             seq * 10,
             "slot overwritten while its lease was held"
@@ -464,6 +470,7 @@ mod loom_tests {
             let mut cur = ProducerCursor::attach(&*h);
             for m in 0..2u64 {
                 let i = cur.try_reserve(&*h).unwrap();
+                // SAFETY: loom's UnsafeCell hands a valid pointer and tracks the access; a racing access fails the model.
                 h.payload[i].with_mut(|p| unsafe { *p = m * 10 });
                 cur.publish(&*h, 8, 0);
             }
@@ -479,6 +486,7 @@ mod loom_tests {
                         let Some(i) = cur.try_reserve(&*h).or_else(|| cur.try_reserve(&*h)) else {
                             return (m, cur);
                         };
+                        // SAFETY: loom's UnsafeCell hands a valid pointer and tracks the access; a racing access fails the model.
                         h.payload[i].with_mut(|p| unsafe { *p = m * 10 });
                         cur.publish(&*h, 8, 0);
                     }

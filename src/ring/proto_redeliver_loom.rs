@@ -105,6 +105,7 @@ fn publish(h: &Heap, cur: &mut ProducerCursor, m: u64) -> bool {
     };
     // Writing the payload races with a holder's read unless the gate is
     // right: loom reports it.
+    // SAFETY: loom's UnsafeCell hands a valid pointer and tracks the access; a racing access fails the model.
     h.payload[i].with_mut(|p| unsafe { *p = m * 10 });
     cur.publish(h, 8, 0);
     true
@@ -114,9 +115,11 @@ fn publish(h: &Heap, cur: &mut ProducerCursor, m: u64) -> bool {
 /// member `me`: the slot must not change while it is held.
 fn read_held(h: &Heap, me: u32, seq: u64) {
     let (i, _, _) = check_slot(h, seq, 64).expect("stamp matches");
+    // SAFETY: loom's UnsafeCell hands a valid pointer and tracks the access; a racing access fails the model.
     assert_eq!(h.payload[i].with(|p| unsafe { *p }), seq * 10, "torn");
     loom::thread::yield_now();
     assert_eq!(
+        // SAFETY: loom's UnsafeCell hands a valid pointer and tracks the access; a racing access fails the model.
         h.payload[i].with(|p| unsafe { *p }),
         seq * 10,
         "slot overwritten while its lease was held"
