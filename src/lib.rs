@@ -50,12 +50,12 @@ pub mod aio;
 pub mod arrow;
 #[doc(hidden)]
 pub mod checked;
-/// Arrow streams across machines over Arrow Flight (`serve-flight` gateway, `FlightWriter`).
-#[cfg(all(feature = "flight", not(loom)))]
-pub mod flight;
 /// One-shot C ABI for Go (cgo): Arrow C Data Interface in, handler result out.
 #[cfg(not(loom))]
 pub mod ffi;
+/// Arrow streams across machines over Arrow Flight (`serve-flight` gateway, `FlightWriter`).
+#[cfg(all(feature = "flight", not(loom)))]
+pub mod flight;
 pub mod layout;
 /// Named handlers the one-shot bridge calls, and the shared log format.
 #[cfg(not(loom))]

@@ -141,7 +141,10 @@ fn lifecycle_backpressure_and_peer_death_are_traced_the_hot_path_is_silent() {
             Err(e) => break e,
         }
     };
-    assert!(matches!(gone, RingError::ProducerGone { pid: p } if p == pid), "{gone}");
+    assert!(
+        matches!(gone, RingError::ProducerGone { pid: p } if p == pid),
+        "{gone}"
+    );
     assert_eq!(got, 4);
     let ev = rec.take();
     let death = ev
@@ -157,10 +160,17 @@ fn lifecycle_backpressure_and_peer_death_are_traced_the_hot_path_is_silent() {
 
     // A consumer process dies holding leases: the producer detaches it.
     drop(rx);
-    let mut victim = alloy(&["test-consume", "--ring", &name, "--broadcast", "--hold", "2"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut victim = alloy(&[
+        "test-consume",
+        "--ring",
+        &name,
+        "--broadcast",
+        "--hold",
+        "2",
+    ])
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     {
         use std::io::BufRead;
         let mut line = String::new();

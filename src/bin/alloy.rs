@@ -539,7 +539,10 @@ mod inspect {
     pub fn ls(dir: &Path, json: bool) -> Result<(), String> {
         let rings = list_rings(dir).map_err(|e| e.to_string())?;
         if json {
-            println!("{}", serde_json::to_string(&rings).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string(&rings).map_err(|e| e.to_string())?
+            );
             return Ok(());
         }
         if rings.is_empty() {

@@ -223,8 +223,7 @@ impl proto::Words for Shared {
 
 impl redeliver::QueueWords for Shared {
     fn sub_redeliver(&self, k: usize) -> &AtomicU64 {
-        self.region
-            .u64_at(self.layout.sub(k) + off::SUB_REDELIVER)
+        self.region.u64_at(self.layout.sub(k) + off::SUB_REDELIVER)
     }
 }
 

@@ -462,7 +462,9 @@ impl SpaceWaiter {
         // load of `space_waiters` after they advance `release`.
         waiters.fetch_add(1, Ordering::SeqCst);
         let seen = futex.load(Ordering::SeqCst);
-        if self.next >= ProducerCursor::scan(sh) && sh.hdr32(off::CLOSED).load(Ordering::SeqCst) == 0 {
+        if self.next >= ProducerCursor::scan(sh)
+            && sh.hdr32(off::CLOSED).load(Ordering::SeqCst) == 0
+        {
             futex_wait(futex, seen, slice);
         }
         waiters.fetch_sub(1, Ordering::SeqCst);
