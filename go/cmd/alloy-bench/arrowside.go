@@ -29,9 +29,10 @@ func shmGoArrow(helper, transport string, size, total int64, busy bool) (Result,
 	ringSeq++
 	name := fmt.Sprintf("alloy-bench-arrow-%d-%d", os.Getpid(), ringSeq)
 	ring.Remove(name)
-	// Metadata, descriptor and alignment need a few KiB next to the values.
+	// Next to the values: the builder's validity bitmap (one bit a row,
+	// allocated even without nulls), metadata, descriptor and alignment.
 	rg, err := ring.Create(name, ring.Config{
-		SlotCount: streamSlots(size), SlotSize: slotSize(uint32(size) + 8192),
+		SlotCount: streamSlots(size), SlotSize: slotSize(uint32(size + size/64 + 16384)),
 		MaxSubscribers: 2, MaxMembers: 2, SchemaCapacity: 4096,
 	})
 	if err != nil {
