@@ -67,6 +67,9 @@ type Writer struct {
 	batches uint64
 	summary Summary
 	done    bool
+	// failed is the error that ended the writer early; later Writes
+	// return it again.
+	failed error
 	// ended is closed when the call has ended on the server side; then
 	// result/resultErr hold its PutResult (nil if none) or status.
 	ended     chan struct{}
@@ -177,8 +180,12 @@ func (w *Writer) Done() <-chan struct{} { return w.ended }
 
 // Write sends rec. A record with another schema is refused. When the
 // gateway has ended the stream, its status is returned (status.Code tells
-// the reason) and the writer is unusable: Close it.
+// the reason), and every later Write returns the same error; Close then
+// returns ErrClosed.
 func (w *Writer) Write(rec arrow.RecordBatch) error {
+	if w.failed != nil {
+		return w.failed
+	}
 	if w.done {
 		return ErrClosed
 	}
@@ -208,7 +215,8 @@ func (w *Writer) fail(err error) error {
 		}
 	}
 	w.release()
-	return fmt.Errorf("flightshm: ring %q: %w", w.ring, err)
+	w.failed = fmt.Errorf("flightshm: ring %q: %w", w.ring, err)
+	return w.failed
 }
 
 func (w *Writer) release() {
