@@ -298,7 +298,7 @@ func TestDamagedMessagesAreErrors(t *testing.T) {
 		{"no marker", append([]byte{0, 0, 0, 0}, batch[4:]...), FlagIPCRecordBatch, ErrCorrupt},
 		{"huge metadata", append(append([]byte(nil), batch[:4]...), append([]byte{0xff, 0xff, 0xff, 0x7f}, batch[8:]...)...), FlagIPCRecordBatch, ErrCorrupt},
 		{"wrong flag", batch, FlagIPCDictionaryBatch, ErrCorrupt},
-		{"cdata", batch, FlagCDataOffsets, ErrNotImplemented},
+		{"cdata", batch, FlagCDataOffsets, ErrCorrupt},
 		{"raw", batch, FlagRaw, ErrUnknownFlags},
 		{"high bits", batch, 0x101, ErrUnknownFlags},
 	}

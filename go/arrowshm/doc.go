@@ -7,9 +7,10 @@
 // Writer encodes arrow.RecordBatch values with arrow-go's IPC encoder and
 // writes each message directly into its reserved slot. Reader decodes the
 // messages a consumer receives (for example from the Rust IpcWriter) back
-// into records; it copies each message out of its slot and releases the
-// slot at once, so records stay valid for as long as the caller retains
-// them.
+// into records (C-Data-offsets messages too, see below); by default it
+// copies each message out of its slot and releases the slot at once, so
+// records stay valid for as long as the caller retains them, and
+// WithZeroCopy reads record batches in place instead.
 //
 // Reader implements arrow-go's array.RecordReader (Retain, Release,
 // Schema, Next, RecordBatch, Err), so it plugs into anything that consumes
@@ -27,8 +28,12 @@
 // LAYOUT.md §8.3): its Build method hands arrow-go builders an allocator
 // over the reserved slot, so the record is built in shared memory and
 // published with a small descriptor and no copy; the Rust IpcReader
-// rebuilds the arrays in place. Reader (Go) does not decode this mode: it
-// refuses such messages with ErrNotImplemented.
+// rebuilds the arrays in place. Reader decodes this mode too (from the Go
+// CDataWriter or the Rust alloy_shm::arrow::CDataWriter): it checks the
+// descriptor against the slot and the schema, rebuilds the arrays over
+// the payload (over the slot itself with WithZeroCopy, dictionaries
+// included) and validates them in full (array.ValidateFull), so a damaged
+// message is an ErrCorrupt error naming its slot and sequence.
 package arrowshm
 
 import "errors"
@@ -56,7 +61,8 @@ var (
 	ErrCorrupt = errors.New("arrowshm: corrupt Arrow message")
 	// ErrUnknownFlags means a message's flags are not an Arrow IPC encoding.
 	ErrUnknownFlags = errors.New("arrowshm: not an Arrow IPC message")
-	// ErrNotImplemented means a specified feature is not built yet.
+	// ErrNotImplemented means a specified feature is not built yet. No
+	// reader path returns it any more; it is kept for compatibility.
 	ErrNotImplemented = errors.New("arrowshm: not implemented yet")
 	// ErrNoSchema means no schema message was received and the ring's
 	// schema area is empty.

@@ -27,6 +27,15 @@ import (
 // record's arrays are released. A consumer that joined after
 // the schema message went by reads the schema from the ring's schema area.
 //
+// Record batches in C-Data-offsets mode (flag 3, LAYOUT.md §8.3) are
+// decoded too, from the same copy or in place: their descriptor is checked
+// against the slot and the schema and the arrays are validated in full
+// (array.ValidateFull) before the record is handed out. A stream may mix
+// the two modes (writers do not): the ipc.Reader underneath keeps its
+// dictionaries across C-Data-offsets batches, but it also keeps its last
+// record until the next IPC batch or the end of the stream, so with
+// WithZeroCopy that record's slot is held that long.
+//
 // As with ipc.Reader, the current record is owned by the Reader and valid
 // until the next call to Next; Retain it to keep it longer. The Reader is
 // reference counted (Retain, Release); the last Release frees the current
@@ -36,8 +45,13 @@ type Reader struct {
 	refs   atomic.Int64
 	msgs   *slotMessages
 	ipc    *ipc.Reader
-	err    error
-	closed bool
+	schema *arrow.Schema
+	// cur is the current record when it came from a C-Data-offsets message
+	// (LAYOUT.md §8.3); fromIPC: the current record is the ipc.Reader's.
+	cur     arrow.RecordBatch
+	fromIPC bool
+	err     error
+	closed  bool
 }
 
 var _ array.RecordReader = (*Reader)(nil)
@@ -51,7 +65,9 @@ type ReaderOption func(*slotMessages)
 // released, as in Rust. No byte of a batch is copied; the price is that a
 // retained record holds its slot, so retaining many stalls the producer
 // once the ring is full. Schema and dictionary messages are still copied
-// (the Reader keeps them for the whole stream).
+// (the Reader keeps them for the whole stream); in C-Data-offsets mode
+// dictionary values travel inside each batch's slot and are read in place
+// with the rest.
 func WithZeroCopy() ReaderOption {
 	return func(m *slotMessages) { m.zeroCopy = true }
 }
@@ -83,11 +99,69 @@ func (rd *Reader) NextContext(ctx context.Context) bool {
 	}
 	rd.msgs.ctx = ctx
 	defer func() { rd.msgs.ctx = nil }()
-	if rd.ipc.Next() {
-		return true
+	rd.setCur(nil)
+	rd.fromIPC = false
+	// Each message is looked at here first: records of C-Data-offsets
+	// messages are decoded by the Reader, IPC messages go on to the
+	// ipc.Reader (which keeps its dictionaries across them).
+	for {
+		l := rd.msgs.pending
+		rd.msgs.pending = nil
+		if l == nil {
+			var err error
+			if l, err = rd.msgs.c.RecvContext(ctx); err != nil {
+				if !errors.Is(err, io.EOF) {
+					rd.err = err
+				}
+				// Let the ipc.Reader end too, releasing its last record
+				// (and, in place, its slot).
+				rd.msgs.end = err
+				rd.ipc.Next()
+				return false
+			}
+		}
+		switch l.Flags() {
+		case FlagCDataOffsets:
+			rd.msgs.bytes += uint64(len(l.Bytes()))
+			rec, err := rd.msgs.cdata(l)
+			if err != nil {
+				rd.err = err
+				return false
+			}
+			rd.cur = rec
+			return true
+		case FlagIPCSchema:
+			// A repeat (a producer that attached again): ignored if
+			// identical, else ErrSchemaChanged.
+			rd.msgs.bytes += uint64(len(l.Bytes()))
+			msg, err := rd.msgs.decode(l)
+			l.Release()
+			if msg != nil {
+				msg.Release()
+			}
+			if err != nil {
+				rd.err = err
+				return false
+			}
+			continue
+		}
+		rd.msgs.pending = l
+		if rd.ipc.Next() {
+			rd.fromIPC = true
+			return true
+		}
+		rd.err = rd.ipc.Err()
+		return false
 	}
-	rd.err = rd.ipc.Err()
-	return false
+}
+
+// setCur makes rec (possibly nil) the current C-Data-offsets record,
+// releasing the previous one.
+func (rd *Reader) setCur(rec arrow.RecordBatch) {
+	if rd.cur != nil {
+		rd.cur.Release()
+	}
+	rd.cur = rec
 }
 
 // orErr returns err if it is set, else alt.
@@ -117,13 +191,17 @@ func (rd *Reader) start(ctx context.Context) bool {
 		}
 		return false
 	}
+	rd.schema = rd.ipc.Schema()
 	return true
 }
 
 // RecordBatch is the current record, valid until the next call to Next
 // unless retained; nil before the first Next or after Release.
 func (rd *Reader) RecordBatch() arrow.RecordBatch {
-	if rd.ipc == nil {
+	if rd.cur != nil {
+		return rd.cur
+	}
+	if rd.ipc == nil || !rd.fromIPC {
 		return nil
 	}
 	return rd.ipc.RecordBatch()
@@ -141,7 +219,7 @@ func (rd *Reader) Schema() *arrow.Schema {
 	if !rd.start(context.Background()) {
 		return nil
 	}
-	return rd.ipc.Schema()
+	return rd.schema
 }
 
 // Err is the error that ended the iteration, nil at a clean end of stream.
@@ -162,6 +240,8 @@ func (rd *Reader) Release() {
 }
 
 func (rd *Reader) free() {
+	rd.setCur(nil)
+	rd.fromIPC = false
 	if rd.ipc != nil {
 		rd.ipc.Release()
 		rd.ipc = nil
@@ -196,6 +276,38 @@ type slotMessages struct {
 	// zeroCopy: record batch bodies stay in their slots (WithZeroCopy).
 	zeroCopy bool
 	last     *ipc.Message // the previous in-place message
+	// end: the error (io.EOF at the end of the stream) the Reader met;
+	// Message returns it.
+	end error
+}
+
+// cdata decodes a C-Data-offsets lease (LAYOUT.md §8.3) and takes over the
+// lease: in place (WithZeroCopy: the slot is released with the last array)
+// or from one copy of the payload (the slot is released at once).
+func (m *slotMessages) cdata(l *ring.Lease) (arrow.RecordBatch, error) {
+	var owner *memory.Buffer
+	if m.zeroCopy {
+		owner = memory.NewBufferWithAllocator(l.Bytes(), leaseOwner{l})
+	} else {
+		// The default allocator aligns to 64 bytes, as buffers in a slot are.
+		owner = memory.NewResizableBuffer(memory.DefaultAllocator)
+		owner.Resize(len(l.Bytes()))
+		copy(owner.Bytes(), l.Bytes())
+		seq, slot := l.Seq(), l.Seq()%uint64(m.r.Layout().SlotCount)
+		l.Release()
+		defer owner.Release()
+		rec, err := decodeCData(owner, m.schema)
+		if err != nil {
+			return nil, fmt.Errorf("slot %d (sequence %d): %w", slot, seq, err)
+		}
+		return rec, nil
+	}
+	defer owner.Release() // the arrays hold the payload now
+	rec, err := decodeCData(owner, m.schema)
+	if err != nil {
+		return nil, fmt.Errorf("slot %d (sequence %d): %w", l.Seq()%uint64(m.r.Layout().SlotCount), l.Seq(), err)
+	}
+	return rec, nil
 }
 
 func (m *slotMessages) Retain() {}
@@ -216,6 +328,9 @@ func (m *slotMessages) dropLast() {
 // Message returns the next message; io.EOF at end of stream.
 func (m *slotMessages) Message() (*ipc.Message, error) {
 	m.dropLast()
+	if m.end != nil {
+		return nil, m.end
+	}
 	for {
 		l := m.pending
 		m.pending = nil
@@ -250,6 +365,14 @@ func (m *slotMessages) Message() (*ipc.Message, error) {
 		m.bytes += uint64(len(l.Bytes()))
 		if m.zeroCopy && l.Flags() == FlagIPCRecordBatch {
 			return m.inPlace(l)
+		}
+		if l.Flags() == FlagCDataOffsets {
+			// The Reader takes C-Data-offsets messages before the
+			// ipc.Reader sees them; one here follows a dictionary batch
+			// whose record batch has not come yet.
+			slot, seq := l.Seq()%uint64(m.r.Layout().SlotCount), l.Seq()
+			l.Release()
+			return nil, fmt.Errorf("slot %d (sequence %d): %w: a C-Data-offsets batch between a dictionary batch and its IPC record batch", slot, seq, ErrCorrupt)
 		}
 		msg, err := m.decode(l)
 		l.Release()
@@ -359,7 +482,7 @@ func parseFrame(b []byte, flags uint32) (meta, body []byte, info ipcframe.Info, 
 	case FlagIPCRecordBatch:
 		want = ipcframe.HeaderRecordBatch
 	case FlagCDataOffsets:
-		return nil, nil, info, fmt.Errorf("%w: C-Data-offsets mode", ErrNotImplemented)
+		return nil, nil, info, fmt.Errorf("%w: a C-Data-offsets message is not an IPC message", ErrCorrupt)
 	default:
 		return nil, nil, info, fmt.Errorf("%w: flags %#x", ErrUnknownFlags, flags)
 	}

@@ -1,0 +1,362 @@
+package arrowshm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"pgregory.net/rapid"
+
+	"github.com/ignalina/alloy/go/ring"
+)
+
+// inRingAll reports whether every buffer of d, children and dictionary
+// values included, lies inside r's mapping (in C-Data-offsets mode the
+// dictionaries travel in the slot too).
+func inRingAll(r *ring.Ring, d arrow.ArrayData) bool {
+	if !inRing(r, d) {
+		return false
+	}
+	for _, c := range d.Children() {
+		if !inRingAll(r, c) {
+			return false
+		}
+	}
+	if dict, ok := d.Dictionary().(*array.Data); ok && dict != nil {
+		return inRingAll(r, dict)
+	}
+	return true
+}
+
+// outsideRing reports whether no buffer of d (recursively) is in r.
+func outsideRing(r *ring.Ring, d arrow.ArrayData) bool {
+	for _, b := range d.Buffers() {
+		if b != nil && b.Len() > 0 && r.Contains(b.Bytes()) {
+			return false
+		}
+	}
+	for _, c := range d.Children() {
+		if !outsideRing(r, c) {
+			return false
+		}
+	}
+	if dict, ok := d.Dictionary().(*array.Data); ok && dict != nil {
+		return outsideRing(r, dict)
+	}
+	return true
+}
+
+// TestCDataGoToGo: random records built in the slot by CDataWriter (or
+// copied there by Write) come back equal from Reader, in place with
+// WithZeroCopy (every buffer in the mapping, each slot held until its
+// record is released) and as one copy otherwise (no buffer in the mapping,
+// no slot held).
+func TestCDataGoToGo(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		kinds := rapid.SliceOfN(rapid.IntRange(0, len(columnTypes)-1), 0, 6).Draw(rt, "kinds")
+		n := rapid.IntRange(0, 4).Draw(rt, "records")
+		nulls := rapid.Bool().Draw(rt, "nulls")
+		zeroCopy := rapid.Bool().Draw(rt, "zeroCopy")
+		build := rapid.Bool().Draw(rt, "build")
+		seed := rapid.Uint64().Draw(rt, "seed")
+		mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
+		type spec struct{ rows, offset int }
+		specs := make([]spec, n)
+		want := make([]arrow.RecordBatch, n)
+		for i := range specs {
+			specs[i] = spec{rapid.IntRange(0, 300).Draw(rt, "rows"), rapid.IntRange(0, 20).Draw(rt, "offset")}
+			want[i] = randomRecord(mem, seed+uint64(i), kinds, specs[i].rows, specs[i].offset, nulls)
+		}
+		schema := randomRecord(memory.DefaultAllocator, 0, kinds, 0, 0, nulls)
+		defer schema.Release()
+
+		r := newRing(t, 16, 1<<20) // holds every record at once
+		var opts []ReaderOption
+		if zeroCopy {
+			opts = append(opts, WithZeroCopy())
+		}
+		rd := NewReader(r, subscribe(t, r), opts...)
+		w, err := NewCDataWriter(producer(t, r), schema.Schema())
+		if err != nil {
+			rt.Fatal(err)
+		}
+		for i, s := range specs {
+			if build {
+				err = w.Build(func(m memory.Allocator) (arrow.RecordBatch, error) {
+					return randomRecord(m, seed+uint64(i), kinds, s.rows, s.offset, nulls), nil
+				})
+			} else {
+				err = w.Write(want[i])
+			}
+			if err != nil {
+				rt.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			rt.Fatal(err)
+		}
+		got, err := receiveAll(rd)
+		if err != nil {
+			rt.Fatal(err)
+		}
+		if err := sameRecords(want, got); err != nil {
+			rt.Fatal(err)
+		}
+		if !rd.Schema().Equal(schema.Schema()) {
+			rt.Fatalf("schema %v", rd.Schema())
+		}
+		var holding uint64
+		for i, rec := range got {
+			data := false
+			for j, col := range rec.Columns() {
+				data = data || hasBytes(col.Data())
+				if zeroCopy && !inRingAll(r, col.Data()) {
+					rt.Fatalf("record %d column %d (%s) was copied", i, j, col.DataType())
+				}
+				if !zeroCopy && !outsideRing(r, col.Data()) {
+					rt.Fatalf("record %d column %d (%s) points into the ring without WithZeroCopy", i, j, col.DataType())
+				}
+			}
+			if data && zeroCopy {
+				holding++
+			}
+		}
+		if held := r.Stat().Consumers[0].LeasesHeld; held != holding {
+			rt.Fatalf("%d leases held by %d retained records", held, holding)
+		}
+		release(got)
+		rd.Release()
+		if held := r.Stat().Consumers[0].LeasesHeld; held != 0 {
+			rt.Fatalf("%d leases still held after every record was released", held)
+		}
+		release(want)
+		if n := mem.CurrentAlloc(); n != 0 {
+			rt.Fatalf("%d bytes still allocated", n)
+		}
+	})
+}
+
+// A consumer that joins after the schema message reads the schema area and
+// decodes C-Data-offsets records; a stream may mix both modes.
+func TestCDataLateJoinerAndMixedStream(t *testing.T) {
+	kinds := []int{3, 11, 21, 22, 23}
+	recs := []arrow.RecordBatch{
+		randomRecord(memory.DefaultAllocator, 1, kinds, 40, 0, true),
+		randomRecord(memory.DefaultAllocator, 2, kinds, 30, 5, true),
+		randomRecord(memory.DefaultAllocator, 3, kinds, 20, 0, false),
+		randomRecord(memory.DefaultAllocator, 4, kinds, 10, 1, true),
+	}
+	defer release(recs)
+	r := newRing(t, 16, 1<<16)
+	early := NewReader(r, subscribe(t, r))
+	defer early.Release()
+	p := producer(t, r)
+	cw, err := NewCDataWriter(p, recs[0].Schema())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cw.Write(recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	late := NewReader(r, subscribe(t, r), WithZeroCopy())
+	defer late.Release()
+	iw := NewWriter(p, recs[0].Schema())
+	// IPC, C-Data-offsets, IPC: the readers switch back and forth.
+	for i, rec := range recs[1:] {
+		if i == 1 {
+			err = cw.Write(rec)
+		} else {
+			err = iw.Write(rec)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := iw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := receiveAll(early)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release(got)
+	if err := sameRecords(recs, got); err != nil {
+		t.Fatal(err)
+	}
+	gotLate, err := receiveAll(late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release(gotLate)
+	if err := sameRecords(recs[1:], gotLate); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The LAYOUT.md §8.3 test vectors decode to the batch they describe, and
+// every damaged variant is refused with ErrCorrupt (the Go reader has one
+// kind for descriptor and content errors); random damage is an error or a
+// record, never a panic.
+func TestCDataReaderVectors(t *testing.T) {
+	dir := filepath.Join("..", "..", "testdata", "cdata")
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	schema, msg := read("schema.bin"), read("small.bin")
+	var vf vectorFile
+	if err := json.Unmarshal(read("small.json"), &vf); err != nil {
+		t.Fatal(err)
+	}
+	want, err := buildVectorBatch(memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer want.Release()
+	got, err := cdataStream(t, schema, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sameRecords([]arrow.RecordBatch{want}, got); err != nil {
+		t.Fatal(err)
+	}
+	release(got)
+	if len(vf.Bad) < 10 {
+		t.Fatalf("only %d damaged variants in small.json", len(vf.Bad))
+	}
+	for _, c := range vf.Bad {
+		b := bytes.Clone(msg)
+		var v [8]byte
+		binary.LittleEndian.PutUint64(v[:], c.Value)
+		copy(b[c.At:c.At+c.Width], v[:c.Width])
+		got, err := cdataStream(t, schema, b)
+		release(got)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: got %v, want ErrCorrupt", c.Name, err)
+		}
+	}
+	rapid.Check(t, func(rt *rapid.T) {
+		b := bytes.Clone(msg)
+		if rapid.Bool().Draw(rt, "truncate") {
+			b = b[:rapid.IntRange(0, len(b)-1).Draw(rt, "len")]
+		}
+		for range rapid.IntRange(1, 6).Draw(rt, "flips") {
+			if len(b) == 0 {
+				break
+			}
+			i := rapid.IntRange(0, len(b)-1).Draw(rt, "at")
+			b[i] ^= rapid.Byte().Draw(rt, "xor") | 1
+		}
+		got, err := cdataStream(t, schema, b)
+		if err == nil {
+			// Whatever was accepted passed full validation: every value
+			// can be read.
+			for _, rec := range got {
+				for _, col := range rec.Columns() {
+					for i := 0; i < col.Len(); i++ {
+						_ = col.ValueStr(i)
+					}
+				}
+			}
+		}
+		release(got)
+	})
+}
+
+// cdataStream sends one schema message and one flag-3 payload through a
+// ring and reads them with a zero-copy Reader.
+func cdataStream(t *testing.T, schemaMsg, payload []byte) ([]arrow.RecordBatch, error) {
+	r := newRing(t, 8, 1<<16)
+	rd := NewReader(r, subscribe(t, r), WithZeroCopy())
+	defer rd.Release()
+	p := producer(t, r)
+	if err := p.Send(schemaMsg, FlagIPCSchema); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Send(payload, FlagCDataOffsets); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	return receiveAll(rd)
+}
+
+// TestCDataRustToGo: random records go through an IPC stream file to
+// `alloy send --mode cdata` (the Rust CDataWriter) and come back equal
+// from Reader, in place (every buffer, dictionaries included, inside the
+// mapping) or copied.
+func TestCDataRustToGo(t *testing.T) {
+	bin := alloyBin(t)
+	rapid.Check(t, func(rt *rapid.T) {
+		kinds := rapid.SliceOfN(rapid.IntRange(0, len(columnTypes)-1), 0, 6).Draw(rt, "kinds")
+		nrec := rapid.IntRange(1, 3).Draw(rt, "records")
+		nulls := rapid.Bool().Draw(rt, "nulls")
+		zeroCopy := rapid.Bool().Draw(rt, "zeroCopy")
+		want := make([]arrow.RecordBatch, nrec)
+		for i := range want {
+			want[i] = randomRecord(memory.DefaultAllocator, rapid.Uint64().Draw(rt, "seed"), kinds,
+				rapid.IntRange(0, 400).Draw(rt, "rows"), rapid.IntRange(0, 30).Draw(rt, "offset"), nulls)
+		}
+		defer release(want)
+		in := filepath.Join(t.TempDir(), "in.arrows")
+		f, err := os.Create(in)
+		if err != nil {
+			rt.Fatal(err)
+		}
+		sw := ipc.NewWriter(f, ipc.WithSchema(want[0].Schema()))
+		for _, rec := range want {
+			if err := sw.Write(rec); err != nil {
+				rt.Fatal(err)
+			}
+		}
+		if err := sw.Close(); err != nil {
+			rt.Fatal(err)
+		}
+		f.Close()
+		r := namedRing(t)
+		var opts []ReaderOption
+		if zeroCopy {
+			opts = append(opts, WithZeroCopy())
+		}
+		rd := NewReader(r, subscribe(t, r), opts...)
+		defer rd.Release()
+		var out bytes.Buffer
+		cmd := exec.Command(bin, "send", "--ring", r.Name(), "--mode", "cdata", in)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			rt.Fatal(err)
+		}
+		var got []arrow.RecordBatch
+		for rd.Next() {
+			rec := rd.RecordBatch()
+			for j, col := range rec.Columns() {
+				if zeroCopy && !inRingAll(r, col.Data()) {
+					rt.Errorf("record %d column %d (%s) was copied", len(got), j, col.DataType())
+				}
+			}
+			rec.Retain()
+			got = append(got, rec)
+		}
+		defer release(got)
+		if err := cmd.Wait(); err != nil {
+			rt.Fatalf("alloy send --mode cdata: %v: %s", err, out.String())
+		}
+		if err := rd.Err(); err != nil {
+			rt.Fatal(err)
+		}
+		if err := sameRecords(want, got); err != nil {
+			rt.Fatal(err)
+		}
+	})
+}
