@@ -37,6 +37,20 @@ func inRingAll(r *ring.Ring, d arrow.ArrayData) bool {
 	return true
 }
 
+// hasBytesAll is hasBytes counting dictionary values too.
+func hasBytesAll(d arrow.ArrayData) bool {
+	if hasBytes(d) {
+		return true
+	}
+	for _, c := range d.Children() {
+		if hasBytesAll(c) {
+			return true
+		}
+	}
+	dict, ok := d.Dictionary().(*array.Data)
+	return ok && dict != nil && hasBytesAll(dict)
+}
+
 // outsideRing reports whether no buffer of d (recursively) is in r.
 func outsideRing(r *ring.Ring, d arrow.ArrayData) bool {
 	for _, b := range d.Buffers() {
@@ -118,7 +132,7 @@ func TestCDataGoToGo(t *testing.T) {
 		for i, rec := range got {
 			data := false
 			for j, col := range rec.Columns() {
-				data = data || hasBytes(col.Data())
+				data = data || hasBytesAll(col.Data())
 				if zeroCopy && !inRingAll(r, col.Data()) {
 					rt.Fatalf("record %d column %d (%s) was copied", i, j, col.DataType())
 				}
