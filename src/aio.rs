@@ -52,8 +52,9 @@ use crate::ring::liveness::PRODUCER_CHECK;
 use crate::ring::{Backpressure, Consumer, Lease, Producer, Reservation, RingError};
 
 /// The eventfd of one consumer in tokio's reactor, plus the periodic
-/// producer-liveness check a parked consumer does (LAYOUT.md §11.2): a
-/// producer that dies publishes nothing, so no event would ever come.
+/// checks a parked consumer does: producer liveness (LAYOUT.md §11.2: a
+/// producer that dies publishes nothing, so no event would ever come) and,
+/// for a queue member, redelivery of a dead member's messages (§11.3).
 struct Readiness {
     efd: AsyncFd<OwnedFd>,
     check: Pin<Box<Sleep>>,
@@ -98,7 +99,10 @@ impl Readiness {
             }
             if self.check.as_mut().poll(cx).is_ready() {
                 self.check.as_mut().reset(Instant::now() + PRODUCER_CHECK);
-                if let Err(e) = consumer.check_producer() {
+                // A dead producer ends the stream with an error; a dead
+                // queue member's messages become claimable (redelivery),
+                // which no eventfd notification would announce.
+                if let Err(e) = consumer.check_peers() {
                     return Poll::Ready(Err(e));
                 }
                 // Polling the reset timer again registers its waker.

@@ -378,3 +378,63 @@ fn a_survivor_redelivers_when_the_producer_never_blocks() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The async survivor: an `AsyncConsumer` queue member parked on its
+/// eventfd, with an idle producer, redelivers the killed member's messages
+/// itself (its periodic check, as the blocking `recv` does), flagged.
+#[cfg(feature = "tokio")]
+#[test]
+fn an_async_survivor_redelivers_while_parked() {
+    use alloy_shm::aio::AsyncConsumer;
+
+    let (ring, guard) = new_ring("queue-idle-async", SLOTS as u32);
+    let name = guard.0.clone();
+    let dir = tmpdir("queue-idle-async");
+    let rec = record_file(&dir, "a", 8);
+    let mut a = member(
+        &name,
+        &[
+            "--hold",
+            &HELD.to_string(),
+            "--record",
+            rec.to_str().unwrap(),
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async {
+        let mut b = AsyncConsumer::new(ring.join_queue(1).unwrap()).unwrap();
+        let mut p = ring.producer().unwrap();
+        let mut buf = vec![0u8; SPEC.max];
+        for j in 0..5 {
+            let n = SPEC.write(j, &mut buf);
+            p.send(&buf[..n], 0).unwrap();
+        }
+        wait_until("A holds 3", || {
+            let g = group(&ring);
+            g.cursor == 5 && g.leases_held == HELD
+        });
+        // B is parked (nothing to claim) when A dies.
+        let nothing = tokio::time::timeout(Duration::from_millis(100), b.recv()).await;
+        assert!(nothing.is_err(), "B had nothing to claim before the kill");
+        a.kill().unwrap();
+        a.wait().unwrap();
+        let mut got = Vec::new();
+        for _ in 0..HELD {
+            let m = tokio::time::timeout(Duration::from_secs(5), b.recv())
+                .await
+                .expect("a redelivery within 5 s")
+                .unwrap()
+                .expect("a redelivery, not the end");
+            assert!(m.redelivered());
+            got.push(SPEC.verify(&m).unwrap());
+        }
+        assert_eq!(group(&ring).released, 5);
+        drop(p);
+        got
+    });
+    assert_eq!(got, vec![2, 3, 4]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -231,8 +231,7 @@ impl Consumer {
             let since = *checked.get_or_insert_with(Instant::now);
             if (!spinning || spins % 64 == 0) && since.elapsed() >= liveness::PRODUCER_CHECK {
                 checked = Some(Instant::now());
-                self.check_producer()?;
-                if self.check_group(false) {
+                if self.check_peers()? {
                     continue;
                 }
             }
@@ -288,6 +287,16 @@ impl Consumer {
             return Err(RingError::ProducerGone { pid });
         }
         Ok(())
+    }
+
+    /// The checks a consumer that finds nothing makes every
+    /// [`liveness::PRODUCER_CHECK`], blocking or async: the producer's
+    /// liveness (an error once everything it published was received), and
+    /// for a queue member its group's dead members (§11.3). Returns whether
+    /// messages of a dead member now wait for redelivery.
+    pub(crate) fn check_peers(&mut self) -> Result<bool, RingError> {
+        self.check_producer()?;
+        Ok(self.check_group(false))
     }
 
     /// LAYOUT.md §11.3, by a surviving queue member: while it finds nothing
