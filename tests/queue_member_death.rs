@@ -314,6 +314,34 @@ fn a_member_killed_mid_stream_loses_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Member A of the idle-producer tests: it keeps its last HELD leases.
+fn holding_member(name: &str, dir: &Path) -> Child {
+    let rec = record_file(dir, "a", 8);
+    member(
+        name,
+        &[
+            "--hold",
+            &HELD.to_string(),
+            "--record",
+            rec.to_str().unwrap(),
+        ],
+    )
+}
+
+/// Publishes messages 0..5 (A claims them all, holding 2, 3, 4) and waits
+/// until A holds them.
+fn publish_five_until_held(ring: &Ring, p: &mut alloy_shm::ring::Producer) {
+    let mut buf = vec![0u8; SPEC.max];
+    for j in 0..5 {
+        let n = SPEC.write(j, &mut buf);
+        p.send(&buf[..n], 0).unwrap();
+    }
+    wait_until("A holds 3", || {
+        let g = group(ring);
+        g.cursor == 5 && g.leases_held == HELD
+    });
+}
+
 /// The producer publishes 5 messages (the ring never fills, so it never
 /// reclaims) and A, holding the last 3, is killed. The survivor B, finding
 /// nothing new, redelivers them itself — while the stream is open, and
@@ -324,27 +352,10 @@ fn a_survivor_redelivers_when_the_producer_never_blocks() {
         let (ring, guard) = new_ring(&format!("queue-idle{close_first}"), SLOTS as u32);
         let name = guard.0.clone();
         let dir = tmpdir(&format!("queue-idle{close_first}"));
-        let rec = record_file(&dir, "a", 8);
-        let mut a = member(
-            &name,
-            &[
-                "--hold",
-                &HELD.to_string(),
-                "--record",
-                rec.to_str().unwrap(),
-            ],
-        );
+        let mut a = holding_member(&name, &dir);
         let mut b = ring.join_queue(1).unwrap();
         let mut p = ring.producer().unwrap();
-        let mut buf = vec![0u8; SPEC.max];
-        for j in 0..5 {
-            let n = SPEC.write(j, &mut buf);
-            p.send(&buf[..n], 0).unwrap();
-        }
-        wait_until("A holds 3", || {
-            let g = group(&ring);
-            g.cursor == 5 && g.leases_held == HELD
-        });
+        publish_five_until_held(&ring, &mut p);
         a.kill().unwrap();
         let killed = Instant::now();
         a.wait().unwrap();
@@ -390,16 +401,7 @@ fn an_async_survivor_redelivers_while_parked() {
     let (ring, guard) = new_ring("queue-idle-async", SLOTS as u32);
     let name = guard.0.clone();
     let dir = tmpdir("queue-idle-async");
-    let rec = record_file(&dir, "a", 8);
-    let mut a = member(
-        &name,
-        &[
-            "--hold",
-            &HELD.to_string(),
-            "--record",
-            rec.to_str().unwrap(),
-        ],
-    );
+    let mut a = holding_member(&name, &dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -407,15 +409,7 @@ fn an_async_survivor_redelivers_while_parked() {
     let got = rt.block_on(async {
         let mut b = AsyncConsumer::new(ring.join_queue(1).unwrap()).unwrap();
         let mut p = ring.producer().unwrap();
-        let mut buf = vec![0u8; SPEC.max];
-        for j in 0..5 {
-            let n = SPEC.write(j, &mut buf);
-            p.send(&buf[..n], 0).unwrap();
-        }
-        wait_until("A holds 3", || {
-            let g = group(&ring);
-            g.cursor == 5 && g.leases_held == HELD
-        });
+        publish_five_until_held(&ring, &mut p);
         // B is parked (nothing to claim) when A dies.
         let nothing = tokio::time::timeout(Duration::from_millis(100), b.recv()).await;
         assert!(nothing.is_err(), "B had nothing to claim before the kill");

@@ -12,7 +12,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"pgregory.net/rapid"
 
@@ -144,18 +143,7 @@ func TestCDataGoToGo(t *testing.T) {
 				holding++
 			}
 		}
-		if held := r.Stat().Consumers[0].LeasesHeld; held != holding {
-			rt.Fatalf("%d leases held by %d retained records", held, holding)
-		}
-		release(got)
-		rd.Release()
-		if held := r.Stat().Consumers[0].LeasesHeld; held != 0 {
-			rt.Fatalf("%d leases still held after every record was released", held)
-		}
-		release(want)
-		if n := mem.CurrentAlloc(); n != 0 {
-			rt.Fatalf("%d bytes still allocated", n)
-		}
+		releaseChecked(rt, r, rd, holding, got, want, mem)
 	})
 }
 
@@ -324,20 +312,7 @@ func TestCDataRustToGo(t *testing.T) {
 		}
 		defer release(want)
 		in := filepath.Join(t.TempDir(), "in.arrows")
-		f, err := os.Create(in)
-		if err != nil {
-			rt.Fatal(err)
-		}
-		sw := ipc.NewWriter(f, ipc.WithSchema(want[0].Schema()))
-		for _, rec := range want {
-			if err := sw.Write(rec); err != nil {
-				rt.Fatal(err)
-			}
-		}
-		if err := sw.Close(); err != nil {
-			rt.Fatal(err)
-		}
-		f.Close()
+		writeStreamFile(rt, in, want)
 		r := namedRing(t)
 		var opts []ReaderOption
 		if zeroCopy {

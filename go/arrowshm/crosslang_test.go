@@ -106,6 +106,25 @@ func TestGoToRust(t *testing.T) {
 	}
 }
 
+// writeStreamFile writes recs to path as an Arrow IPC stream (a stream,
+// not a file: streams allow dictionary replacement).
+func writeStreamFile(t interface{ Fatal(...any) }, path string, recs []arrow.RecordBatch) {
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sw := ipc.NewWriter(f, ipc.WithSchema(recs[0].Schema()))
+	for _, rec := range recs {
+		if err := sw.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sw.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func readStream(t *testing.T, path string) []arrow.RecordBatch {
 	f, err := os.Open(path)
 	if err != nil {
@@ -136,21 +155,7 @@ func TestRustToGo(t *testing.T) {
 	for seed := range uint64(12) {
 		want := randomCase(100 + seed)
 		in := filepath.Join(t.TempDir(), "in.arrows")
-		f, err := os.Create(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A stream, not a file: streams allow dictionary replacement.
-		sw := ipc.NewWriter(f, ipc.WithSchema(want[0].Schema()))
-		for _, rec := range want {
-			if err := sw.Write(rec); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := sw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
+		writeStreamFile(t, in, want)
 		r := namedRing(t)
 		rd := NewReader(r, subscribe(t, r))
 		var out bytes.Buffer

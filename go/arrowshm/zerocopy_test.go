@@ -86,19 +86,26 @@ func TestZeroCopyReaderDecodesInPlace(t *testing.T) {
 				}
 			}
 		}
-		if held := r.Stat().Consumers[0].LeasesHeld; held != holding {
-			t.Fatalf("%d leases held by %d retained records with data", held, holding)
-		}
-		release(got)
-		rd.Release()
-		if held := r.Stat().Consumers[0].LeasesHeld; held != 0 {
-			t.Fatalf("%d leases still held after every record was released", held)
-		}
-		release(want)
-		if n := mem.CurrentAlloc(); n != 0 {
-			t.Fatalf("%d bytes still allocated", n)
-		}
+		releaseChecked(t, r, rd, holding, got, want, mem)
 	})
+}
+
+// releaseChecked checks that the first consumer of r holds exactly
+// holding leases for the retained records got, releases got, rd and want,
+// and checks that no lease and no byte of mem is left.
+func releaseChecked(t interface{ Fatalf(string, ...any) }, r *ring.Ring, rd *Reader, holding uint64, got, want []arrow.RecordBatch, mem *memory.CheckedAllocator) {
+	if held := r.Stat().Consumers[0].LeasesHeld; held != holding {
+		t.Fatalf("%d leases held by %d retained records with data", held, holding)
+	}
+	release(got)
+	rd.Release()
+	if held := r.Stat().Consumers[0].LeasesHeld; held != 0 {
+		t.Fatalf("%d leases still held after every record was released", held)
+	}
+	release(want)
+	if n := mem.CurrentAlloc(); n != 0 {
+		t.Fatalf("%d bytes still allocated", n)
+	}
 }
 
 // A record's slot is released when the record, and every array taken from
