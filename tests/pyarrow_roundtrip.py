@@ -1,11 +1,11 @@
 """CLI round trip of Arrow IPC mode checked by pyarrow (run by `make test-py`).
 
 A file with many types, written by pyarrow, goes `alloy-go send` -> ring ->
-`alloy recv` (Go -> Rust, in IPC mode and in C-Data-offsets mode with
-`--mode cdata`) and `alloy send` -> ring -> `alloy-go recv` (Rust -> Go);
+`alloy recv` (Go -> Rust) and `alloy send` -> ring -> `alloy-go recv`
+(Rust -> Go), each in IPC mode and in C-Data-offsets mode (`--mode cdata`);
 pyarrow confirms each output equals the input. Also checks the CLIs' errors
-(unknown ring, `alloy send --mode cdata` (no Rust cdata writer), a type the
-cdata mode refuses, unreadable input).
+(unknown ring, unknown mode, a type the cdata mode refuses, a batch too
+large for a slot in cdata mode, unreadable input).
 """
 
 import datetime
@@ -104,7 +104,7 @@ def transfer(receiver, sender, ring: str, src: Path, out: Path) -> str:
     return summary.strip()
 
 
-@pytest.mark.parametrize("direction", ["go-to-rust", "go-to-rust-cdata", "rust-to-go"])
+@pytest.mark.parametrize("direction", ["go-to-rust", "go-to-rust-cdata", "rust-to-go", "rust-to-go-cdata"])
 def test_round_trip(tmp_path, ring, direction):
     src = tmp_path / "in.arrow"
     expected = write_input(src)
@@ -113,8 +113,10 @@ def test_round_trip(tmp_path, ring, direction):
         summary = transfer([ALLOY, "recv"], [ALLOY_GO, "send"], ring, src, out)
     elif direction == "go-to-rust-cdata":
         summary = transfer([ALLOY, "recv"], [ALLOY_GO, "send", "--mode", "cdata"], ring, src, out)
-    else:
+    elif direction == "rust-to-go":
         summary = transfer([ALLOY_GO, "recv"], [ALLOY, "send"], ring, src, out)
+    else:
+        summary = transfer([ALLOY_GO, "recv"], [ALLOY, "send", "--mode", "cdata"], ring, src, out)
     got = pa.ipc.open_stream(out).read_all()
     assert got.schema.equals(expected.schema, check_metadata=True)
     assert got.num_rows == expected.num_rows == 1101
@@ -138,16 +140,19 @@ def test_errors_are_one_line_and_non_zero(tmp_path, ring, tool):
         (["send", "--ring", ring, "--mode", "bogus", src], "mode"),
         (["send", "--ring", ring, tmp_path / "missing.arrow"], "missing.arrow"),
     ]
-    if tool == ALLOY:
-        # The Rust CLI has no C-Data-offsets writer (alloy-go has).
-        cases.append((["send", "--ring", ring, "--mode", "cdata", src], "not implemented"))
-    else:
-        # List views: arrow-rs cannot import them, so cdata mode refuses them.
-        lv = tmp_path / "listview.arrow"
-        t = pa.table({"lv": pa.array([[1, 2], None, [3]], pa.list_view(pa.int32()))})
-        with pa.ipc.new_file(lv, t.schema) as w:
-            w.write_table(t)
-        cases.append((["send", "--ring", ring, "--mode", "cdata", lv], "not supported in C-Data-offsets mode"))
+    # List views: both writers refuse them in cdata mode (arrow-rs cannot
+    # import them from an IPC schema on the reading side).
+    lv = tmp_path / "listview.arrow"
+    t = pa.table({"lv": pa.array([[1, 2], None, [3]], pa.list_view(pa.int32()))})
+    with pa.ipc.new_file(lv, t.schema) as w:
+        w.write_table(t)
+    cases.append((["send", "--ring", ring, "--mode", "cdata", lv], "not supported in C-Data-offsets mode"))
+    # cdata mode does not split batches: 2.4 MB does not fit a 1 MiB slot.
+    big = tmp_path / "big.arrow"
+    t = pa.table({"x": pa.array(range(300_000), pa.int64())})
+    with pa.ipc.new_file(big, t.schema) as w:
+        w.write_table(t)
+    cases.append((["send", "--ring", ring, "--mode", "cdata", big], "split"))
     garbage = tmp_path / "garbage.arrow"
     garbage.write_bytes(os.urandom(100))
     cases.append((["send", "--ring", ring, garbage], "garbage.arrow"))

@@ -130,14 +130,14 @@ func send(args []string) error {
 	if err == nil && w == nil { // no records: still publish the schema
 		w, err = newRecordWriter(*mode, p, schema)
 	}
-	if w == nil {
+	if w == nil || err != nil {
+		// A failed send does not end the stream as if it were complete:
+		// the producer detaches (as the Rust CLI's does), so consumers
+		// keep waiting for a producer to attach again.
 		p.Detach()
 		return err
 	}
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := w.Close(); err != nil {
 		return err
 	}
 	s.Batches, s.Bytes = w.Batches(), w.BytesSent()
