@@ -190,12 +190,17 @@ func (w *cdataWalk) node(dt arrow.DataType, depth int) (d arrow.ArrayData, err e
 		return nil, bad("dictionary bit %d does not match the type", flags&nodeHasDict)
 	}
 	// arrow-go keeps a nil validity slot for the types that have none in
-	// the Arrow format (null, unions, run-end encoded); the descriptor
+	// the Arrow format (null and run-end encoded, whose layouts list it as
+	// always null, and unions, whose layouts leave it out); the descriptor
 	// lists the format's buffers only.
 	layout := dt.Layout()
 	specs := layout.Buffers
-	noValidity := len(specs) > 0 && specs[0].Kind == arrow.KindAlwaysNull
-	if noValidity {
+	noValidity := false
+	switch {
+	case dt.ID() == arrow.SPARSE_UNION || dt.ID() == arrow.DENSE_UNION:
+		noValidity = true
+	case len(specs) > 0 && specs[0].Kind == arrow.KindAlwaysNull:
+		noValidity = true
 		specs = specs[1:]
 	}
 	if nbuf < uint32(len(specs)) || (layout.VariadicSpec == nil && nbuf != uint32(len(specs))) {
@@ -234,6 +239,11 @@ func (w *cdataWalk) node(dt arrow.DataType, depth int) (d arrow.ArrayData, err e
 		buf, err := w.buffer()
 		if err != nil {
 			return nil, err
+		}
+		if buf == nil && (j > 0 || noValidity) {
+			// An empty data buffer (of an empty array): arrow-go wants a
+			// buffer there, only a validity bitmap may be nil.
+			buf = memory.NewBufferBytes([]byte{})
 		}
 		bufs = append(bufs, buf)
 	}
