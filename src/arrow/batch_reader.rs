@@ -4,7 +4,7 @@
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
 
-use super::{ArrowShmError, IpcReader, IpcWriter};
+use super::{ArrowShmError, CDataWriter, IpcReader, IpcWriter};
 use crate::ring::{ConsumerBuilder, ProducerBuilder};
 
 /// An [`IpcReader`] whose schema is known up front, so it implements
@@ -132,6 +132,14 @@ impl ProducerBuilder {
     /// Arrow IPC (see [`IpcWriter`]).
     pub fn ipc_writer(self, schema: SchemaRef) -> Result<IpcWriter, ArrowShmError> {
         IpcWriter::new(self.create()?, schema)
+    }
+
+    /// Attaches the producer and writes record batches with `schema` in
+    /// C-Data-offsets mode (see [`CDataWriter`]). A schema the mode does
+    /// not carry is refused before the producer attaches.
+    pub fn cdata_writer(self, schema: SchemaRef) -> Result<CDataWriter, ArrowShmError> {
+        CDataWriter::check_schema(&schema)?;
+        CDataWriter::new(self.create()?, schema)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The work behind `alloy send` and `alloy recv` (IPC mode), kept in the
-//! library so tests and the CLI share it.
+//! The work behind `alloy send` (IPC or C-Data-offsets mode) and `alloy
+//! recv`, kept in the library so tests and the CLI share it.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, IsTerminal, Read, Seek, SeekFrom};
@@ -11,7 +11,7 @@ use arrow_ipc::reader::{FileReader, StreamReader};
 use arrow_ipc::writer::StreamWriter;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{ArrowShmError, IpcReader, IpcWriter};
+use super::{ArrowShmError, CDataWriter, IpcReader, IpcWriter};
 use crate::ring::{Ring, RingError};
 
 /// What a transfer moved: batches, rows, and IPC payload bytes.
@@ -73,13 +73,20 @@ impl Drop for Progress {
     }
 }
 
-/// Checks a `--mode` value: `ipc` works, `cdata` is not implemented yet.
-pub fn check_mode(mode: &str) -> Result<(), String> {
+/// The encoding `alloy send --mode` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// IPC mode (LAYOUT.md §8.1): batches too large for a slot are split.
+    Ipc,
+    /// C-Data-offsets mode (LAYOUT.md §8.3): every batch must fit in a slot.
+    CData,
+}
+
+/// Parses a `--mode` value: `ipc` or `cdata`.
+pub fn check_mode(mode: &str) -> Result<Mode, String> {
     match mode {
-        "ipc" => Ok(()),
-        "cdata" => {
-            Err("--mode cdata (C-Data-offsets) is not implemented yet; use --mode ipc".into())
-        }
+        "ipc" => Ok(Mode::Ipc),
+        "cdata" => Ok(Mode::CData),
         other => Err(format!("unknown --mode {other:?} (expected ipc or cdata)")),
     }
 }
@@ -111,25 +118,78 @@ pub fn write_split(w: &mut IpcWriter, batch: &RecordBatch) -> Result<(), ArrowSh
 }
 
 /// `alloy send`: sends every batch of the Arrow file or stream at `input`
-/// to the named ring in IPC mode, then closes the stream.
+/// to the named ring in `mode` (`ipc` or `cdata`), then closes the stream.
+/// IPC mode halves batches too large for a slot; C-Data-offsets mode does
+/// not split batches, so one that does not fit is an error (as is a type
+/// the mode does not carry, refused before the ring is touched).
 pub fn send(ring: &str, input: &Path, mode: &str) -> Result<Summary, String> {
-    check_mode(mode)?;
+    let mode = check_mode(mode)?;
     let reader = open_arrow(input)?;
+    if mode == Mode::CData {
+        CDataWriter::check_schema(&reader.schema())
+            .map_err(|e| format!("{}: {e}", input.display()))?;
+    }
     let r = Ring::open(ring).map_err(|e| e.to_string())?;
-    let mut w = IpcWriter::new(r.producer().map_err(|e| e.to_string())?, reader.schema())
-        .map_err(|e| e.to_string())?;
+    let producer = r.producer().map_err(|e| e.to_string())?;
+    match mode {
+        Mode::Ipc => {
+            let w = IpcWriter::new(producer, reader.schema()).map_err(|e| e.to_string())?;
+            send_all(
+                reader,
+                input,
+                mode,
+                w,
+                write_split,
+                IpcWriter::bytes_sent,
+                IpcWriter::close,
+            )
+        }
+        Mode::CData => {
+            let w = CDataWriter::new(producer, reader.schema()).map_err(|e| e.to_string())?;
+            send_all(
+                reader,
+                input,
+                mode,
+                w,
+                CDataWriter::write,
+                CDataWriter::bytes_sent,
+                CDataWriter::close,
+            )
+        }
+    }
+}
+
+/// The loop of `send`, whatever the writer.
+fn send_all<W>(
+    reader: Box<dyn RecordBatchReader>,
+    input: &Path,
+    mode: Mode,
+    mut w: W,
+    write: impl Fn(&mut W, &RecordBatch) -> Result<(), ArrowShmError>,
+    bytes_sent: impl Fn(&W) -> u64,
+    close: impl FnOnce(W) -> Result<(), ArrowShmError>,
+) -> Result<Summary, String> {
     let mut s = Summary::default();
     let progress = Progress::new("sending");
     for batch in reader {
         let batch = batch.map_err(|e| format!("{}: {e}", input.display()))?;
-        write_split(&mut w, &batch).map_err(|e| e.to_string())?;
+        write(&mut w, &batch).map_err(|e| match e {
+            ArrowShmError::Ring(RingError::MessageTooLarge { len, max }) if mode == Mode::CData => format!(
+                "{}: batch {} ({} rows) needs {len} bytes in C-Data-offsets mode but a slot holds {max}; \
+                 --mode cdata does not split batches (send smaller batches, use a ring with larger slots, or --mode ipc)",
+                input.display(),
+                s.batches,
+                batch.num_rows()
+            ),
+            e => e.to_string(),
+        })?;
         s.batches += 1;
         s.rows += batch.num_rows() as u64;
-        progress.update(&s, w.bytes_sent());
+        progress.update(&s, bytes_sent(&w));
     }
     drop(progress);
-    s.bytes = w.bytes_sent();
-    w.close().map_err(|e| e.to_string())?;
+    s.bytes = bytes_sent(&w);
+    close(w).map_err(|e| e.to_string())?;
     Ok(s)
 }
 

@@ -30,8 +30,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! **C-Data-offsets mode** (flag 3, LAYOUT.md §8.3): the Go
-//! `arrowshm.CDataWriter` builds each batch's buffers inside the slot and
+//! **C-Data-offsets mode** (flag 3, LAYOUT.md §8.3): [`CDataWriter`] (and
+//! the Go `arrowshm.CDataWriter`) puts each batch's buffers into the slot and
 //! appends a descriptor of the array tree with offsets instead of pointers;
 //! [`IpcReader`] accepts these messages too and rebuilds the arrays over the
 //! slot without a copy, checking every offset first (see
@@ -39,6 +39,7 @@
 
 mod batch_reader;
 pub(crate) mod cdata;
+mod cdata_writer;
 #[doc(hidden)]
 pub mod cli;
 pub(crate) mod frame;
@@ -59,6 +60,7 @@ use thiserror::Error;
 use crate::ring::{Ring, RingError};
 pub use batch_reader::BatchReader;
 pub use cdata::in_mapping_all;
+pub use cdata_writer::CDataWriter;
 pub use reader::IpcReader;
 pub use writer::IpcWriter;
 
@@ -136,6 +138,15 @@ pub enum ArrowShmError {
         seq: u64,
         /// Slot index.
         slot: usize,
+    },
+    /// A schema holds a type the C-Data-offsets mode does not carry
+    /// ([`CDataWriter::check_schema`]).
+    #[error("column {column:?}: {reason}")]
+    UnsupportedType {
+        /// Name of the column (top-level field) holding the type.
+        column: String,
+        /// Which type, and why.
+        reason: String,
     },
     /// A batch given to the writer does not have the stream's schema.
     #[error("the batch's schema differs from the stream's schema")]

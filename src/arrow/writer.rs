@@ -44,8 +44,7 @@ impl IpcWriter {
     /// A writer of batches with `schema` through `producer`. Nothing is sent
     /// until the first [`write`](IpcWriter::write) (or `close`).
     pub fn new(producer: Producer, schema: SchemaRef) -> Result<IpcWriter, ArrowShmError> {
-        let options = IpcWriteOptions::try_new(ALIGN, false, MetadataVersion::V5)
-            .map_err(ArrowShmError::Encode)?;
+        let options = write_options()?;
         Ok(IpcWriter {
             producer,
             schema,
@@ -123,16 +122,13 @@ impl IpcWriter {
         if self.started {
             return Ok(());
         }
-        let encoded = self.generator.schema_to_bytes_with_dictionary_tracker(
+        self.bytes += publish_schema(
+            &mut self.producer,
             &self.schema,
+            &self.generator,
             &mut self.tracker,
             &self.options,
-        );
-        let mut bytes = Vec::with_capacity(message_len(&encoded));
-        write_message(&mut bytes, encoded, &self.options).map_err(ArrowShmError::Encode)?;
-        self.producer.set_schema(&bytes)?;
-        self.producer.send(&bytes, flags::IPC_SCHEMA)?;
-        self.bytes += bytes.len() as u64;
+        )?;
         self.started = true;
         Ok(())
     }
@@ -154,6 +150,32 @@ impl IpcWriter {
         self.producer.close();
         Ok(())
     }
+}
+
+/// The IPC options of every message the writers encode: 64-byte
+/// alignment, no legacy prefix, metadata version 5 (LAYOUT.md §8.1).
+pub(crate) fn write_options() -> Result<IpcWriteOptions, ArrowShmError> {
+    IpcWriteOptions::try_new(ALIGN, false, MetadataVersion::V5).map_err(ArrowShmError::Encode)
+}
+
+/// Encodes `schema` as a framed IPC schema message and publishes it
+/// (LAYOUT.md §8.2): into the schema area for late joiners, then as the
+/// stream's first message with flag `IPC_SCHEMA`. `tracker` assigns the
+/// dictionary ids of the schema's dictionary fields. Returns the message's
+/// length. Shared by [`IpcWriter`] and [`super::CDataWriter`].
+pub(crate) fn publish_schema(
+    producer: &mut Producer,
+    schema: &SchemaRef,
+    generator: &IpcDataGenerator,
+    tracker: &mut DictionaryTracker,
+    options: &IpcWriteOptions,
+) -> Result<u64, ArrowShmError> {
+    let encoded = generator.schema_to_bytes_with_dictionary_tracker(schema, tracker, options);
+    let mut bytes = Vec::with_capacity(message_len(&encoded));
+    write_message(&mut bytes, encoded, options).map_err(ArrowShmError::Encode)?;
+    producer.set_schema(&bytes)?;
+    producer.send(&bytes, flags::IPC_SCHEMA)?;
+    Ok(bytes.len() as u64)
 }
 
 /// Length of the framed message: prefix and metadata padded to 64, body.

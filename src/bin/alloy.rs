@@ -52,7 +52,8 @@ enum Cmd {
         /// Ring name.
         #[arg(long)]
         ring: String,
-        /// Encoding: ipc (cdata is not implemented yet).
+        /// Encoding: ipc, or cdata (C-Data-offsets, LAYOUT.md §8.3: every
+        /// batch must fit in one slot, batches are not split).
         #[arg(long, default_value = "ipc")]
         mode: String,
         /// Send to ring --ring of the `alloy serve-flight` gateway at this

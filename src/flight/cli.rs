@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::{FlightWriter, Gateway, GatewayConfig};
-use crate::arrow::cli::{check_mode, open_arrow, Summary};
+use crate::arrow::cli::{check_mode, open_arrow, Mode, Summary};
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
@@ -35,7 +35,11 @@ pub fn serve_flight(listen: &str, config: GatewayConfig) -> Result<(), String> {
 /// `alloy send --flight URL --ring NAME FILE`: sends every batch of the
 /// Arrow file or stream at `input` to ring `ring` of the gateway at `url`.
 pub fn send(url: &str, ring: &str, input: &Path, mode: &str) -> Result<Summary, String> {
-    check_mode(mode)?;
+    if check_mode(mode)? == Mode::CData {
+        return Err(
+            "--mode cdata is for local rings: Arrow Flight carries IPC (the gateway writes IPC mode); drop --mode or use --mode ipc".into(),
+        );
+    }
     let reader = open_arrow(input)?;
     let rt = runtime()?;
     rt.block_on(async move {

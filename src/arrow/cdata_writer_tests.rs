@@ -1,0 +1,916 @@
+//! Tests of the C-Data-offsets writer: Rust → Rust through a ring (read by
+//! `IpcReader`, which checks every offset and validates the arrays), every
+//! type of `testdata`, nulls, slices (including NullBuffer offsets that
+//! differ from the array's), empty and zero-column batches, refusals, the
+//! exact byte layout, and `alloy send --mode cdata`.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, FixedSizeListBuilder, Int64Builder, ListBuilder, StringDictionaryBuilder,
+};
+use arrow_array::types::{Int16Type, Int8Type};
+use arrow_array::*;
+use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer};
+use arrow_data::{ArrayData, UnsafeFlag};
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+use proptest::prelude::*;
+
+use super::*;
+use crate::arrow::cdata::{decode, parse_header};
+use crate::arrow::testdata::{self, ALL_KINDS, KINDS};
+use crate::arrow::{in_mapping_all, IpcReader, IpcWriter};
+use crate::ring::{Backpressure, Ring, RingConfig, WaitStrategy};
+
+fn ring(slots: u32, slot_size: u32) -> Ring {
+    Ring::create_anonymous(&RingConfig {
+        slot_count: slots,
+        slot_size,
+        schema_capacity: 1 << 16,
+        ..Default::default()
+    })
+    .expect("ring")
+}
+
+/// Sends `batches` through a fresh ring with a `CDataWriter` and reads them
+/// back with `IpcReader`: each must equal what was sent (value by value,
+/// schema included) and lie wholly in the mapping, dictionaries included;
+/// then the stream ends. Returns the first problem as text.
+fn round_trip_in(r: &Ring, batches: &[RecordBatch]) -> Result<(), String> {
+    let mut reader = IpcReader::new(r, r.subscribe().map_err(|e| e.to_string())?);
+    let schema = batches.first().map(|b| b.schema()).ok_or("no batches")?;
+    let p = r
+        .producer_with(Backpressure::Fail, WaitStrategy::Spin)
+        .map_err(|e| e.to_string())?;
+    let mut w = CDataWriter::new(p, schema).map_err(|e| e.to_string())?;
+    for (i, want) in batches.iter().enumerate() {
+        w.write(want).map_err(|e| format!("write batch {i}: {e}"))?;
+        let got = reader
+            .next_batch()
+            .map_err(|e| format!("read batch {i}: {e}"))?
+            .ok_or_else(|| format!("stream ended before batch {i}"))?;
+        if &got != want {
+            return Err(format!("batch {i} differs:\n got {got:?}\nwant {want:?}"));
+        }
+        if got.num_rows() != want.num_rows() {
+            return Err(format!("batch {i}: {} rows", got.num_rows()));
+        }
+        if !in_mapping_all(r, &got) {
+            return Err(format!("batch {i} was copied out of the mapping"));
+        }
+    }
+    let sent = w.bytes_sent();
+    w.close().map_err(|e| e.to_string())?;
+    match reader.next_batch() {
+        Ok(None) => {}
+        other => return Err(format!("expected end of stream, got {other:?}")),
+    }
+    if reader.bytes_received() != sent {
+        return Err(format!(
+            "{} bytes received, {sent} sent",
+            reader.bytes_received()
+        ));
+    }
+    Ok(())
+}
+
+fn round_trip(batches: &[RecordBatch]) -> Result<(), String> {
+    round_trip_in(&ring(4, 1 << 20), batches)
+}
+
+/// Decodes a message built by [`encode`] as the reader does (validation on).
+fn dec(msg: &[u8], schema: &SchemaRef) -> Result<RecordBatch, ArrowShmError> {
+    decode(&Buffer::from(msg), schema, 1, 0, &UnsafeFlag::new())
+}
+
+/// Checks every buffer entry and the padding of a message: entries
+/// 64-aligned in the data area, in pre-order without overlap, and every
+/// byte of the data area outside them zero. Returns the nodes.
+fn check_layout(msg: &[u8]) -> Vec<Node> {
+    let h = parse_header(msg).expect("header");
+    assert_eq!(h.desc_off as usize + h.desc_len as usize, msg.len());
+    let mut covered = vec![false; h.desc_off as usize];
+    let (mut at, mut nodes, mut last_end) = (h.desc_off as usize, Vec::new(), 64);
+    let u64_at = |i: usize| u64::from_le_bytes(msg[i..i + 8].try_into().unwrap());
+    let u32_at = |i: usize| u32::from_le_bytes(msg[i..i + 4].try_into().unwrap());
+    while at < msg.len() {
+        let n = Node {
+            length: u64_at(at) as i64,
+            null_count: u64_at(at + 8) as i64,
+            offset: u64_at(at + 16) as i64,
+            n_buffers: u32_at(at + 24),
+            n_children: u32_at(at + 28),
+            flags: u32_at(at + 32),
+        };
+        assert_eq!(u32_at(at + 36), 0);
+        at += NODE_SIZE;
+        for _ in 0..n.n_buffers {
+            let (off, len) = (u64_at(at) as usize, u64_at(at + 8) as usize);
+            at += BUFFER_SIZE;
+            if len == 0 {
+                assert_eq!(off, 0, "absent buffer at an offset");
+                continue;
+            }
+            assert_eq!(off % 64, 0, "buffer at {off}");
+            assert!(off >= last_end, "buffers out of order or overlapping");
+            last_end = off + len;
+            covered[off..off + len].iter_mut().for_each(|c| *c = true);
+        }
+        nodes.push(n);
+    }
+    assert_eq!(nodes.len(), h.n_nodes as usize);
+    assert!(last_end <= h.desc_off as usize);
+    for (i, c) in covered.iter().enumerate().skip(64) {
+        if !c {
+            assert_eq!(msg[i], 0, "padding byte {i} is not zero");
+        }
+    }
+    nodes
+}
+
+#[test]
+fn every_kind_round_trips_with_nulls_and_slices() {
+    let mut failures = Vec::new();
+    for kind in 0..ALL_KINDS {
+        // Kind 10 (boolean) rides along: after slicing, its values bitmap
+        // and its NullBuffer have different bit offsets.
+        for (i, (nulls, offset, rows)) in [
+            (false, 0, 40),
+            (true, 0, 57),
+            (true, 7, 33),
+            (true, 61, 100),
+            (true, 3, 0),
+            (true, 0, 1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let batches: Vec<_> = (0..3)
+                .map(|j| {
+                    testdata::batch(
+                        kind * 1000 + i as u64 * 10 + j,
+                        &[kind, 10, 3],
+                        rows + j as usize * 5,
+                        offset,
+                        nulls,
+                    )
+                })
+                .collect();
+            if let Err(e) = round_trip(&batches) {
+                failures.push(format!("kind {kind} nulls {nulls} offset {offset}: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn all_kinds_in_one_batch_and_its_slices() {
+    let kinds: Vec<u64> = (0..ALL_KINDS).collect();
+    let b = testdata::batch(42, &kinds, 300, 5, true);
+    let batches = [
+        b.clone(),
+        b.slice(37, 101),
+        b.slice(0, 0),
+        b.slice(299, 1),
+        b.slice(8, 64),
+        b.slice(1, 298).slice(3, 50),
+    ];
+    round_trip(&batches).unwrap();
+}
+
+#[test]
+fn empty_and_zero_column_batches() {
+    let kinds: Vec<u64> = (0..ALL_KINDS).collect();
+    round_trip(&[
+        testdata::batch(1, &kinds, 0, 0, true),
+        testdata::batch(2, &kinds, 0, 9, false),
+    ])
+    .unwrap();
+    let zero = testdata::batch(3, &[], 5, 2, false);
+    assert_eq!((zero.num_columns(), zero.num_rows()), (0, 5));
+    round_trip(&[zero, testdata::batch(4, &[], 0, 0, false)]).unwrap();
+    // The row count of a zero-column batch is all its message says.
+    let r = ring(4, 1 << 16);
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut w = CDataWriter::new(r.producer().unwrap(), Arc::new(Schema::empty())).unwrap();
+    let opts = RecordBatchOptions::new().with_row_count(Some(123));
+    let b = RecordBatch::try_new_with_options(Arc::new(Schema::empty()), vec![], &opts).unwrap();
+    w.write(&b).unwrap();
+    w.close().unwrap();
+    assert_eq!(reader.next_batch().unwrap().unwrap().num_rows(), 123);
+    assert!(reader.next_batch().unwrap().is_none());
+}
+
+/// Arrays whose NullBuffer starts at another bit offset than the array's
+/// data: the writer must move the validity bits to the node's offset.
+#[test]
+fn null_buffer_offset_differs_from_data_offset() {
+    let n = 256;
+    let values = BooleanBuffer::from_iter((0..n).map(|i| i % 3 == 0));
+    let valid = BooleanBuffer::from_iter((0..n).map(|i| i % 5 != 1 && i % 7 != 2));
+    let mut cases: Vec<ArrayRef> = Vec::new();
+    for (vo, no) in [(3, 5), (0, 13), (9, 0), (64, 1), (17, 17)] {
+        let len = 150;
+        cases.push(Arc::new(BooleanArray::new(
+            values.slice(vo, len),
+            Some(NullBuffer::new(valid.slice(no, len))),
+        )));
+        let ints = Int32Array::new(
+            (0..n).collect::<Vec<i32>>().into(),
+            Some(NullBuffer::new(valid.clone())),
+        );
+        cases.push(Arc::new(ints.slice(no, len)));
+    }
+    // The test exercises what it claims: offsets differ in most cases.
+    let differ = cases
+        .iter()
+        .filter(|a| {
+            let d = a.to_data();
+            d.nulls().is_some_and(|nb| nb.offset() != d.offset())
+        })
+        .count();
+    assert!(differ >= 7, "only {differ} cases with differing offsets");
+    let fields: Vec<Field> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Field::new(format!("c{i}"), a.data_type().clone(), true))
+        .collect();
+    let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cases).unwrap();
+    round_trip(&[b.clone(), b.slice(1, 100), b.slice(77, 3)]).unwrap();
+}
+
+/// Struct, list, fixed-size list, map and dictionary columns (nested in
+/// each other) sliced at offsets that are not multiples of 8.
+#[test]
+fn sliced_nested_columns() {
+    let n = 120;
+    let mut r = testdata::Rng::new(9);
+    // list<dictionary<int16, utf8>>
+    let mut ld = ListBuilder::new(StringDictionaryBuilder::<Int16Type>::new());
+    for i in 0..n {
+        if i % 9 == 4 {
+            ld.append_null();
+            continue;
+        }
+        for j in 0..r.below(4) as usize {
+            if (i + j) % 5 == 0 {
+                ld.values().append_null();
+            } else {
+                ld.values().append_value(["a", "bb", "ccc"][(i + j) % 3]);
+            }
+        }
+        ld.append(true);
+    }
+    let ld: ArrayRef = Arc::new(ld.finish());
+    // fixed-size list<boolean>
+    let mut fl = FixedSizeListBuilder::new(BooleanBuilder::new(), 3);
+    for i in 0..n {
+        for j in 0..3 {
+            fl.values()
+                .append_option(((i + j) % 4 != 0).then_some(i % 2 == 0));
+        }
+        fl.append(i % 6 != 1);
+    }
+    let fl: ArrayRef = Arc::new(fl.finish());
+    // dictionary<int8, utf8>
+    let mut d = StringDictionaryBuilder::<Int8Type>::new();
+    for i in 0..n {
+        if i % 4 == 3 {
+            d.append_null();
+        } else {
+            d.append_value(format!("w{}", i % 11));
+        }
+    }
+    let d: ArrayRef = Arc::new(d.finish());
+    // struct{list<int64>, dictionary, boolean} with its own nulls
+    let mut l = ListBuilder::new(Int64Builder::new());
+    for i in 0..n {
+        l.append_value((0..i % 3).map(|k| Some(k as i64 * i as i64)));
+    }
+    let st_fields = Fields::from(vec![
+        Field::new("l", DataType::new_list(DataType::Int64, true), true),
+        Field::new("d", d.data_type().clone(), true),
+        Field::new("b", DataType::Boolean, true),
+    ]);
+    let b: ArrayRef = Arc::new(BooleanArray::from_iter(
+        (0..n).map(|i| (i % 3 != 0).then_some(i % 2 == 0)),
+    ));
+    let st: ArrayRef = Arc::new(
+        StructArray::try_new(
+            st_fields,
+            vec![Arc::new(l.finish()), d.clone(), b],
+            Some(NullBuffer::from_iter((0..n).map(|i| i % 8 != 5))),
+        )
+        .unwrap(),
+    );
+    // list<struct> from a sliced struct
+    let offsets = arrow_buffer::OffsetBuffer::<i32>::from_lengths((0..15).map(|i| i % 4 + 1));
+    let total = offsets.last() as usize;
+    let ls: ArrayRef = Arc::new(
+        ListArray::try_new(
+            Arc::new(Field::new("item", st.data_type().clone(), true)),
+            offsets,
+            st.slice(10, total),
+            Some(NullBuffer::from_iter((0..15).map(|i| i != 6))),
+        )
+        .unwrap(),
+    );
+    let m = testdata::column(34, n, true, &mut r).1;
+    let cols = [("ld", ld), ("fl", fl), ("d", d), ("st", st), ("m", m)];
+    let batch = RecordBatch::try_from_iter(cols).unwrap();
+    let mut batches: Vec<RecordBatch> = [(0, n), (1, 90), (13, 50), (63, 57), (119, 1), (5, 0)]
+        .iter()
+        .map(|&(o, l)| batch.slice(o, l))
+        .collect();
+    batches.push(batch.slice(3, 100).slice(7, 33));
+    round_trip(&batches).unwrap();
+    let lsb = RecordBatch::try_from_iter([("ls", ls)]).unwrap();
+    round_trip(&[lsb.clone(), lsb.slice(3, 9)]).unwrap();
+}
+
+/// `ArrayData` with non-zero offsets on every type (a `RecordBatch` column
+/// would normalize most of them): struct, fixed-size list and sparse union
+/// children indexed through the parent's offset, list and string offsets,
+/// dense unions, run-end encoded, views, dictionaries; and NullBuffers at
+/// their own offsets.
+#[test]
+fn array_data_with_offsets_on_every_type() {
+    let mut failures = Vec::new();
+    for kind in 0..ALL_KINDS {
+        let mut r = testdata::Rng::new(kind + 7);
+        let (f, a) = testdata::column(kind, 70, true, &mut r);
+        let schema = Arc::new(Schema::new(vec![f]));
+        let data = a.to_data();
+        for (o, l) in [(0, 70), (5, 40), (13, 0), (9, 61), (69, 1)] {
+            let sliced = data.slice(o, l);
+            let want = make_array(sliced.clone());
+            assert_eq!(&want, &a.slice(o, l));
+            let result = encode(&[sliced], l)
+                .map_err(|e| e.to_string())
+                .and_then(|msg| {
+                    let nodes = check_layout(&msg);
+                    // Normalized: only run-end encoded nodes keep an offset.
+                    if let Some(n) = nodes.iter().find(|n| n.offset != 0) {
+                        if !matches!(a.data_type(), DataType::RunEndEncoded(..)) {
+                            return Err(format!("node {n:?} has an offset"));
+                        }
+                    }
+                    dec(&msg, &schema).map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(got) if got.column(0) == &want => {}
+                Ok(got) => failures.push(format!(
+                    "kind {kind} slice {o}+{l}: got {:?}, want {want:?}",
+                    got.column(0)
+                )),
+                Err(e) => failures.push(format!("kind {kind} slice {o}+{l}: {e}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A struct whose offset applies to unsliced children, with a NullBuffer at
+/// yet another offset, built directly as `ArrayData`.
+#[test]
+fn struct_offset_applies_to_its_children() {
+    let x = Int32Array::from_iter((0..50).map(|i| (i % 4 != 0).then_some(i)));
+    let y = StringArray::from_iter((0..50).map(|i| (i % 3 != 0).then(|| format!("s{i}"))));
+    let fields = Fields::from(vec![
+        Field::new("x", DataType::Int32, true),
+        Field::new("y", DataType::Utf8, true),
+    ]);
+    let valid = BooleanBuffer::from_iter((0..64).map(|i| i % 5 != 0));
+    let data = ArrayData::builder(DataType::Struct(fields.clone()))
+        .len(20)
+        .offset(11)
+        .nulls(Some(NullBuffer::new(valid.slice(3, 20))))
+        .child_data(vec![x.to_data(), y.to_data()])
+        .build()
+        .unwrap();
+    let want = make_array(data.clone());
+    let s = want.as_any().downcast_ref::<StructArray>().unwrap();
+    assert_eq!(
+        s.column(0)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap()
+            .value(2),
+        13
+    );
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "s",
+        DataType::Struct(fields),
+        true,
+    )]));
+    let msg = encode(&[data], 20).unwrap();
+    check_layout(&msg);
+    let got = dec(&msg, &schema).unwrap();
+    assert_eq!(got.column(0), &want);
+    assert_eq!(got.column(0).null_count(), want.null_count());
+}
+
+/// A small slice of a large batch costs the slice's bytes: buffers are cut
+/// to the slice (strings, lists and dictionaries included), so it fits in a
+/// slot far smaller than the parent.
+#[test]
+fn small_slice_of_a_large_batch_fits() {
+    let kinds = [3, 10, 11, 12, 13, 21, 22, 23, 31, 32, 33, 34, 35, 36];
+    let big = testdata::batch(5, &kinds, 100_000, 3, true);
+    let whole: usize = big
+        .columns()
+        .iter()
+        .map(|c| c.get_array_memory_size())
+        .sum();
+    assert!(whole > 1 << 20, "parent of {whole} bytes");
+    let r = ring(4, 1 << 16);
+    round_trip_in(&r, &[big.slice(51_234, 40), big.slice(99_990, 10)]).unwrap();
+    let data: Vec<ArrayData> = big
+        .slice(70_001, 25)
+        .columns()
+        .iter()
+        .map(|c| c.to_data())
+        .collect();
+    let msg = encode(&data, 25).unwrap();
+    assert!(
+        msg.len() < 16 << 10,
+        "a 25-row slice needs {} bytes",
+        msg.len()
+    );
+}
+
+/// The message's length is exact: a slot of that size (rounded up to the
+/// 64-byte slot granularity) takes it, one 64 bytes smaller refuses it, and
+/// the slot's message is the bytes `encode` produces.
+#[test]
+fn message_length_is_exact_and_bytes_match() {
+    let b = testdata::batch(11, &[3, 11, 22, 23, 10], 37, 4, true);
+    let data: Vec<ArrayData> = b.columns().iter().map(|c| c.to_data()).collect();
+    let msg = encode(&data, b.num_rows()).unwrap();
+    check_layout(&msg);
+    let fits = msg.len().div_ceil(64) * 64;
+    for (slot, ok) in [(fits, true), (fits - 64, false)] {
+        let r = ring(4, slot as u32);
+        let mut c = r.subscribe().unwrap();
+        let mut w = CDataWriter::new(r.producer().unwrap(), b.schema()).unwrap();
+        let res = w.write(&b);
+        match (ok, res) {
+            (true, Ok(())) => {
+                let schema_msg = c.try_recv().unwrap().unwrap();
+                assert_eq!(schema_msg.flags(), flags::IPC_SCHEMA);
+                let m = c.try_recv().unwrap().unwrap();
+                assert_eq!(m.flags(), flags::CDATA_OFFSETS);
+                assert_eq!(m.bytes(), &msg[..]);
+                assert_eq!(
+                    w.bytes_sent(),
+                    (schema_msg.bytes().len() + msg.len()) as u64
+                );
+            }
+            (false, Err(ArrowShmError::Ring(RingError::MessageTooLarge { len, max }))) => {
+                assert_eq!((len, max), (msg.len(), slot));
+                assert!(
+                    matches!(c.try_recv(), Err(RingError::Empty)),
+                    "something was published"
+                );
+            }
+            (ok, res) => panic!("slot {slot}: expected ok={ok}, got {res:?}"),
+        }
+    }
+}
+
+#[test]
+fn too_large_batch_is_refused_and_nothing_is_published() {
+    let r = ring(4, 4096);
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let big = testdata::batch(1, &[3, 11], 2000, 0, true);
+    let mut w = CDataWriter::new(r.producer().unwrap(), big.schema()).unwrap();
+    match w.write(&big) {
+        Err(ArrowShmError::Ring(RingError::MessageTooLarge { len, max: 4096 })) => {
+            assert!(len > 16_000, "{len}")
+        }
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    assert_eq!(r.published(), 0, "nothing, not even the schema");
+    assert_eq!(w.bytes_sent(), 0);
+    w.close().unwrap();
+    // The reader sees the schema, then the end of the stream.
+    assert!(reader.next_batch().unwrap().is_none());
+    assert_eq!(reader.schema().unwrap().fields(), big.schema().fields());
+    assert_eq!(r.published(), 1);
+
+    // A refused batch does not spoil the writer: smaller ones go through.
+    let r = ring(4, 4096);
+    let small = big.slice(100, 20);
+    let mut w = CDataWriter::new(r.producer().unwrap(), big.schema()).unwrap();
+    assert!(w.write(&big).is_err());
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    w.write(&small).unwrap();
+    w.close().unwrap();
+    assert_eq!(reader.next_batch().unwrap().unwrap(), small);
+    assert!(reader.next_batch().unwrap().is_none());
+}
+
+#[test]
+fn unsupported_types_are_refused_before_anything_is_published() {
+    let lv = DataType::ListView(Arc::new(Field::new("item", DataType::Int32, true)));
+    let llv = DataType::LargeListView(Arc::new(Field::new("item", DataType::Utf8, true)));
+    let mut deep = DataType::Int8;
+    for _ in 0..64 {
+        deep = DataType::new_list(deep, true);
+    }
+    let cases = [
+        (lv.clone(), "ListView"),
+        (llv.clone(), "LargeListView"),
+        (
+            DataType::Struct(Fields::from(vec![
+                Field::new("ok", DataType::Int64, true),
+                Field::new("bad", lv.clone(), true),
+            ])),
+            "ListView",
+        ),
+        (DataType::new_list(llv.clone(), true), "LargeListView"),
+        (
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(lv.clone())),
+            "ListView",
+        ),
+        (deep, "nested deeper"),
+    ];
+    for (dt, needle) in cases {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("fine", DataType::Utf8, true),
+            Field::new("col_x", dt.clone(), true),
+        ]));
+        let r = ring(4, 1 << 16);
+        let mut c = r.subscribe().unwrap();
+        let err = CDataWriter::new(r.producer().unwrap(), schema.clone()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, ArrowShmError::UnsupportedType { column, .. } if column == "col_x"),
+            "{dt}: {err:?}"
+        );
+        assert!(text.contains("col_x") && text.contains(needle), "{text}");
+        if needle != "nested deeper" {
+            assert!(
+                text.contains("not supported in C-Data-offsets mode"),
+                "{text}"
+            );
+        }
+        assert!(CDataWriter::check_schema(&schema).is_err());
+        assert_eq!(r.published(), 0);
+        assert!(r.schema().unwrap().is_none());
+        assert!(matches!(c.try_recv(), Err(RingError::Empty)));
+    }
+    // 63 levels of lists plus the leaf: 64 nodes deep, the reader's limit.
+    let mut ok = DataType::Int8;
+    for _ in 0..63 {
+        ok = DataType::new_list(ok, true);
+    }
+    CDataWriter::check_schema(&Schema::new(vec![Field::new("ok", ok, true)])).unwrap();
+}
+
+/// `ProducerBuilder::cdata_writer`: the builder's settings apply, and a
+/// refused schema leaves no producer attached.
+#[test]
+fn producer_builder_makes_a_cdata_writer() {
+    let r = ring(2, 1 << 16);
+    let lv = DataType::ListView(Arc::new(Field::new("item", DataType::Int32, true)));
+    let bad = Arc::new(Schema::new(vec![Field::new("lv", lv, true)]));
+    assert!(matches!(
+        r.producer_builder().cdata_writer(bad),
+        Err(ArrowShmError::UnsupportedType { .. })
+    ));
+    assert_eq!(r.producer_pid(), 0, "a producer attached");
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let b = testdata::batch(8, &[11, 23], 20, 3, true);
+    let mut w = r
+        .producer_builder()
+        .backpressure(Backpressure::Fail)
+        .cdata_writer(b.schema())
+        .unwrap();
+    assert_ne!(r.producer_pid(), 0);
+    w.write(&b).unwrap(); // schema + batch: both slots
+    assert!(matches!(
+        w.write(&b),
+        Err(ArrowShmError::Ring(RingError::Full { .. }))
+    ));
+    w.close().unwrap();
+    assert_eq!(reader.next_batch().unwrap().unwrap(), b);
+    assert!(reader.next_batch().unwrap().is_none());
+}
+
+/// A relay: batches read in place from one ring and written to another.
+/// Once written (and dropped by the relay) their source slot is free: the
+/// writer keeps no reference to a batch's buffers.
+#[test]
+fn writer_keeps_no_reference_to_written_batches() {
+    let b = ring(8, 1 << 16);
+    let mut from_b = IpcReader::new(&b, b.subscribe().unwrap());
+    // No dictionary column: in IPC mode it would need a third slot.
+    let batch = testdata::batch(4, &[3, 11, 21, 22], 30, 2, true);
+    let mut wb = CDataWriter::new(b.producer().unwrap(), batch.schema()).unwrap();
+    for ipc in [false, true] {
+        let a = ring(2, 1 << 16);
+        let mut from_a = IpcReader::new(&a, a.subscribe().unwrap());
+        let pa = a
+            .producer_with(Backpressure::Fail, WaitStrategy::Spin)
+            .unwrap();
+        // Schema, then the batch: both of a's slots.
+        type Write = Box<dyn FnMut(&RecordBatch) -> Result<(), ArrowShmError>>;
+        let mut write_a: Write = if ipc {
+            let mut w = IpcWriter::new(pa, batch.schema()).unwrap();
+            Box::new(move |b| w.write(b))
+        } else {
+            let mut w = CDataWriter::new(pa, batch.schema()).unwrap();
+            Box::new(move |b| w.write(b))
+        };
+        write_a(&batch).unwrap();
+        let got = from_a.next_batch().unwrap().unwrap();
+        assert!(crate::arrow::in_mapping(&a, &got));
+        wb.write(&got).unwrap();
+        drop(got);
+        write_a(&batch).unwrap(); // the schema's slot
+        write_a(&batch).unwrap(); // the relayed batch's slot: released
+        assert_eq!(from_b.next_batch().unwrap().unwrap(), batch);
+    }
+    wb.close().unwrap();
+    assert!(from_b.next_batch().unwrap().is_none());
+}
+
+#[test]
+fn batch_with_another_schema_is_refused() {
+    let r = ring(4, 1 << 16);
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let a = testdata::batch(1, &[3, 11], 10, 0, true);
+    let mut w = CDataWriter::new(r.producer().unwrap(), a.schema()).unwrap();
+    for other in [
+        testdata::batch(1, &[3, 12], 10, 0, true),
+        testdata::batch(1, &[3], 10, 0, true),
+        testdata::batch(1, &[], 10, 0, true),
+    ] {
+        assert!(matches!(
+            w.write(&other),
+            Err(ArrowShmError::SchemaMismatch)
+        ));
+    }
+    assert_eq!(r.published(), 0);
+    w.write(&a).unwrap();
+    w.close().unwrap();
+    assert_eq!(reader.next_batch().unwrap().unwrap(), a);
+    assert!(reader.next_batch().unwrap().is_none());
+}
+
+#[test]
+fn close_without_batches_publishes_the_schema() {
+    let r = ring(4, 1 << 16);
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let schema = testdata::batch(1, &[23, 22], 1, 0, true).schema();
+    let w = CDataWriter::new(r.producer().unwrap(), schema.clone()).unwrap();
+    w.close().unwrap();
+    assert!(reader.next_batch().unwrap().is_none());
+    assert_eq!(reader.schema().unwrap(), schema);
+    assert!(r.schema().unwrap().is_some(), "schema area");
+}
+
+#[test]
+fn late_joiner_reads_the_schema_area() {
+    let r = ring(8, 1 << 16);
+    let b = testdata::batch(2, &[23, 11, 10], 30, 1, true);
+    let mut w = CDataWriter::new(r.producer().unwrap(), b.schema()).unwrap();
+    w.write(&b).unwrap();
+    let mut late = IpcReader::new(&r, r.subscribe().unwrap());
+    w.write(&b.slice(3, 9)).unwrap();
+    w.close().unwrap();
+    let got = late.next_batch().unwrap().unwrap();
+    assert_eq!(got, b.slice(3, 9));
+    assert!(in_mapping_all(&r, &got));
+}
+
+/// A field with extension metadata goes as its storage type; the metadata
+/// travels in the schema message.
+#[test]
+fn extension_fields_go_as_their_storage_type() {
+    let md = [("ARROW:extension:name".to_string(), "arrow.uuid".to_string())];
+    let f = Field::new("id", DataType::FixedSizeBinary(16), true)
+        .with_metadata(md.into_iter().collect::<std::collections::HashMap<_, _>>());
+    let a = FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+        (0..10u8).map(|i| (i % 3 != 0).then_some([i; 16])),
+        16,
+    )
+    .unwrap();
+    let b = RecordBatch::try_new(Arc::new(Schema::new(vec![f])), vec![Arc::new(a)]).unwrap();
+    round_trip(&[b.clone(), b.slice(3, 4)]).unwrap();
+}
+
+/// Readers hold slots while they keep batches; the writer waits for (or,
+/// with `Backpressure::Fail`, reports) a full ring like any producer.
+#[test]
+fn held_batches_hold_their_slots() {
+    let r = ring(2, 1 << 16);
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let p = r
+        .producer_with(Backpressure::Fail, WaitStrategy::Spin)
+        .unwrap();
+    let b = testdata::batch(3, &[3, 23], 50, 0, true);
+    let mut w = CDataWriter::new(p, b.schema()).unwrap();
+    w.write(&b).unwrap(); // schema + batch: both slots
+    let got = reader.next_batch().unwrap().unwrap();
+    let dict = got.column(1).clone();
+    drop(got);
+    w.write(&b).unwrap(); // the schema's slot
+    assert!(matches!(
+        w.write(&b),
+        Err(ArrowShmError::Ring(RingError::Full { .. }))
+    ));
+    drop(dict);
+    let second = reader.next_batch().unwrap().unwrap();
+    assert_eq!(second, b);
+    drop(second);
+    w.write(&b).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Random columns of every kind, random sizes and slices, through a ring.
+    #[test]
+    fn random_batches_round_trip(
+        seed in any::<u64>(),
+        kinds in proptest::collection::vec(0..ALL_KINDS, 0..6),
+        rows in 0usize..200,
+        offset in 0usize..70,
+        nulls in any::<bool>(),
+        cut in (0usize..200, 0usize..200),
+    ) {
+        let b = testdata::batch(seed, &kinds, rows, offset, nulls);
+        let at = cut.0.min(rows);
+        let len = cut.1.min(rows - at);
+        round_trip(&[b.clone(), b.slice(at, len)]).map_err(TestCaseError::fail)?;
+    }
+
+    /// Random `ArrayData` slices (offsets kept on the data, as FFI imports
+    /// and `ArrayData::slice` leave them) encode to messages that pass the
+    /// reader's checks and decode to the same values.
+    #[test]
+    fn random_array_data_slices_decode(
+        seed in any::<u64>(),
+        kind in 0..ALL_KINDS + KINDS,
+        rows in 0usize..150,
+        cut in (0usize..150, 0usize..150),
+        nulls in any::<bool>(),
+    ) {
+        let mut r = testdata::Rng::new(seed);
+        let (f, a) = testdata::column(kind, rows, nulls, &mut r);
+        let at = cut.0.min(rows);
+        let len = cut.1.min(rows - at);
+        let data = a.to_data().slice(at, len);
+        let msg = encode(std::slice::from_ref(&data), len).map_err(TestCaseError::fail)?;
+        check_layout(&msg);
+        let got = dec(&msg, &Arc::new(Schema::new(vec![f])))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(got.column(0), &make_array(data));
+    }
+}
+
+/// `alloy send --mode cdata`: an Arrow IPC file through a named ring, and
+/// its one-line errors.
+mod cli {
+    use super::*;
+    use crate::arrow::cli::send;
+
+    fn unique(tag: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "alloy-cdw-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn write_file(path: &std::path::Path, batches: &[RecordBatch]) {
+        let f = std::fs::File::create(path).unwrap();
+        // A stream: an IPC file cannot replace dictionaries between batches.
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(f, &batches[0].schema()).unwrap();
+        for b in batches {
+            w.write(b).unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    /// Runs `send` on a fresh named ring while this thread reads; returns
+    /// `send`'s result and the batches read.
+    fn run(
+        batches: &[RecordBatch],
+        slot_size: u32,
+        mode: &str,
+    ) -> (Result<crate::arrow::cli::Summary, String>, Vec<RecordBatch>) {
+        let name = unique("send");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("in.arrow");
+        write_file(&input, batches);
+        // Enough slots for every message: the batches read are kept (and
+        // hold their slots) until the end.
+        let cfg = RingConfig {
+            slot_count: 64,
+            slot_size,
+            ..Default::default()
+        };
+        let r = Ring::create(&name, &cfg).unwrap();
+        let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+        let (n, i, m) = (name.clone(), input.clone(), mode.to_string());
+        let sender = std::thread::spawn(move || send(&n, &i, &m));
+        let mut got = Vec::new();
+        let result = loop {
+            if sender.is_finished() && !r.is_closed() {
+                // Failed without closing: read what was published, then stop.
+                while let Ok(Some(lease)) = reader.consumer_mut().try_recv() {
+                    if let Ok(Some(b)) = reader.decode(lease) {
+                        got.push(b);
+                    }
+                }
+                break sender.join().unwrap();
+            }
+            match reader
+                .consumer_mut()
+                .recv_timeout(std::time::Duration::from_millis(20))
+            {
+                Ok(Some(lease)) => {
+                    if let Some(b) = reader.decode(lease).unwrap() {
+                        assert!(in_mapping_all(&r, &b));
+                        got.push(b);
+                    }
+                }
+                Ok(None) => break sender.join().unwrap(),
+                Err(_) => {}
+            }
+        };
+        drop(reader);
+        drop(r);
+        Ring::unlink(&name).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (result, got)
+    }
+
+    #[test]
+    fn send_mode_cdata_sends_every_batch() {
+        let kinds: Vec<u64> = (0..ALL_KINDS).collect();
+        let batches: Vec<RecordBatch> = (0..5)
+            .map(|i| testdata::batch(i, &kinds, 40 + i as usize * 10, i as usize, true))
+            .collect();
+        let (res, got) = run(&batches, 1 << 18, "cdata");
+        let s = res.unwrap();
+        assert_eq!(got, batches);
+        assert_eq!(s.batches, 5);
+        assert_eq!(
+            s.rows,
+            batches.iter().map(|b| b.num_rows() as u64).sum::<u64>()
+        );
+        assert!(s.bytes > 0);
+        let line = s.to_string();
+        assert!(line.starts_with("{\"batches\":5,\"rows\":"), "{line}");
+    }
+
+    #[test]
+    fn send_mode_cdata_refuses_a_batch_larger_than_a_slot() {
+        let small = testdata::batch(1, &[3, 11], 10, 0, false);
+        let big = testdata::batch(2, &[3, 11], 5000, 0, false);
+        let (res, got) = run(&[small.clone(), big], 8192, "cdata");
+        let e = res.unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("batch 1 (5000 rows)"), "{e}");
+        assert!(e.contains("does not split batches"), "{e}");
+        assert_eq!(got, vec![small.clone()]);
+        // IPC mode splits the same file.
+        let big = testdata::batch(2, &[3, 11], 5000, 0, false);
+        let (res, got) = run(&[small, big], 8192, "ipc");
+        assert_eq!(res.unwrap().rows, 5010);
+        assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 5010);
+    }
+
+    #[cfg(feature = "flight")]
+    #[test]
+    fn flight_send_refuses_mode_cdata() {
+        let e = crate::flight::cli::send(
+            "grpc://127.0.0.1:1",
+            "r",
+            std::path::Path::new("/nonexistent"),
+            "cdata",
+        )
+        .unwrap_err();
+        assert!(e.contains("--mode cdata") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn unknown_mode_is_refused() {
+        let e = send(
+            "no-such-ring-cdw",
+            std::path::Path::new("/nonexistent"),
+            "bogus",
+        )
+        .unwrap_err();
+        assert!(e.contains("--mode") && e.contains("bogus"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+}
