@@ -35,16 +35,13 @@ var ErrUnsupportedType = errors.New("arrowshm: type not supported in C-Data-offs
 // integers, float16/32/64, decimal32/64/128/256, date32/64, time32/64,
 // timestamp (with or without zone), duration, the three interval types,
 // binary/string and their large and view variants, fixed-size binary,
-// list, large list, fixed-size list, struct, map, sparse and dense union,
-// dictionary and run-end encoded. Refused: extension types (send their
-// storage type instead) and list views (arrow-rs cannot import them from
-// an IPC schema).
+// list, large list, list view, large list view, fixed-size list, struct,
+// map, sparse and dense union, dictionary and run-end encoded. Refused:
+// extension types (send their storage type instead).
 func CDataSupported(dt arrow.DataType) error {
 	switch t := dt.(type) {
 	case arrow.ExtensionType:
 		return fmt.Errorf("%w: extension type %s (send its storage type)", ErrUnsupportedType, t.ExtensionName())
-	case *arrow.ListViewType, *arrow.LargeListViewType:
-		return fmt.Errorf("%w: %s", ErrUnsupportedType, dt)
 	case *arrow.DictionaryType:
 		return CDataSupported(t.ValueType)
 	case arrow.NestedType:

@@ -425,3 +425,71 @@ func TestCDataUnions(t *testing.T) {
 		rd.Release()
 	}
 }
+
+// List views point anywhere into their child, in any order: whole,
+// sliced and empty records come back equal, built in the slot or copied.
+func TestCDataListViews(t *testing.T) {
+	mem := memory.DefaultAllocator
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "lv", Type: arrow.ListViewOf(arrow.PrimitiveTypes.Int32), Nullable: true},
+		{Name: "llv", Type: arrow.LargeListViewOf(arrow.BinaryTypes.String), Nullable: true},
+	}, nil)
+	build := func(mem memory.Allocator, n int) arrow.RecordBatch {
+		b := array.NewRecordBuilder(mem, schema)
+		defer b.Release()
+		lv := b.Field(0).(*array.ListViewBuilder)
+		llv := b.Field(1).(*array.LargeListViewBuilder)
+		for i := range n {
+			if i%7 == 3 {
+				lv.AppendNull()
+				llv.AppendNull()
+				continue
+			}
+			lv.AppendWithSize(true, i%4)
+			for j := range i % 4 {
+				lv.ValueBuilder().(*array.Int32Builder).Append(int32(i*10 + j))
+			}
+			llv.AppendWithSize(true, i%3)
+			for j := range i % 3 {
+				llv.ValueBuilder().(*array.StringBuilder).Append(words[(i+j)%len(words)])
+			}
+		}
+		return b.NewRecordBatch()
+	}
+	whole := build(mem, 30)
+	defer whole.Release()
+	want := []arrow.RecordBatch{whole, whole.NewSlice(4, 25), build(mem, 0)}
+	defer release(want[1:])
+	for _, zeroCopy := range []bool{false, true} {
+		r := newRing(t, 8, 1<<16)
+		var opts []ReaderOption
+		if zeroCopy {
+			opts = append(opts, WithZeroCopy())
+		}
+		rd := NewReader(r, subscribe(t, r), opts...)
+		w, err := NewCDataWriter(producer(t, r), schema)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, rec := range want {
+			if i == 0 { // built in the slot
+				err = w.Build(func(m memory.Allocator) (arrow.RecordBatch, error) { return build(m, 30), nil })
+			} else {
+				err = w.Write(rec)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		w.Close()
+		got, err := receiveAll(rd)
+		if err != nil {
+			t.Fatalf("zero copy %v: %v", zeroCopy, err)
+		}
+		if err := sameRecords(want, got); err != nil {
+			t.Fatalf("zero copy %v: %v", zeroCopy, err)
+		}
+		release(got)
+		rd.Release()
+	}
+}

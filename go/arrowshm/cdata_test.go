@@ -219,9 +219,8 @@ func TestCDataRefusesUnsupportedTypes(t *testing.T) {
 	p := producer(t, r)
 	for _, dt := range []arrow.DataType{
 		&tagType{arrow.ExtensionBase{Storage: arrow.PrimitiveTypes.Int32}},
-		arrow.ListViewOf(arrow.PrimitiveTypes.Int32),
-		arrow.LargeListViewOf(arrow.PrimitiveTypes.Int32),
-		arrow.StructOf(arrow.Field{Name: "v", Type: arrow.ListViewOf(arrow.PrimitiveTypes.Int8)}),
+		arrow.StructOf(arrow.Field{Name: "v", Type: &tagType{arrow.ExtensionBase{Storage: arrow.PrimitiveTypes.Int8}}}),
+		arrow.ListOf(&tagType{arrow.ExtensionBase{Storage: arrow.PrimitiveTypes.Int8}}),
 	} {
 		schema := arrow.NewSchema([]arrow.Field{{Name: "c", Type: dt}}, nil)
 		if _, err := NewCDataWriter(p, schema); !errors.Is(err, ErrUnsupportedType) {

@@ -48,10 +48,11 @@ const ALIGN: usize = 64;
 /// never split: one that does not fit in a slot is refused with
 /// [`RingError::MessageTooLarge`] and nothing is published.
 ///
-/// **Types.** Every Arrow type arrow-rs holds is carried except list views
-/// and large list views (refused by [`CDataWriter::new`] with
-/// [`ArrowShmError::UnsupportedType`], as the Go writer refuses them), and
-/// nesting deeper than the reader accepts (64 levels). A field with
+/// **Types.** Every Arrow type arrow-rs holds is carried, list views
+/// included (their offsets and sizes are cut to the node's range, the
+/// child goes whole); only nesting deeper than the readers accept (64
+/// levels) is refused by [`CDataWriter::new`] with
+/// [`ArrowShmError::UnsupportedType`]. A field with
 /// extension metadata (`ARROW:extension:name`) goes as its storage type;
 /// the metadata travels in the schema message, so readers see the extension
 /// name on the field.
@@ -115,9 +116,9 @@ impl CDataWriter {
     }
 
     /// Whether the C-Data-offsets mode carries every column of `schema`:
-    /// [`ArrowShmError::UnsupportedType`] naming the first column that holds
-    /// a list view or large list view (at any depth), or whose nesting is
-    /// deeper than 64 levels (a dictionary's values count as one level).
+    /// [`ArrowShmError::UnsupportedType`] naming the first column whose
+    /// nesting is deeper than 64 levels (a dictionary's values count as one
+    /// level).
     pub fn check_schema(schema: &Schema) -> Result<(), ArrowShmError> {
         for f in schema.fields() {
             check_type(f.data_type(), 1).map_err(|reason| ArrowShmError::UnsupportedType {
@@ -206,9 +207,8 @@ impl CDataWriter {
     }
 }
 
-/// Refuses a type the mode does not carry: list views (as the Go writer's
-/// `CDataSupported` does, so both writers carry the same types) and nesting
-/// deeper than the readers' limit. `depth` is the node depth of a
+/// Refuses a type the mode does not carry: nesting deeper than the
+/// readers' limit. `depth` is the node depth of a
 /// value of type `dt` (1 for a column).
 fn check_type(dt: &DataType, depth: usize) -> Result<(), String> {
     if depth > MAX_DEPTH {
@@ -217,11 +217,10 @@ fn check_type(dt: &DataType, depth: usize) -> Result<(), String> {
         ));
     }
     match dt {
-        DataType::ListView(_) | DataType::LargeListView(_) => Err(format!(
-            "type {dt} is not supported in C-Data-offsets mode (list views)"
-        )),
         DataType::List(f)
         | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
         | DataType::FixedSizeList(f, _)
         | DataType::Map(f, _) => check_type(f.data_type(), depth + 1),
         DataType::Struct(fs) => fs
@@ -622,7 +621,18 @@ impl Plan {
                 kid()?; // the values, written after the node's children
             }
             DataType::ListView(_) | DataType::LargeListView(_) => {
-                return Err(format!("type {dt} is not supported in C-Data-offsets mode"));
+                // Views point anywhere into the child, in any order: the
+                // offsets and sizes are cut to the node's range, the child
+                // goes whole.
+                need(2)?;
+                let w = if matches!(dt, DataType::ListView(_)) {
+                    4
+                } else {
+                    8
+                };
+                self.bytes(&bufs[0], off * w, len * w, "offsets")?;
+                self.bytes(&bufs[1], off * w, len * w, "sizes")?;
+                children.push(kid()?.clone());
             }
             _ => match lay.buffers.as_slice() {
                 [BufferSpec::FixedWidth { byte_width, .. }] if kids.is_empty() => {

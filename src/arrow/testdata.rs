@@ -54,10 +54,11 @@ pub const KINDS: u64 = 24;
 
 /// The further kinds [`column`] knows (`KINDS..ALL_KINDS`): the rest of the
 /// Arrow type system (float16, decimal256, intervals, durations, large and
-/// fixed-size binary/list, map, unions, run-end encoded, view types, null),
+/// fixed-size binary/list, map, unions, run-end encoded, view types, null,
+/// list views),
 /// tested kind by kind in both directions (`src/arrow/types_tests.rs`,
 /// `tests/arrow_go_to_rust.rs`).
-pub const ALL_KINDS: u64 = 42;
+pub const ALL_KINDS: u64 = 44;
 
 /// A random column of kind `kind % KINDS` with `n` rows.
 ///
@@ -317,6 +318,53 @@ fn extended_column(kind: u64, n: usize, nulls: bool, r: &mut Rng) -> ArrayRef {
         40 => Arc::new(NullArray::new(n)),
         41 => prim!(Time64NanosecondArray, |r| r.below(86_400_000_000_000)
             as i64),
+        42 => {
+            // List views may overlap and go out of order: each view
+            // points at a random range of a shared values array.
+            let values = Int32Array::from_iter(
+                (0..2 * n + 4).map(|_| r.opt(nulls, |r| r.next_u64() as i32)),
+            );
+            let total = values.len() as u64;
+            let (offsets, sizes): (Vec<i32>, Vec<i32>) = (0..n)
+                .map(|_| {
+                    let start = r.below(total);
+                    let size = r.below((total - start).min(4) + 1);
+                    (start as i32, size as i32)
+                })
+                .unzip();
+            let valid = NullBuffer::from_iter((0..n).map(|_| !(nulls && r.below(5) == 0)));
+            Arc::new(
+                ListViewArray::try_new(
+                    Arc::new(Field::new("item", DataType::Int32, true)),
+                    ScalarBuffer::from(offsets),
+                    ScalarBuffer::from(sizes),
+                    Arc::new(values),
+                    nulls.then_some(valid),
+                )
+                .expect("valid list view"),
+            )
+        }
+        43 => {
+            let values = StringArray::from_iter((0..n + 2).map(|_| r.opt(nulls, |r| r.string())));
+            let total = values.len() as u64;
+            let (offsets, sizes): (Vec<i64>, Vec<i64>) = (0..n)
+                .map(|i| {
+                    // Back to front, so offsets decrease.
+                    let start = total - 1 - (i as u64 % total);
+                    (start as i64, r.below(total - start + 1) as i64)
+                })
+                .unzip();
+            Arc::new(
+                LargeListViewArray::try_new(
+                    Arc::new(Field::new("item", DataType::Utf8, true)),
+                    ScalarBuffer::from(offsets),
+                    ScalarBuffer::from(sizes),
+                    Arc::new(values),
+                    None,
+                )
+                .expect("valid large list view"),
+            )
+        }
         _ => unreachable!("kind {kind} is not an extended kind"),
     }
 }
