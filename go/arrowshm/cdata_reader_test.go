@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -298,57 +297,7 @@ func cdataStream(t *testing.T, schemaMsg, payload []byte) ([]arrow.RecordBatch, 
 // `alloy send --mode cdata` (the Rust CDataWriter) and come back equal
 // from Reader, in place (every buffer, dictionaries included, inside the
 // mapping) or copied.
-func TestCDataRustToGo(t *testing.T) {
-	bin := alloyBin(t)
-	rapid.Check(t, func(rt *rapid.T) {
-		kinds := rapid.SliceOfN(rapid.IntRange(0, len(columnTypes)-1), 0, 6).Draw(rt, "kinds")
-		nrec := rapid.IntRange(1, 3).Draw(rt, "records")
-		nulls := rapid.Bool().Draw(rt, "nulls")
-		zeroCopy := rapid.Bool().Draw(rt, "zeroCopy")
-		want := make([]arrow.RecordBatch, nrec)
-		for i := range want {
-			want[i] = randomRecord(memory.DefaultAllocator, rapid.Uint64().Draw(rt, "seed"), kinds,
-				rapid.IntRange(0, 400).Draw(rt, "rows"), rapid.IntRange(0, 30).Draw(rt, "offset"), nulls)
-		}
-		defer release(want)
-		in := filepath.Join(t.TempDir(), "in.arrows")
-		writeStreamFile(rt, in, want)
-		r := namedRing(t)
-		var opts []ReaderOption
-		if zeroCopy {
-			opts = append(opts, WithZeroCopy())
-		}
-		rd := NewReader(r, subscribe(t, r), opts...)
-		defer rd.Release()
-		var out bytes.Buffer
-		cmd := exec.Command(bin, "send", "--ring", r.Name(), "--mode", "cdata", in)
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			rt.Fatal(err)
-		}
-		var got []arrow.RecordBatch
-		for rd.Next() {
-			rec := rd.RecordBatch()
-			for j, col := range rec.Columns() {
-				if zeroCopy && !inRingAll(r, col.Data()) {
-					rt.Errorf("record %d column %d (%s) was copied", len(got), j, col.DataType())
-				}
-			}
-			rec.Retain()
-			got = append(got, rec)
-		}
-		defer release(got)
-		if err := cmd.Wait(); err != nil {
-			rt.Fatalf("alloy send --mode cdata: %v: %s", err, out.String())
-		}
-		if err := rd.Err(); err != nil {
-			rt.Fatal(err)
-		}
-		if err := sameRecords(want, got); err != nil {
-			rt.Fatal(err)
-		}
-	})
-}
+func TestCDataRustToGo(t *testing.T) { checkRustToGo(t, "cdata") }
 
 // Unions have no validity buffer in the Arrow format but a nil slot for it
 // in arrow-go: sparse and dense unions, whole and sliced, come back equal.

@@ -15,6 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"pgregory.net/rapid"
 
 	"github.com/ignalina/alloy/go/ring"
 )
@@ -148,34 +149,68 @@ func readStream(t *testing.T, path string) []arrow.RecordBatch {
 	return out
 }
 
-// TestRustToGo writes random records to an IPC stream file, has `alloy send` put
-// them on the ring with the Rust IpcWriter, and reads them with Reader.
-func TestRustToGo(t *testing.T) {
+// TestRustToGo writes random records to an IPC stream file, has `alloy
+// send` put them on the ring with the Rust IpcWriter, and reads them with
+// Reader, in place or copied.
+func TestRustToGo(t *testing.T) { checkRustToGo(t, "ipc") }
+
+// checkRustToGo is the Rust → Go property test of one --mode: random
+// records (rapid) go through an IPC stream file and `alloy send --mode`,
+// and Reader must return them equal, with every record batch buffer inside
+// the mapping when reading in place (dictionaries too in cdata mode; IPC
+// mode's reader copies them by design).
+func checkRustToGo(t *testing.T, mode string) {
 	bin := alloyBin(t)
-	for seed := range uint64(12) {
-		want := randomCase(100 + seed)
+	rapid.Check(t, func(rt *rapid.T) {
+		kinds := rapid.SliceOfN(rapid.IntRange(0, len(columnTypes)-1), 0, 6).Draw(rt, "kinds")
+		nrec := rapid.IntRange(1, 3).Draw(rt, "records")
+		nulls := rapid.Bool().Draw(rt, "nulls")
+		zeroCopy := rapid.Bool().Draw(rt, "zeroCopy")
+		want := make([]arrow.RecordBatch, nrec)
+		for i := range want {
+			want[i] = randomRecord(memory.DefaultAllocator, rapid.Uint64().Draw(rt, "seed"), kinds,
+				rapid.IntRange(0, 400).Draw(rt, "rows"), rapid.IntRange(0, 30).Draw(rt, "offset"), nulls)
+		}
+		defer release(want)
 		in := filepath.Join(t.TempDir(), "in.arrows")
-		writeStreamFile(t, in, want)
+		writeStreamFile(rt, in, want)
 		r := namedRing(t)
-		rd := NewReader(r, subscribe(t, r))
+		var opts []ReaderOption
+		if zeroCopy {
+			opts = append(opts, WithZeroCopy())
+		}
+		rd := NewReader(r, subscribe(t, r), opts...)
+		defer rd.Release()
 		var out bytes.Buffer
-		cmd := exec.Command(bin, "send", "--ring", r.Name(), in)
+		cmd := exec.Command(bin, "send", "--ring", r.Name(), "--mode", mode, in)
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+			rt.Fatal(err)
 		}
-		got, err := receiveAll(rd) // concurrently: the stream may not fit in the ring
-		if werr := cmd.Wait(); werr != nil {
-			t.Fatalf("seed %d: alloy send: %v: %s", seed, werr, out.String())
+		var got []arrow.RecordBatch
+		for rd.Next() { // concurrently: the stream may not fit in the ring
+			rec := rd.RecordBatch()
+			for j, col := range rec.Columns() {
+				inPlace := inRingAll(r, col.Data())
+				if mode == "ipc" {
+					inPlace = col.DataType().ID() == arrow.DICTIONARY || inRing(r, col.Data())
+				}
+				if zeroCopy && !inPlace {
+					rt.Errorf("record %d column %d (%s) was copied", len(got), j, col.DataType())
+				}
+			}
+			rec.Retain()
+			got = append(got, rec)
 		}
-		if err != nil {
-			t.Fatalf("seed %d: %v", seed, err)
+		defer release(got)
+		if err := cmd.Wait(); err != nil {
+			rt.Fatalf("alloy send --mode %s: %v: %s", mode, err, out.String())
+		}
+		if err := rd.Err(); err != nil {
+			rt.Fatal(err)
 		}
 		if err := sameRecords(want, got); err != nil {
-			t.Fatalf("seed %d: %v", seed, err)
+			rt.Fatal(err)
 		}
-		release(got)
-		release(want)
-		rd.Release()
-	}
+	})
 }
