@@ -22,22 +22,31 @@
 //! after `make build` (it needs
 //! `bin/alloy-go`; it skips without it). Under `cargo test` it runs one
 //! short transfer as a smoke test.
+//!
+//! The reverse direction, Rust → Go, sends the same batch shape built in
+//! Rust with `IpcWriter` or `CDataWriter` (one copy into the slot each; the
+//! IPC writer encodes first) to `bin/alloy-go arrow-sink`, which reads it
+//! with `arrowshm.Reader` (copied, or in place with `--zero-copy`) and does
+//! the same sums; throughput is taken over the Go consumer's wall time.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use alloy_shm::arrow::{in_mapping, in_mapping_all, IpcReader};
+use std::sync::Arc;
+
+use alloy_shm::arrow::{in_mapping, in_mapping_all, CDataWriter, IpcReader, IpcWriter};
 use alloy_shm::ring::{Ring, RingConfig};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_array::Array;
+use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
 
 struct Run {
     gbps: f64,
     rows_per_s: f64,
     batches: u64,
-    go_gbps: f64,
+    /// The producer's own rate (payload bytes over its sending time).
+    producer_gbps: f64,
 }
 
 /// One Go → Rust transfer of `count` batches of about `size` bytes.
@@ -97,7 +106,90 @@ fn go_to_rust(go: &str, size: usize, count: usize, validate: bool, mode: &str) -
         gbps: bytes / secs / 1e9,
         rows_per_s: rows as f64 / secs,
         batches,
-        go_gbps: bytes / go_secs / 1e9,
+        producer_gbps: bytes / go_secs / 1e9,
+    }
+}
+
+/// The batch arrow-gen sends, built in Rust: about `size` bytes, ids
+/// 0..rows and names with every 10th null.
+fn gen_batch(size: usize) -> RecordBatch {
+    let rows = (size / 24).max(1) as i64;
+    let ids = Int64Array::from_iter_values(0..rows);
+    let names = StringArray::from_iter(
+        (0..rows).map(|i| (i % 10 != 0).then(|| format!("name-{:07}", i % 10_000_000))),
+    );
+    RecordBatch::try_from_iter([("id", Arc::new(ids) as _), ("name", Arc::new(names) as _)])
+        .expect("batch")
+}
+
+/// One Rust → Go transfer: `count` copies of [`gen_batch`] through the
+/// writer of `mode` (`ipc` or `cdata`) to `alloy-go arrow-sink`.
+fn rust_to_go(go: &str, size: usize, count: usize, mode: &str, zero_copy: bool) -> Run {
+    let name = format!("alloy-bench-arrow-r2g-{}-{size}-{mode}", std::process::id());
+    let _ = Ring::unlink(&name);
+    let cfg = RingConfig {
+        slot_count: 8,
+        slot_size: (size + size / 8 + (64 << 10)).next_multiple_of(64) as u32,
+        ..Default::default()
+    };
+    let ring = Ring::create(&name, &cfg).expect("create ring");
+    let mut sink = Command::new(go)
+        .args(["arrow-sink", "--ring", &name])
+        .args(zero_copy.then_some("--zero-copy"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn alloy-go");
+    let mut out = BufReader::new(sink.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read ready");
+    assert_eq!(line.trim(), "ready", "alloy-go arrow-sink did not start");
+    let batch = gen_batch(size);
+    let producer = ring.producer().expect("producer");
+    let start = Instant::now();
+    let sent = match mode {
+        "ipc" => {
+            let mut w = IpcWriter::new(producer, batch.schema()).expect("writer");
+            (0..count).for_each(|_| w.write(&batch).expect("write"));
+            let n = w.bytes_sent();
+            w.close().expect("close");
+            n
+        }
+        "cdata" => {
+            let mut w = CDataWriter::new(producer, batch.schema()).expect("writer");
+            (0..count).for_each(|_| w.write(&batch).expect("write"));
+            let n = w.bytes_sent();
+            w.close().expect("close");
+            n
+        }
+        _ => panic!("unknown mode {mode}"),
+    };
+    let producer_secs = start.elapsed().as_secs_f64();
+    line.clear();
+    out.read_line(&mut line).expect("read summary");
+    assert!(
+        sink.wait().expect("wait").success(),
+        "alloy-go arrow-sink failed"
+    );
+    let _ = Ring::unlink(&name);
+    let per = batch.num_rows() as u64;
+    let batches = field(&line, "batches") as u64;
+    assert_eq!(batches, count as u64);
+    assert_eq!(
+        field(&line, "sum") as i64,
+        (per * (per - 1) / 2) as i64 * count as i64
+    );
+    assert_eq!(
+        field(&line, "nulls") as u64,
+        per.div_ceil(10) * count as u64
+    );
+    let secs = field(&line, "seconds");
+    let bytes = ring_bytes(&line);
+    assert_eq!(bytes as u64, sent, "bytes received differ from bytes sent");
+    Run {
+        gbps: bytes / secs / 1e9,
+        rows_per_s: (per * batches) as f64 / secs,
+        batches,
+        producer_gbps: bytes / producer_secs / 1e9,
     }
 }
 
@@ -141,6 +233,11 @@ fn main() {
             assert_eq!(r.batches, 20);
             println!("arrow_ipc smoke test ({mode}): 20 batches of 64 KiB Go -> Rust ok");
         }
+        for (mode, zero_copy) in [("ipc", false), ("cdata", true)] {
+            let r = rust_to_go(go, 64 << 10, 20, mode, zero_copy);
+            assert_eq!(r.batches, 20);
+            println!("arrow_ipc smoke test ({mode}): 20 batches of 64 KiB Rust -> Go ok");
+        }
         return;
     }
     let total: usize = 4 << 30;
@@ -167,7 +264,34 @@ fn main() {
                 r.batches,
                 r.gbps,
                 r.rows_per_s / 1e6,
-                r.go_gbps,
+                r.producer_gbps,
+                r.gbps / mc
+            );
+        }
+        println!("| memcpy {label} blocks (floor) | | | | {mc:.2} | | | 1.00 |");
+    }
+    println!(
+        "\n## Arrow over the ring, Rust → Go (two processes, {} cores)\n",
+        cores()
+    );
+    println!("| batch | mode | Go reader | batches | GB/s (Go consumer) | Mrows/s | GB/s (Rust producer) | / memcpy |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
+    for (label, size) in [("1 MiB", 1usize << 20), ("16 MiB", 16 << 20)] {
+        let mc = memcpy_gbps(size, total / 4);
+        for (mode, zero_copy) in [
+            ("ipc", false),
+            ("ipc", true),
+            ("cdata", false),
+            ("cdata", true),
+        ] {
+            let r = rust_to_go(go, size, total / size / 4, mode, zero_copy);
+            println!(
+                "| {label} int64 + utf8 | {mode} | {} | {} | {:.2} | {:.1} | {:.2} | {:.2} |",
+                if zero_copy { "in place" } else { "copy" },
+                r.batches,
+                r.gbps,
+                r.rows_per_s / 1e6,
+                r.producer_gbps,
                 r.gbps / mc
             );
         }

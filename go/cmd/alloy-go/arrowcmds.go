@@ -365,3 +365,69 @@ func openProducer(name string) (*ring.Ring, *ring.Producer, error) {
 	}
 	return r, p, nil
 }
+
+// arrowSink (hidden, for benches/arrow_ipc.rs) is the Go consumer of the
+// Rust → Go direction: it joins --ring, says "ready", reads records of
+// arrow-gen's shape (int64, utf8) with arrowshm.Reader (in place with
+// --zero-copy), sums the int64 column and counts the nulls of the utf8
+// column of each, and at end of stream prints the totals and its wall
+// time from the first record.
+func arrowSink(args []string) error {
+	fs := newFlags("arrow-sink")
+	name := fs.String("ring", "", "ring name")
+	zeroCopy := fs.Bool("zero-copy", false, "read record batches in place (arrowshm.WithZeroCopy)")
+	fs.Parse(args)
+	if err := requireRing(*name); err != nil {
+		return err
+	}
+	r, err := ring.Open(*name)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	c, err := r.Subscribe(ring.ConsumerOptions{})
+	if err != nil {
+		return err
+	}
+	var opts []arrowshm.ReaderOption
+	if *zeroCopy {
+		opts = append(opts, arrowshm.WithZeroCopy())
+	}
+	rd := arrowshm.NewReader(r, c, opts...)
+	defer rd.Close()
+	fmt.Println("ready")
+	var start time.Time
+	var batches, rows, nulls uint64
+	var sum int64
+	for rd.Next() {
+		if batches == 0 {
+			start = time.Now()
+		}
+		rec := rd.RecordBatch()
+		ids, ok := rec.Column(0).(*array.Int64)
+		if !ok || rec.NumCols() != 2 {
+			return fmt.Errorf("arrow-sink: record %v is not (int64, utf8)", rec.Schema())
+		}
+		for _, v := range ids.Int64Values() {
+			sum += v
+		}
+		nulls += uint64(rec.Column(1).NullN())
+		rows += uint64(rec.NumRows())
+		batches++
+	}
+	if err := rd.Err(); err != nil {
+		return err
+	}
+	secs := 0.0
+	if batches > 0 {
+		secs = time.Since(start).Seconds()
+	}
+	return printJSON(struct {
+		Batches uint64  `json:"batches"`
+		Rows    uint64  `json:"rows"`
+		Bytes   uint64  `json:"bytes"`
+		Sum     int64   `json:"sum"`
+		Nulls   uint64  `json:"nulls"`
+		Seconds float64 `json:"seconds"`
+	}{batches, rows, rd.BytesReceived(), sum, nulls, secs})
+}

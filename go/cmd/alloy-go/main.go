@@ -53,6 +53,8 @@ func main() {
 		err = recv(args)
 	case "arrow-gen":
 		err = arrowGen(args)
+	case "arrow-sink":
+		err = arrowSink(args)
 	case "test-produce":
 		err = testProduce(args)
 	case "test-consume":
