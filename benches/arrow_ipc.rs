@@ -122,9 +122,18 @@ fn gen_batch(size: usize) -> RecordBatch {
         .expect("batch")
 }
 
+/// How `alloy-go arrow-sink` reads: one copy per message, in place, or in
+/// place with cdata validation skipped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GoReader {
+    Copy,
+    InPlace,
+    Trusted,
+}
+
 /// One Rust → Go transfer: `count` copies of [`gen_batch`] through the
 /// writer of `mode` (`ipc` or `cdata`) to `alloy-go arrow-sink`.
-fn rust_to_go(go: &str, size: usize, count: usize, mode: &str, zero_copy: bool) -> Run {
+fn rust_to_go(go: &str, size: usize, count: usize, mode: &str, reader: GoReader) -> Run {
     let name = format!("alloy-bench-arrow-r2g-{}-{size}-{mode}", std::process::id());
     let _ = Ring::unlink(&name);
     let cfg = RingConfig {
@@ -135,7 +144,8 @@ fn rust_to_go(go: &str, size: usize, count: usize, mode: &str, zero_copy: bool) 
     let ring = Ring::create(&name, &cfg).expect("create ring");
     let mut sink = Command::new(go)
         .args(["arrow-sink", "--ring", &name])
-        .args(zero_copy.then_some("--zero-copy"))
+        .args((reader != GoReader::Copy).then_some("--zero-copy"))
+        .args((reader == GoReader::Trusted).then_some("--trusted"))
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn alloy-go");
@@ -233,8 +243,8 @@ fn main() {
             assert_eq!(r.batches, 20);
             println!("arrow_ipc smoke test ({mode}): 20 batches of 64 KiB Go -> Rust ok");
         }
-        for (mode, zero_copy) in [("ipc", false), ("cdata", true)] {
-            let r = rust_to_go(go, 64 << 10, 20, mode, zero_copy);
+        for (mode, reader) in [("ipc", GoReader::Copy), ("cdata", GoReader::InPlace)] {
+            let r = rust_to_go(go, 64 << 10, 20, mode, reader);
             assert_eq!(r.batches, 20);
             println!("arrow_ipc smoke test ({mode}): 20 batches of 64 KiB Rust -> Go ok");
         }
@@ -278,16 +288,21 @@ fn main() {
     println!("|---|---|---|---:|---:|---:|---:|---:|");
     for (label, size) in [("1 MiB", 1usize << 20), ("16 MiB", 16 << 20)] {
         let mc = memcpy_gbps(size, total / 4);
-        for (mode, zero_copy) in [
-            ("ipc", false),
-            ("ipc", true),
-            ("cdata", false),
-            ("cdata", true),
+        for (mode, reader) in [
+            ("ipc", GoReader::Copy),
+            ("ipc", GoReader::InPlace),
+            ("cdata", GoReader::Copy),
+            ("cdata", GoReader::InPlace),
+            ("cdata", GoReader::Trusted),
         ] {
-            let r = rust_to_go(go, size, total / size / 4, mode, zero_copy);
+            let r = rust_to_go(go, size, total / size / 4, mode, reader);
             println!(
                 "| {label} int64 + utf8 | {mode} | {} | {} | {:.2} | {:.1} | {:.2} | {:.2} |",
-                if zero_copy { "in place" } else { "copy" },
+                match reader {
+                    GoReader::Copy => "copy",
+                    GoReader::InPlace => "in place",
+                    GoReader::Trusted => "in place, trusted",
+                },
                 r.batches,
                 r.gbps,
                 r.rows_per_s / 1e6,

@@ -65,8 +65,10 @@ func parseCDataHeader(p []byte) (cdataHeader, error) {
 // checked against the payload and the schema first, and the arrays are
 // then validated in full (arrow-go's array.ValidateFull), so a damaged
 // message is an ErrCorrupt error, never a panic or a read outside the
-// payload. decodeCData does not take over the caller's reference to owner.
-func decodeCData(owner *memory.Buffer, schema *arrow.Schema) (rec arrow.RecordBatch, err error) {
+// payload. With full false (a trusted producer, WithTrustedProducer) only
+// the O(1) checks of array.Validate run: buffer sizes, not offsets or
+// UTF-8. decodeCData does not take over the caller's reference to owner.
+func decodeCData(owner *memory.Buffer, schema *arrow.Schema, full bool) (rec arrow.RecordBatch, err error) {
 	p := owner.Bytes()
 	h, err := parseCDataHeader(p)
 	if err != nil {
@@ -91,7 +93,7 @@ func decodeCData(owner *memory.Buffer, schema *arrow.Schema) (rec arrow.RecordBa
 			d.Release()
 			return nil, fmt.Errorf("%w: column %d (%s) has %d rows, the batch %d", ErrCorrupt, i, f.Name, d.Len(), h.rows)
 		}
-		arr, err := makeChecked(d)
+		arr, err := makeChecked(d, full)
 		d.Release()
 		if err != nil {
 			return nil, fmt.Errorf("%w: column %d (%s): %v", ErrCorrupt, i, f.Name, err)
@@ -104,10 +106,10 @@ func decodeCData(owner *memory.Buffer, schema *arrow.Schema) (rec arrow.RecordBa
 	return array.NewRecordBatch(schema, cols, int64(h.rows)), nil
 }
 
-// makeChecked makes the array of d and validates it in full; arrow-go
-// panics on some inconsistent data while building the array, which is
-// reported as an error too.
-func makeChecked(d arrow.ArrayData) (arr arrow.Array, err error) {
+// makeChecked makes the array of d and validates it (in full, or only its
+// O(1) layout checks); arrow-go panics on some inconsistent data while
+// building the array, which is reported as an error too.
+func makeChecked(d arrow.ArrayData, full bool) (arr arrow.Array, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if arr != nil {
@@ -117,7 +119,11 @@ func makeChecked(d arrow.ArrayData) (arr arrow.Array, err error) {
 		}
 	}()
 	arr = array.MakeFromData(d)
-	if err := array.ValidateFull(arr); err != nil {
+	validate := array.Validate
+	if full {
+		validate = array.ValidateFull
+	}
+	if err := validate(arr); err != nil {
 		arr.Release()
 		return nil, err
 	}

@@ -248,6 +248,25 @@ func TestCDataReaderVectors(t *testing.T) {
 			t.Errorf("%s: got %v, want ErrCorrupt", c.Name, err)
 		}
 	}
+	// A trusted producer's contents are not validated: invalid UTF-8 goes
+	// through; a descriptor that leaves the payload still does not.
+	for _, c := range vf.Bad {
+		if c.Name != "invalid utf-8" && c.Name != "buffer past data area" {
+			continue
+		}
+		b := bytes.Clone(msg)
+		var v [8]byte
+		binary.LittleEndian.PutUint64(v[:], c.Value)
+		copy(b[c.At:c.At+c.Width], v[:c.Width])
+		got, err := cdataStream(t, schema, b, WithTrustedProducer())
+		release(got)
+		if c.Name == "invalid utf-8" && err != nil {
+			t.Errorf("trusted producer, %s: %v", c.Name, err)
+		}
+		if c.Name == "buffer past data area" && !errors.Is(err, ErrCorrupt) {
+			t.Errorf("trusted producer, %s: got %v, want ErrCorrupt", c.Name, err)
+		}
+	}
 	rapid.Check(t, func(rt *rapid.T) {
 		b := bytes.Clone(msg)
 		if rapid.Bool().Draw(rt, "truncate") {
@@ -278,9 +297,9 @@ func TestCDataReaderVectors(t *testing.T) {
 
 // cdataStream sends one schema message and one flag-3 payload through a
 // ring and reads them with a zero-copy Reader.
-func cdataStream(t *testing.T, schemaMsg, payload []byte) ([]arrow.RecordBatch, error) {
+func cdataStream(t *testing.T, schemaMsg, payload []byte, opts ...ReaderOption) ([]arrow.RecordBatch, error) {
 	r := newRing(t, 8, 1<<16)
-	rd := NewReader(r, subscribe(t, r), WithZeroCopy())
+	rd := NewReader(r, subscribe(t, r), append([]ReaderOption{WithZeroCopy()}, opts...)...)
 	defer rd.Release()
 	p := producer(t, r)
 	if err := p.Send(schemaMsg, FlagIPCSchema); err != nil {

@@ -72,6 +72,19 @@ func WithZeroCopy() ReaderOption {
 	return func(m *slotMessages) { m.zeroCopy = true }
 }
 
+// WithTrustedProducer skips the O(n) validation of C-Data-offsets records
+// (offsets monotonic and in range, UTF-8, dictionary keys, null counts):
+// for a producer you trust, as the Rust reader's unsafe
+// with_skip_validation. The descriptor is still checked against the slot
+// and the schema, and each array's buffer sizes against its length, so no
+// array reaches outside the payload; but a producer that writes bad offsets
+// or invalid UTF-8 can make later reads of the values panic or return
+// garbage. IPC records are decoded by arrow-go's ipc.Reader, which
+// validates less than this in any case.
+func WithTrustedProducer() ReaderOption {
+	return func(m *slotMessages) { m.trusted = true }
+}
+
 // NewReader reads the stream c (a consumer of r) receives. Nothing is
 // received before the first Next (or Schema).
 func NewReader(r *ring.Ring, c *ring.Consumer, opts ...ReaderOption) *Reader {
@@ -275,7 +288,10 @@ type slotMessages struct {
 	pending *ring.Lease // a lease received before the schema-area message
 	// zeroCopy: record batch bodies stay in their slots (WithZeroCopy).
 	zeroCopy bool
-	last     *ipc.Message // the previous in-place message
+	// trusted: WithTrustedProducer (C-Data-offsets records are checked
+	// only in O(1)).
+	trusted bool
+	last    *ipc.Message // the previous in-place message
 	// end: the error (io.EOF at the end of the stream) the Reader met;
 	// Message returns it.
 	end error
@@ -296,14 +312,14 @@ func (m *slotMessages) cdata(l *ring.Lease) (arrow.RecordBatch, error) {
 		seq, slot := l.Seq(), l.Seq()%uint64(m.r.Layout().SlotCount)
 		l.Release()
 		defer owner.Release()
-		rec, err := decodeCData(owner, m.schema)
+		rec, err := decodeCData(owner, m.schema, !m.trusted)
 		if err != nil {
 			return nil, fmt.Errorf("slot %d (sequence %d): %w", slot, seq, err)
 		}
 		return rec, nil
 	}
 	defer owner.Release() // the arrays hold the payload now
-	rec, err := decodeCData(owner, m.schema)
+	rec, err := decodeCData(owner, m.schema, !m.trusted)
 	if err != nil {
 		return nil, fmt.Errorf("slot %d (sequence %d): %w", l.Seq()%uint64(m.r.Layout().SlotCount), l.Seq(), err)
 	}

@@ -369,13 +369,14 @@ func openProducer(name string) (*ring.Ring, *ring.Producer, error) {
 // arrowSink (hidden, for benches/arrow_ipc.rs) is the Go consumer of the
 // Rust → Go direction: it joins --ring, says "ready", reads records of
 // arrow-gen's shape (int64, utf8) with arrowshm.Reader (in place with
-// --zero-copy), sums the int64 column and counts the nulls of the utf8
+// --zero-copy, cdata validation skipped with --trusted), sums the int64 column and counts the nulls of the utf8
 // column of each, and at end of stream prints the totals and its wall
 // time from the first record.
 func arrowSink(args []string) error {
 	fs := newFlags("arrow-sink")
 	name := fs.String("ring", "", "ring name")
 	zeroCopy := fs.Bool("zero-copy", false, "read record batches in place (arrowshm.WithZeroCopy)")
+	trusted := fs.Bool("trusted", false, "skip the O(n) validation of C-Data-offsets records (arrowshm.WithTrustedProducer)")
 	fs.Parse(args)
 	if err := requireRing(*name); err != nil {
 		return err
@@ -392,6 +393,9 @@ func arrowSink(args []string) error {
 	var opts []arrowshm.ReaderOption
 	if *zeroCopy {
 		opts = append(opts, arrowshm.WithZeroCopy())
+	}
+	if *trusted {
+		opts = append(opts, arrowshm.WithTrustedProducer())
 	}
 	rd := arrowshm.NewReader(r, c, opts...)
 	defer rd.Close()
