@@ -188,7 +188,7 @@ func (w *cdataWalk) node(dt arrow.DataType, depth int) (d arrow.ArrayData, err e
 	if binary.LittleEndian.Uint32(b[36:]) != 0 || flags&^nodeHasDict != 0 {
 		return nil, bad("reserved bits set (flags %#x)", flags)
 	}
-	if length < 0 || offset < 0 || nulls < 0 || nulls > length || length+offset >= cdataMaxExtent {
+	if length < 0 || offset < 0 || nulls < 0 || nulls > length || uint64(length)+uint64(offset) >= cdataMaxExtent {
 		return nil, bad("length %d, offset %d, null count %d", length, offset, nulls)
 	}
 	dict, isDict := dt.(*arrow.DictionaryType)
@@ -222,6 +222,11 @@ func (w *cdataWalk) node(dt arrow.DataType, depth int) (d arrow.ArrayData, err e
 		return nil, bad("%d children, the type has %d", nchild, len(children))
 	}
 
+	if nbuf > w.h.nbuffers-w.buffers {
+		// Checked before allocating: a hostile count must not size the
+		// slice below.
+		return nil, bad("%d buffers, the descriptor has %d left", nbuf, w.h.nbuffers-w.buffers)
+	}
 	bufs := make([]*memory.Buffer, 0, nbuf+1)
 	var kids []arrow.ArrayData
 	var dictData arrow.ArrayData

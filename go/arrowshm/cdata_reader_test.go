@@ -442,3 +442,50 @@ func TestCDataListViews(t *testing.T) {
 		return w.Write(rec)
 	})
 }
+
+// Damage that gets past the descriptor checks and makes arrow-go panic
+// (a dictionary's values offset far past its buffers) or that overflows
+// int64 (offset + length) is ErrCorrupt, and a zero-copy Reader releases
+// the slot even though arrow-go abandoned arrays referencing it.
+func TestCDataCorruptMessageReleasesItsSlot(t *testing.T) {
+	dir := filepath.Join("..", "..", "testdata", "cdata")
+	schema, err := os.ReadFile(filepath.Join(dir, "schema.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := os.ReadFile(filepath.Join(dir, "small.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := parseNodes(msg)
+	for _, c := range []struct {
+		name  string
+		at    int
+		value uint64
+	}{
+		{"dictionary values offset", nodes[8].at + 16, 1 << 40},
+		{"offset + length overflows int64", nodes[0].at + 16, 1<<63 - 1},
+	} {
+		b := bytes.Clone(msg)
+		binary.LittleEndian.PutUint64(b[c.at:], c.value)
+		r := newRing(t, 8, 1<<16)
+		rd := NewReader(r, subscribe(t, r), WithZeroCopy())
+		p := producer(t, r)
+		if err := p.Send(schema, FlagIPCSchema); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Send(b, FlagCDataOffsets); err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+		got, err := receiveAll(rd)
+		release(got)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: got %v, want ErrCorrupt", c.name, err)
+		}
+		if held := r.Stat().Consumers[0].LeasesHeld; held != 0 {
+			t.Errorf("%s: %d leases held after the error", c.name, held)
+		}
+		rd.Release()
+	}
+}

@@ -301,6 +301,7 @@ type slotMessages struct {
 // lease: in place (WithZeroCopy: the slot is released with the last array)
 // or from one copy of the payload (the slot is released at once).
 func (m *slotMessages) cdata(l *ring.Lease) (arrow.RecordBatch, error) {
+	seq, slot := l.Seq(), l.Seq()%uint64(m.r.Layout().SlotCount)
 	var owner *memory.Buffer
 	if m.zeroCopy {
 		owner = memory.NewBufferWithAllocator(l.Bytes(), leaseOwner{l})
@@ -309,19 +310,17 @@ func (m *slotMessages) cdata(l *ring.Lease) (arrow.RecordBatch, error) {
 		owner = memory.NewResizableBuffer(memory.DefaultAllocator)
 		owner.Resize(len(l.Bytes()))
 		copy(owner.Bytes(), l.Bytes())
-		seq, slot := l.Seq(), l.Seq()%uint64(m.r.Layout().SlotCount)
 		l.Release()
-		defer owner.Release()
-		rec, err := decodeCData(owner, m.schema, !m.trusted)
-		if err != nil {
-			return nil, fmt.Errorf("slot %d (sequence %d): %w", slot, seq, err)
-		}
-		return rec, nil
 	}
-	defer owner.Release() // the arrays hold the payload now
 	rec, err := decodeCData(owner, m.schema, !m.trusted)
+	owner.Release() // the arrays hold the payload now
 	if err != nil {
-		return nil, fmt.Errorf("slot %d (sequence %d): %w", l.Seq()%uint64(m.r.Layout().SlotCount), l.Seq(), err)
+		// arrow-go may have kept references to the payload in arrays it
+		// abandoned when it panicked; they are unreachable, so the slot is
+		// released here rather than with its last reference (Release is
+		// idempotent).
+		l.Release()
+		return nil, fmt.Errorf("slot %d (sequence %d): %w", slot, seq, err)
 	}
 	return rec, nil
 }

@@ -175,7 +175,8 @@ func (w *Writer) Summary() Summary { return w.summary }
 
 // Done is closed when the call has ended on the gateway's side: after
 // Close, or early when the gateway refused or failed the stream (the next
-// Write or Close then returns its status).
+// Write or Close then returns its status; after that, every Write returns
+// it again and Close returns ErrClosed).
 func (w *Writer) Done() <-chan struct{} { return w.ended }
 
 // Write sends rec. A record with another schema is refused. When the

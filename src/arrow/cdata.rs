@@ -243,6 +243,14 @@ impl Walk<'_> {
         if got < want || (!lay.variadic && got != want) {
             return Err(bad(format!("{got} buffers, the type has {want}")));
         }
+        // Before anything is sized by it: a hostile count (view types
+        // take any number) must not reserve gigabytes.
+        let left = (self.header.n_buffers - self.buffers) as usize;
+        if got > left {
+            return Err(bad(format!(
+                "{got} buffers, the descriptor has {left} left"
+            )));
+        }
         let child_types = child_types(dt);
         if node.n_children as usize != child_types.len() {
             return Err(bad(format!(

@@ -150,7 +150,9 @@ impl CDataWriter {
     /// [`ArrowShmError::SchemaMismatch`]; one whose message would not fit
     /// in a slot with [`RingError::MessageTooLarge`] (the mode does not
     /// split batches: send smaller ones). Either way nothing of the batch
-    /// is published, and the check happens before a slot is waited for.
+    /// is published, and the size check happens before a slot is waited
+    /// for (the first write may still wait for one to publish the schema,
+    /// which is sent only once a batch passed that check).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowShmError> {
         if batch.schema().fields() != self.schema.fields() {
             return Err(ArrowShmError::SchemaMismatch);

@@ -408,8 +408,11 @@ func arrowSink(args []string) error {
 			start = time.Now()
 		}
 		rec := rd.RecordBatch()
+		if rec.NumCols() != 2 {
+			return fmt.Errorf("arrow-sink: record %v is not (int64, utf8)", rec.Schema())
+		}
 		ids, ok := rec.Column(0).(*array.Int64)
-		if !ok || rec.NumCols() != 2 {
+		if !ok {
 			return fmt.Errorf("arrow-sink: record %v is not (int64, utf8)", rec.Schema())
 		}
 		for _, v := range ids.Int64Values() {
