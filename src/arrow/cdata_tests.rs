@@ -252,3 +252,29 @@ fn ring_batch_is_zero_copy_and_holds_its_slot() {
     assert!(reader.next_batch().unwrap().is_some());
     assert!(reader.next_batch().unwrap().is_none());
 }
+
+/// View types take any number of buffers, so a node's `n_buffers` is
+/// bounded only by what the descriptor has left: a hostile count is
+/// `Corrupt` before it sizes anything (it used to reserve room for all of
+/// them, which aborts the process for a count near 2^32).
+#[test]
+fn a_hostile_buffer_count_is_refused_before_allocating() {
+    let col = StringViewArray::from(vec![Some("a string longer than twelve bytes"), None]);
+    let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+        "v",
+        col.data_type().clone(),
+        true,
+    )]));
+    let mut msg = crate::arrow::cdata_writer::encode(&[col.to_data()], 2).unwrap();
+    dec(&msg, &schema).expect("the undamaged message decodes");
+    let desc_off = u64::from_le_bytes(msg[32..40].try_into().unwrap()) as usize;
+    for count in [u32::MAX, 1 << 20, 4] {
+        msg[desc_off + 24..desc_off + 28].copy_from_slice(&count.to_le_bytes());
+        match dec(&msg, &schema) {
+            Err(ArrowShmError::Corrupt { reason, .. }) => {
+                assert!(reason.contains("buffers"), "{count}: {reason}")
+            }
+            other => panic!("{count} buffers: {other:?}"),
+        }
+    }
+}
