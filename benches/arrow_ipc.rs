@@ -49,16 +49,22 @@ struct Run {
     producer_gbps: f64,
 }
 
-/// One Go → Rust transfer of `count` batches of about `size` bytes.
-fn go_to_rust(go: &str, size: usize, count: usize, validate: bool, mode: &str) -> Run {
-    let name = format!("alloy-bench-arrow-{}-{size}-{mode}", std::process::id());
-    let _ = Ring::unlink(&name);
+/// A named ring of 8 slots with room for a batch of about `size` bytes and
+/// its IPC metadata (a leftover of that name is removed first).
+fn bench_ring(name: &str, size: usize) -> Ring {
+    let _ = Ring::unlink(name);
     let cfg = RingConfig {
         slot_count: 8,
         slot_size: (size + size / 8 + (64 << 10)).next_multiple_of(64) as u32,
         ..Default::default()
     };
-    let ring = Ring::create(&name, &cfg).expect("create ring");
+    Ring::create(name, &cfg).expect("create ring")
+}
+
+/// One Go → Rust transfer of `count` batches of about `size` bytes.
+fn go_to_rust(go: &str, size: usize, count: usize, validate: bool, mode: &str) -> Run {
+    let name = format!("alloy-bench-arrow-{}-{size}-{mode}", std::process::id());
+    let ring = bench_ring(&name, size);
     let mut reader = IpcReader::new(&ring, ring.subscribe().expect("subscribe"));
     if !validate {
         // SAFETY: the producer is our own arrow-go writer (trusted), and the
@@ -135,13 +141,7 @@ enum GoReader {
 /// writer of `mode` (`ipc` or `cdata`) to `alloy-go arrow-sink`.
 fn rust_to_go(go: &str, size: usize, count: usize, mode: &str, reader: GoReader) -> Run {
     let name = format!("alloy-bench-arrow-r2g-{}-{size}-{mode}", std::process::id());
-    let _ = Ring::unlink(&name);
-    let cfg = RingConfig {
-        slot_count: 8,
-        slot_size: (size + size / 8 + (64 << 10)).next_multiple_of(64) as u32,
-        ..Default::default()
-    };
-    let ring = Ring::create(&name, &cfg).expect("create ring");
+    let ring = bench_ring(&name, size);
     let mut sink = Command::new(go)
         .args(["arrow-sink", "--ring", &name])
         .args((reader != GoReader::Copy).then_some("--zero-copy"))
