@@ -13,6 +13,12 @@ import (
 type ConsumerOptions struct {
 	// Wait selects how Recv waits for data; the zero value is Blocking.
 	Wait WaitStrategy
+	// HeldLeaseTimeout is how long the ring may stay stalled by this
+	// consumer's own leases before a receive fails with ErrRetentionStall
+	// (doc/README.md "Holding batches"): 0 means DefaultHeldLeaseTimeout
+	// (1 s), NoHeldLeaseTimeout (any negative value) waits for ever. Set it
+	// longer, or off, when other goroutines release held messages later.
+	HeldLeaseTimeout time.Duration
 }
 
 // Consumer is one attached reader handle: a broadcast subscriber, which sees
@@ -37,6 +43,8 @@ type Consumer struct {
 
 	nextCheck    time.Time // when a waiting Recv next looks at the producer (§11.2)
 	groupChecked time.Time // when this queue member last looked for dead members of its group (§11.3)
+	stalledSince time.Time // since when the ring is stalled by our own leases (retention.go); zero: not stalled
+	stalledAt    uint64    // the sequence it is stalled at
 
 	hb          *heartbeat
 	outstanding atomic.Int64 // leases not yet released
@@ -292,7 +300,7 @@ func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error)
 		}
 		if c.opts.Wait == Spin {
 			if rounds%spinChecks == spinChecks-1 {
-				if l, err := c.checkProducer(); l != nil || err != nil {
+				if l, err := c.checkPeers(); l != nil || err != nil {
 					return l, err
 				}
 			}
@@ -302,7 +310,7 @@ func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error)
 		if b.snooze() {
 			continue
 		}
-		if l, err := c.checkProducer(); l != nil || err != nil {
+		if l, err := c.checkPeers(); l != nil || err != nil {
 			return l, err
 		}
 		if stopWake == nil && ctx.Done() != nil {
