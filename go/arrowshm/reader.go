@@ -32,9 +32,15 @@ import (
 // against the slot and the schema and the arrays are validated in full
 // (array.ValidateFull) before the record is handed out. A stream may mix
 // the two modes (writers do not): the ipc.Reader underneath keeps its
-// dictionaries across C-Data-offsets batches, but it also keeps its last
-// record until the next IPC batch or the end of the stream, so with
-// WithZeroCopy that record's slot is held that long.
+// dictionaries (copies) across C-Data-offsets batches.
+//
+// The Reader holds no slot beyond the records (and arrays) the user holds
+// (doc/README.md "Holding batches"): dictionaries are copied, and the
+// state kept between messages does not refer to a slot. A user who keeps
+// more records read in place than the ring has slots stalls the stream;
+// after the consumer's HeldLeaseTimeout Next returns false and Err an
+// error wrapping ring.ErrRetentionStall. That error does not end the
+// iteration: once records are released, a later Next goes on.
 //
 // As with ipc.Reader, the current record is owned by the Reader and valid
 // until the next call to Next; Retain it to keep it longer. The Reader is
@@ -46,12 +52,11 @@ type Reader struct {
 	msgs   *slotMessages
 	ipc    *ipc.Reader
 	schema *arrow.Schema
-	// cur is the current record when it came from a C-Data-offsets message
-	// (LAYOUT.md §8.3); fromIPC: the current record is the ipc.Reader's.
-	cur     arrow.RecordBatch
-	fromIPC bool
-	err     error
-	closed  bool
+	// cur is the current record (the Reader's reference; an IPC record is
+	// the ipc.Reader's record, rebuilt in place by slotMessages.own).
+	cur    arrow.RecordBatch
+	err    error
+	closed bool
 }
 
 var _ array.RecordReader = (*Reader)(nil)
@@ -104,6 +109,9 @@ func (rd *Reader) Next() bool { return rd.NextContext(context.Background()) }
 // promptly (the consumer's futex wait is woken) and Err returns ctx.Err().
 // Like any error, cancellation ends the iteration for good.
 func (rd *Reader) NextContext(ctx context.Context) bool {
+	if errors.Is(rd.err, ring.ErrRetentionStall) {
+		rd.err = nil // the one error after which reading goes on
+	}
 	if rd.closed {
 		rd.err = orErr(rd.err, ring.ErrClosed)
 	}
@@ -113,7 +121,6 @@ func (rd *Reader) NextContext(ctx context.Context) bool {
 	rd.msgs.ctx = ctx
 	defer func() { rd.msgs.ctx = nil }()
 	rd.setCur(nil)
-	rd.fromIPC = false
 	// Each message is looked at here first: records of C-Data-offsets
 	// messages are decoded by the Reader, IPC messages go on to the
 	// ipc.Reader (which keeps its dictionaries across them).
@@ -123,6 +130,12 @@ func (rd *Reader) NextContext(ctx context.Context) bool {
 		if l == nil {
 			var err error
 			if l, err = rd.msgs.c.RecvContext(ctx); err != nil {
+				if errors.Is(err, ring.ErrRetentionStall) {
+					// Between records (dictionary batches are queued):
+					// the ipc.Reader stays as it is, for the next Next.
+					rd.err = err
+					return false
+				}
 				if !errors.Is(err, io.EOF) {
 					rd.err = err
 				}
@@ -135,6 +148,12 @@ func (rd *Reader) NextContext(ctx context.Context) bool {
 		}
 		switch l.Flags() {
 		case FlagCDataOffsets:
+			if len(rd.msgs.queued) > 0 {
+				slot, seq := l.Seq()%uint64(rd.msgs.r.Layout().SlotCount), l.Seq()
+				l.Release()
+				rd.err = fmt.Errorf("slot %d (sequence %d): %w: a C-Data-offsets batch between a dictionary batch and its IPC record batch", slot, seq, ErrCorrupt)
+				return false
+			}
 			rd.msgs.bytes += uint64(len(l.Bytes()))
 			rec, err := rd.msgs.cdata(l)
 			if err != nil {
@@ -157,10 +176,18 @@ func (rd *Reader) NextContext(ctx context.Context) bool {
 				return false
 			}
 			continue
+		case FlagIPCDictionaryBatch:
+			// Copied now and queued for the ipc.Reader, so that every wait
+			// of a record happens here, between records (retention.go).
+			if err := rd.msgs.queueDictionary(l); err != nil {
+				rd.err = err
+				return false
+			}
+			continue
 		}
 		rd.msgs.pending = l
 		if rd.ipc.Next() {
-			rd.fromIPC = true
+			rd.cur = rd.msgs.own(rd.ipc.RecordBatch())
 			return true
 		}
 		rd.err = rd.ipc.Err()
@@ -210,15 +237,7 @@ func (rd *Reader) start(ctx context.Context) bool {
 
 // RecordBatch is the current record, valid until the next call to Next
 // unless retained; nil before the first Next or after Release.
-func (rd *Reader) RecordBatch() arrow.RecordBatch {
-	if rd.cur != nil {
-		return rd.cur
-	}
-	if rd.ipc == nil || !rd.fromIPC {
-		return nil
-	}
-	return rd.ipc.RecordBatch()
-}
+func (rd *Reader) RecordBatch() arrow.RecordBatch { return rd.cur }
 
 // Record is RecordBatch, for array.RecordReader.
 //
@@ -254,11 +273,11 @@ func (rd *Reader) Release() {
 
 func (rd *Reader) free() {
 	rd.setCur(nil)
-	rd.fromIPC = false
 	if rd.ipc != nil {
 		rd.ipc.Release()
 		rd.ipc = nil
 	}
+	rd.msgs.releaseQueued()
 }
 
 // Close ends reading: it frees the current record and the dictionaries
@@ -292,6 +311,12 @@ type slotMessages struct {
 	// only in O(1)).
 	trusted bool
 	last    *ipc.Message // the previous in-place message
+	// owner: the lease of the last in-place message, as a buffer that
+	// releases it when its last reference goes (retention.go: own).
+	owner *memory.Buffer
+	// queued: dictionary batches (copied) the Reader received before the
+	// record batch in pending; Message returns them first.
+	queued []*ipc.Message
 	// end: the error (io.EOF at the end of the stream) the Reader met;
 	// Message returns it.
 	end error
@@ -338,6 +363,7 @@ func (m *slotMessages) dropLast() {
 		m.last.Release()
 		m.last = nil
 	}
+	m.dropOwner()
 }
 
 // Message returns the next message; io.EOF at end of stream.
@@ -345,6 +371,9 @@ func (m *slotMessages) Message() (*ipc.Message, error) {
 	m.dropLast()
 	if m.end != nil {
 		return nil, m.end
+	}
+	if msg := m.popQueued(); msg != nil {
+		return msg, nil
 	}
 	for {
 		l := m.pending
@@ -398,8 +427,10 @@ func (m *slotMessages) Message() (*ipc.Message, error) {
 }
 
 // inPlace turns a record batch lease into a message whose body is the
-// slot itself, owned by a buffer that releases the lease when its last
-// reference (the arrays sliced from it) is released.
+// slot itself. The body does not hold the lease (the ipc.Reader keeps its
+// record after the user is done with it): m.owner does, a buffer that
+// releases the lease with its last reference, which own hands to the
+// record's buffers.
 func (m *slotMessages) inPlace(l *ring.Lease) (*ipc.Message, error) {
 	meta, body, err := checkFrame(l.Bytes(), l.Flags())
 	if err != nil {
@@ -407,9 +438,9 @@ func (m *slotMessages) inPlace(l *ring.Lease) (*ipc.Message, error) {
 		l.Release()
 		return nil, fmt.Errorf("slot %d (sequence %d): %w", slot, l.Seq(), err)
 	}
-	owner := memory.NewBufferWithAllocator(body, leaseOwner{l})
-	msg := ipc.NewMessage(memory.NewBufferBytes(bytes.Clone(meta)), owner)
-	owner.Release() // the message holds it now
+	m.dropOwner()
+	m.owner = memory.NewBufferWithAllocator(body, leaseOwner{l})
+	msg := ipc.NewMessage(memory.NewBufferBytes(bytes.Clone(meta)), memory.NewBufferBytes(body))
 	m.last = msg
 	return msg, nil
 }
