@@ -161,6 +161,10 @@ func (m *slotMessages) releaseQueued() {
 // again. Not safe for concurrent use.
 type DictionaryCopier struct {
 	mem memory.Allocator
+	// schema, hasDict: whether the last schema seen has a dictionary
+	// anywhere (records without one are passed through untouched).
+	schema  *arrow.Schema
+	hasDict bool
 	// last: per dictionary-encoded node, in depth-first order, the source
 	// dictionary of the previous record (compared by identity only: no
 	// reference is held, so it pins nothing) and our copy of it.
@@ -186,6 +190,16 @@ func NewDictionaryCopier(mem memory.Allocator) *DictionaryCopier {
 // other buffers are shared. rec itself (retained) if it has no dictionary.
 // Release the result.
 func (c *DictionaryCopier) Copy(rec arrow.RecordBatch) arrow.RecordBatch {
+	if s := rec.Schema(); s != c.schema {
+		c.schema, c.hasDict = s, false
+		for _, f := range s.Fields() {
+			c.hasDict = c.hasDict || hasDictionary(f.Type)
+		}
+	}
+	if !c.hasDict {
+		rec.Retain()
+		return rec
+	}
 	idx := 0
 	cols := make([]arrow.Array, rec.NumCols())
 	changed := false
@@ -287,4 +301,21 @@ func deepCopy(d arrow.ArrayData, mem memory.Allocator) arrow.ArrayData {
 		dict.Release()
 	}
 	return nd
+}
+
+// hasDictionary reports whether dt is, or contains, a dictionary type.
+func hasDictionary(dt arrow.DataType) bool {
+	switch t := dt.(type) {
+	case *arrow.DictionaryType:
+		return true
+	case arrow.ExtensionType:
+		return hasDictionary(t.StorageType())
+	case arrow.NestedType:
+		for _, f := range t.Fields() {
+			if hasDictionary(f.Type) {
+				return true
+			}
+		}
+	}
+	return false
 }

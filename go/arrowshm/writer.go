@@ -29,6 +29,10 @@ type Writer struct {
 	sw  *slotWriter
 	ipc *ipc.Writer
 	mem memory.Allocator
+	// dicts gives the ipc.Writer, which keeps the last dictionary of each
+	// field, copies: a record read in place elsewhere must not have its
+	// slot kept by this writer (doc/README.md "Holding batches").
+	dicts *DictionaryCopier
 }
 
 // WriterOption configures NewWriter.
@@ -54,7 +58,7 @@ func NewWriter(p *ring.Producer, schema *arrow.Schema, opts ...WriterOption) *Wr
 	sw := &slotWriter{p: p}
 	mem := memory.DefaultAllocator
 	return &Writer{
-		p: p, sw: sw, mem: mem,
+		p: p, sw: sw, mem: mem, dicts: NewDictionaryCopier(mem),
 		ipc: ipc.NewWriterWithPayloadWriter(sw, ipc.WithSchema(schema), ipc.WithAllocator(mem),
 			ipc.WithDictionaryDeltas(cfg.deltas)),
 	}
@@ -79,6 +83,8 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 func (w *Writer) WriteContext(ctx context.Context, rec arrow.RecordBatch) error {
 	w.sw.ctx = ctx
 	defer func() { w.sw.ctx = nil }()
+	rec = w.dicts.Copy(rec)
+	defer rec.Release()
 	return w.write(rec)
 }
 
@@ -154,6 +160,7 @@ func dataBound(d arrow.ArrayData) int64 {
 // and detaches the producer. Writer implements io.Closer.
 func (w *Writer) Close() error {
 	err := w.ipc.Close()
+	w.dicts.Release()
 	if !w.sw.closed {
 		// The ipc writer failed before reaching our Close: end the stream.
 		if cerr := w.p.Close(); err == nil {

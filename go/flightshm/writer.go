@@ -29,8 +29,11 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/ignalina/alloy/go/arrowshm"
 )
 
 var (
@@ -58,11 +61,15 @@ type Summary struct {
 // Writer sends records to one ring of a remote gateway as one Flight DoPut
 // stream. It is not safe for concurrent use.
 type Writer struct {
-	ring    string
-	conn    *grpc.ClientConn
-	cancel  context.CancelFunc
-	stream  flight.FlightService_DoPutClient
-	w       *flight.Writer
+	ring   string
+	conn   *grpc.ClientConn
+	cancel context.CancelFunc
+	stream flight.FlightService_DoPutClient
+	w      *flight.Writer
+	// dicts gives the Flight writer, which keeps the last dictionary of
+	// each field, copies: a record read in place from a ring must not have
+	// its slot kept by this writer.
+	dicts   *arrowshm.DictionaryCopier
 	schema  *arrow.Schema
 	batches uint64
 	summary Summary
@@ -142,7 +149,8 @@ func NewWriter(ctx context.Context, url, name string, schema *arrow.Schema) (*Wr
 	}
 	fw := flight.NewRecordWriter(stream, ipc.WithSchema(schema))
 	fw.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{name}})
-	w := &Writer{ring: name, conn: conn, cancel: cancel, stream: stream, w: fw, schema: schema, ended: make(chan struct{})}
+	w := &Writer{ring: name, conn: conn, cancel: cancel, stream: stream, w: fw, schema: schema, ended: make(chan struct{}),
+		dicts: arrowshm.NewDictionaryCopier(memory.DefaultAllocator)}
 	// The gateway answers once, at the end of the call (a PutResult, or an
 	// error status as soon as it refuses the stream): wait for it here, so
 	// a refusal is seen by the next Write and by Done, not only at Close.
@@ -198,6 +206,8 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 	if !rec.Schema().Equal(w.schema) {
 		return fmt.Errorf("flightshm: record schema %v differs from the stream's %v", rec.Schema(), w.schema)
 	}
+	rec = w.dicts.Copy(rec)
+	defer rec.Release()
 	if err := w.w.Write(rec); err != nil {
 		return w.fail(err)
 	}
@@ -223,6 +233,7 @@ func (w *Writer) fail(err error) error {
 func (w *Writer) release() {
 	w.cancel()
 	w.conn.Close()
+	w.dicts.Release()
 }
 
 // Close ends the stream (sending the schema if no record was written) and

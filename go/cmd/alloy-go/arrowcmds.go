@@ -199,21 +199,27 @@ func recv(args []string) error {
 	fmt.Println("ready")
 	rd := arrowshm.NewReader(r, c, arrowshm.WithZeroCopy()) // each record is written out, then released
 	defer rd.Release()
+	// The ipc.Writer keeps the last dictionary of each field: it gets
+	// copies, as a dictionary read in place holds its batch's slot.
+	dicts := arrowshm.NewDictionaryCopier(nil)
+	defer dicts.Release()
 	bw := bufio.NewWriter(f)
 	var iw *ipc.Writer
 	var s summary
 	bar := newProgress("receiving")
 	defer bar.done()
 	for rd.Next() {
-		rec := rd.RecordBatch()
+		rec := dicts.Copy(rd.RecordBatch())
 		if iw == nil {
 			iw = ipc.NewWriter(bw, ipc.WithSchema(rd.Schema()))
 		}
-		if err := iw.Write(rec); err != nil {
+		err := iw.Write(rec)
+		rec.Release()
+		if err != nil {
 			return fmt.Errorf("%s: %w", *out, err)
 		}
 		s.Batches++
-		s.Rows += uint64(rec.NumRows())
+		s.Rows += uint64(rd.RecordBatch().NumRows())
 		bar.update(s.Batches, s.Rows, rd.BytesReceived())
 	}
 	bar.done()
