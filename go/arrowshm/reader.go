@@ -27,6 +27,12 @@ import (
 // record's arrays are released. A consumer that joined after
 // the schema message went by reads the schema from the ring's schema area.
 //
+// Every record is validated in full before it is handed out (unless
+// WithTrustedProducer): offsets, UTF-8, dictionary keys, union type ids,
+// null counts, dictionaries included (each dictionary once), so a damaged
+// message is an ErrCorrupt error naming its slot and sequence, never a
+// record that panics or reads garbage later (validate.go).
+//
 // Record batches in C-Data-offsets mode (flag 3, LAYOUT.md §8.3) are
 // decoded too, from the same copy or in place: their descriptor is checked
 // against the slot and the schema and the arrays are validated in full
@@ -77,15 +83,15 @@ func WithZeroCopy() ReaderOption {
 	return func(m *slotMessages) { m.zeroCopy = true }
 }
 
-// WithTrustedProducer skips the O(n) validation of C-Data-offsets records
-// (offsets monotonic and in range, UTF-8, dictionary keys, null counts):
-// for a producer you trust, as the Rust reader's unsafe
-// with_skip_validation. The descriptor is still checked against the slot
-// and the schema, and each array's buffer sizes against its length, so no
-// array reaches outside the payload; but a producer that writes bad offsets
-// or invalid UTF-8 can make later reads of the values panic or return
-// garbage. IPC records are decoded by arrow-go's ipc.Reader, which
-// validates less than this in any case.
+// WithTrustedProducer skips the O(n) validation of records, in both modes
+// (offsets monotonic and in range, UTF-8, dictionary keys, union type ids
+// and offsets, null counts): for a producer you trust, as the Rust
+// reader's unsafe with_skip_validation. The framing (IPC) or descriptor
+// (C-Data-offsets) is still checked against the slot and the schema, and
+// each array's buffer sizes and first and last offsets against its length
+// (array.Validate), so no array reaches outside its message; but a
+// producer that writes bad offsets in between or invalid UTF-8 can make
+// later reads of the values panic or return garbage.
 func WithTrustedProducer() ReaderOption {
 	return func(m *slotMessages) { m.trusted = true }
 }
@@ -179,6 +185,7 @@ func (rd *Reader) NextContext(ctx context.Context) bool {
 		case FlagIPCDictionaryBatch:
 			// Copied now and queued for the ipc.Reader, so that every wait
 			// of a record happens here, between records (retention.go).
+			rd.msgs.note(l)
 			if err := rd.msgs.queueDictionary(l); err != nil {
 				rd.err = err
 				return false
@@ -187,10 +194,14 @@ func (rd *Reader) NextContext(ctx context.Context) bool {
 		}
 		rd.msgs.pending = l
 		if rd.ipc.Next() {
+			if err := rd.msgs.checkRecord(rd.ipc.RecordBatch()); err != nil {
+				rd.fail(err)
+				return false
+			}
 			rd.cur = rd.msgs.own(rd.ipc.RecordBatch())
 			return true
 		}
-		rd.err = rd.ipc.Err()
+		rd.err = rd.msgs.ipcErr(rd.ipc.Err())
 		return false
 	}
 }
@@ -278,6 +289,7 @@ func (rd *Reader) free() {
 		rd.ipc = nil
 	}
 	rd.msgs.releaseQueued()
+	rd.msgs.check.valid.release()
 }
 
 // Close ends reading: it frees the current record and the dictionaries
@@ -320,6 +332,9 @@ type slotMessages struct {
 	// end: the error (io.EOF at the end of the stream) the Reader met;
 	// Message returns it.
 	end error
+	// check: what the contents of IPC records are checked with, and what
+	// their errors name (validate.go).
+	check ipcCheck
 }
 
 // cdata decodes a C-Data-offsets lease (LAYOUT.md §8.3) and takes over the
@@ -367,7 +382,8 @@ func (m *slotMessages) dropLast() {
 }
 
 // Message returns the next message; io.EOF at end of stream.
-func (m *slotMessages) Message() (*ipc.Message, error) {
+func (m *slotMessages) Message() (msg *ipc.Message, err error) {
+	defer func() { m.check.msgErr = err }()
 	m.dropLast()
 	if m.end != nil {
 		return nil, m.end
@@ -407,6 +423,7 @@ func (m *slotMessages) Message() (*ipc.Message, error) {
 			return m.schemaMessage(msg, b)
 		}
 		m.bytes += uint64(len(l.Bytes()))
+		m.note(l)
 		if m.zeroCopy && l.Flags() == FlagIPCRecordBatch {
 			return m.inPlace(l)
 		}
