@@ -391,3 +391,108 @@ func TestReaderRetentionStall(t *testing.T) {
 		})
 	}
 }
+
+// A Writer fed with records read in place from another ring (a relay)
+// keeps copies of their dictionaries, not the records' slots: arrow-go's
+// ipc.Writer keeps the last dictionary of each field, and in
+// C-Data-offsets mode a dictionary read in place lives in its batch's slot.
+func TestRelayKeepsNoSlotOfItsInput(t *testing.T) {
+	for _, pattern := range []int{dictSame, dictReplace, dictDelta} {
+		t.Run(patternNames[pattern], func(t *testing.T) {
+			s := makeDictStream(9, 24, 30, pattern, true)
+			defer s.release()
+			in, out := newRing(t, 4, 1<<16), newRing(t, 4, 1<<16)
+			cin, err := in.Subscribe(ring.ConsumerOptions{HeldLeaseTimeout: 300 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := NewReader(in, cin, WithZeroCopy())
+			defer src.Close()
+			dst := NewReader(out, subscribe(t, out))
+			defer dst.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			wait := startSend(ctx, producer(t, in), s, true, false)
+			defer func() { cancel(); wait() }() // before s is released
+			relayed := make(chan error, 1)
+			go func() {
+				w := NewWriter(producer(t, out), s.schema, WithDictionaryDeltas(pattern == dictDelta))
+				for src.NextContext(ctx) {
+					if err := w.WriteContext(ctx, src.RecordBatch()); err != nil {
+						w.Close()
+						relayed <- err
+						return
+					}
+				}
+				err := src.Err()
+				if cerr := w.Close(); err == nil {
+					err = cerr
+				}
+				relayed <- err
+			}()
+			n := 0
+			for ; dst.NextContext(ctx); n++ {
+				if err := sameRecords(s.records[n:n+1], []arrow.RecordBatch{dst.RecordBatch()}); err != nil {
+					t.Fatalf("record %d: %v", n, err)
+				}
+			}
+			if err := dst.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-relayed; err != nil {
+				t.Fatalf("relay: %v", err)
+			}
+			if err := wait(); err != nil {
+				t.Fatal(err)
+			}
+			if n != len(s.records) {
+				t.Fatalf("%d records, want %d", n, len(s.records))
+			}
+		})
+	}
+}
+
+// DictionaryCopier copies dictionaries at every depth, shares the other
+// buffers, copies a dictionary seen in the previous record once, and
+// passes records without dictionaries through.
+func TestDictionaryCopier(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
+	c := NewDictionaryCopier(mem)
+	s := makeDictStream(3, 3, 10, dictSame, true)
+	defer s.release()
+	var copies []arrow.RecordBatch
+	for _, rec := range s.records {
+		cp := c.Copy(rec)
+		copies = append(copies, cp)
+		if !array.RecordEqual(cp, rec) {
+			t.Fatal("the copy differs")
+		}
+		top := cp.Column(1).Data()
+		nested := cp.Column(2).Data().Children()[0]
+		for _, d := range []arrow.ArrayData{top, nested} {
+			dict := d.Dictionary().(*array.Data)
+			src := rec.Column(1).Data().Dictionary()
+			if &dict.Buffers()[2].Bytes()[0] == &src.Buffers()[2].Bytes()[0] {
+				t.Fatal("a dictionary was not copied")
+			}
+		}
+		if &top.Buffers()[1].Bytes()[0] != &rec.Column(1).Data().Buffers()[1].Bytes()[0] {
+			t.Fatal("the keys were copied")
+		}
+	}
+	// One shared source dictionary: the same copy in every record.
+	if copies[0].Column(1).Data().Dictionary() != copies[2].Column(1).Data().Dictionary() {
+		t.Fatal("an unchanged dictionary was copied again")
+	}
+	plain := makeDictStream(3, 1, 10, dictNone, true)
+	defer plain.release()
+	if cp := c.Copy(plain.records[0]); cp != plain.records[0] {
+		t.Fatal("a record without dictionaries was rebuilt")
+	} else {
+		cp.Release()
+	}
+	release(copies)
+	c.Release()
+	if n := mem.CurrentAlloc(); n != 0 {
+		t.Fatalf("%d bytes still allocated", n)
+	}
+}
