@@ -5,8 +5,11 @@
 //! end), and this process rebuilds them with `IpcReader` (validation on),
 //! checking every buffer — dictionary values included — lies in the mapping
 //! and every value matches. Every kind of `testdata::column` goes through,
-//! plus empty, sliced and zero-column batches. Skips when `bin/alloy-go` is
-//! missing (run `make build`).
+//! plus empty, sliced and zero-column batches. Needs `bin/alloy-go` (`make
+//! build`; a missing binary fails the tests under CI /
+//! `ALLOY_REQUIRE_CROSS`, see `tests/support`).
+
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -20,19 +23,9 @@ use arrow_array::{RecordBatch, RecordBatchOptions};
 use arrow_schema::Schema;
 use proptest::prelude::*;
 
-const GO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/alloy-go");
-
-fn have_go() -> bool {
-    let ok = Path::new(GO).exists();
-    if !ok {
-        eprintln!("{GO} missing (run make build); skipped");
-    }
-    ok
-}
-
 /// Sends `batches` through `alloy-go send --mode cdata` and checks what
 /// `IpcReader` rebuilds.
-fn cdata_send(batches: &[RecordBatch]) -> Result<(), String> {
+fn cdata_send(go: &Path, batches: &[RecordBatch]) -> Result<(), String> {
     static N: AtomicU32 = AtomicU32::new(0);
     let id = format!(
         "{}-{}",
@@ -59,7 +52,7 @@ fn cdata_send(batches: &[RecordBatch]) -> Result<(), String> {
     };
     let ring = Ring::create(&name, &cfg).unwrap();
     let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
-    let out = Command::new(GO)
+    let out = Command::new(go)
         .args(["send", "--mode", "cdata", "--ring", &name])
         .arg(&input)
         .stderr(std::process::Stdio::piped())
@@ -110,15 +103,15 @@ proptest! {
         sizes in proptest::collection::vec((0usize..400, 0usize..20), 1..4),
         nulls in any::<bool>(),
     ) {
-        if !have_go() {
+        let Some(go) = support::go_cli("go_cdata_batches_decode_in_place") else {
             return Ok(());
-        }
+        };
         let batches: Vec<RecordBatch> = sizes
             .iter()
             .enumerate()
             .map(|(i, &(rows, off))| testdata::batch(seed ^ (i as u64) << 32, &kinds, rows, off, nulls))
             .collect();
-        cdata_send(&batches).map_err(TestCaseError::fail)?;
+        cdata_send(&go, &batches).map_err(TestCaseError::fail)?;
     }
 }
 
@@ -126,9 +119,9 @@ proptest! {
 /// libraries share), with nulls, a slice and an empty batch.
 #[test]
 fn every_type_goes_through_cdata() {
-    if !have_go() {
+    let Some(go) = support::go_cli("every_type_goes_through_cdata") else {
         return;
-    }
+    };
     let mut failures = Vec::new();
     for kind in 0..ALL_KINDS {
         let batches: Vec<RecordBatch> = [(40, 0, false), (60, 7, true), (0, 0, true)]
@@ -138,7 +131,7 @@ fn every_type_goes_through_cdata() {
                 testdata::batch(kind * 10 + i as u64, &[kind, 2], rows, off, nulls)
             })
             .collect();
-        if let Err(e) = cdata_send(&batches) {
+        if let Err(e) = cdata_send(&go, &batches) {
             failures.push(format!(
                 "kind {kind} ({}): {e}",
                 batches[0].schema().field(0).data_type()
@@ -150,9 +143,9 @@ fn every_type_goes_through_cdata() {
 
 #[test]
 fn zero_column_batches_keep_their_row_count() {
-    if !have_go() {
+    let Some(go) = support::go_cli("zero_column_batches_keep_their_row_count") else {
         return;
-    }
+    };
     let schema = Arc::new(Schema::empty());
     let batches: Vec<RecordBatch> = [5usize, 0, 3]
         .iter()
@@ -165,5 +158,5 @@ fn zero_column_batches_keep_their_row_count() {
             .unwrap()
         })
         .collect();
-    cdata_send(&batches).unwrap();
+    cdata_send(&go, &batches).unwrap();
 }

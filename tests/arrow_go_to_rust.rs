@@ -2,7 +2,10 @@
 //! types are written to an IPC stream file, `bin/alloy-go send` puts them on
 //! a ring with the Go writer, and this process decodes them with
 //! `IpcReader`, checking every buffer lies in the mapping and every value
-//! matches. Skips when `bin/alloy-go` is missing (run `make build`).
+//! matches. Needs `bin/alloy-go` (`make build`; a missing binary fails the
+//! tests under CI / `ALLOY_REQUIRE_CROSS`, see `tests/support`).
+
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -14,8 +17,6 @@ use alloy_shm::ring::{Ring, RingConfig};
 use arrow_array::RecordBatch;
 use proptest::prelude::*;
 
-const GO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/alloy-go");
-
 /// Writes `batches` as an Arrow IPC stream file.
 fn write_stream(path: &Path, batches: &[RecordBatch]) {
     let file = std::fs::File::create(path).unwrap();
@@ -26,7 +27,7 @@ fn write_stream(path: &Path, batches: &[RecordBatch]) {
     w.finish().unwrap();
 }
 
-fn go_send(batches: &[RecordBatch]) -> Result<(), TestCaseError> {
+fn go_send(go: &Path, batches: &[RecordBatch]) -> Result<(), TestCaseError> {
     static N: AtomicU32 = AtomicU32::new(0);
     let id = format!(
         "{}-{}",
@@ -46,7 +47,7 @@ fn go_send(batches: &[RecordBatch]) -> Result<(), TestCaseError> {
     };
     let ring = Ring::create(&name, &cfg).unwrap();
     let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
-    let mut child = Command::new(GO)
+    let mut child = Command::new(go)
         .args(["send", "--ring", &name])
         .arg(&input)
         .spawn()
@@ -83,16 +84,15 @@ proptest! {
         sizes in proptest::collection::vec((0usize..400, 0usize..20), 1..4),
         nulls in any::<bool>(),
     ) {
-        if !Path::new(GO).exists() {
-            eprintln!("{GO} missing (run make build); skipped");
+        let Some(go) = support::go_cli("go_batches_decode_in_place") else {
             return Ok(());
-        }
+        };
         let batches: Vec<RecordBatch> = sizes
             .iter()
             .enumerate()
             .map(|(i, &(rows, off))| testdata::batch(seed ^ (i as u64) << 32, &kinds, rows, off, nulls))
             .collect();
-        go_send(&batches)?;
+        go_send(&go, &batches)?;
     }
 }
 
@@ -102,10 +102,9 @@ proptest! {
 #[test]
 fn every_extended_type_goes_through_go() {
     use alloy_shm::arrow::testdata::ALL_KINDS;
-    if !Path::new(GO).exists() {
-        eprintln!("{GO} missing (run make build); skipped");
+    let Some(go) = support::go_cli("every_extended_type_goes_through_go") else {
         return;
-    }
+    };
     let mut failures = Vec::new();
     for kind in KINDS..ALL_KINDS {
         let batches: Vec<RecordBatch> = [(40, 0, false), (60, 7, true)]
@@ -115,7 +114,7 @@ fn every_extended_type_goes_through_go() {
                 testdata::batch(kind * 10 + i as u64, &[kind, 2], rows, off, nulls)
             })
             .collect();
-        if let Err(e) = go_send(&batches) {
+        if let Err(e) = go_send(&go, &batches) {
             failures.push(format!(
                 "kind {kind} ({}): {e}",
                 batches[0].schema().field(0).data_type()
@@ -146,10 +145,9 @@ fn every_type_comes_back(cdata: bool) {
 
     use alloy_shm::arrow::testdata::ALL_KINDS;
     use alloy_shm::arrow::{CDataWriter, IpcWriter};
-    if !Path::new(GO).exists() {
-        eprintln!("{GO} missing (run make build); skipped");
+    let Some(go) = support::go_cli(&format!("every_type_comes_back (cdata {cdata})")) else {
         return;
-    }
+    };
     let mut failures = Vec::new();
     let mut sent = 0u64;
     for kind in 0..ALL_KINDS {
@@ -175,7 +173,7 @@ fn every_type_comes_back(cdata: bool) {
             },
         )
         .unwrap();
-        let mut child = Command::new(GO)
+        let mut child = Command::new(&go)
             .args(["recv", "--ring", &name, "--out"])
             .arg(&out)
             .stdout(Stdio::piped())
@@ -232,10 +230,9 @@ fn every_type_comes_back(cdata: bool) {
 #[test]
 fn go_delta_dictionaries_are_applied() {
     use alloy_shm::arrow::flags;
-    if !Path::new(GO).exists() {
-        eprintln!("{GO} missing (run make build); skipped");
+    let Some(go) = support::go_cli("go_delta_dictionaries_are_applied") else {
         return;
-    }
+    };
     let batches = testdata::growing_dictionary_batches(8);
     let dir = std::env::temp_dir().join(format!("alloy-delta-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -253,7 +250,7 @@ fn go_delta_dictionaries_are_applied() {
     .unwrap();
     let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
     let mut raw = ring.subscribe().unwrap();
-    let status = Command::new(GO)
+    let status = Command::new(&go)
         .args(["send", "--dictionary-deltas", "--ring", &name])
         .arg(&input)
         .status()

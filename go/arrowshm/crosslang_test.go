@@ -17,20 +17,14 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"pgregory.net/rapid"
 
+	"github.com/ignalina/alloy/go/internal/testbin"
 	"github.com/ignalina/alloy/go/ring"
 )
 
-// alloyBin is the Rust CLI built by `make build`; the cross-language tests
-// skip when it is missing.
+// alloyBin is the Rust CLI built by `make build` (testbin.Need: a skip,
+// or a failure under CI / ALLOY_REQUIRE_CROSS, when it is missing).
 func alloyBin(t *testing.T) string {
-	p, err := filepath.Abs("../../bin/alloy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("%s missing (run make build): %v", p, err)
-	}
-	return p
+	return testbin.Need(t, "ALLOY_RUST_BIN", "bin/alloy")
 }
 
 func namedRing(t *testing.T) *ring.Ring {

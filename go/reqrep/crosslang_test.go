@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/ignalina/alloy/go/internal/testbin"
 	"github.com/ignalina/alloy/go/ring"
 )
 
@@ -27,14 +27,7 @@ import (
 // $ALLOY_REQREP_WORKER overrides its path.
 
 func workerBin(t testing.TB) string {
-	bin := os.Getenv("ALLOY_REQREP_WORKER")
-	if bin == "" {
-		bin = filepath.Join("..", "..", "target", "release", "examples", "reqrep_worker")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("Rust worker not built (run make build): %v", err)
-	}
-	return bin
+	return testbin.Need(t, "ALLOY_REQREP_WORKER", "target/release/examples/reqrep_worker")
 }
 
 type worker struct {

@@ -10,22 +10,20 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ignalina/alloy/go/internal/testbin"
 )
 
 // helperPath is the Rust side of the suite, built by
-// `cargo build --release --example bench_peer` (make bench-smoke).
+// `cargo build --release --example bench_peer` (make bench-smoke, make
+// test-go); $ALLOY_BENCH_PEER overrides it. Missing: a skip, or a failure
+// under CI / ALLOY_REQUIRE_CROSS / ALLOY_BENCH_REQUIRE=1.
 func helperPath(t *testing.T) string {
-	p := os.Getenv("ALLOY_BENCH_PEER")
-	if p == "" {
-		p = "../../../target/release/examples/bench_peer"
+	p := testbin.Path("ALLOY_BENCH_PEER", "target/release/examples/bench_peer")
+	if _, err := os.Stat(p); err != nil && os.Getenv("ALLOY_BENCH_REQUIRE") == "1" {
+		t.Fatalf("bench helper missing: %v", err)
 	}
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("ALLOY_BENCH_REQUIRE") == "1" {
-			t.Fatalf("bench helper missing: %v", err)
-		}
-		t.Skipf("bench helper not built (make bench-smoke builds it): %v", err)
-	}
-	return p
+	return testbin.Need(t, "ALLOY_BENCH_PEER", "target/release/examples/bench_peer")
 }
 
 // TestSmoke runs the whole suite on the tiny grid and checks that every

@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/ignalina/alloy/go/internal/testbin"
 	"github.com/ignalina/alloy/go/ring"
 
 	"github.com/ignalina/alloy/go/reqrep"
@@ -18,10 +18,7 @@ import (
 
 // TestRun runs the example against the Rust worker (built by make build).
 func TestRun(t *testing.T) {
-	bin := filepath.Join("..", "..", "..", "target", "release", "examples", "reqrep_worker")
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("Rust worker not built (run make build): %v", err)
-	}
+	bin := testbin.Need(t, "ALLOY_REQREP_WORKER", "target/release/examples/reqrep_worker")
 	name := fmt.Sprintf("alloy-rr-example-%d", os.Getpid())
 	cmd := exec.Command(bin, "--name", name)
 	stdout, err := cmd.StdoutPipe()

@@ -11,11 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ignalina/alloy/go/internal/testbin"
 	"github.com/ignalina/alloy/go/ring"
 )
 
@@ -25,41 +25,29 @@ const crossCount = 1_000_000
 
 // rustBin is the Rust CLI: bin/alloy at the repository root, or
 // $ALLOY_RUST_BIN (e.g. target/release/alloy during development).
-var rustBin = "../../../bin/alloy"
+var rustBin = testbin.Path("ALLOY_RUST_BIN", "bin/alloy")
 
-// goBin is alloy-go, built once by TestMain without the race detector: the
-// processes under test should run at full speed, and the race detector
-// cannot see shared memory across processes anyway.
+// goBin is alloy-go, built once by TestMain without the race detector
+// (testbin.BuildGoCLI).
 var goBin string
 
 func TestMain(m *testing.M) {
-	if b := os.Getenv("ALLOY_RUST_BIN"); b != "" {
-		rustBin = b
+	bin, dir, err := testbin.BuildGoCLI()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	code := func() int {
-		dir, err := os.MkdirTemp("", "alloy-crosstest")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		goBin = filepath.Join(dir, "alloy-go")
-		gotool := filepath.Join(runtime.GOROOT(), "bin", "go")
-		build := exec.Command(gotool, "build", "-o", goBin, "github.com/ignalina/alloy/go/cmd/alloy-go")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building alloy-go:", err)
-			return 1
-		}
-		return m.Run()
-	}()
+	goBin = bin
+	code := m.Run()
+	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
+// needRust ends the test (skip, or failure under CI / ALLOY_REQUIRE_CROSS)
+// when the Rust CLI is not built.
 func needRust(t testing.TB) {
-	if _, err := os.Stat(rustBin); err != nil {
-		t.Skipf("%s not built (run make build): %v", rustBin, err)
-	}
+	t.Helper()
+	testbin.Need(t, "ALLOY_RUST_BIN", "bin/alloy")
 }
 
 // newRing creates a uniquely named ring of 256 slots × 4096 bytes and
@@ -309,9 +297,7 @@ func TestGoCLI(t *testing.T) {
 // CLIs, one consumer. The checked format's FNV-1a on both ends, not the
 // ring, bounds this number; it is an end-to-end figure.
 func BenchmarkCLIThroughput(b *testing.B) {
-	if _, err := os.Stat(rustBin); err != nil {
-		b.Skipf("%s not built", rustBin)
-	}
+	needRust(b)
 	g, r := sides()
 	for _, pair := range [][2]side{{g, r}, {r, g}, {g, g}} {
 		b.Run(pair[0].lang+"-to-"+pair[1].lang, func(b *testing.B) {

@@ -5,31 +5,38 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ignalina/alloy/go/internal/testbin"
 )
 
-// supportsHold tells whether a CLI build knows test-consume --hold (the
-// Rust binary under test may predate LAYOUT §11).
-func supportsHold(bin string) bool {
-	out, _ := exec.Command(bin, "test-consume", "--help").CombinedOutput()
-	return strings.Contains(string(out), "hold")
+// needRustFlag ends the test when the Rust CLI is missing (needRust) or
+// predates test-consume's flag (a stale bin/alloy: a failure, rebuild it).
+func needRustFlag(t testing.TB, flag string) {
+	t.Helper()
+	needRust(t)
+	out, _ := exec.Command(rustBin, "test-consume", "--help").CombinedOutput()
+	if !strings.Contains(string(out), "--"+flag) {
+		t.Fatalf("%s does not know test-consume --%s: rebuild it (make build)", rustBin, flag)
+	}
 }
 
-// killSides lists the language pairs to run: Go-only always, Rust sides
-// when that binary is built and knows the §11 flags.
+// killSides lists the language pairs to run: Go-only, and both mixed pairs
+// with the Rust CLI. Without bin/alloy only the Go pair runs, which is a
+// failure under CI / ALLOY_REQUIRE_CROSS.
 func killSides(t *testing.T) [][2]side {
 	g, r := sides()
-	pairs := [][2]side{{g, g}}
-	if supportsHold(rustBin) {
-		pairs = append(pairs, [2]side{g, r}, [2]side{r, g})
-	} else {
-		t.Logf("%s missing or without --hold: Go-only", rustBin)
+	if _, err := os.Stat(rustBin); err != nil && !testbin.Required() {
+		t.Logf("%s missing: Go-only", rustBin)
+		return [][2]side{{g, g}}
 	}
-	return pairs
+	needRustFlag(t, "hold")
+	return [][2]side{{g, g}, {g, r}, {r, g}}
 }
 
 // A consumer process SIGKILLed while holding leases stops gating the ring

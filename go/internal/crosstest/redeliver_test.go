@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -19,13 +18,6 @@ import (
 	"github.com/ignalina/alloy/go/internal/checkmsg"
 	"github.com/ignalina/alloy/go/ring"
 )
-
-// supportsRedelivered tells whether a Rust CLI build knows test-consume
-// --redelivered (layout v2, LAYOUT §11.3).
-func supportsRedelivered(bin string) bool {
-	out, _ := exec.Command(bin, "test-consume", "--help").CombinedOutput()
-	return strings.Contains(string(out), "redelivered")
-}
 
 func readU64s(t *testing.T, path string) []uint64 {
 	t.Helper()
@@ -46,10 +38,7 @@ func readU64s(t *testing.T, path string) []uint64 {
 // group processes every message at least once; the ones processed twice
 // are exactly the flagged ones (LAYOUT §11.3).
 func TestKilledQueueMemberRedelivered(t *testing.T) {
-	needRust(t)
-	if !supportsRedelivered(rustBin) {
-		t.Skipf("%s predates test-consume --redelivered", rustBin)
-	}
+	needRustFlag(t, "redelivered")
 	const count = 20000
 	g, r := sides()
 	for _, producer := range []side{g, r} {
@@ -147,10 +136,7 @@ func TestKilledQueueMemberRedelivered(t *testing.T) {
 // `stat --json` of both CLIs shows "redeliver": 2 and no lease held. The
 // Go member then receives them first, flagged.
 func TestKilledQueueMemberStatAgrees(t *testing.T) {
-	needRust(t)
-	if !supportsRedelivered(rustBin) {
-		t.Skipf("%s predates test-consume --redelivered", rustBin)
-	}
+	needRustFlag(t, "redelivered")
 	name := newRing(t)
 	r, err := ring.Open(name)
 	if err != nil {

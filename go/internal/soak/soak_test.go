@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,37 +26,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ignalina/alloy/go/internal/testbin"
 	"github.com/ignalina/alloy/go/ring"
 )
 
 var (
-	rustBin = "../../../bin/alloy"
-	goBin   string
+	rustBin = testbin.Path("ALLOY_RUST_BIN", "bin/alloy")
+	goBin   string // the system under test: built without -race (testbin.BuildGoCLI)
 )
 
 func TestMain(m *testing.M) {
-	if b := os.Getenv("ALLOY_RUST_BIN"); b != "" {
-		rustBin = b
+	bin, dir, err := testbin.BuildGoCLI()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	code := func() int {
-		dir, err := os.MkdirTemp("", "alloy-soak")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		// Built without -race whatever the test flags: it is the system
-		// under test, not the driver.
-		goBin = filepath.Join(dir, "alloy-go")
-		gotool := filepath.Join(runtime.GOROOT(), "bin", "go")
-		build := exec.Command(gotool, "build", "-o", goBin, "github.com/ignalina/alloy/go/cmd/alloy-go")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building alloy-go:", err)
-			return 1
-		}
-		return m.Run()
-	}()
+	goBin = bin
+	code := m.Run()
+	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
@@ -154,9 +140,7 @@ type soak struct {
 }
 
 func run(t *testing.T, cfg config) {
-	if _, err := os.Stat(rustBin); err != nil {
-		t.Skipf("Rust CLI %s not built (make build): %v", rustBin, err)
-	}
+	testbin.Need(t, "ALLOY_RUST_BIN", "bin/alloy")
 	s := &soak{
 		t:      t,
 		cfg:    cfg,

@@ -1,0 +1,42 @@
+//! What a test does when something it needs is missing (the Go CLI, root
+//! for a second uid): one rule for every test crate that includes this
+//! module (`mod support;`).
+//!
+//! Locally a missing prerequisite skips the test with a `SKIPPED` line on
+//! stderr. Under CI (`CI` set) or with `ALLOY_REQUIRE_CROSS` set — which
+//! `.ci/run` and the Makefile's test targets do — it fails the test
+//! instead, so no test passes by not running.
+#![allow(dead_code)] // each test crate uses the part it needs
+
+use std::path::PathBuf;
+
+/// Whether a missing prerequisite is a failure: `CI` or
+/// `ALLOY_REQUIRE_CROSS` is set to anything but empty, `0` or `false`.
+pub fn required() -> bool {
+    ["CI", "ALLOY_REQUIRE_CROSS"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !matches!(s.trim(), "" | "0" | "false")))
+}
+
+/// Reports that `test` cannot run because of `why`: panics when
+/// [`required`], else prints a `SKIPPED` line. The caller returns after it.
+pub fn skip(test: &str, why: &str) {
+    if required() {
+        panic!("{test} cannot run: {why} (CI / ALLOY_REQUIRE_CROSS is set, so this is a failure)");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// The Go CLI, `bin/alloy-go` at the repository root (built by `make
+/// build`), or `None` after [`skip`] when it is missing.
+pub fn go_cli(test: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bin/alloy-go"));
+    if p.is_file() {
+        return Some(p);
+    }
+    skip(
+        test,
+        &format!("{} is missing (run make build)", p.display()),
+    );
+    None
+}
