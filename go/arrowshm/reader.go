@@ -74,8 +74,11 @@ type ReaderOption func(*slotMessages)
 // arrays point into the ring's shared memory, and the slot of a batch is
 // released only when the last array (or slice of one) built from it is
 // released, as in Rust. No byte of a batch is copied; the price is that a
-// retained record holds its slot, so retaining many stalls the producer
-// once the ring is full. Schema and dictionary messages are still copied
+// retained record holds its slot, so retaining as many as the ring has
+// slots stalls the producer: Next then fails with ring.ErrRetentionStall
+// after the consumer's HeldLeaseTimeout (doc/README.md "Holding batches";
+// a later Next goes on once records are released). Schema and dictionary
+// messages are still copied
 // (the Reader keeps them for the whole stream); in C-Data-offsets mode
 // dictionary values travel inside each batch's slot and are read in place
 // with the rest.
