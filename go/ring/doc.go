@@ -15,7 +15,10 @@
 //     it joined; work-queue members (JoinQueue with one group id) share the
 //     messages so that each goes to exactly one of them.
 //   - Recv returns a Lease whose Bytes alias the shared slot. The slot is
-//     reused only after Release; leases may be released in any order.
+//     reused only after Release; leases may be released in any order. A
+//     consumer holding the lease the full ring waits on gets
+//     ErrRetentionStall after ConsumerOptions.HeldLeaseTimeout (1 s)
+//     instead of waiting for ever (doc/README.md "Holding batches").
 //   - After Producer.Close, consumers drain what was published and then get
 //     io.EOF (unwrapped, as the io convention asks).
 //
@@ -48,7 +51,8 @@
 // ErrInvalidLayout, ErrNotInitialized and ErrNotSealed when opening a
 // region; ErrProducerExists, ErrTableFull and ErrClosed when attaching;
 // ErrFull, ErrTimeout and ErrMessageTooLarge from Reserve; ErrEmpty,
-// ErrTimeout, ErrProducerGone and ErrCorrupt from the receive calls;
+// ErrTimeout, ErrProducerGone, ErrRetentionStall and ErrCorrupt from the
+// receive calls;
 // ErrSchemaTooLarge from SetSchema. End-of-stream is io.EOF (unwrapped),
 // cancellation context.Canceled or context.DeadlineExceeded.
 package ring
