@@ -124,7 +124,8 @@ func (w *CDataWriter) Build(build func(mem memory.Allocator) (arrow.RecordBatch,
 
 // BuildContext is Build giving up with ctx.Err() when ctx is done while it
 // waits for a free slot.
-func (w *CDataWriter) BuildContext(ctx context.Context, build func(mem memory.Allocator) (arrow.RecordBatch, error)) error {
+func (w *CDataWriter) BuildContext(ctx context.Context, build func(mem memory.Allocator) (arrow.RecordBatch, error)) (err error) {
+	defer w.p.CatchFault(ring.TrapFaults(), &err) // a truncated ring (ring/fault.go)
 	if w.closed {
 		return ring.ErrClosed
 	}
@@ -183,8 +184,9 @@ func (w *CDataWriter) Write(rec arrow.RecordBatch) error {
 
 // WriteContext is Write giving up with ctx.Err() when ctx is done while it
 // waits for a free slot.
-func (w *CDataWriter) WriteContext(ctx context.Context, rec arrow.RecordBatch) error {
-	err := w.BuildContext(ctx, func(memory.Allocator) (arrow.RecordBatch, error) {
+func (w *CDataWriter) WriteContext(ctx context.Context, rec arrow.RecordBatch) (err error) {
+	defer w.p.CatchFault(ring.TrapFaults(), &err) // a truncated ring (ring/fault.go)
+	err = w.BuildContext(ctx, func(memory.Allocator) (arrow.RecordBatch, error) {
 		rec.Retain()
 		return rec, nil
 	})
@@ -196,11 +198,12 @@ func (w *CDataWriter) WriteContext(ctx context.Context, rec arrow.RecordBatch) e
 
 // Close publishes the schema if nothing was written, then ends the stream
 // and detaches the producer.
-func (w *CDataWriter) Close() error {
+func (w *CDataWriter) Close() (err error) {
+	defer w.p.CatchFault(ring.TrapFaults(), &err) // a truncated ring (ring/fault.go)
 	if w.closed {
 		return nil
 	}
-	err := w.start(context.Background())
+	err = w.start(context.Background())
 	w.closed = true
 	if cerr := w.p.Close(); err == nil {
 		err = cerr

@@ -117,7 +117,10 @@ func (rd *Reader) Next() bool { return rd.NextContext(context.Background()) }
 // NextContext is Next giving up when ctx is done: it returns false
 // promptly (the consumer's futex wait is woken) and Err returns ctx.Err().
 // Like any error, cancellation ends the iteration for good.
-func (rd *Reader) NextContext(ctx context.Context) bool {
+func (rd *Reader) NextContext(ctx context.Context) (ok bool) {
+	var fault error
+	defer rd.afterFault(&ok, &fault)
+	defer rd.msgs.r.CatchFault(ring.TrapFaults(), &fault) // a truncated ring (ring/fault.go)
 	if errors.Is(rd.err, ring.ErrRetentionStall) {
 		rd.err = nil // the one error after which reading goes on
 	}

@@ -374,3 +374,19 @@ type dictError struct{ err error }
 
 func (e dictError) Error() string { return "dictionary: " + e.err.Error() }
 func (e dictError) Unwrap() error { return e.err }
+
+// afterFault ends a Next whose ring faulted (its file truncated under this
+// process, ring/fault.go): deferred after the ring's CatchFault, it makes
+// the truncation the Reader's error, also when arrow-go recovered the
+// fault itself and the Reader met some other error.
+func (rd *Reader) afterFault(ok *bool, fault *error) {
+	if *fault != nil {
+		rd.err, *ok = *fault, false
+		return
+	}
+	if !*ok && rd.err != nil {
+		if t := rd.msgs.r.Truncated(); t != nil {
+			rd.err = t
+		}
+	}
+}

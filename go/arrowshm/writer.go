@@ -80,7 +80,8 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 // WriteContext is Write giving up with ctx.Err() when ctx is done while a
 // message waits for a free slot (the producer's Block back-pressure). As
 // with any failed Write, the stream cannot continue afterwards: Close it.
-func (w *Writer) WriteContext(ctx context.Context, rec arrow.RecordBatch) error {
+func (w *Writer) WriteContext(ctx context.Context, rec arrow.RecordBatch) (err error) {
+	defer w.p.CatchFault(ring.TrapFaults(), &err) // a truncated ring (ring/fault.go)
 	w.sw.ctx = ctx
 	defer func() { w.sw.ctx = nil }()
 	rec = w.dicts.Copy(rec)
@@ -158,8 +159,9 @@ func dataBound(d arrow.ArrayData) int64 {
 
 // Close publishes the schema if nothing was written, then ends the stream
 // and detaches the producer. Writer implements io.Closer.
-func (w *Writer) Close() error {
-	err := w.ipc.Close()
+func (w *Writer) Close() (err error) {
+	defer w.p.CatchFault(ring.TrapFaults(), &err) // a truncated ring (ring/fault.go)
+	err = w.ipc.Close()
 	w.dicts.Release()
 	if !w.sw.closed {
 		// The ipc writer failed before reaching our Close: end the stream.

@@ -395,7 +395,8 @@ func (c *Consumer) checkGroup(atEnd bool) bool {
 // (leases keep their subscriber alive, LAYOUT §5.3). Messages claimed and
 // never released stay unreleased; unclaimed ones go to the other members of
 // a queue group.
-func (c *Consumer) Close() error {
+func (c *Consumer) Close() (err error) {
+	defer c.CatchFault(TrapFaults(), &err)
 	if c.closing.Swap(true) {
 		return ErrClosed
 	}

@@ -88,6 +88,9 @@ func startHeartbeat(clock func() uint64, still func() bool, words ...*atomic.Uin
 	beat()
 	go func() {
 		defer close(h.done)
+		// A truncated file (fault.go): the beat stops, the handle's next
+		// operation reports it.
+		defer catchFaultQuietly(TrapFaults())
 		t := time.NewTicker(heartbeatPeriod)
 		defer t.Stop()
 		for {

@@ -83,7 +83,7 @@ func eachRecord(path string, f func(*arrow.Schema, arrow.RecordBatch) error) (*a
 
 // send writes every record of an Arrow file or stream to a ring in IPC
 // mode, then closes the stream.
-func send(args []string) error {
+func send(args []string) (err error) {
 	fs := newFlags("send")
 	name := fs.String("ring", "", "ring name")
 	mode := fs.String("mode", "ipc", "encoding: ipc, or cdata (C-Data-offsets; each batch must fit in one slot)")
@@ -111,6 +111,8 @@ func send(args []string) error {
 		return err
 	}
 	defer r.Close()
+	// A truncated ring is the error, whatever failed (ring/fault.go).
+	defer r.CatchFault(ring.TrapFaults(), &err)
 	var w recordWriter
 	var s summary
 	bar := newProgress("sending")
@@ -170,7 +172,7 @@ var dictionaryDeltas bool
 
 // recv joins a ring, says "ready", and writes the records it receives to
 // an Arrow IPC stream file until end of stream.
-func recv(args []string) error {
+func recv(args []string) (err error) {
 	fs := newFlags("recv")
 	name := fs.String("ring", "", "ring name")
 	out := fs.String("out", "", "output Arrow IPC stream file")
@@ -186,6 +188,9 @@ func recv(args []string) error {
 		return err
 	}
 	defer r.Close()
+	// A truncated ring is the error, whatever failed (ring/fault.go), e.g.
+	// arrow-go writing out a record read in place.
+	defer r.CatchFault(ring.TrapFaults(), &err)
 	c, err := r.Subscribe(ring.ConsumerOptions{})
 	if err != nil {
 		return err

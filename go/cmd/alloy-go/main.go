@@ -3,9 +3,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"github.com/ignalina/alloy/go/ring"
 )
@@ -33,7 +35,38 @@ func main() {
 		os.Exit(2)
 	}
 	cmd, args := os.Args[1], os.Args[2:]
-	var err error
+	err := run(cmd, args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "alloy-go %s: %v\n", cmd, err)
+		if errors.Is(err, ring.ErrTruncated) {
+			os.Exit(exitTruncated)
+		}
+		os.Exit(1)
+	}
+}
+
+// exitTruncated is the exit status when a ring's file was truncated under
+// the process (the Rust CLI exits with the same status on SIGBUS).
+const exitTruncated = 3
+
+// run runs one command. A memory fault in this goroutine (a ring's file
+// truncated under the process raises SIGBUS on the next access to a page
+// past its end) becomes an error wrapping ring.ErrTruncated, reported on
+// one line, instead of a crash dump of every goroutine: the ring's own
+// operations and arrowshm's readers and writers report it themselves
+// (ring/fault.go); this catches the rest, e.g. arrow-go reading a record
+// in place.
+func run(cmd string, args []string) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			f, ok := p.(interface{ Addr() uintptr })
+			if !ok {
+				panic(p)
+			}
+			err = fmt.Errorf("%w: memory fault (SIGBUS) at %#x: a shared-memory ring's file was truncated under this process", ring.ErrTruncated, f.Addr())
+		}
+	}()
 	switch cmd {
 	case "version":
 		fmt.Printf("alloy-go 0.1.0 (layout version %d)\n", ring.Version)
@@ -64,10 +97,7 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "alloy-go %s: %v\n", cmd, err)
-		os.Exit(1)
-	}
+	return err
 }
 
 // newFlags makes a subcommand's flag set; a parse error exits with status 2.
