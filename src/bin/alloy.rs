@@ -570,7 +570,42 @@ mod inspect {
     }
 }
 
+/// Exit status after SIGBUS: a ring's file was truncated under the process
+/// (`alloy-go` exits with the same status for the same cause).
+const EXIT_SIGBUS: i32 = 3;
+
+/// Makes SIGBUS end the process with one line naming the likely cause and
+/// [`EXIT_SIGBUS`], instead of the shell's bare "Bus error". A named ring's
+/// file truncated under a process that has it mapped (only its owner can:
+/// named rings are 0600; memfd rings are sealed) raises SIGBUS on the next
+/// access past its new end. The library cannot turn that into an error: the
+/// fault hits whichever thread touches the page, in the middle of a safe
+/// reference's use, and no Rust code may run on from there (doc/README.md,
+/// Troubleshooting). So the tool reports it and exits, doing only what is
+/// async-signal-safe: one write(2), then _exit(2).
+fn exit_on_sigbus() {
+    extern "C" fn on_sigbus(_: libc::c_int) {
+        const MSG: &[u8] = b"alloy: bus error (SIGBUS): a shared-memory ring's file was truncated under this process (or /dev/shm ran out of memory); exiting\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is a
+        // static byte string and fd 2 needs no lock.
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::_exit(EXIT_SIGBUS);
+        }
+    }
+    // SAFETY: a zeroed sigaction is valid (no flags, empty mask once
+    // sigemptyset ran); the handler is an extern "C" fn that never returns
+    // and calls only async-signal-safe functions.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+    }
+}
+
 fn main() -> ExitCode {
+    exit_on_sigbus();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
