@@ -387,7 +387,7 @@ func arrowSink(args []string) error {
 	fs := newFlags("arrow-sink")
 	name := fs.String("ring", "", "ring name")
 	zeroCopy := fs.Bool("zero-copy", false, "read record batches in place (arrowshm.WithZeroCopy)")
-	trusted := fs.Bool("trusted", false, "skip the O(n) validation of C-Data-offsets records (arrowshm.WithTrustedProducer)")
+	trusted := fs.Bool("trusted", false, "skip the O(n) validation of records, IPC and C-Data-offsets (arrowshm.WithTrustedProducer)")
 	fs.Parse(args)
 	if err := requireRing(*name); err != nil {
 		return err
