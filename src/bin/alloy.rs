@@ -168,8 +168,9 @@ enum Cmd {
         /// Log each message number as it is received, before its lease is
         /// released, into this existing file (sized 8 + 8×N bytes by the
         /// caller): the count as a u64 at offset 0, then the numbers, all
-        /// little-endian. Written through a shared mapping, so it survives
-        /// a SIGKILL (the soak test reads it after killing consumers).
+        /// little-endian, bit 63 set on a message flagged redelivered.
+        /// Written through a shared mapping, so it survives a SIGKILL (the
+        /// soak test reads it after killing consumers).
         #[arg(long)]
         record: Option<std::path::PathBuf>,
         /// Write the numbers of the messages received flagged as redelivered
@@ -387,7 +388,9 @@ fn run(cli: Cli) -> Result<(), String> {
                     seen.push(j);
                 }
                 if let Some(r) = record.as_mut() {
-                    r.push(j)?;
+                    // Bit 63 flags a redelivered message (the soak's
+                    // at-least-once accounting reads it after a kill).
+                    r.push(j | (u64::from(m.redelivered()) << 63))?;
                 }
                 if hold > 0 {
                     held.push_back(m);
