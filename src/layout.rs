@@ -9,9 +9,11 @@ use thiserror::Error;
 
 /// The ASCII bytes `ALLOYSHM` as a little-endian u64 (header offset 0).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ALLOYSHM");
-/// The layout version this crate reads and writes (2: queue done words carry
-/// a holder marker and subscriber entries a `redeliver` count, LAYOUT.md §3.3).
-pub const VERSION: u32 = 2;
+/// The layout version this crate reads and writes (3: every pid field is
+/// the low half of a u64 identity word whose high half is the process's
+/// start time, and heartbeats no longer prove death, LAYOUT.md §11.1;
+/// 2 added the work-queue holder markers of §3.3).
+pub const VERSION: u32 = 3;
 /// Size of the region header in bytes.
 pub const HEADER_SIZE: usize = 256;
 /// Alignment of every slot payload in bytes.
@@ -68,8 +70,11 @@ pub mod off {
     pub const CLOSED: usize = 72;
     /// `error` (u32).
     pub const ERROR: usize = 76;
-    /// `producer_pid` (u32).
+    /// `producer_pid` (u32): the low half of the producer's identity word
+    /// (u64 at the same offset, LAYOUT.md §11.1).
     pub const PRODUCER_PID: usize = 80;
+    /// `producer_start` (u32): the high half of that identity word.
+    pub const PRODUCER_START: usize = 84;
     /// `producer_heartbeat` (u64).
     pub const PRODUCER_HEARTBEAT: usize = 88;
     /// `data_waiters` (u32).
@@ -82,8 +87,11 @@ pub mod off {
     pub const SPACE_FUTEX: usize = 140;
     /// `table_epoch` (u64).
     pub const TABLE_EPOCH: usize = 144;
-    /// `table_lock` (u32).
+    /// `table_lock` (u32): the low half of the lock holder's identity
+    /// word (u64 at the same offset).
     pub const TABLE_LOCK: usize = 152;
+    /// `table_lock_start` (u32): the high half of that identity word.
+    pub const TABLE_LOCK_START: usize = 156;
     /// `schema_seq` (u32).
     pub const SCHEMA_SEQ: usize = 192;
     /// `schema_len` (u32).
@@ -97,8 +105,11 @@ pub mod off {
     pub const SUB_GROUP: usize = 8;
     /// Subscriber entry: `members` (u32).
     pub const SUB_MEMBERS: usize = 12;
-    /// Subscriber entry: `owner_pid` (u32).
+    /// Subscriber entry: `owner_pid` (u32), the low half of the owner's
+    /// identity word (u64 at the same offset).
     pub const SUB_OWNER_PID: usize = 16;
+    /// Subscriber entry: `owner_start` (u32), the high half.
+    pub const SUB_OWNER_START: usize = 20;
     /// Subscriber entry: `heartbeat` (u64).
     pub const SUB_HEARTBEAT: usize = 24;
     /// Subscriber entry: `claim` (u64).
@@ -113,8 +124,11 @@ pub mod off {
     pub const MEM_STATE: usize = 0;
     /// Member entry: `subscriber` (u32).
     pub const MEM_SUBSCRIBER: usize = 4;
-    /// Member entry: `pid` (u32).
+    /// Member entry: `pid` (u32), the low half of the member's identity
+    /// word (u64 at the same offset).
     pub const MEM_PID: usize = 8;
+    /// Member entry: `start` (u32), the high half.
+    pub const MEM_START: usize = 12;
     /// Member entry: `heartbeat` (u64).
     pub const MEM_HEARTBEAT: usize = 16;
 
@@ -533,7 +547,7 @@ mod tests {
             Layout::parse(&bad, bad.len() as u64),
             Err(LayoutError::VersionMismatch {
                 found: 1,
-                expected: 2
+                expected: VERSION
             })
         );
         let mut bad = b.clone();

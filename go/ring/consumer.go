@@ -38,8 +38,7 @@ type Consumer struct {
 	closed         *atomic.Uint32
 	dataWaiters    *atomic.Uint32
 	dataFutex      *atomic.Uint32
-	producerPid    *atomic.Uint32
-	producerHB     *atomic.Uint64
+	producerID     *atomic.Uint64 // producer_pid and producer_start (LAYOUT §11.1)
 
 	nextCheck    time.Time // when a waiting Recv next looks at the producer (§11.2)
 	groupChecked time.Time // when this queue member last looked for dead members of its group (§11.3)
@@ -87,8 +86,7 @@ func (r *Ring) attach(kind, group uint32, opts ConsumerOptions) (*Consumer, erro
 		closed:      u32At(m, offClosed),
 		dataWaiters: u32At(m, offDataWaiters),
 		dataFutex:   u32At(m, offDataFutex),
-		producerPid: u32At(m, offProducerPid),
-		producerHB:  u64At(m, offProducerHeartbeat),
+		producerID:  u64At(m, offProducerPid),
 	}
 	// LAYOUT §11.1: the member's and the subscriber's heartbeats, for as
 	// long as the entry is ours (a reclaim by a producer that wrongly
@@ -353,11 +351,11 @@ func (c *Consumer) checkProducer() (*Lease, error) {
 	if c.closed.Load() != 0 {
 		return nil, nil // poll reports end-of-stream once drained
 	}
-	// The pid before the heartbeat: a producer stores its heartbeat before
-	// the CAS that installs its pid (takeSeat), so seeing a new pid means
-	// seeing its fresh heartbeat, never the dead holder's stale one.
-	pid := c.producerPid.Load()
-	if pid == 0 || !isDead(pid, c.producerHB.Load(), c.r.env.monoNs()) {
+	// Pid and start time in one load (LAYOUT §11.1): a stopped producer
+	// is alive, a reused pid is not.
+	id := c.producerID.Load()
+	pid := identityPid(id)
+	if pid == 0 || !identityDead(id) {
 		return nil, nil
 	}
 	if l, err := c.poll(); l != nil || err != nil {

@@ -79,24 +79,105 @@ func TestProcessDead(t *testing.T) {
 	}
 }
 
+// startOf is the low 32 bits of a running process's start time.
+func startOf(t testing.TB, pid uint32) uint32 {
+	t.Helper()
+	st, start := probe(pid)
+	if st != procRunning {
+		t.Fatalf("pid %d: /proc status %d", pid, st)
+	}
+	return uint32(start)
+}
+
+// LAYOUT §11.1: dead means gone, a zombie, or a pid now naming a process
+// with another start time (pid reuse) — never a stale heartbeat.
 func TestIsDead(t *testing.T) {
 	me := uint32(os.Getpid())
-	now := newEnv().monoNs()
-	stale := uint64(staleAfter + time.Second)
+	start := ownStart()
+	if start == 0 || start != startOf(t, me) {
+		t.Fatalf("own start time %d", start)
+	}
 	for _, c := range []struct {
-		name      string
-		pid       uint32
-		heartbeat uint64
-		dead      bool
+		name  string
+		pid   uint32
+		start uint32
+		dead  bool
 	}{
-		{"live pid, fresh heartbeat", me, now - uint64(time.Second), false},
-		{"live pid, heartbeat from the future", me, now + uint64(time.Second), false},
-		{"live pid, stale heartbeat", me, now - stale, true},
-		{"dead pid, fresh heartbeat", deadPid(t), now, true},
+		{"live pid, its start time", me, start, false},
+		{"live pid, start unknown", me, 0, false},
+		{"reused pid: another start time", me, start + 1, true},
+		{"reused pid: high bit differs", me, start ^ 1<<31, true},
+		{"parent, its start time", uint32(os.Getppid()), startOf(t, uint32(os.Getppid())), false},
+		{"reaped pid", deadPid(t), start, true},
+		{"pid 0", 0, 0, true},
 	} {
-		if got := isDead(c.pid, c.heartbeat, now); got != c.dead {
+		if got := isDead(c.pid, c.start); got != c.dead {
 			t.Errorf("%s: isDead = %v, want %v", c.name, got, c.dead)
 		}
+		if got := identityDead(identity(c.pid, c.start)); got != c.dead {
+			t.Errorf("%s: identityDead = %v, want %v", c.name, got, c.dead)
+		}
+	}
+	// Heartbeats are a hint only.
+	now := newEnv().monoNs()
+	if stalled(now-uint64(time.Second), now) || !stalled(now-uint64(staleAfter+time.Second), now) ||
+		stalled(now+uint64(time.Second), now) {
+		t.Error("stalled: wrong threshold")
+	}
+}
+
+// parseStat finds the state and starttime after the last ')', whatever
+// the command name holds.
+func TestParseStat(t *testing.T) {
+	line := func(comm, state string) []byte {
+		f := []string{"4242", "(" + comm + ")", state}
+		for i := 4; i < 22; i++ {
+			f = append(f, fmt.Sprint(i))
+		}
+		f = append(f, "123456789012")
+		for i := 23; i < 53; i++ {
+			f = append(f, fmt.Sprint(i))
+		}
+		return []byte(strings.Join(f, " ") + "\n")
+	}
+	for _, comm := range []string{"sleep", "a b", "x) S 1 (y", ")", ""} {
+		for state, want := range map[string]procStatus{"S": procRunning, "T": procRunning, "t": procRunning, "D": procRunning, "Z": procGone, "X": procGone} {
+			st, start := parseStat(line(comm, state))
+			if st != want || (want == procRunning && start != 123456789012) {
+				t.Errorf("comm %q state %s: %d %d", comm, state, st, start)
+			}
+		}
+	}
+	for _, bad := range []string{"garbage", "1 (x) S 2 3", "1 (x)"} {
+		if st, _ := parseStat([]byte(bad)); st != procUnknown {
+			t.Errorf("%q: %d, want unknown", bad, st)
+		}
+	}
+}
+
+// A stopped process is alive; the same pid with another start time is not.
+func TestStoppedProcessIsAlive(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	pid := uint32(cmd.Process.Pid)
+	start := startOf(t, pid)
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	for begin := time.Now(); procState(int(pid)) != "T"; time.Sleep(time.Millisecond) {
+		if time.Since(begin) > 10*time.Second {
+			t.Fatalf("child never stopped (state %q)", procState(int(pid)))
+		}
+	}
+	if isDead(pid, start) {
+		t.Fatal("a stopped process counts as dead")
+	}
+	if !isDead(pid, start+1) {
+		t.Fatal("its pid with another start time counts as alive")
 	}
 }
 
@@ -153,14 +234,14 @@ func TestProducerTakeover(t *testing.T) {
 	mustSend(t, old, []byte{0}, 0)
 	mustSend(t, old, []byte{1}, 0)
 	dead := deadPid(t)
-	u32At(r.mem, offProducerPid).Store(dead) // the holder "died"
+	u64At(r.mem, offProducerPid).Store(identity(dead, 0)) // the holder "died"
 
 	p, err := r.NewProducer(ProducerOptions{})
 	if err != nil {
 		t.Fatalf("takeover of dead pid %d: %v", dead, err)
 	}
-	if got := u32At(r.mem, offProducerPid).Load(); got != uint32(os.Getpid()) {
-		t.Fatalf("producer_pid %d after takeover", got)
+	if got := u64At(r.mem, offProducerPid).Load(); got != r.env.id() {
+		t.Fatalf("producer identity %#x after takeover, want %#x", got, r.env.id())
 	}
 	if p.Published() != 2 {
 		t.Fatalf("new producer continues at %d, want 2", p.Published())
@@ -185,20 +266,27 @@ func TestProducerTakeover(t *testing.T) {
 	if err := p.Detach(); err != nil {
 		t.Fatal(err)
 	}
-	if got := u32At(r.mem, offProducerPid).Load(); got != 0 {
-		t.Fatalf("producer_pid %d after Detach", got)
+	if got := u64At(r.mem, offProducerPid).Load(); got != 0 {
+		t.Fatalf("producer identity %#x after Detach", got)
 	}
 	old.Detach()
 }
 
-// A live pid whose heartbeat stopped 3 s ago is dead too (pid reuse).
-func TestProducerTakeoverStaleHeartbeat(t *testing.T) {
+// A live producer whose heartbeat stopped long ago (stopped, say) keeps
+// its seat; the same pid recorded with another start time is a reused pid,
+// whose seat is taken over (LAYOUT §11.1).
+func TestProducerTakeoverNeedsDeathNotStaleHeartbeat(t *testing.T) {
 	r := anonRing(t, small)
-	u32At(r.mem, offProducerPid).Store(uint32(os.Getppid()))
-	u64At(r.mem, offProducerHeartbeat).Store(r.env.monoNs() - uint64(staleAfter+time.Second))
+	ppid := uint32(os.Getppid())
+	u64At(r.mem, offProducerPid).Store(identity(ppid, startOf(t, ppid)))
+	u64At(r.mem, offProducerHeartbeat).Store(r.env.monoNs() - uint64(10*staleAfter))
+	if _, err := r.NewProducer(ProducerOptions{}); !errors.Is(err, ErrProducerExists) {
+		t.Fatalf("attach against a live producer with a stale heartbeat: %v, want ErrProducerExists", err)
+	}
+	u64At(r.mem, offProducerPid).Store(identity(ppid, startOf(t, ppid)+1))
 	p, err := r.NewProducer(ProducerOptions{})
 	if err != nil {
-		t.Fatalf("takeover of a stale heartbeat: %v", err)
+		t.Fatalf("takeover from a reused pid: %v", err)
 	}
 	p.Close()
 }
@@ -225,7 +313,7 @@ func TestConsumerSeesProducerGone(t *testing.T) {
 				defer p.Detach() // after p2's Close: it then frees nothing
 				mustSend(t, p, []byte{0}, 0)
 				dead := deadPid(t)
-				u32At(r.mem, offProducerPid).Store(dead)
+				u64At(r.mem, offProducerPid).Store(identity(dead, 0))
 
 				l, err := recv(c) // published before the death: delivered
 				if err != nil || l.Seq() != 0 {
@@ -271,7 +359,7 @@ func TestNoProducerIsNotGone(t *testing.T) {
 	p := mustProducer(t, r, failBP)
 	mustSend(t, p, nil, 0)
 	p.Close()
-	u32At(r.mem, offProducerPid).Store(deadPid(t)) // ignored once closed
+	u64At(r.mem, offProducerPid).Store(identity(deadPid(t), 0)) // ignored once closed
 	if l, err := c.Recv(); err != nil {
 		t.Fatal(err)
 	} else {
@@ -283,10 +371,10 @@ func TestNoProducerIsNotGone(t *testing.T) {
 }
 
 // fakeDeadMember turns consumer c into the entry of a dead process: its
-// member pid becomes a reaped child's (its heartbeat goroutine then stops
-// writing, the entry no longer being its own).
+// member identity becomes a reaped child's (its heartbeat goroutine then
+// stops writing, the entry no longer being its own).
 func fakeDeadMember(t testing.TB, r *Ring, c *Consumer) {
-	u32At(r.mem, r.lay.memberOff(c.mem)+memPid).Store(deadPid(t))
+	u64At(r.mem, r.lay.memberOff(c.mem)+memPid).Store(identity(deadPid(t), 0))
 }
 
 // A dead broadcast member blocks the producer only until ReclaimAfter;
@@ -337,7 +425,10 @@ func TestReclaimDeadBroadcastMember(t *testing.T) {
 	// The reclaimed handle's Close leaves the (now foreign) entries alone,
 	// even after a newcomer from another (live) process took them.
 	other := newEnv()
-	other.pid = func() uint32 { return uint32(os.Getppid()) }
+	ppid := uint32(os.Getppid())
+	ppidStart := startOf(t, ppid)
+	other.pid = func() uint32 { return ppid }
+	other.start = func() uint32 { return ppidStart }
 	newcomer := mustSubscribe(t, r.view(other))
 	dead.Close()
 	for _, c := range []*Consumer{live, newcomer} {
@@ -407,7 +498,7 @@ func TestReclaimDeadJoiner(t *testing.T) {
 	u32At(r.mem, off+subState).Store(stateJoining)
 	u32At(r.mem, off+subKind).Store(kindBroadcast)
 	u32At(r.mem, off+subMembers).Store(1)
-	u32At(r.mem, off+subOwnerPid).Store(deadPid(t))
+	u64At(r.mem, off+subOwnerPid).Store(identity(deadPid(t), 0))
 	u64At(r.mem, off+subHeartbeat).Store(r.env.monoNs())
 	u64At(r.mem, offTableEpoch).Add(1)
 	for j := 0; j < 8; j++ { // the JOINING entry gates at release 0 + 4

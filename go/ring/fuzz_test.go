@@ -344,7 +344,7 @@ func FuzzConsumeDamagedRing(f *testing.F) {
 		// make the detach below wait forever, as it should), then detach.
 		// With every lease released the consumer detaches at once and the
 		// Ring's Close unmaps the region.
-		u32At(m, offTableLock).Store(0)
+		u64At(m, offTableLock).Store(0)
 		if err := c.Close(); err != nil {
 			t.Fatal(err)
 		}

@@ -5,10 +5,12 @@ import (
 	"unsafe"
 )
 
-// fixedEnv returns the injected pid and clocks of the LAYOUT §10 vectors.
-func fixedEnv(pid uint32, mono uint64) env {
+// fixedEnv returns the injected pid, start time and clocks of the LAYOUT
+// §10 vectors.
+func fixedEnv(pid, start uint32, mono uint64) env {
 	return env{
 		pid:    func() uint32 { return pid },
+		start:  func() uint32 { return start },
 		monoNs: func() uint64 { return mono },
 		realNs: func() uint64 { return 1700000000000000000 },
 	}

@@ -12,14 +12,16 @@ type Snapshot struct {
 	Closed            uint32
 	Error             uint32
 	ProducerPid       uint32
+	ProducerStart     uint32 // with ProducerPid, the identity word (LAYOUT §11.1)
 	ProducerHeartbeat uint64
 
-	DataWaiters  uint32
-	DataFutex    uint32
-	SpaceWaiters uint32
-	SpaceFutex   uint32
-	TableEpoch   uint64
-	TableLock    uint32
+	DataWaiters    uint32
+	DataFutex      uint32
+	SpaceWaiters   uint32
+	SpaceFutex     uint32
+	TableEpoch     uint64
+	TableLock      uint32
+	TableLockStart uint32
 
 	SchemaSeq uint32
 	SchemaLen uint32
@@ -32,14 +34,14 @@ type Snapshot struct {
 
 // SubscriberSnapshot is one subscriber table entry (LAYOUT §3.1).
 type SubscriberSnapshot struct {
-	State, Kind, Group, Members, OwnerPid uint32
-	Heartbeat, Claim, Release             uint64
+	State, Kind, Group, Members, OwnerPid, OwnerStart uint32
+	Heartbeat, Claim, Release                         uint64
 }
 
 // MemberSnapshot is one member table entry (LAYOUT §3.2).
 type MemberSnapshot struct {
-	State, Subscriber, Pid uint32
-	Heartbeat              uint64
+	State, Subscriber, Pid, Start uint32
+	Heartbeat                     uint64
 }
 
 // SlotSnapshot is one slot header and its payload (LAYOUT §3.4). Payload
@@ -58,17 +60,18 @@ func (r *Ring) Snapshot() Snapshot {
 	s := Snapshot{
 		Layout: *l, CreatorPid: u32(offCreatorPid), CreatedNs: u64(offCreatedNs),
 		Published: u64(offPublished), Closed: u32(offClosed), Error: u32(offError),
-		ProducerPid: u32(offProducerPid), ProducerHeartbeat: u64(offProducerHeartbeat),
-		DataWaiters: u32(offDataWaiters), DataFutex: u32(offDataFutex),
+		ProducerPid: u32(offProducerPid), ProducerStart: u32(offProducerStart),
+		ProducerHeartbeat: u64(offProducerHeartbeat),
+		DataWaiters:       u32(offDataWaiters), DataFutex: u32(offDataFutex),
 		SpaceWaiters: u32(offSpaceWaiters), SpaceFutex: u32(offSpaceFutex),
-		TableEpoch: u64(offTableEpoch), TableLock: u32(offTableLock),
+		TableEpoch: u64(offTableEpoch), TableLock: u32(offTableLock), TableLockStart: u32(offTableLockStart),
 		SchemaSeq: u32(offSchemaSeq), SchemaLen: u32(offSchemaLen),
 	}
 	for k := uint32(0); k < l.MaxSubscribers; k++ {
 		o := l.subOff(k)
 		s.Subscribers = append(s.Subscribers, SubscriberSnapshot{
 			State: u32(o + subState), Kind: u32(o + subKind), Group: u32(o + subGroup),
-			Members: u32(o + subMembers), OwnerPid: u32(o + subOwnerPid),
+			Members: u32(o + subMembers), OwnerPid: u32(o + subOwnerPid), OwnerStart: u32(o + subOwnerStart),
 			Heartbeat: u64(o + subHeartbeat), Claim: u64(o + subClaim), Release: u64(o + subRelease),
 		})
 		done := make([]uint64, l.SlotCount)
@@ -81,7 +84,7 @@ func (r *Ring) Snapshot() Snapshot {
 		o := l.memberOff(j)
 		s.Members = append(s.Members, MemberSnapshot{
 			State: u32(o + memState), Subscriber: u32(o + memSubscriber),
-			Pid: u32(o + memPid), Heartbeat: u64(o + memHeartbeat),
+			Pid: u32(o + memPid), Start: u32(o + memStart), Heartbeat: u64(o + memHeartbeat),
 		})
 	}
 	for i := uint64(0); i < uint64(l.SlotCount); i++ {

@@ -8,14 +8,15 @@ import (
 	"unsafe"
 )
 
-// Constants of layout version 2 (doc/LAYOUT.md §2).
+// Constants of layout version 3 (doc/LAYOUT.md §2).
 const (
 	// Magic is the first u64 of every region: the ASCII bytes "ALLOYSHM".
 	Magic uint64 = 0x4D4853594F4C4C41
-	// Version is the layout version this package reads and writes (2:
-	// queue done words carry a holder marker and subscriber entries a
-	// redeliver count, LAYOUT §3.3).
-	Version uint32 = 2
+	// Version is the layout version this package reads and writes (3:
+	// every pid field is the low half of a u64 identity word whose high
+	// half is the process's start time, and heartbeats no longer prove
+	// death, LAYOUT §11.1; 2 added the queue holder markers of §3.3).
+	Version uint32 = 3
 	// HeaderSize is the size of the fixed header.
 	HeaderSize = 256
 	// Align is the payload alignment every slot guarantees.
@@ -58,15 +59,17 @@ const (
 	offPublished         = 64
 	offClosed            = 72
 	offError             = 76
-	offProducerPid       = 80
+	offProducerPid       = 80 // with offProducerStart, the producer's identity word (§11.1)
+	offProducerStart     = 84
 	offProducerHeartbeat = 88
 
-	offDataWaiters  = 128
-	offDataFutex    = 132
-	offSpaceWaiters = 136
-	offSpaceFutex   = 140
-	offTableEpoch   = 144
-	offTableLock    = 152
+	offDataWaiters    = 128
+	offDataFutex      = 132
+	offSpaceWaiters   = 136
+	offSpaceFutex     = 140
+	offTableEpoch     = 144
+	offTableLock      = 152 // with offTableLockStart, the holder's identity word
+	offTableLockStart = 156
 
 	offSchemaSeq = 192
 	offSchemaLen = 196
@@ -74,19 +77,21 @@ const (
 
 // Subscriber entry (§3.1), member entry (§3.2) and slot header (§3.4) fields.
 const (
-	subState     = 0
-	subKind      = 4
-	subGroup     = 8
-	subMembers   = 12
-	subOwnerPid  = 16
-	subHeartbeat = 24
-	subClaim     = 64
-	subRelease   = 72
-	subRedeliver = 80
+	subState      = 0
+	subKind       = 4
+	subGroup      = 8
+	subMembers    = 12
+	subOwnerPid   = 16 // with subOwnerStart, the owner's identity word
+	subOwnerStart = 20
+	subHeartbeat  = 24
+	subClaim      = 64
+	subRelease    = 72
+	subRedeliver  = 80
 
 	memState      = 0
 	memSubscriber = 4
-	memPid        = 8
+	memPid        = 8 // with memStart, the member's identity word
+	memStart      = 12
 	memHeartbeat  = 16
 
 	slotStamp = 0

@@ -63,7 +63,7 @@ func TestConfigBounds(t *testing.T) {
 
 // image returns a valid header image of the small config, whole file.
 func image(t *testing.T) []byte {
-	r := memRing(t, small, fixedEnv(4242, 1000))
+	r := memRing(t, small, fixedEnv(4242, 3000, 1000))
 	return append([]byte(nil), r.mem...)
 }
 
@@ -81,7 +81,8 @@ func TestReadLayoutRefusals(t *testing.T) {
 		{"bad magic", func(b []byte) []byte { b[0] = 'X'; return b }, ErrBadMagic},
 		{"big-endian magic", func(b []byte) []byte { binary.BigEndian.PutUint64(b, Magic); return b }, ErrBadMagic},
 		{"version 1", func(b []byte) []byte { le.PutUint32(b[offVersion:], 1); return b }, ErrVersionMismatch},
-		{"version 3", func(b []byte) []byte { le.PutUint32(b[offVersion:], 3); return b }, ErrVersionMismatch},
+		{"version 2", func(b []byte) []byte { le.PutUint32(b[offVersion:], 2); return b }, ErrVersionMismatch},
+		{"version 4", func(b []byte) []byte { le.PutUint32(b[offVersion:], 4); return b }, ErrVersionMismatch},
 		{"version 0", func(b []byte) []byte { le.PutUint32(b[offVersion:], 0); return b }, ErrVersionMismatch},
 		{"header_size", func(b []byte) []byte { le.PutUint32(b[offHeaderSize:], 128); return b }, ErrInvalidLayout},
 		{"align", func(b []byte) []byte { le.PutUint32(b[offAlign:], 8); return b }, ErrInvalidLayout},
@@ -115,7 +116,7 @@ func TestHeaderFields(t *testing.T) {
 		t.Fatalf("magic bytes %q", b[:8])
 	}
 	for off, want := range map[int]uint64{
-		offVersion: 2, offHeaderSize: 256, offSlotCount: 4, offSlotSize: 64, offMaxSubscribers: 2,
+		offVersion: uint64(Version), offHeaderSize: 256, offSlotCount: 4, offSlotSize: 64, offMaxSubscribers: 2,
 		offMaxMembers: 4, offSchemaCapacity: 64, offAlign: 64, offCreatorPid: 4242, offFlags: 0,
 	} {
 		if got := le.Uint32(b[off:]); uint64(got) != want {

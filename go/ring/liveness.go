@@ -19,8 +19,9 @@ const (
 	// heartbeatPeriod is how often attached handles refresh their
 	// heartbeats (HEARTBEAT_PERIOD, §11.1).
 	heartbeatPeriod = 100 * time.Millisecond
-	// staleAfter marks a participant whose heartbeat is older dead
-	// (STALE_AFTER, §11.1): it catches a pid reused by an unrelated process.
+	// staleAfter marks a live participant whose heartbeat is older as
+	// stalled (STALE_AFTER, §11.1): stopped, traced or starved. A hint for
+	// inspection only, never a proof of death.
 	staleAfter = 3 * time.Second
 	// producerCheckPeriod is how often a waiting consumer looks at the
 	// producer (§11.2).
@@ -29,38 +30,107 @@ const (
 	defaultReclaimAfter = time.Second
 )
 
-// processDead is the pid half of the §11.1 test: the process is dead when
-// /proc/<pid>/stat is missing or its state is Z (zombie) or X. Any other
-// failure to read it (EACCES, …) counts as alive: we only ever give up on a
-// peer we know to be gone.
-func processDead(pid uint32) bool {
+// procStatus is what /proc/<pid>/stat says about a process.
+type procStatus int
+
+const (
+	procGone    procStatus = iota // no such process, or a zombie (Z) or dead (X) one
+	procRunning                   // not exited: running, sleeping, stopped, traced, …
+	procUnknown                   // /proc could not be read or parsed: assume alive
+)
+
+// probe reads /proc/<pid>/stat: the state and, for a process that has not
+// exited, its start time (field 22, starttime, in clock ticks since boot).
+// Any failure other than "no such process" is procUnknown: we only ever
+// give up on a peer we know to be gone.
+func probe(pid uint32) (procStatus, uint64) {
 	if pid == 0 || pid > math.MaxInt32 {
-		return true // no process can have this id
+		return procGone, 0 // no process can have this id
 	}
 	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
 	if err != nil {
 		// ESRCH: the process exited between open and read.
-		return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+			return procGone, 0
+		}
+		return procUnknown, 0
 	}
-	// "pid (comm) S ...": comm may contain spaces and parentheses, so the
-	// state is the first field after the last ')'.
+	return parseStat(b)
+}
+
+// parseStat parses the contents of /proc/<pid>/stat: "pid (comm) S ...",
+// where comm may contain spaces and parentheses, so the state is the first
+// field after the last ')' and starttime the 20th.
+func parseStat(b []byte) (procStatus, uint64) {
 	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return false
+	if i < 0 {
+		return procUnknown, 0
 	}
-	switch b[i+2] {
-	case 'Z', 'X':
+	f := bytes.Fields(b[i+1:])
+	if len(f) == 0 {
+		return procUnknown, 0
+	}
+	switch string(f[0]) {
+	case "Z", "X":
+		return procGone, 0
+	}
+	if len(f) < 20 {
+		return procUnknown, 0
+	}
+	start, err := strconv.ParseUint(string(f[19]), 10, 64)
+	if err != nil {
+		return procUnknown, 0
+	}
+	return procRunning, start
+}
+
+// processDead is the pid-only test: the process is gone or a zombie. It
+// cannot tell a reused pid; isDead, with the recorded start time, can.
+func processDead(pid uint32) bool {
+	st, _ := probe(pid)
+	return st == procGone
+}
+
+// isDead is the LAYOUT §11.1 test for a participant recorded as (pid,
+// start): its process is gone or a zombie, or the pid now names a process
+// with another start time (pid reuse). start 0 means unknown: the pid
+// alone decides. A stopped, traced or starved process is alive, however
+// old its heartbeat.
+func isDead(pid, start uint32) bool {
+	switch st, actual := probe(pid); st {
+	case procGone:
 		return true
+	case procRunning:
+		return start != 0 && uint32(actual) != start
 	}
 	return false
 }
 
-// isDead is the whole §11.1 test for a participant recorded as (pid,
-// heartbeat), now and heartbeat being CLOCK_MONOTONIC ns (env.monoNs). A
-// heartbeat from the future (another process's clock read after our now)
-// is fresh.
-func isDead(pid uint32, heartbeat uint64, now uint64) bool {
-	return processDead(pid) || (now > heartbeat && now-heartbeat > uint64(staleAfter))
+// identity is the u64 identity word of LAYOUT §11.1: pid | start<<32.
+func identity(pid, start uint32) uint64 { return uint64(pid) | uint64(start)<<32 }
+
+// identityPid and identityStart split an identity word.
+func identityPid(w uint64) uint32   { return uint32(w) }
+func identityStart(w uint64) uint32 { return uint32(w >> 32) }
+
+// identityDead is isDead for an identity word.
+func identityDead(w uint64) bool { return isDead(identityPid(w), identityStart(w)) }
+
+// ownStart is the low 32 bits of this process's start time, read once; 0
+// ("unknown") if /proc/self/stat cannot be read.
+var ownStart = sync.OnceValue(func() uint32 {
+	if st, start := probe(uint32(os.Getpid())); st == procRunning {
+		return uint32(start)
+	}
+	return 0
+})
+
+// stalled reports whether a heartbeat is older than staleAfter at now
+// (both CLOCK_MONOTONIC ns): a hint that a live participant is not
+// running. A heartbeat from the future (another process's clock read
+// after our now) is fresh.
+func stalled(heartbeat, now uint64) bool {
+	return now > heartbeat && now-heartbeat > uint64(staleAfter)
 }
 
 // heartbeat refreshes heartbeat words in the mapping every heartbeatPeriod

@@ -51,6 +51,7 @@ type Producer struct {
 	r    *Ring
 	opts ProducerOptions
 	pid  uint32
+	id   uint64 // identity word: pid and start time (LAYOUT §11.1)
 
 	next        uint64 // sequence of the next message
 	limit       uint64 // cached gate: sequences < limit are free to write
@@ -73,7 +74,7 @@ type Producer struct {
 	spaceWaiter *atomic.Uint32
 	spaceFutex  *atomic.Uint32
 	heartbeat   *atomic.Uint64
-	pidWord     *atomic.Uint32
+	idWord      *atomic.Uint64 // producer_pid and producer_start (LAYOUT §11.1)
 }
 
 // NewProducer attaches the ring's one producer. It fails with
@@ -92,7 +93,7 @@ func (r *Ring) NewProducer(opts ProducerOptions) (*Producer, error) {
 	}
 	m := r.mem
 	p := &Producer{
-		r: r, opts: opts, pid: r.env.pid(),
+		r: r, opts: opts, pid: r.env.pid(), id: r.env.id(),
 		published:   u64At(m, offPublished),
 		tableEpoch:  u64At(m, offTableEpoch),
 		dataWaiters: u32At(m, offDataWaiters),
@@ -100,39 +101,39 @@ func (r *Ring) NewProducer(opts ProducerOptions) (*Producer, error) {
 		spaceWaiter: u32At(m, offSpaceWaiters),
 		spaceFutex:  u32At(m, offSpaceFutex),
 		heartbeat:   u64At(m, offProducerHeartbeat),
-		pidWord:     u32At(m, offProducerPid),
+		idWord:      u64At(m, offProducerPid),
 	}
 	if err := p.takeSeat(); err != nil {
 		r.release()
 		return nil, err
 	}
 	if u32At(m, offClosed).Load() == 1 {
-		p.pidWord.CompareAndSwap(p.pid, 0)
+		p.idWord.CompareAndSwap(p.id, 0)
 		r.release()
 		return nil, fmt.Errorf("%w: the stream has ended", ErrClosed)
 	}
 	p.next = p.published.Load() // we are now its only writer
-	p.hb = startHeartbeat(r.env.monoNs, func() bool { return p.pidWord.Load() == p.pid }, p.heartbeat)
+	p.hb = startHeartbeat(r.env.monoNs, func() bool { return p.idWord.Load() == p.id }, p.heartbeat)
 	return p, nil
 }
 
-// takeSeat is the attach of LAYOUT §4 with the takeover of §11.2: CAS
-// producer_pid 0 → own pid, or P → own pid when holder P is dead.
+// takeSeat is the attach of LAYOUT §4 with the takeover of §11.2: CAS the
+// identity word at 80 (producer_pid, producer_start) 0 → ours, or P → ours
+// when holder P is dead (§11.1: gone, or its pid reused).
 //
-// The heartbeat is stored before each CAS, not after: anyone who sees our
-// pid (SeqCst) then loads the heartbeat sees it fresh. Storing it after
-// would leave a window in which a consumer, or a third producer, finds our
-// live pid with the dead holder's stale heartbeat and declares us dead. The
-// store touches a holder's word only when we saw it free or dead.
+// Pid and start time change in one u64 CAS: with two words, a reader could
+// find our pid beside the dead holder's start time, take us for a reused
+// pid and declare us dead. The heartbeat (a hint) is stored before the
+// CAS, and only when we saw the seat free or dead.
 func (p *Producer) takeSeat() error {
 	for {
-		holder := p.pidWord.Load()
-		if holder != 0 && !isDead(holder, p.heartbeat.Load(), p.r.env.monoNs()) {
-			return fmt.Errorf("%w: pid %d", ErrProducerExists, holder)
+		holder := p.idWord.Load()
+		if pid := identityPid(holder); pid != 0 && (holder == p.id || !identityDead(holder)) {
+			return fmt.Errorf("%w: pid %d", ErrProducerExists, pid)
 		}
 		p.heartbeat.Store(p.r.env.monoNs())
 		// SeqCst, as §4 and §11.2 ask: the one attach point for producers.
-		if p.pidWord.CompareAndSwap(holder, p.pid) {
+		if p.idWord.CompareAndSwap(holder, p.id) {
 			return nil
 		}
 		// Another producer attached or took over first: judge it afresh.
@@ -415,6 +416,6 @@ func (p *Producer) detach() error {
 	p.hb.stop() // before the seat is free and the mapping may go away
 	// A CAS, not a store: should we have been declared dead and taken over
 	// (LAYOUT §11.2), the seat is no longer ours to free.
-	p.pidWord.CompareAndSwap(p.pid, 0)
+	p.idWord.CompareAndSwap(p.id, 0) // the whole identity word, if still ours
 	return p.r.release()
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -373,33 +374,42 @@ func TestSchema(t *testing.T) {
 }
 
 // A table lock left behind by a dead process is taken over, not waited on
-// forever.
+// forever: a pid that no longer exists, or one reused by another process
+// (here: our own pid recorded with another start time, LAYOUT §11.1).
 func TestTableLockOfDeadProcess(t *testing.T) {
-	r := anonRing(t, small)
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
 	dead := uint32(cmd.Process.Pid) // reaped: the pid no longer exists
-	u32At(r.mem, offTableLock).Store(dead)
-	done := make(chan error, 1)
-	go func() {
-		c, err := r.Subscribe(ConsumerOptions{})
-		if err == nil {
-			c.Close()
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("join waited on a dead process's table lock")
-	}
-	if got := u32At(r.mem, offTableLock).Load(); got != 0 {
-		t.Fatalf("table_lock %d after the join, want 0", got)
+	me := uint32(os.Getpid())
+	for name, holder := range map[string]uint64{
+		"gone":   identity(dead, 0),
+		"reused": identity(me, ownStart()+1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := anonRing(t, small)
+			u64At(r.mem, offTableLock).Store(holder)
+			done := make(chan error, 1)
+			go func() {
+				c, err := r.Subscribe(ConsumerOptions{})
+				if err == nil {
+					c.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("join waited on a dead process's table lock")
+			}
+			if got := u64At(r.mem, offTableLock).Load(); got != 0 {
+				t.Fatalf("table_lock %#x after the join, want 0", got)
+			}
+		})
 	}
 }
 

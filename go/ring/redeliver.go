@@ -176,15 +176,14 @@ func (r *Ring) clearDone(k uint32) {
 func (r *Ring) reclaimGroup(k uint32) uint64 {
 	l := &r.lay
 	m := r.mem
-	r.lockTable(r.env.pid())
+	r.lockTable(r.env.id())
 	var moved uint64
-	now := r.env.monoNs()
 	members := u32At(m, l.subOff(k)+subMembers)
 	for j := uint32(0); j < l.MaxMembers; j++ {
 		off := l.memberOff(j)
 		// The caller is a live member, so the group survives (> 1).
 		if u32At(m, off+memState).Load() != stateActive || u32At(m, off+memSubscriber).Load() != k ||
-			members.Load() < 2 || !isDead(u32At(m, off+memPid).Load(), u64At(m, off+memHeartbeat).Load(), now) {
+			members.Load() < 2 || !identityDead(u64At(m, off+memPid).Load()) {
 			continue
 		}
 		moved += r.reclaimMember(k, j)

@@ -16,13 +16,18 @@ import (
 // to reproduce the fixed values of the LAYOUT §10 vectors; nothing else may.
 type env struct {
 	pid    func() uint32
+	start  func() uint32 // low 32 bits of the process's start time (LAYOUT §11.1)
 	monoNs func() uint64 // CLOCK_MONOTONIC, for heartbeats
 	realNs func() uint64 // CLOCK_REALTIME, for created_ns
 }
 
+// id is the process's identity word (LAYOUT §11.1): pid and start time.
+func (e env) id() uint64 { return identity(e.pid(), e.start()) }
+
 func newEnv() env {
 	return env{
-		pid: func() uint32 { return uint32(os.Getpid()) },
+		pid:   func() uint32 { return uint32(os.Getpid()) },
+		start: ownStart,
 		monoNs: func() uint64 {
 			var ts unix.Timespec
 			unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)

@@ -104,6 +104,11 @@ type MemberStat struct {
 	Pid uint32 `json:"pid"`
 	// Alive reports whether it is alive (LAYOUT §11.1).
 	Alive bool `json:"alive"`
+	// Stalled reports a member that is alive but whose heartbeat is older
+	// than 3 s: stopped (SIGSTOP, a debugger), frozen or starved. A hint,
+	// never a reason to detach it (LAYOUT §11.3 "No eviction"); such a
+	// member holding leases gates the producer.
+	Stalled bool `json:"stalled"`
 }
 
 // Stat takes a snapshot of the ring. It changes nothing in the region.
@@ -167,15 +172,15 @@ func statOf(m []byte, l Layout, name string, now uint64) Stat {
 	u32 := func(off uint64) uint32 { return u32At(m, off).Load() }
 	u64 := func(off uint64) uint64 { return u64At(m, off).Load() }
 	n := uint64(l.SlotCount)
-	// The pid before its heartbeat (LAYOUT §11.1).
-	ppid := u32(offProducerPid)
-	phb := u64(offProducerHeartbeat)
+	// Pid and start time in one load (LAYOUT §11.1).
+	pid := u64(offProducerPid)
+	ppid := identityPid(pid)
 	published := u64(offPublished)
 	s := Stat{
 		Name: name, Version: u32(offVersion), SlotCount: l.SlotCount, SlotSize: l.SlotSize,
 		TotalSize: l.TotalSize, MaxSubscribers: l.MaxSubscribers, MaxMembers: l.MaxMembers,
 		CreatorPid: u32(offCreatorPid), Published: published, Closed: u32(offClosed) == 1,
-		ProducerPid: ppid, ProducerAlive: ppid != 0 && !isDead(ppid, phb, now),
+		ProducerPid: ppid, ProducerAlive: ppid != 0 && !identityDead(pid),
 		Consumers: []ConsumerStat{}, sampledNs: now,
 	}
 	type member struct {
@@ -188,9 +193,10 @@ func statOf(m []byte, l Layout, name string, now uint64) Stat {
 		if u32(o+memState) != stateActive {
 			continue
 		}
-		pid := u32(o + memPid)
-		hb := u64(o + memHeartbeat)
-		members = append(members, member{u32(o + memSubscriber), MemberStat{j, pid, !isDead(pid, hb, now)}})
+		id := u64(o + memPid)
+		alive := !identityDead(id)
+		members = append(members, member{u32(o + memSubscriber),
+			MemberStat{j, identityPid(id), alive, alive && stalled(u64(o+memHeartbeat), now)}})
 	}
 	slowest, any := uint64(0), false
 	for k := uint32(0); k < l.MaxSubscribers; k++ {
@@ -231,7 +237,7 @@ func statOf(m []byte, l Layout, name string, now uint64) Stat {
 		}
 		if st == stateJoining {
 			c.State = "joining"
-			c.Alive = !isDead(c.OwnerPid, u64(o+subHeartbeat), now)
+			c.Alive = !identityDead(u64(o + subOwnerPid))
 		}
 		s.Consumers = append(s.Consumers, c)
 	}
@@ -316,9 +322,12 @@ func (s Stat) Render() string {
 				if i > 0 {
 					pids += ","
 				}
+				// "!" dead, "?" alive but stalled (LAYOUT §11.1).
 				pids += fmt.Sprint(m.Pid)
 				if !m.Alive {
 					pids += "!"
+				} else if m.Stalled {
+					pids += "?"
 				}
 			}
 		}
@@ -411,9 +420,9 @@ func listOne(path, name string) (Listing, bool) {
 		l.Error = &msg
 		return l, true
 	}
-	l.ProducerPid = binary.LittleEndian.Uint32(hdr[offProducerPid:])
-	hb := binary.LittleEndian.Uint64(hdr[offProducerHeartbeat:])
-	l.ProducerAlive = l.ProducerPid != 0 && !isDead(l.ProducerPid, hb, newEnv().monoNs())
+	id := binary.LittleEndian.Uint64(hdr[offProducerPid:]) // pid and start time (LAYOUT §11.1)
+	l.ProducerPid = identityPid(id)
+	l.ProducerAlive = l.ProducerPid != 0 && !identityDead(id)
 	return l, true
 }
 

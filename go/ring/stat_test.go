@@ -51,7 +51,7 @@ func TestStatReportsLagLeasesAndFill(t *testing.T) {
 
 	s := r.Stat()
 	me := uint32(os.Getpid())
-	if s.Version != 2 || s.SlotCount != 8 || s.SlotSize != 64 || s.Published != 5 || s.Closed {
+	if s.Version != Version || s.SlotCount != 8 || s.SlotSize != 64 || s.Published != 5 || s.Closed {
 		t.Fatalf("header fields: %+v", s)
 	}
 	if s.ProducerPid != me || !s.ProducerAlive {
@@ -235,7 +235,7 @@ func TestListDirFindsRingsAndSkipsOthers(t *testing.T) {
 		t.Fatalf("%+v", got)
 	}
 	a := got[0]
-	if a.Version != 2 || a.SlotCount != 8 || a.SlotSize != 64 || a.Size != r.lay.TotalSize || a.Error != nil {
+	if a.Version != Version || a.SlotCount != 8 || a.SlotSize != 64 || a.Size != r.lay.TotalSize || a.Error != nil {
 		t.Errorf("%+v", a)
 	}
 	if a.ProducerPid != uint32(os.Getpid()) || !a.ProducerAlive {

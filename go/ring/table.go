@@ -7,19 +7,19 @@ import (
 	"time"
 )
 
-// lockTable takes table_lock (LAYOUT §5.3): CAS 0 → pid, spinning briefly,
-// then sleeping 50 µs between tries. Goroutines of one process share a pid,
-// which is fine: the CAS only ever succeeds on 0.
-func (r *Ring) lockTable(pid uint32) {
-	lock := u32At(r.mem, offTableLock)
+// lockTable takes table_lock (LAYOUT §5.3): CAS its identity word 0 → id
+// (pid and start time, §11.1), spinning briefly, then sleeping 50 µs
+// between tries. Goroutines of one process share an identity, which is
+// fine: the CAS only ever succeeds on 0.
+func (r *Ring) lockTable(id uint64) {
+	lock := u64At(r.mem, offTableLock)
 	// Acquire: pairs with the Release store in unlockTable, so the previous
 	// holder's table writes are visible.
-	for i := 0; !lock.CompareAndSwap(0, pid); i++ {
+	for i := 0; !lock.CompareAndSwap(0, id); i++ {
 		// A holder that died with the lock would block every join forever:
-		// take the lock over from a dead pid (the pid part of the LAYOUT
-		// §11.1 test; the lock records no heartbeat).
-		if holder := lock.Load(); holder != 0 && holder != pid && processDead(holder) &&
-			lock.CompareAndSwap(holder, pid) {
+		// take the lock over from a dead holder (gone, or its pid reused).
+		if holder := lock.Load(); holder != 0 && holder != id && identityDead(holder) &&
+			lock.CompareAndSwap(holder, id) {
 			return
 		}
 		if i < 64 {
@@ -31,7 +31,7 @@ func (r *Ring) lockTable(pid uint32) {
 }
 
 func (r *Ring) unlockTable() {
-	u32At(r.mem, offTableLock).Store(0) // Release, pairs with lockTable's CAS
+	u64At(r.mem, offTableLock).Store(0) // Release, pairs with lockTable's CAS; the whole identity word
 }
 
 // wakeSpace is §5.2 step 3: wake a producer parked on a full ring, paying a
@@ -50,8 +50,8 @@ func (r *Ring) wakeSpace() {
 func (r *Ring) join(kind, group uint32) (k, j uint32, err error) {
 	l := &r.lay
 	m := r.mem
-	pid := r.env.pid()
-	r.lockTable(pid)
+	id := r.env.id()
+	r.lockTable(id)
 	defer r.unlockTable()
 
 	j, ok := findEntry(l.MaxMembers, func(j uint32) bool {
@@ -75,7 +75,7 @@ func (r *Ring) join(kind, group uint32) (k, j uint32, err error) {
 		// joiner dying in between leaves the group alive rather than
 		// letting a reclaim (§11.3) free it under its live members.
 		u32At(m, l.subOff(k)+subMembers).Add(1)
-		r.newMember(j, k, pid)
+		r.newMember(j, k, id)
 		return k, j, nil
 	}
 	k, ok = findEntry(l.MaxSubscribers, func(k uint32) bool {
@@ -84,17 +84,17 @@ func (r *Ring) join(kind, group uint32) (k, j uint32, err error) {
 	if !ok {
 		return 0, 0, fmt.Errorf("%w: all %d subscriber entries are in use", ErrTableFull, l.MaxSubscribers)
 	}
-	r.newSubscriber(k, kind, group, pid, func() { r.newMember(j, k, pid) })
+	r.newSubscriber(k, kind, group, id, func() { r.newMember(j, k, id) })
 	return k, j, nil
 }
 
 // newMember fills member entry j for subscriber k (LAYOUT §5.3 "Member
-// entry").
-func (r *Ring) newMember(j, k, pid uint32) {
+// entry"); id is the member's identity word (§11.1).
+func (r *Ring) newMember(j, k uint32, id uint64) {
 	m := r.mem
 	off := r.lay.memberOff(j)
 	u32At(m, off+memSubscriber).Store(k)
-	u32At(m, off+memPid).Store(pid)
+	u64At(m, off+memPid).Store(id) // pid and start time in one store
 	u64At(m, off+memHeartbeat).Store(r.env.monoNs())
 	u32At(m, off+memState).Store(stateActive)
 }
@@ -108,7 +108,7 @@ func (r *Ring) newMember(j, k, pid uint32) {
 // and a reclaim (§11.3) frees the subscriber either way. (With the member
 // written after step 5, a death in between would leave an ACTIVE entry
 // with no member gating the ring for good.)
-func (r *Ring) newSubscriber(k, kind, group, pid uint32, beforeActive func()) {
+func (r *Ring) newSubscriber(k, kind, group uint32, id uint64, beforeActive func()) {
 	m := r.mem
 	off := r.lay.subOff(k)
 	u32At(m, off+subState).Store(stateJoining) // SeqCst: the producer's scan now gates on us
@@ -118,7 +118,7 @@ func (r *Ring) newSubscriber(k, kind, group, pid uint32, beforeActive func()) {
 	u32At(m, off+subKind).Store(kind)
 	u32At(m, off+subGroup).Store(group)
 	u32At(m, off+subMembers).Store(1)
-	u32At(m, off+subOwnerPid).Store(pid)
+	u64At(m, off+subOwnerPid).Store(id) // owner_pid and owner_start in one store
 	u64At(m, off+subHeartbeat).Store(r.env.monoNs())
 
 	published := u64At(m, offPublished)
@@ -148,7 +148,7 @@ func (r *Ring) leave(k, j uint32) {
 	l := &r.lay
 	m := r.mem
 	pid := r.env.pid()
-	r.lockTable(pid)
+	r.lockTable(r.env.id())
 	mem := l.memberOff(j)
 	if u32At(m, mem+memState).Load() == stateActive && u32At(m, mem+memPid).Load() == pid &&
 		u32At(m, mem+memSubscriber).Load() == k {
@@ -164,14 +164,15 @@ func (r *Ring) leave(k, j uint32) {
 }
 
 // reclaim detaches dead consumers (LAYOUT §11.3): under the table lock,
-// every ACTIVE member whose (pid, heartbeat) is dead leaves as in leave, and
+// every ACTIVE member whose identity (pid, start time) is dead — gone, or
+// its pid reused; never merely stopped (§11.1) — leaves as in leave, and
 // every JOINING subscriber whose owner died while joining becomes FREE. It
 // returns the number of member and subscriber entries freed. The producer
 // calls it when it has been blocked on a full ring for a while.
 func (r *Ring) reclaim() int {
 	l := &r.lay
 	m := r.mem
-	r.lockTable(r.env.pid())
+	r.lockTable(r.env.id())
 	defer r.unlockTable()
 	freed := 0
 	var redelivered uint64
@@ -183,11 +184,9 @@ func (r *Ring) reclaim() int {
 			futexWakeAll(f)
 		}
 	}()
-	now := r.env.monoNs()
 	for j := uint32(0); j < l.MaxMembers; j++ {
 		off := l.memberOff(j)
-		if u32At(m, off+memState).Load() != stateActive ||
-			!isDead(u32At(m, off+memPid).Load(), u64At(m, off+memHeartbeat).Load(), now) {
+		if u32At(m, off+memState).Load() != stateActive || !identityDead(u64At(m, off+memPid).Load()) {
 			continue
 		}
 		k := u32At(m, off+memSubscriber).Load()
@@ -220,8 +219,7 @@ func (r *Ring) reclaim() int {
 		// Joins happen under the lock we hold, so a JOINING entry can only
 		// be left by a joiner that died holding it; test the owner anyway,
 		// as §11.3 says.
-		if u32At(m, off+subState).Load() == stateJoining &&
-			isDead(u32At(m, off+subOwnerPid).Load(), u64At(m, off+subHeartbeat).Load(), now) {
+		if u32At(m, off+subState).Load() == stateJoining && identityDead(u64At(m, off+subOwnerPid).Load()) {
 			u32At(m, off+subState).Store(stateFree)
 			freed++
 		}

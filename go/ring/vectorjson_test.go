@@ -34,12 +34,12 @@ func interpret(t *testing.T, file []byte) map[string]any {
 	for k, e := range s.Subscribers {
 		subs = append(subs, map[string]any{
 			"index": k, "state": e.State, "kind": e.Kind, "group": e.Group, "members": e.Members,
-			"owner_pid": e.OwnerPid, "heartbeat": e.Heartbeat, "claim": e.Claim, "release": e.Release,
+			"owner_pid": e.OwnerPid, "owner_start": e.OwnerStart, "heartbeat": e.Heartbeat, "claim": e.Claim, "release": e.Release,
 		})
 	}
 	for j, e := range s.Members {
 		members = append(members, map[string]any{
-			"index": j, "state": e.State, "subscriber": e.Subscriber, "pid": e.Pid, "heartbeat": e.Heartbeat,
+			"index": j, "state": e.State, "subscriber": e.Subscriber, "pid": e.Pid, "start": e.Start, "heartbeat": e.Heartbeat,
 		})
 	}
 	for i, e := range s.Slots {
@@ -56,9 +56,9 @@ func interpret(t *testing.T, file []byte) map[string]any {
 		"slots_off": l.SlotsOff, "slot_stride": l.SlotStride, "total_size": l.TotalSize,
 		"creator_pid": s.CreatorPid, "created_ns": s.CreatedNs,
 		"published": s.Published, "closed": s.Closed, "error": s.Error, "producer_pid": s.ProducerPid,
-		"producer_heartbeat": s.ProducerHeartbeat,
-		"data_waiters":       s.DataWaiters, "data_futex": s.DataFutex, "space_waiters": s.SpaceWaiters,
-		"space_futex": s.SpaceFutex, "table_epoch": s.TableEpoch, "table_lock": s.TableLock,
+		"producer_start": s.ProducerStart, "producer_heartbeat": s.ProducerHeartbeat,
+		"data_waiters": s.DataWaiters, "data_futex": s.DataFutex, "space_waiters": s.SpaceWaiters,
+		"space_futex": s.SpaceFutex, "table_epoch": s.TableEpoch, "table_lock": s.TableLock, "table_lock_start": s.TableLockStart,
 		"schema_seq": s.SchemaSeq, "schema_len": s.SchemaLen, "schema": hex.EncodeToString(schema),
 		"subscribers": subs, "members": members, "done": s.Done, "slots": slots,
 	}

@@ -14,8 +14,8 @@ const vectorDir = "../../testdata/layout"
 
 // Injected identities of LAYOUT §10.
 var (
-	producerEnv = fixedEnv(4242, 1000)
-	consumerEnv = fixedEnv(4243, 2000)
+	producerEnv = fixedEnv(4242, 3000, 1000)
+	consumerEnv = fixedEnv(4243, 4000, 2000)
 )
 
 var medium = Config{SlotCount: 8, SlotSize: 256, MaxSubscribers: 4, MaxMembers: 8, SchemaCapacity: 128}
@@ -145,10 +145,10 @@ func TestAfterOpsInterpretation(t *testing.T) {
 		s.SchemaSeq != 2 || s.SchemaLen != 9 || s.CreatorPid != 4242 || s.CreatedNs != 1700000000000000000 {
 		t.Fatalf("header: %+v", s)
 	}
-	if got := (SubscriberSnapshot{State: 2, Kind: 1, Members: 1, OwnerPid: 4243, Heartbeat: 2000, Claim: 4, Release: 3}); s.Subscribers[0] != got {
+	if got := (SubscriberSnapshot{State: 2, Kind: 1, Members: 1, OwnerPid: 4243, OwnerStart: 4000, Heartbeat: 2000, Claim: 4, Release: 3}); s.Subscribers[0] != got {
 		t.Fatalf("subscriber 0: %+v, want %+v", s.Subscribers[0], got)
 	}
-	if got := (MemberSnapshot{State: 2, Subscriber: 0, Pid: 4243, Heartbeat: 2000}); s.Members[0] != got {
+	if got := (MemberSnapshot{State: 2, Subscriber: 0, Pid: 4243, Start: 4000, Heartbeat: 2000}); s.Members[0] != got {
 		t.Fatalf("member 0: %+v", s.Members[0])
 	}
 	if d := s.Done[0]; d[0] != 1 || d[1] != 2 || d[2] != 3 || d[3] != 0 {

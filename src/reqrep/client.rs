@@ -15,7 +15,6 @@ use super::codec::{read_envelope, Body, Decoder, Encoder};
 use super::envelope::{Envelope, Kind};
 use super::{check_name, reply_ring, request_ring, ReqRepError};
 use crate::region::RegionError;
-use crate::ring::liveness::process_dead;
 use crate::ring::{
     monotonic_ns, Backpressure, Consumer, Lease, Producer, Ring, RingError, WaitStrategy,
 };
@@ -148,8 +147,7 @@ impl Client {
             Err(RingError::Region(RegionError::Layout { .. })) => return Ok(None), // being created
             Err(e) => return Err(e.into()),
         };
-        let pid = rep.producer_pid();
-        if pid == 0 || rep.is_closed() || process_dead(pid) {
+        if !rep.producer_alive() || rep.is_closed() {
             return Ok(None); // stale, or the worker is still starting
         }
         Ok(Some(rep.subscribe()?))

@@ -11,7 +11,6 @@ use arrow_array::RecordBatch;
 use super::codec::{publish_error, read_envelope, Body, Decoder, Encoder};
 use super::envelope::{status, Envelope, Kind};
 use super::{check_name, reply_ring, request_ring, ReqRepError, QUEUE_GROUP};
-use crate::ring::liveness::process_dead;
 use crate::ring::{
     monotonic_ns, Backpressure, Consumer, Lease, Producer, Ring, RingConfig, RingError,
     WaitStrategy,
@@ -145,7 +144,7 @@ impl Worker {
         let (req_name, rep_name) = (request_ring(name), reply_ring(name));
         if let Ok(rep) = Ring::open(&rep_name) {
             let pid = rep.producer_pid();
-            if pid != 0 && !process_dead(pid) {
+            if rep.producer_alive() {
                 return Err(ReqRepError::WorkerExists {
                     name: name.into(),
                     pid,

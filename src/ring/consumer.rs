@@ -92,7 +92,8 @@ impl Consumer {
         let sh = &*shared;
         let cfg = sh.layout.config;
         let now = sh.ident.now_ns();
-        let pid = sh.ident.pid;
+        // Our identity word (LAYOUT.md §11.1): pid and start time in one u64.
+        let me = sh.ident.word();
         let guard = sh.lock_table();
         let member = free_entry(sh, "member", cfg.max_members, |j| {
             sh.layout.member(j) + off::MEM_STATE
@@ -114,7 +115,7 @@ impl Consumer {
         let write_member = |sub: usize| {
             sh.hdr32(m + off::MEM_SUBSCRIBER)
                 .store(sub as u32, Ordering::SeqCst);
-            sh.hdr32(m + off::MEM_PID).store(pid, Ordering::SeqCst);
+            sh.hdr64(m + off::MEM_PID).store(me, Ordering::SeqCst);
             sh.hdr64(m + off::MEM_HEARTBEAT)
                 .store(now, Ordering::SeqCst);
             sh.hdr32(m + off::MEM_STATE)
@@ -142,8 +143,7 @@ impl Consumer {
                 sh.hdr32(b + off::SUB_KIND).store(kind_, Ordering::SeqCst);
                 sh.hdr32(b + off::SUB_GROUP).store(group, Ordering::SeqCst);
                 sh.hdr32(b + off::SUB_MEMBERS).store(1, Ordering::SeqCst);
-                sh.hdr32(b + off::SUB_OWNER_PID)
-                    .store(pid, Ordering::SeqCst);
+                sh.hdr64(b + off::SUB_OWNER_PID).store(me, Ordering::SeqCst);
                 sh.hdr64(b + off::SUB_HEARTBEAT)
                     .store(now, Ordering::SeqCst);
                 proto::join_cursors(sh, k);
@@ -272,12 +272,13 @@ impl Consumer {
     /// LAYOUT.md §11.2: called while the ring is empty for us.
     pub(crate) fn check_producer(&self) -> Result<(), RingError> {
         let sh = &*self.member.shared;
-        let pid = sh.hdr32(off::PRODUCER_PID).load(Ordering::SeqCst);
+        // The identity word (§11.1): pid and start time, read together.
+        let who = sh.hdr64(off::PRODUCER_PID).load(Ordering::SeqCst);
+        let pid = liveness::identity_pid(who);
         if pid == 0 || sh.closed().load(Ordering::SeqCst) == 1 {
             return Ok(());
         }
-        let hb = sh.hdr64(off::PRODUCER_HEARTBEAT).load(Ordering::SeqCst);
-        if liveness::is_dead(pid, hb, sh.ident.now_ns()) {
+        if liveness::identity_dead(who) {
             // Re-check emptiness: everything published before the death is
             // delivered before the error.
             if ready(sh, self.member.sub) {
@@ -436,7 +437,6 @@ const GROUP_CHECK: Duration = Duration::from_secs(1);
 /// whole table). Returns how many sequences now wait for redelivery.
 fn reclaim_dead_members(sh: &Shared, k: usize) -> u64 {
     let l = &sh.layout;
-    let now = sh.ident.now_ns();
     let g = sh.lock_table();
     let s = l.sub(k);
     let mut moved = 0;
@@ -447,11 +447,12 @@ fn reclaim_dead_members(sh: &Shared, k: usize) -> u64 {
         {
             continue;
         }
-        let pid = sh.hdr32(m + off::MEM_PID).load(Ordering::SeqCst);
-        let hb = sh.hdr64(m + off::MEM_HEARTBEAT).load(Ordering::SeqCst);
+        let who = sh.hdr64(m + off::MEM_PID).load(Ordering::SeqCst);
+        let pid = liveness::identity_pid(who);
         let members = sh.hdr32(s + off::SUB_MEMBERS);
         // The caller is a live member, so the group survives (`> 1`).
-        if !liveness::is_dead(pid, hb, now) || members.load(Ordering::SeqCst) < 2 {
+        // Dead means gone (§11.1), never merely stopped.
+        if !liveness::identity_dead(who) || members.load(Ordering::SeqCst) < 2 {
             continue;
         }
         moved += redeliver::reclaim_member(sh, k, j as u32);

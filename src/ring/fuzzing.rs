@@ -68,7 +68,7 @@ pub fn exercise_damaged_ring(damage: &[(u32, u8)]) -> Result<(), String> {
     // A damaged table lock naming a live process (even this one) is, by
     // design, waited for; clear it so detaching below cannot wait for ever.
     ring.shared
-        .hdr32(crate::layout::off::TABLE_LOCK)
+        .hdr64(crate::layout::off::TABLE_LOCK)
         .store(0, crate::sync::Ordering::SeqCst);
     drop(held);
     drop(c);

@@ -152,6 +152,8 @@ pub enum RingError {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ident {
     pub pid: u32,
+    /// Low 32 bits of the process's start time (LAYOUT.md §11.1).
+    pub start: u32,
     /// Fixed monotonic clock value, or `None` for the real clock.
     pub fixed_ns: Option<u64>,
 }
@@ -160,8 +162,14 @@ impl Ident {
     fn real() -> Ident {
         Ident {
             pid: std::process::id(),
+            start: liveness::own_start(),
             fixed_ns: None,
         }
+    }
+
+    /// This process's identity word (LAYOUT.md §11.1).
+    pub(crate) fn word(&self) -> u64 {
+        liveness::identity(self.pid, self.start)
     }
 
     pub(crate) fn now_ns(&self) -> u64 {
@@ -254,23 +262,25 @@ impl Shared {
         crate::signal::futex_wake_all(f);
     }
 
-    /// Takes the table lock (LAYOUT.md §5.3). A holder that no longer
-    /// exists (it died while holding the lock) is replaced.
+    /// Takes the table lock (LAYOUT.md §5.3): CAS its identity word 0 →
+    /// ours. A holder that is dead (§11.1: gone, or its pid reused) is
+    /// replaced.
     pub(crate) fn lock_table(&self) -> TableGuard<'_> {
-        let lock = self.hdr32(off::TABLE_LOCK);
-        let me = self.ident.pid;
+        let lock = self.hdr64(off::TABLE_LOCK);
+        let me = self.ident.word();
         let backoff = Backoff::new();
         loop {
             // Acquire: pairs with the Release store in `TableGuard::drop`.
             match lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return TableGuard { shared: self },
-                Err(holder) if holder != me && liveness::process_dead(holder) => {
+                // Another thread of ours holds it when the word is ours.
+                Err(holder) if holder != me && liveness::identity_dead(holder) => {
                     if lock
                         .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
                     {
                         tracing::warn!(
-                            dead_pid = holder,
+                            dead_pid = liveness::identity_pid(holder),
                             "took over the table lock of a dead process"
                         );
                         return TableGuard { shared: self };
@@ -295,9 +305,9 @@ pub(crate) struct TableGuard<'a> {
 impl Drop for TableGuard<'_> {
     fn drop(&mut self) {
         // Release: table changes made under the lock are visible to the next
-        // holder's Acquire CAS.
+        // holder's Acquire CAS. The whole identity word is cleared.
         self.shared
-            .hdr32(off::TABLE_LOCK)
+            .hdr64(off::TABLE_LOCK)
             .store(0, Ordering::Release);
     }
 }
@@ -416,6 +426,13 @@ impl Ring {
     /// until a new producer takes over (LAYOUT.md §11.2).
     pub fn producer_pid(&self) -> u32 {
         self.shared.hdr32(off::PRODUCER_PID).load(Ordering::SeqCst)
+    }
+
+    /// Whether a producer is attached and its process is alive (LAYOUT.md
+    /// §11.1: pid plus start time, so a reused pid is not taken for it).
+    pub fn producer_alive(&self) -> bool {
+        let word = self.shared.hdr64(off::PRODUCER_PID).load(Ordering::SeqCst);
+        liveness::identity_pid(word) != 0 && !liveness::identity_dead(word)
     }
 
     /// Whether the producer has closed the stream.

@@ -66,28 +66,36 @@ impl Producer {
         wait: WaitStrategy,
     ) -> Result<Producer, RingError> {
         let pid = shared.ident.pid;
-        let slot = shared.hdr32(off::PRODUCER_PID);
-        // Heartbeat before the pid (§11.1): whoever sees our pid sees a
-        // fresh heartbeat, never the dead predecessor's stale one. Readers
-        // load the pid first, then the heartbeat.
-        let hb_word = shared.hdr64(off::PRODUCER_HEARTBEAT);
+        let me = shared.ident.word();
+        // The identity word at 80: `producer_pid` and `producer_start`,
+        // always exchanged as one u64 (LAYOUT.md §11.1), so nobody ever
+        // sees our pid beside a predecessor's start time.
+        let slot = shared.hdr64(off::PRODUCER_PID);
         let holder = slot.load(Ordering::SeqCst);
-        let hb = hb_word.load(Ordering::SeqCst);
-        // LAYOUT.md §11.2: only a dead holder may be replaced.
-        if holder != 0 && (holder == pid || !liveness::is_dead(holder, hb, shared.ident.now_ns())) {
-            return Err(RingError::ProducerExists { pid: holder });
+        let holder_pid = liveness::identity_pid(holder);
+        // LAYOUT.md §11.2: only a dead holder may be replaced (one with our
+        // own identity is another handle of this process).
+        if holder_pid != 0 && (holder == me || !liveness::identity_dead(holder)) {
+            return Err(RingError::ProducerExists { pid: holder_pid });
         }
+        // Heartbeat before the identity (a hint for inspection tools).
+        let hb_word = shared.hdr64(off::PRODUCER_HEARTBEAT);
         hb_word.store(shared.ident.now_ns(), Ordering::SeqCst);
         // SeqCst: one producer per ring; the CAS decides who it is. (If we
         // lose, the heartbeat we wrote is the winner's to overwrite.)
-        if let Err(other) = slot.compare_exchange(holder, pid, Ordering::SeqCst, Ordering::SeqCst) {
-            return Err(RingError::ProducerExists { pid: other });
+        if let Err(other) = slot.compare_exchange(holder, me, Ordering::SeqCst, Ordering::SeqCst) {
+            return Err(RingError::ProducerExists {
+                pid: liveness::identity_pid(other),
+            });
         }
-        if holder != 0 {
-            tracing::warn!(dead_pid = holder, "took over the ring from a dead producer");
+        if holder_pid != 0 {
+            tracing::warn!(
+                dead_pid = holder_pid,
+                "took over the ring from a dead producer"
+            );
         }
         if shared.hdr32(off::CLOSED).load(Ordering::Acquire) == 1 {
-            let _ = slot.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
+            let _ = slot.compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst);
             return Err(RingError::Closed);
         }
         tracing::debug!(pid, "producer attached");
@@ -112,11 +120,11 @@ impl Producer {
     }
 
     /// LAYOUT.md §11.3: detaches members (and half-joined subscribers) whose
-    /// process is dead. Returns how many entries were freed.
+    /// process is dead (§11.1: gone, or its pid reused — never merely
+    /// stopped). Returns how many entries were freed.
     fn reclaim_dead(&self) -> usize {
         let sh = &*self.shared;
         let l = &sh.layout;
-        let now = sh.ident.now_ns();
         let g = sh.lock_table();
         let mut freed = 0;
         let mut redelivered = 0u64;
@@ -125,11 +133,11 @@ impl Producer {
             if sh.hdr32(m + off::MEM_STATE).load(Ordering::SeqCst) != state::ACTIVE {
                 continue;
             }
-            let pid = sh.hdr32(m + off::MEM_PID).load(Ordering::SeqCst);
-            let hb = sh.hdr64(m + off::MEM_HEARTBEAT).load(Ordering::SeqCst);
-            if !liveness::is_dead(pid, hb, now) {
+            let who = sh.hdr64(m + off::MEM_PID).load(Ordering::SeqCst);
+            if !liveness::identity_dead(who) {
                 continue;
             }
+            let pid = liveness::identity_pid(who);
             let k = sh.hdr32(m + off::MEM_SUBSCRIBER).load(Ordering::SeqCst) as usize;
             if k < l.config.max_subscribers as usize {
                 let s = l.sub(k);
@@ -170,7 +178,7 @@ impl Producer {
         for k in 0..l.config.max_subscribers as usize {
             let s = l.sub(k);
             if sh.hdr32(s + off::SUB_STATE).load(Ordering::SeqCst) == state::JOINING
-                && liveness::process_dead(sh.hdr32(s + off::SUB_OWNER_PID).load(Ordering::SeqCst))
+                && liveness::identity_dead(sh.hdr64(s + off::SUB_OWNER_PID).load(Ordering::SeqCst))
             {
                 sh.hdr32(s + off::SUB_STATE)
                     .store(state::FREE, Ordering::SeqCst);
@@ -422,8 +430,9 @@ impl Producer {
     fn detach(&mut self) {
         // Stop heartbeats first: a successor must not see ours.
         self.heartbeat.take();
-        let _ = self.shared.hdr32(off::PRODUCER_PID).compare_exchange(
-            self.shared.ident.pid,
+        // The whole identity word, only if it is still ours.
+        let _ = self.shared.hdr64(off::PRODUCER_PID).compare_exchange(
+            self.shared.ident.word(),
             0,
             Ordering::SeqCst,
             Ordering::Relaxed,

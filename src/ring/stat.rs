@@ -32,7 +32,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 use serde::Serialize;
 
-use super::liveness::is_dead;
+use super::liveness::{identity_dead, identity_pid, stalled};
 use super::{monotonic_ns, Ring};
 use crate::layout::{self, kind, off, state, Layout, LayoutError};
 use crate::region::{self, RegionError};
@@ -270,6 +270,11 @@ pub struct MemberStat {
     pub pid: u32,
     /// Whether it is alive (LAYOUT.md §11.1).
     pub alive: bool,
+    /// Alive, but its heartbeat is older than [`STALE_AFTER`](super::liveness::STALE_AFTER)
+    /// (3 s): stopped (SIGSTOP, a debugger), frozen or starved. A hint,
+    /// never a reason to detach it (LAYOUT.md §11.3 "No eviction"); such a
+    /// member holding leases gates the producer.
+    pub stalled: bool,
 }
 
 fn kind_name(k: u32) -> &'static str {
@@ -285,10 +290,9 @@ fn snapshot(w: &impl Words, name: &str) -> RingStat {
     let c = l.config;
     let n = c.slot_count as u64;
     let now = monotonic_ns();
-    // The pid before its heartbeat (LAYOUT.md §11.1), so a fresh producer
-    // is never judged by its predecessor's stale heartbeat.
-    let producer_pid = w.u32(off::PRODUCER_PID);
-    let producer_hb = w.u64(off::PRODUCER_HEARTBEAT);
+    // Pid and start time in one load (LAYOUT.md §11.1).
+    let producer = w.u64(off::PRODUCER_PID);
+    let producer_pid = identity_pid(producer);
     let published = w.u64(off::PUBLISHED);
     // Pairs with the releasers' AcqRel CAS: cursors read below are at
     // least as new as what the `published` value above implies.
@@ -299,8 +303,9 @@ fn snapshot(w: &impl Words, name: &str) -> RingStat {
             if w.u32(b + off::MEM_STATE) != state::ACTIVE {
                 return None;
             }
-            let pid = w.u32(b + off::MEM_PID);
-            let hb = w.u64(b + off::MEM_HEARTBEAT);
+            let who = w.u64(b + off::MEM_PID);
+            let pid = identity_pid(who);
+            let alive = !identity_dead(who);
             let sub = w.u32(b + off::MEM_SUBSCRIBER);
             Some((
                 sub,
@@ -308,7 +313,8 @@ fn snapshot(w: &impl Words, name: &str) -> RingStat {
                 MemberStat {
                     index: j as u32,
                     pid,
-                    alive: !is_dead(pid, hb, now),
+                    alive,
+                    stalled: alive && stalled(w.u64(b + off::MEM_HEARTBEAT), now),
                 },
             ))
         })
@@ -347,9 +353,10 @@ fn snapshot(w: &impl Words, name: &str) -> RingStat {
             .filter(|(sub, _, _)| *sub as usize == k)
             .map(|(_, _, m)| m.clone())
             .collect();
-        let owner_pid = w.u32(b + off::SUB_OWNER_PID);
+        let owner = w.u64(b + off::SUB_OWNER_PID);
+        let owner_pid = identity_pid(owner);
         let alive = if st == state::JOINING {
-            !is_dead(owner_pid, w.u64(b + off::SUB_HEARTBEAT), now)
+            !identity_dead(owner)
         } else {
             mine.iter().any(|m| m.alive)
         };
@@ -386,7 +393,7 @@ fn snapshot(w: &impl Words, name: &str) -> RingStat {
         published,
         closed: w.u32(off::CLOSED) == 1,
         producer_pid,
-        producer_alive: producer_pid != 0 && !is_dead(producer_pid, producer_hb, now),
+        producer_alive: producer_pid != 0 && !identity_dead(producer),
         slots_in_use,
         fill: slots_in_use as f64 / n as f64,
         consumers,
@@ -477,7 +484,15 @@ impl RingStat {
             } else {
                 c.members
                     .iter()
-                    .map(|m| format!("{}{}", m.pid, if m.alive { "" } else { "!" }))
+                    .map(|m| {
+                        // `!` dead, `?` alive but stalled (LAYOUT.md §11.1).
+                        let mark = match (m.alive, m.stalled) {
+                            (false, _) => "!",
+                            (true, true) => "?",
+                            (true, false) => "",
+                        };
+                        format!("{}{mark}", m.pid)
+                    })
                     .collect::<Vec<_>>()
                     .join(",")
             };
@@ -589,10 +604,9 @@ fn list_one(path: &PathBuf, name: String) -> Option<RingListing> {
         entry.error = Some(e.to_string());
         return Some(entry);
     }
-    entry.producer_pid = layout::get_u32(&hdr, off::PRODUCER_PID);
-    let hb = layout::get_u64(&hdr, off::PRODUCER_HEARTBEAT);
-    entry.producer_alive =
-        entry.producer_pid != 0 && !is_dead(entry.producer_pid, hb, monotonic_ns());
+    let producer = layout::get_u64(&hdr, off::PRODUCER_PID);
+    entry.producer_pid = identity_pid(producer);
+    entry.producer_alive = entry.producer_pid != 0 && !identity_dead(producer);
     Some(entry)
 }
 

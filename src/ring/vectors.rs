@@ -20,10 +20,12 @@ const CREATOR: Stamp = Stamp {
 };
 const PRODUCER: Ident = Ident {
     pid: 4242,
+    start: 3000,
     fixed_ns: Some(1000),
 };
 const CONSUMER: Ident = Ident {
     pid: 4243,
+    start: 4000,
     fixed_ns: Some(2000),
 };
 
@@ -125,18 +127,18 @@ fn after_ops_expect() -> Value {
     json!({
         "config": config_json(&small()),
         "script": "create; attach producer; set_schema(\"schema-v1\"); subscribe broadcast; publish 0,1,2; claim 0,1,2; release 1,0,2; publish 3,4,5; claim 3 (held); close",
-        "published": 6, "closed": 1, "error": 0, "producer_pid": 0, "producer_heartbeat": 1000,
+        "published": 6, "closed": 1, "error": 0, "producer_pid": 0, "producer_start": 0, "producer_heartbeat": 1000,
         "data_waiters": 0, "data_futex": 1, "space_waiters": 0, "space_futex": 0,
-        "table_epoch": 1, "table_lock": 0, "schema_seq": 2, "schema": hex(b"schema-v1"),
+        "table_epoch": 1, "table_lock": 0, "table_lock_start": 0, "schema_seq": 2, "schema": hex(b"schema-v1"),
         "subscribers": [
-            {"index": 0, "state": 2, "kind": 1, "group": 0, "members": 1, "owner_pid": 4243, "heartbeat": 2000, "claim": 4, "release": 3},
-            {"index": 1, "state": 0, "kind": 0, "group": 0, "members": 0, "owner_pid": 0, "heartbeat": 0, "claim": 0, "release": 0},
+            {"index": 0, "state": 2, "kind": 1, "group": 0, "members": 1, "owner_pid": 4243, "owner_start": 4000, "heartbeat": 2000, "claim": 4, "release": 3},
+            {"index": 1, "state": 0, "kind": 0, "group": 0, "members": 0, "owner_pid": 0, "owner_start": 0, "heartbeat": 0, "claim": 0, "release": 0},
         ],
         "members": [
-            {"index": 0, "state": 2, "subscriber": 0, "pid": 4243, "heartbeat": 2000},
-            {"index": 1, "state": 0, "subscriber": 0, "pid": 0, "heartbeat": 0},
-            {"index": 2, "state": 0, "subscriber": 0, "pid": 0, "heartbeat": 0},
-            {"index": 3, "state": 0, "subscriber": 0, "pid": 0, "heartbeat": 0},
+            {"index": 0, "state": 2, "subscriber": 0, "pid": 4243, "start": 4000, "heartbeat": 2000},
+            {"index": 1, "state": 0, "subscriber": 0, "pid": 0, "start": 0, "heartbeat": 0},
+            {"index": 2, "state": 0, "subscriber": 0, "pid": 0, "start": 0, "heartbeat": 0},
+            {"index": 3, "state": 0, "subscriber": 0, "pid": 0, "start": 0, "heartbeat": 0},
         ],
         "done": [[1, 2, 3, 0], [0, 0, 0, 0]],
         "slots": [slot(0, 4), slot(1, 5), slot(2, 2), slot(3, 3)],
@@ -323,6 +325,7 @@ fn layout_vectors_reader_interprets_ring_after_ops() {
     assert_eq!(h32(off::CLOSED), u(&e["closed"]));
     assert_eq!(h32(off::ERROR), u(&e["error"]));
     assert_eq!(h32(off::PRODUCER_PID), u(&e["producer_pid"]));
+    assert_eq!(h32(off::PRODUCER_START), u(&e["producer_start"]));
     assert_eq!(h64(off::PRODUCER_HEARTBEAT), u(&e["producer_heartbeat"]));
     assert_eq!(h32(off::DATA_WAITERS), u(&e["data_waiters"]));
     assert_eq!(h32(off::DATA_FUTEX), u(&e["data_futex"]));
@@ -330,6 +333,7 @@ fn layout_vectors_reader_interprets_ring_after_ops() {
     assert_eq!(h32(off::SPACE_FUTEX), u(&e["space_futex"]));
     assert_eq!(h64(off::TABLE_EPOCH), u(&e["table_epoch"]));
     assert_eq!(h32(off::TABLE_LOCK), u(&e["table_lock"]));
+    assert_eq!(h32(off::TABLE_LOCK_START), u(&e["table_lock_start"]));
     assert_eq!(h32(off::SCHEMA_SEQ), u(&e["schema_seq"]));
     assert_eq!(
         hex(&ring.schema().unwrap().unwrap()),
@@ -342,6 +346,7 @@ fn layout_vectors_reader_interprets_ring_after_ops() {
         assert_eq!(h32(b + off::SUB_GROUP), u(&s["group"]));
         assert_eq!(h32(b + off::SUB_MEMBERS), u(&s["members"]));
         assert_eq!(h32(b + off::SUB_OWNER_PID), u(&s["owner_pid"]));
+        assert_eq!(h32(b + off::SUB_OWNER_START), u(&s["owner_start"]));
         assert_eq!(h64(b + off::SUB_HEARTBEAT), u(&s["heartbeat"]));
         assert_eq!(h64(b + off::SUB_CLAIM), u(&s["claim"]));
         assert_eq!(h64(b + off::SUB_RELEASE), u(&s["release"]));
@@ -351,6 +356,7 @@ fn layout_vectors_reader_interprets_ring_after_ops() {
         assert_eq!(h32(b + off::MEM_STATE), u(&m["state"]));
         assert_eq!(h32(b + off::MEM_SUBSCRIBER), u(&m["subscriber"]));
         assert_eq!(h32(b + off::MEM_PID), u(&m["pid"]));
+        assert_eq!(h32(b + off::MEM_START), u(&m["start"]));
         assert_eq!(h64(b + off::MEM_HEARTBEAT), u(&m["heartbeat"]));
     }
     for (k, row) in e["done"].as_array().unwrap().iter().enumerate() {

@@ -43,7 +43,7 @@ fn stat_reports_lag_leases_and_fill() {
     let lq = q2.recv().unwrap().unwrap();
 
     let s = ring.stat();
-    assert_eq!(s.version, 2);
+    assert_eq!(s.version, layout::VERSION);
     assert_eq!((s.slot_count, s.slot_size), (8, 64));
     assert_eq!(s.published, 5);
     assert!(!s.closed);
@@ -184,7 +184,10 @@ fn ls_lists_rings_and_skips_other_files() {
     let names: Vec<&str> = got.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["a-ring", "b-v1"]);
     let a = &got[0];
-    assert_eq!((a.version, a.slot_count, a.slot_size), (2, 8, 64));
+    assert_eq!(
+        (a.version, a.slot_count, a.slot_size),
+        (layout::VERSION, 8, 64)
+    );
     assert_eq!(a.size, ring.region().layout().total_size as u64);
     assert_eq!(a.producer_pid, std::process::id());
     assert!(a.producer_alive);
