@@ -1,8 +1,9 @@
 // Package soak drives the long-run reliability test of doc/TESTING.md
 // ("Soak"): checked messages from a Go producer (alloy-go test-produce) to
 // Rust consumers (alloy test-consume) — two broadcast consumers and a
-// two-member work-queue group — while consumer processes are SIGKILLed and
-// restarted at random points. It has no code of its own.
+// two-member work-queue group — while consumer processes are SIGKILLed at
+// any moment (holding leases, mid-claim) and restarted. It has no code of
+// its own.
 //
 // TestSoak is the full run (ALLOY_SOAK=1, `make soak`); TestSoakShort, a
 // few seconds, runs in `make test`.
@@ -87,12 +88,13 @@ func TestSoak(t *testing.T) {
 	})
 }
 
-// TestSoakShort: the same checks on 200,000 messages with 5 restarts.
+// TestSoakShort: the same checks on 200,000 messages with 8 restarts (each
+// consumer killed twice).
 func TestSoakShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	run(t, config{count: 200_000, restarts: 5, reclaim: 200 * time.Millisecond, maxSize: 2048, slots: 64, slack: time.Second})
+	run(t, config{count: 200_000, restarts: 8, reclaim: 200 * time.Millisecond, maxSize: 2048, slots: 64, slack: time.Second})
 }
 
 // role of a consumer slot: broadcast or member of queue group 1.
@@ -121,16 +123,21 @@ type life struct {
 }
 
 type soak struct {
-	t      *testing.T
-	cfg    config
-	name   string
-	r      *ring.Ring
-	dir    string
-	roles  [4]role
-	mu     sync.Mutex // guards cur and the rss fields of lives
-	cur    [4]*life
-	lives  []*life
-	queued []uint8 // times each message was processed by the queue group
+	t     *testing.T
+	cfg   config
+	name  string
+	r     *ring.Ring
+	dir   string
+	roles [4]role
+	mu    sync.Mutex // guards cur and the rss fields of lives
+	cur   [4]*life
+	lives []*life
+	// The queue group's deliveries of each message, over all lives:
+	queued        []uint8 // all
+	flagged       []uint8 // flagged redelivered
+	byKilled      []uint8 // to a life that was then SIGKILLed
+	queueKills    int     // kill events that chose a queue member
+	caughtHolding int     // of which both members were killed holding leases
 	// results
 	maxStall   time.Duration
 	stallAt    uint64
@@ -142,12 +149,14 @@ type soak struct {
 func run(t *testing.T, cfg config) {
 	testbin.Need(t, "ALLOY_RUST_BIN", "bin/alloy")
 	s := &soak{
-		t:      t,
-		cfg:    cfg,
-		name:   fmt.Sprintf("alloy-soak-%d", os.Getpid()),
-		dir:    t.TempDir(),
-		roles:  [4]role{broadcast, broadcast, queue, queue},
-		queued: make([]uint8, cfg.count),
+		t:        t,
+		cfg:      cfg,
+		name:     fmt.Sprintf("alloy-soak-%d", os.Getpid()),
+		dir:      t.TempDir(),
+		roles:    [4]role{broadcast, broadcast, queue, queue},
+		queued:   make([]uint8, cfg.count),
+		flagged:  make([]uint8, cfg.count),
+		byKilled: make([]uint8, cfg.count),
 	}
 	os.Remove("/dev/shm/" + s.name)
 	r, err := ring.Create(s.name, ring.Config{SlotCount: cfg.slots, SlotSize: 4096, MaxSubscribers: 16, MaxMembers: 32})
@@ -177,8 +186,12 @@ func run(t *testing.T, cfg config) {
 	go func() { defer wg.Done(); s.watch(stop) }()
 	go func() { defer wg.Done(); s.sampleRSS(stop, prod.Process.Pid) }()
 
-	// Kill points: random positions in the stream, in order.
+	// Kill points: random positions in the stream, in order; the victims
+	// take turns (from a random slot), so every consumer dies when there
+	// are at least 4 restarts. A kill waits for no safe point: it lands
+	// wherever the victim is (holding leases, between claim and record).
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	victim := rng.IntN(4)
 	points := make([]uint64, cfg.restarts)
 	for i := range points {
 		points[i] = cfg.count/20 + rng.Uint64N(cfg.count*17/20)
@@ -197,7 +210,10 @@ func run(t *testing.T, cfg config) {
 		if prodFinished {
 			break
 		}
-		s.killAndRestart(rng.IntN(4))
+		// Decorrelate the instant from the producer's progress.
+		time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond)
+		s.killAndRestart(victim % 4)
+		victim++
 	}
 	if !prodFinished {
 		prodErrV = <-prodDone
@@ -226,11 +242,7 @@ func run(t *testing.T, cfg config) {
 		l.ended = time.Now()
 		s.check(l, true)
 	}
-	for j, n := range s.queued {
-		if n != 1 {
-			t.Fatalf("queue group processed message %d %d times (want exactly once)", j, n)
-		}
-	}
+	s.checkQueue()
 	s.report(elapsed, sent.Bytes)
 	if s.maxStall > s.cfg.reclaim+s.cfg.slack {
 		t.Errorf("producer made no progress for %v (at message %d); reclaim delay %v", s.maxStall, s.stallAt, s.cfg.reclaim)
@@ -239,8 +251,10 @@ func run(t *testing.T, cfg config) {
 	for _, n := range s.restarts {
 		total += n
 	}
-	if total != cfg.restarts {
-		t.Errorf("%d restarts, want %d", total, cfg.restarts)
+	// A kill that chose a queue member while its group held leases
+	// killed both members.
+	if total != cfg.restarts+s.caughtHolding {
+		t.Errorf("%d restarts, want %d + %d", total, cfg.restarts, s.caughtHolding)
 	}
 }
 
@@ -268,8 +282,9 @@ func (s *soak) start(i int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Sparse: only the pages the consumer writes take space.
-	if err := f.Truncate(int64(8 + 8*s.cfg.count)); err != nil {
+	// Sparse: only the pages the consumer writes take space. Room for
+	// every message and redeliveries.
+	if err := f.Truncate(int64(8 + 8*(s.cfg.count+4096))); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -280,6 +295,7 @@ func (s *soak) start(i int) {
 	} else {
 		args = append(args, "--queue", "1")
 	}
+
 	cmd := exec.Command(rustBin, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -309,39 +325,63 @@ func (s *soak) start(i int) {
 	s.mu.Unlock()
 }
 
-// killAndRestart SIGKILLs the current life of slot i and starts the next.
-// Broadcast consumers are killed at any instruction, holding leases. A
-// queue member is killed only at an instant when its group holds no
-// claimed-but-unreleased message (both members stopped, claim == release):
-// a member killed holding messages loses them and stalls its group — the
-// version 1 limitation of LAYOUT §11.3, pinned by
-// tests/queue_member_death.rs.
+// killAndRestart SIGKILLs the current life of slot i wherever it is and
+// starts the next. Broadcast consumers die holding their two most recent
+// leases (--hold 2). Queue members hold none between messages (a member
+// that held leases while the others drained the ring would stall its
+// group, which the library reports as an error), so every other queue
+// kill is made to land while the group holds leases: both members are
+// stopped until the group is caught holding some, and both are killed
+// there (holding, mid-claim or in recv); the others land anywhere. A dead
+// member's claimed messages are redelivered, flagged, to the group (LAYOUT
+// §11.3): checkQueue accounts for them.
 func (s *soak) killAndRestart(i int) {
+	victims := []int{i}
+	if s.roles[i] == queue {
+		s.queueKills++
+		if s.queueKills%2 == 0 {
+			victims = []int{2, 3}
+			s.stopHoldingQueue()
+		}
+	}
+	for _, v := range victims {
+		s.cur[v].cmd.Process.Kill()
+	}
+	for _, v := range victims {
+		s.reap(v)
+	}
+	for _, v := range victims {
+		s.start(v)
+	}
+}
+
+// stopHoldingQueue stops both queue members at an instant when their group
+// holds leases (claimed, unreleased messages).
+func (s *soak) stopHoldingQueue() {
+	t := s.t
+	a, b := s.cur[2].cmd.Process, s.cur[3].cmd.Process
+	for try := 0; ; try++ {
+		if try == 10000 {
+			t.Fatal("queue group never caught holding a lease")
+		}
+		a.Signal(syscall.SIGSTOP)
+		b.Signal(syscall.SIGSTOP)
+		waitStopped(t, a.Pid)
+		waitStopped(t, b.Pid)
+		if g, ok := s.group(); ok && g.LeasesHeld > 0 {
+			s.caughtHolding++
+			return
+		}
+		a.Signal(syscall.SIGCONT)
+		b.Signal(syscall.SIGCONT)
+		time.Sleep(time.Duration(50+try%200) * time.Microsecond)
+	}
+}
+
+// reap waits for the SIGKILLed life of slot i and checks what it recorded.
+func (s *soak) reap(i int) {
 	t := s.t
 	l := s.cur[i]
-	if s.roles[i] == queue {
-		other := s.cur[5-i] // 2 <-> 3
-		for try := 0; ; try++ {
-			if try == 10000 {
-				t.Fatal("queue group never idle while stopped")
-			}
-			l.cmd.Process.Signal(syscall.SIGSTOP)
-			other.cmd.Process.Signal(syscall.SIGSTOP)
-			waitStopped(t, l.cmd.Process.Pid)
-			waitStopped(t, other.cmd.Process.Pid)
-			g, ok := s.group()
-			if ok && g.Cursor == g.Released {
-				l.cmd.Process.Kill()
-				other.cmd.Process.Signal(syscall.SIGCONT)
-				break
-			}
-			l.cmd.Process.Signal(syscall.SIGCONT)
-			other.cmd.Process.Signal(syscall.SIGCONT)
-			time.Sleep(time.Duration(50+try%200) * time.Microsecond)
-		}
-	} else {
-		l.cmd.Process.Kill()
-	}
 	s.mu.Lock()
 	l.killed = true
 	s.mu.Unlock()
@@ -351,23 +391,24 @@ func (s *soak) killAndRestart(i int) {
 	l.ended = time.Now()
 	s.check(l, false)
 	s.restarts[i]++
-	s.start(i)
 }
 
 // waitStopped waits until pid is in state T (stopped).
 func waitStopped(t *testing.T, pid int) {
-	for k := 0; k < 20000; k++ {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
 			t.Fatal(err)
 		}
-		st := b[bytes.LastIndexByte(b, ')')+2]
-		if st == 'T' || st == 't' {
+		if st := b[bytes.LastIndexByte(b, ')')+2]; st == 'T' || st == 't' {
 			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d did not stop", pid)
 		}
 		time.Sleep(20 * time.Microsecond)
 	}
-	t.Fatalf("pid %d did not stop", pid)
 }
 
 func (s *soak) group() (ring.ConsumerStat, bool) {
@@ -396,23 +437,39 @@ func (s *soak) check(l *life, final bool) {
 		t.Fatal(err)
 	}
 	n := binary.LittleEndian.Uint64(hdr[:])
-	if n > s.cfg.count {
+	if n > s.cfg.count+4096 {
 		t.Fatalf("%s: record count %d", l, n)
 	}
 	buf := make([]byte, 8*n)
 	if _, err := f.ReadAt(buf, 8); err != nil && n > 0 {
 		t.Fatal(err)
 	}
+	// Bit 63: received flagged redelivered (test-consume --record).
+	const redelivered = 1 << 63
 	js := func(k uint64) uint64 { return binary.LittleEndian.Uint64(buf[8*k:]) }
 	if s.roles[l.slot] == queue {
 		for k := uint64(0); k < n; k++ {
-			j := js(k)
+			j := js(k) &^ redelivered
 			if j >= s.cfg.count {
 				t.Fatalf("%s: message number %d out of range", l, j)
 			}
+			if s.queued[j] == 255 {
+				t.Fatalf("message %d delivered 255 times", j)
+			}
 			s.queued[j]++
+			if js(k)&redelivered != 0 {
+				s.flagged[j]++
+			}
+			if !final {
+				s.byKilled[j]++
+			}
 		}
 		return
+	}
+	for k := uint64(0); k < n; k++ {
+		if js(k)&redelivered != 0 {
+			t.Fatalf("%s: broadcast message %d flagged redelivered", l, js(k)&^redelivered)
+		}
 	}
 	s.bcastLives++
 	if n == 0 {
@@ -434,6 +491,47 @@ func (s *soak) check(l *life, final bool) {
 	if final && first+n != s.cfg.count {
 		t.Fatalf("%s: ended at %d, want %d", l, first+n-1, s.cfg.count-1)
 	}
+}
+
+// checkQueue checks the work-queue group's accounting over all lives
+// (LAYOUT §11.3, at-least-once with flagged redelivery):
+//   - every message was delivered at least once;
+//   - at most one delivery of a message is unflagged: every duplicate is
+//     flagged redelivered;
+//   - a message delivered n > 1 times went to killed lives at least n-1
+//     times: only a dead member's messages are redelivered;
+//   - a flagged message no killed life recorded was claimed by a member
+//     killed between its claim and its record: at most one per queue kill.
+func (s *soak) checkQueue() {
+	t := s.t
+	var dups, flagged, unrecorded int
+	for j, n := range s.queued {
+		f, k := int(s.flagged[j]), int(s.byKilled[j])
+		switch {
+		case n == 0:
+			t.Fatalf("queue group never received message %d", j)
+		case int(n)-f > 1:
+			t.Fatalf("queue group received message %d %d times, %d of them not flagged redelivered", j, n, int(n)-f)
+		case n > 1 && k < int(n)-1:
+			t.Fatalf("queue group received message %d %d times, only %d of them in killed lives", j, n, k)
+		}
+		if n > 1 {
+			dups += int(n) - 1
+		}
+		flagged += f
+		if f > 0 && k == 0 {
+			unrecorded++
+		}
+	}
+	kills := s.restarts[2] + s.restarts[3]
+	if unrecorded > kills {
+		t.Fatalf("%d messages flagged redelivered that no killed member recorded, after %d member kills", unrecorded, kills)
+	}
+	if s.caughtHolding > 0 && flagged == 0 {
+		t.Fatalf("queue members were killed holding leases %d times, but nothing was redelivered", s.caughtHolding)
+	}
+	t.Logf("soak: queue group: every message at least once; %d duplicates, all flagged redelivered; %d flagged deliveries (%d of messages a killed member claimed but had not recorded) after %d member kills (%d times both killed holding leases)",
+		dups, flagged, unrecorded, kills, s.caughtHolding)
 }
 
 // watch measures the longest time the producer published nothing while the
@@ -517,7 +615,7 @@ func (s *soak) report(elapsed time.Duration, bytes uint64) {
 	t := s.t
 	t.Logf("soak: %d messages (%.1f MB) in %v: %.0f messages/s", s.cfg.count, float64(bytes)/1e6, elapsed.Round(time.Millisecond),
 		float64(s.cfg.count)/elapsed.Seconds())
-	t.Logf("soak: restarts broadcast0=%d broadcast1=%d queue0=%d queue1=%d; %d broadcast lives checked; queue group: every message exactly once",
+	t.Logf("soak: restarts broadcast0=%d broadcast1=%d queue0=%d queue1=%d; %d broadcast lives checked",
 		s.restarts[0], s.restarts[1], s.restarts[2], s.restarts[3], s.bcastLives)
 	t.Logf("soak: longest producer stall %v (at message %d; reclaim delay %v)", s.maxStall.Round(time.Millisecond), s.stallAt, s.cfg.reclaim)
 	t.Logf("soak: producer VmRSS start %d kB, end %d kB (RssAnon %d -> %d kB)", s.prodRSS[0][0], s.prodRSS[1][0], s.prodRSS[0][1], s.prodRSS[1][1])
