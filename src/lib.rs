@@ -79,3 +79,7 @@ mod proto_loom;
 #[path = "ring/redeliver.rs"]
 #[allow(dead_code)]
 mod redeliver_loom;
+#[cfg(loom)]
+#[path = "ring/seqlock.rs"]
+#[allow(dead_code)]
+mod seqlock_loom;

@@ -397,6 +397,15 @@ impl Region {
         unsafe { &*(self.base().add(at) as *const AtomicU64) }
     }
 
+    /// `count` atomic u64 words from byte offset `at` of the mapping.
+    ///
+    /// Panics if `at` is not 8-aligned or the words are out of bounds.
+    pub(crate) fn u64s_at(&self, at: usize, count: usize) -> &[AtomicU64] {
+        assert!(at % 8 == 0 && at + count * 8 <= self.layout.total_size.max(layout::HEADER_SIZE));
+        // SAFETY: as for `u64_at`, for each of the `count` words.
+        unsafe { std::slice::from_raw_parts(self.base().add(at) as *const AtomicU64, count) }
+    }
+
     /// The atomic u32 at byte offset `at` of the mapping.
     pub(crate) fn u32_at(&self, at: usize) -> &AtomicU32 {
         assert!(at % 4 == 0 && at + 4 <= self.layout.total_size.max(layout::HEADER_SIZE));

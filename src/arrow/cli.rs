@@ -11,7 +11,7 @@ use arrow_ipc::reader::{FileReader, StreamReader};
 use arrow_ipc::writer::StreamWriter;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{ArrowShmError, CDataWriter, IpcReader, IpcWriter};
+use super::{detach_dictionaries, ArrowShmError, CDataWriter, IpcReader, IpcWriter};
 use crate::ring::{Ring, RingError};
 
 /// What a transfer moved: batches, rows, and IPC payload bytes.
@@ -213,7 +213,10 @@ pub fn recv(ring: &str, out: &Path, ready: impl FnOnce()) -> Result<Summary, Str
             sink = Some(open(&batch.schema(), &file)?);
         }
         let w = sink.as_mut().expect("opened above");
-        w.write(&batch)
+        // The file writer keeps each dictionary column it wrote (to compare
+        // with the next batch): give it copies, or it would hold the slot
+        // of the batch that brought the dictionary for the whole stream.
+        w.write(&detach_dictionaries(&batch))
             .map_err(|e| format!("{}: {e}", out.display()))?;
         s.batches += 1;
         s.rows += batch.num_rows() as u64;

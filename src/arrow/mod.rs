@@ -43,6 +43,7 @@ mod cdata_writer;
 #[doc(hidden)]
 pub mod cli;
 pub(crate) mod frame;
+mod owned;
 pub(crate) mod reader;
 #[doc(hidden)]
 pub mod testdata;
@@ -61,6 +62,8 @@ use crate::ring::{Ring, RingError};
 pub use batch_reader::BatchReader;
 pub use cdata::in_mapping_all;
 pub use cdata_writer::CDataWriter;
+pub(crate) use owned::detach_dictionaries;
+pub use owned::{copy_array, copy_batch};
 pub use reader::IpcReader;
 pub use writer::IpcWriter;
 

@@ -72,6 +72,7 @@ pub struct IpcReader {
     schema: Option<SchemaRef>,
     dictionaries: HashMap<i64, ArrayRef>,
     skip_validation: UnsafeFlag,
+    copy: bool,
     bytes: u64,
 }
 
@@ -94,7 +95,41 @@ impl IpcReader {
             schema: None,
             dictionaries: HashMap::new(),
             skip_validation: UnsafeFlag::new(),
+            copy: false,
             bytes: 0,
+        }
+    }
+
+    /// Copies each batch out of its slot (one copy of the message, 64-byte
+    /// aligned) and releases the slot at once, instead of reading it in
+    /// place. Off by default.
+    ///
+    /// Turn it on when batches are kept: a batch read in place holds its
+    /// slot until it is dropped, and the ring's producer cannot get more
+    /// than `slot_count` messages ahead of the oldest held one. A consumer
+    /// that keeps every batch (e.g. `collect()`s a stream longer than the
+    /// ring) therefore stalls the stream; after the consumer's held-lease
+    /// timeout its receive fails with [`RingError::RetentionStall`] naming
+    /// the cause (see [`ConsumerBuilder::held_lease_timeout`]). To keep only
+    /// some batches, read in place and [`copy_batch`](super::copy_batch)
+    /// those.
+    ///
+    /// [`RingError::RetentionStall`]: crate::ring::RingError::RetentionStall
+    /// [`ConsumerBuilder::held_lease_timeout`]: crate::ring::ConsumerBuilder::held_lease_timeout
+    pub fn with_copy(mut self, copy: bool) -> IpcReader {
+        self.copy = copy;
+        self
+    }
+
+    /// The payload of `lease` as one arrow buffer: the slot itself (the
+    /// buffer owns the lease), or with [`IpcReader::with_copy`] a copy (the
+    /// lease is released here).
+    fn payload(&self, lease: Lease) -> Buffer {
+        if self.copy {
+            // Buffer::from copies into a 64-byte aligned allocation.
+            Buffer::from(lease.bytes())
+        } else {
+            lease_buffer(lease)
         }
     }
 
@@ -162,7 +197,7 @@ impl IpcReader {
                     self.load_schema_area()?;
                 }
                 let schema = self.schema.clone().ok_or(ArrowShmError::NoSchema)?;
-                let whole = lease_buffer(lease);
+                let whole = self.payload(lease);
                 return super::cdata::decode(&whole, &schema, seq, slot, &self.skip_validation)
                     .map(Some);
             }
@@ -181,7 +216,7 @@ impl IpcReader {
         }
         // The whole payload as one arrow buffer owning the lease; batches
         // slice it, everything else drops it (releasing the slot) below.
-        let whole = lease_buffer(lease);
+        let whole = self.payload(lease);
         // A panic inside arrow-ipc on data the checks of `frame::parse` did
         // not catch is still reported as corruption of this message.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {

@@ -98,6 +98,10 @@ impl IpcWriter {
             return Err(ArrowShmError::SchemaMismatch);
         }
         self.start()?;
+        // The tracker keeps each dictionary column it sends, keys included,
+        // for the rest of the stream: given copies, it holds no slot of a
+        // batch read in place from another ring (a relay).
+        let batch = &super::detach_dictionaries(batch);
         let (dictionaries, encoded) = self
             .generator
             .encode(batch, &mut self.tracker, &self.options, &mut self.context)

@@ -129,7 +129,13 @@ impl FlightWriter {
             return Err(FlightShmError::SchemaMismatch);
         }
         let tx = self.tx.as_mut().ok_or(FlightShmError::Failed)?;
-        if tx.send(Ok(batch.clone())).await.is_err() {
+        // The encoder keeps the dictionary columns it sent; a batch read in
+        // place from a ring must not have its slot held by them.
+        if tx
+            .send(Ok(crate::arrow::detach_dictionaries(batch)))
+            .await
+            .is_err()
+        {
             // The DoPut call ended: the server refused or failed the stream.
             self.tx = None;
             return Err(self.finish().await.err().unwrap_or(FlightShmError::Failed));

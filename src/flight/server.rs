@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{ring_of, summary_json, FlightShmError};
 use crate::arrow::cli::{write_split, Summary};
-use crate::arrow::{ArrowShmError, IpcReader, IpcWriter};
+use crate::arrow::{detach_dictionaries, ArrowShmError, IpcReader, IpcWriter};
 use crate::layout::{Layout, LayoutError, RingConfig};
 use crate::region::{validate_name, RegionError};
 use crate::ring::{Ring, RingError};
@@ -409,7 +409,9 @@ impl FlightService for Gateway {
             let mut reader = IpcReader::new(&ring, consumer);
             loop {
                 let item = match reader.next_batch() {
-                    Ok(Some(b)) => Ok(b),
+                    // The Flight encoder keeps the dictionary columns it
+                    // sent: copies, so it holds no slot (LAYOUT.md §8.2).
+                    Ok(Some(b)) => Ok(detach_dictionaries(&b)),
                     Ok(None) => return,
                     Err(e) => Err(FlightError::ExternalError(Box::new(e))),
                 };

@@ -81,6 +81,7 @@ impl Ring {
             ring: self.clone(),
             group: None,
             wait: WaitStrategy::default(),
+            held_lease_timeout: Some(super::DEFAULT_HELD_LEASE_TIMEOUT),
             skip_validation: false,
         }
     }
@@ -257,6 +258,7 @@ pub struct ConsumerBuilder {
     ring: Ring,
     group: Option<u32>,
     wait: WaitStrategy,
+    held_lease_timeout: Option<Duration>,
     /// For the Arrow readers made from this builder (`arrow` module).
     skip_validation: bool,
 }
@@ -291,6 +293,22 @@ impl ConsumerBuilder {
         self.skip_validation
     }
 
+    /// How long the ring may stay stalled by this consumer's own leases
+    /// before a receive fails with [`RingError::RetentionStall`] (default
+    /// 1 s, [`DEFAULT_HELD_LEASE_TIMEOUT`](super::DEFAULT_HELD_LEASE_TIMEOUT));
+    /// `None` waits for ever.
+    ///
+    /// A ring of `N` slots lets the producer run at most `N` messages ahead
+    /// of the oldest message a consumer still holds. A consumer that keeps
+    /// messages (batches read in place) and reads on would wait for ever
+    /// once it has caught up; after this timeout it gets the error instead,
+    /// naming the held sequence. Set it longer, or `None`, when other
+    /// threads of the process drop held messages later (a pipeline).
+    pub fn held_lease_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.held_lease_timeout = timeout;
+        self
+    }
+
     /// The ring this builder attaches to.
     pub fn ring(&self) -> &Ring {
         &self.ring
@@ -303,6 +321,7 @@ impl ConsumerBuilder {
             Some(g) => self.ring.join_queue(g)?,
         };
         c.set_wait_strategy(self.wait);
+        c.set_held_lease_timeout(self.held_lease_timeout);
         Ok(c)
     }
 }

@@ -2,7 +2,7 @@
 //! release on drop (LAYOUT.md §5), spin-then-park waiting (§6.1) and the
 //! eventfd bridge (§6.3).
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use super::liveness::{self, Heartbeat};
 use super::proto::{self, Claim, Words};
 use super::redeliver::{self, QueueClaim};
 use super::{RingError, Shared};
-use crate::layout::{kind, off, state};
+use crate::layout::{done, kind, off, state};
 use crate::signal::{futex_wait, EventFd, WaitStrategy};
 use crate::sync::Ordering;
 
@@ -27,6 +27,8 @@ struct Member {
     sub: usize,
     member: usize,
     heartbeat: Option<Heartbeat>,
+    /// Leases of this handle not dropped yet.
+    held: AtomicUsize,
 }
 
 impl Drop for Member {
@@ -70,6 +72,12 @@ pub struct Consumer {
     notifier: Option<Notifier>,
     /// When this queue member last looked for dead members of its group.
     group_checked: Option<Instant>,
+    /// How long a stall by this handle's own leases lasts before a receive
+    /// fails with [`RingError::RetentionStall`]; `None`: wait for ever.
+    held_lease_timeout: Option<Duration>,
+    /// The sequence the ring was found stalled behind by our own lease, and
+    /// since when.
+    stalled_since: Option<(u64, Instant)>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -170,17 +178,35 @@ impl Consumer {
                 sub,
                 member,
                 heartbeat: Some(heartbeat),
+                held: AtomicUsize::new(0),
             }),
             exclusive: kind_ == kind::BROADCAST,
             wait,
             notifier: None,
             group_checked: None,
+            held_lease_timeout: Some(DEFAULT_HELD_LEASE_TIMEOUT),
+            stalled_since: None,
         })
     }
 
     /// Sets how [`Consumer::recv`] waits (default: spin, then park).
     pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
         self.wait = wait;
+    }
+
+    /// How long the ring may stay stalled by this consumer's own leases
+    /// before a receive fails with [`RingError::RetentionStall`] (default
+    /// [`DEFAULT_HELD_LEASE_TIMEOUT`]); `None` waits for ever. See
+    /// [`ConsumerBuilder::held_lease_timeout`](super::ConsumerBuilder::held_lease_timeout).
+    pub fn set_held_lease_timeout(&mut self, timeout: Option<Duration>) {
+        self.held_lease_timeout = timeout;
+        self.stalled_since = None;
+    }
+
+    /// Number of leases of this consumer not dropped yet (messages it
+    /// holds; a batch read in place holds one).
+    pub fn leases_held(&self) -> usize {
+        self.member.held.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Index of this consumer's subscriber entry.
@@ -297,7 +323,66 @@ impl Consumer {
     /// messages of a dead member now wait for redelivery.
     pub(crate) fn check_peers(&mut self) -> Result<bool, RingError> {
         self.check_producer()?;
-        Ok(self.check_group(false))
+        let redelivery = self.check_group(false);
+        if !redelivery {
+            self.check_retention()?;
+        }
+        Ok(redelivery)
+    }
+
+    /// The retention rule (doc/README.md "Holding batches"): called while
+    /// the ring is empty for us. When the producer is gated by our
+    /// subscriber at `release` and the sequence there is held by a lease of
+    /// this very handle, only this process can unblock the stream; once
+    /// that has lasted `held_lease_timeout`, the receive fails with
+    /// [`RingError::RetentionStall`] instead of waiting for ever. The
+    /// consumer stays usable: the next receive waits again.
+    fn check_retention(&mut self) -> Result<(), RingError> {
+        let Some(timeout) = self.held_lease_timeout else {
+            return Ok(());
+        };
+        let Some(seq) = self.stalled_by_own_lease() else {
+            self.stalled_since = None;
+            return Ok(());
+        };
+        // A different sequence: the holder released the old one, so the
+        // stream is moving (a slow pipeline), and the clock starts again.
+        let since = match self.stalled_since {
+            Some((s, t)) if s == seq => t,
+            _ => self.stalled_since.insert((seq, Instant::now())).1,
+        };
+        if since.elapsed() < timeout {
+            return Ok(());
+        }
+        self.stalled_since = None;
+        let held = self.leases_held();
+        tracing::warn!(seq, held, "ring stalled by the consumer's own leases");
+        Err(RingError::RetentionStall { seq, held })
+    }
+
+    /// The oldest unreleased sequence of our subscriber, if the producer
+    /// cannot publish until it is released and this handle holds it.
+    fn stalled_by_own_lease(&self) -> Option<u64> {
+        if self.leases_held() == 0 {
+            return None;
+        }
+        let m = &self.member;
+        let sh = &*m.shared;
+        let n = u64::from(sh.layout.config.slot_count);
+        let r = sh.sub_release(m.sub).load(Ordering::SeqCst);
+        let p = sh.published().load(Ordering::SeqCst);
+        if sh.closed().load(Ordering::SeqCst) == 1 || p.saturating_sub(r) < n {
+            return None;
+        }
+        let w = sh.done(m.sub, (r % n) as usize).load(Ordering::SeqCst);
+        // A broadcast subscriber has one member, so an unreleased `r` below
+        // our claim is ours; a queue member checks the holder marker.
+        let ours = if self.exclusive {
+            w != r + 1
+        } else {
+            w == done::held(m.member as u32, r)
+        };
+        ours.then_some(r)
     }
 
     /// LAYOUT.md §11.3, by a surviving queue member: while it finds nothing
@@ -386,6 +471,7 @@ impl Consumer {
                 // SAFETY: `off + len` ≤ slot end (len ≤ slot_size was
                 // checked) inside the mapping, kept alive by the Arc.
                 let ptr = unsafe { sh.region.base().add(off) };
+                m.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok(Polled::Msg(Lease {
                     member: m.clone(),
                     seq,
@@ -427,6 +513,11 @@ impl Consumer {
         Ok(self.notifier.as_ref().expect("just set").efd.as_fd())
     }
 }
+
+/// Default of [`Consumer::set_held_lease_timeout`]: how long the ring may
+/// stay stalled by a consumer's own leases before its receive fails with
+/// [`RingError::RetentionStall`].
+pub const DEFAULT_HELD_LEASE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often a queue member waiting for data looks for dead members of its
 /// group holding messages (LAYOUT.md §11.3).
@@ -640,5 +731,8 @@ impl Drop for Lease {
         if release(&self.member, self.queue, self.seq) {
             self.member.shared.wake_space();
         }
+        self.member
+            .held
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -24,6 +24,8 @@ pub mod liveness;
 mod producer;
 pub(crate) mod proto;
 pub(crate) mod redeliver;
+mod seqlock;
+use seqlock::SeqRead;
 pub mod stat;
 
 use std::os::fd::OwnedFd;
@@ -41,7 +43,7 @@ use crate::region::{Region, RegionError};
 pub use crate::signal::WaitStrategy;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 pub use builder::{ConsumerBuilder, ProducerBuilder, RingBuilder};
-pub use consumer::{Consumer, Lease};
+pub use consumer::{Consumer, Lease, DEFAULT_HELD_LEASE_TIMEOUT};
 pub use producer::{Backpressure, Producer, Reservation};
 pub use stat::{ConsumerStat, MemberStat, RingListing, RingStat, RingView};
 
@@ -123,6 +125,22 @@ pub enum RingError {
     /// The producer already closed the stream.
     #[error("the stream is closed")]
     Closed,
+    /// The ring has been full behind a message this consumer still holds
+    /// for longer than its held-lease timeout: the producer cannot publish
+    /// until the consumer drops it (doc/README.md "Holding batches"). The
+    /// consumer stays usable; receiving again waits again.
+    #[error(
+        "the ring is full behind sequence {seq}, whose message this consumer still holds \
+         ({held} leases held): the producer cannot publish until it is released; drop the \
+         batches you are done with, or copy the ones you keep (IpcReader::with_copy, \
+         arrow::copy_batch)"
+    )]
+    RetentionStall {
+        /// The oldest unreleased sequence, held by this consumer.
+        seq: u64,
+        /// How many leases this consumer handle holds.
+        held: usize,
+    },
     /// An existing ring's geometry differs from what the builder asked for.
     #[error("the ring's {field} is {actual}, not the requested {requested}")]
     ConfigMismatch {
@@ -242,6 +260,13 @@ impl Shared {
 
     pub(crate) fn hdr64(&self, at: usize) -> &AtomicU64 {
         self.region.u64_at(at)
+    }
+
+    /// The schema area as words (LAYOUT.md §9; its capacity is a multiple
+    /// of 64 bytes).
+    pub(crate) fn schema_words(&self) -> &[AtomicU64] {
+        let cap = self.layout.config.schema_capacity as usize;
+        self.region.u64s_at(self.layout.schema_off, cap / 8)
     }
 
     /// Wakes a producer parked for space, if any (LAYOUT.md §5.2 step 3).
@@ -490,43 +515,29 @@ impl Ring {
     /// none has been set yet.
     pub fn schema(&self) -> Result<Option<Vec<u8>>, RingError> {
         let sh = &self.shared;
-        let seq = sh.hdr32(off::SCHEMA_SEQ);
         let backoff = Backoff::new();
         let started = std::time::Instant::now();
         loop {
-            // Acquire: pairs with the final Release increment in `set_schema`.
-            let s1 = seq.load(Ordering::Acquire);
-            if s1 == 0 {
-                return Ok(None);
-            }
-            if s1 % 2 == 1 {
-                // Odd for a whole second: the writer died mid-write (§9).
-                if started.elapsed() >= Duration::from_secs(1) {
-                    return Err(RingError::Timeout(Duration::from_secs(1)));
+            match seqlock::try_read(
+                sh.hdr32(off::SCHEMA_SEQ),
+                sh.hdr32(off::SCHEMA_LEN),
+                sh.schema_words(),
+            ) {
+                SeqRead::Empty => return Ok(None),
+                SeqRead::Got(bytes) => return Ok(Some(bytes)),
+                SeqRead::Corrupt(len) => {
+                    return Err(RingError::CorruptSchema {
+                        len,
+                        max: sh.layout.config.schema_capacity,
+                    })
                 }
-                backoff.snooze();
-                continue;
-            }
-            let len = sh.hdr32(off::SCHEMA_LEN).load(Ordering::Relaxed);
-            let cap = sh.layout.config.schema_capacity;
-            if len > cap {
-                return Err(RingError::CorruptSchema { len, max: cap });
-            }
-            let mut out = vec![0u8; len as usize];
-            // SAFETY: schema_off + len ≤ schema_off + capacity, inside the
-            // mapping. The producer may be rewriting concurrently; the
-            // seqlock check below discards such a copy, and a byte copy of
-            // plain memory cannot fault.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    sh.region.base().add(sh.layout.schema_off),
-                    out.as_mut_ptr(),
-                    len as usize,
-                )
-            };
-            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-            if seq.load(Ordering::Relaxed) == s1 {
-                return Ok(Some(out));
+                SeqRead::Busy => {
+                    // Odd for a whole second: the writer died mid-write (§9).
+                    if started.elapsed() >= Duration::from_secs(1) {
+                        return Err(RingError::Timeout(Duration::from_secs(1)));
+                    }
+                    backoff.snooze();
+                }
             }
         }
     }

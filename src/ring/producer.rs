@@ -8,7 +8,7 @@ use crossbeam_utils::Backoff;
 
 use super::liveness::{self, Heartbeat};
 use super::proto::ProducerCursor;
-use super::{redeliver, RingError, Shared};
+use super::{redeliver, seqlock, RingError, Shared};
 use crate::layout::{kind, off, state};
 use crate::signal::{futex_wait, futex_wake_all, WaitStrategy};
 use crate::sync::Ordering;
@@ -380,31 +380,13 @@ impl Producer {
                 max: cap,
             });
         }
-        let seq = sh.hdr32(off::SCHEMA_SEQ);
-        // SeqCst: the odd value is visible before any byte changes. An odd
-        // value left by a producer that died mid-write is moved past, never
-        // back to even (LAYOUT.md §9).
-        let s = seq.load(Ordering::SeqCst);
-        let w = if s % 2 == 0 {
-            s.wrapping_add(1)
-        } else {
-            s.wrapping_add(2)
-        };
-        seq.store(w, Ordering::SeqCst);
-        // SAFETY: schema_off..schema_off+cap is inside the mapping and only
-        // the producer writes it; readers detect concurrent writes with the
-        // seqlock and discard their copy.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                schema.as_ptr(),
-                sh.region.base().add(sh.layout.schema_off),
-                schema.len(),
-            )
-        };
-        sh.hdr32(off::SCHEMA_LEN)
-            .store(schema.len() as u32, Ordering::Relaxed);
-        // Release: pairs with the readers' Acquire load of `schema_seq`.
-        seq.store(w.wrapping_add(1), Ordering::Release);
+        // LAYOUT.md §9: the seqlock's orderings are in `seqlock`.
+        seqlock::write(
+            sh.hdr32(off::SCHEMA_SEQ),
+            sh.hdr32(off::SCHEMA_LEN),
+            sh.schema_words(),
+            schema,
+        );
         Ok(())
     }
 
