@@ -133,6 +133,61 @@ def run(*args):
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=60)
 
 
+DIRECTIONS = {
+    "go-to-rust": ([ALLOY, "recv"], [ALLOY_GO, "send"]),
+    "go-to-rust-cdata": ([ALLOY, "recv"], [ALLOY_GO, "send", "--mode", "cdata"]),
+    "rust-to-go": ([ALLOY_GO, "recv"], [ALLOY, "send"]),
+    "rust-to-go-cdata": ([ALLOY_GO, "recv"], [ALLOY, "send", "--mode", "cdata"]),
+}
+
+
+def dictionary_stream(path: Path, pattern: str, batches: int) -> pa.Table:
+    """A pyarrow stream of `batches` dictionary batches of 100 rows (plus an
+    empty one): the same dictionary throughout (issue #12's reproduction,
+    `dictionary_encode` then `to_batches`), a new dictionary every batch
+    (replacement), or one that grows (pyarrow writes deltas)."""
+    regions = ["apac", "eu", "us", "latam", None]
+    n = batches * 100
+    ints = pa.array([i if i % 11 else None for i in range(n)], pa.int64())
+    if pattern == "same":
+        words = pa.array([regions[i % 5] for i in range(n)]).dictionary_encode()
+        nested = pa.array([[regions[i % 4], regions[(i + 1) % 4]] for i in range(n)],
+                          pa.list_(pa.dictionary(pa.int32(), pa.string())))
+        table = pa.table({"region": words, "x": ints, "tags": nested})
+        chunks = table.to_batches(max_chunksize=100)
+    else:
+        chunks = []
+        for b in range(batches):
+            if pattern == "replace":
+                values = pa.array([f"b{b}-{v}" for v in range(6)])
+            else:  # grow: the old values are a prefix of the new ones
+                values = pa.array([f"d{v}" for v in range(2 + b)])
+            keys = pa.array([None if i % 9 == 4 else (i + b) % len(values) for i in range(100)], pa.int32())
+            words = pa.DictionaryArray.from_arrays(keys, values)
+            chunks.append(pa.record_batch({"region": words, "x": ints.slice(b * 100, 100)}))
+    options = pa.ipc.IpcWriteOptions(emit_dictionary_deltas=(pattern == "grow"))
+    with pa.ipc.new_stream(path, chunks[0].schema, options=options) as w:
+        w.write_batch(chunks[0].slice(0, 0))  # an empty batch first
+        for c in chunks:
+            w.write_batch(c)
+    return pa.ipc.open_stream(path).read_all()
+
+
+@pytest.mark.parametrize("direction", list(DIRECTIONS))
+@pytest.mark.parametrize("pattern", ["same", "replace", "grow"])
+def test_dictionary_stream_longer_than_the_ring(tmp_path, ring, direction, pattern):
+    """Issue #12: a dictionary stream 12x as long as the 8-slot ring went
+    through in every direction and mode, where it used to hang at 8."""
+    src = tmp_path / "in.arrows"
+    expected = dictionary_stream(src, pattern, 96)
+    out = tmp_path / "out.arrows"
+    receiver, sender = DIRECTIONS[direction]
+    summary = transfer(receiver, sender, ring, src, out)
+    got = pa.ipc.open_stream(out).read_all()
+    assert got.num_rows == expected.num_rows == 9600, summary
+    assert got.equals(expected)
+
+
 @pytest.mark.parametrize("tool", [ALLOY, ALLOY_GO])
 def test_errors_are_one_line_and_non_zero(tmp_path, ring, tool):
     src = tmp_path / "in.arrow"
