@@ -51,6 +51,8 @@ step "consumer SIGKILL holding leases, reclaim" 1 "test result" \
 	cargo test --release $FEATURES --test ring_failure a_consumer_killed -- --nocapture
 step "work-queue member SIGKILL, redelivery" "3 scenarios" "first redelivered message" \
 	cargo test --release $FEATURES --test queue_member_death -- --nocapture
+step "live consumer SIGSTOPped holding leases: not reclaimed, bytes intact" "2 Rust + 2 Go scenarios" "stopped .* s" \
+	bash -c "cargo test --release $FEATURES --test ring_stopped -- --nocapture && cd go && go test -race -count=1 -v -run 'TestStopped|TestIsDead|TestParseStat' ./ring"
 step "foreign owner, seals, version/magic mismatch" 1 "test result" \
 	bash -c "cargo test --release $FEATURES --test region_owner -- --nocapture && cargo test --release $FEATURES --lib -- region vectors seal"
 step "hostile ring memory (proptest)" "512 + 512 cases" "test result" \

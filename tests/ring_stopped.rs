@@ -173,6 +173,11 @@ fn publish_while_stopped(
         "{timeouts} timeouts, {fulls} Full"
     );
     assert!(stopped.elapsed() > STALE_AFTER);
+    eprintln!(
+        "stopped {:.1} s (STALE_AFTER {STALE_AFTER:?}, reclaim every {RECLAIM_AFTER:?}): \
+         {timeouts} Timeout, {fulls} Full, nothing reclaimed",
+        stopped.elapsed().as_secs_f64()
+    );
     let st = ring.stat();
     assert_eq!(st.published, next, "nothing published while full");
     let c = st

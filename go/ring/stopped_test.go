@@ -266,6 +266,8 @@ func publishWhileStopped(t *testing.T, r *Ring, next uint64, stopped time.Time) 
 	if timeouts < 5 || fulls < 100 {
 		t.Fatalf("%d timeouts, %d ErrFull", timeouts, fulls)
 	}
+	t.Logf("stopped %.1f s (staleAfter %v, reclaim every %v): %d ErrTimeout, %d ErrFull, nothing reclaimed",
+		time.Since(stopped).Seconds(), staleAfter, stoppedReclaimAfter, timeouts, fulls)
 	st := r.Stat()
 	if st.Published != next {
 		t.Fatalf("published %d while full, want %d", st.Published, next)
