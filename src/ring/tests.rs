@@ -7,6 +7,16 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::layout::{off, LayoutError};
 
+/// Polls `cond` every millisecond until it holds; panics after 10 s naming
+/// `what`. Tests wait for the condition they need, never for a fixed time.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn cfg(slots: u32, size: u32) -> RingConfig {
     RingConfig {
         slot_count: slots,
@@ -128,9 +138,15 @@ fn blocking_backpressure_times_out_then_resumes() {
     let t0 = Instant::now();
     assert!(matches!(p.send(b"3", 0), Err(RingError::Timeout(_))));
     assert!(t0.elapsed() >= Duration::from_millis(50));
-    // A consumer thread frees space while the producer is parked.
+    // A consumer thread frees space once the producer is parked.
+    let space_waiters = r.shared.clone();
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(20));
+        wait_until("the producer parks for space", || {
+            space_waiters
+                .hdr32(off::SPACE_WAITERS)
+                .load(Ordering::SeqCst)
+                == 1
+        });
         let m = c.recv().unwrap().unwrap();
         assert_eq!(&*m, b"1");
         drop(m);
@@ -256,17 +272,21 @@ fn one_producer_at_a_time_and_reattach_continues() {
 fn parked_consumer_is_woken_by_publish_and_close() {
     let r = Ring::create_anonymous(&cfg(4, 64)).unwrap();
     let mut c = r.subscribe().unwrap();
+    let (got, woken) = std::sync::mpsc::channel();
     let t = std::thread::spawn(move || {
         let m = c.recv().unwrap().unwrap();
         assert_eq!(&*m, b"wake");
         drop(m);
+        got.send(()).unwrap();
         assert!(c.recv().unwrap().is_none());
     });
-    std::thread::sleep(Duration::from_millis(30)); // let it park
-    assert_eq!(r.shared.hdr32(off::DATA_WAITERS).load(Ordering::SeqCst), 1);
+    let parked = || r.shared.hdr32(off::DATA_WAITERS).load(Ordering::SeqCst) == 1;
+    wait_until("the consumer parks", parked);
     let mut p = r.producer().unwrap();
     p.send(b"wake", 0).unwrap();
-    std::thread::sleep(Duration::from_millis(30));
+    woken.recv().unwrap();
+    // Parked again (registered as a waiter) before the close wakes it.
+    wait_until("the consumer parks again", parked);
     p.close();
     t.join().unwrap();
 }
