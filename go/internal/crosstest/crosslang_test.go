@@ -64,6 +64,18 @@ func newRing(t testing.TB) string {
 	return name
 }
 
+// openRing opens the named ring to watch it (Stat), closed when the test
+// ends.
+func openRing(t testing.TB, name string) *ring.Ring {
+	t.Helper()
+	r, err := ring.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
 // proc is one CLI process whose stdout is collected.
 type proc struct {
 	name string

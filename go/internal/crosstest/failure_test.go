@@ -57,7 +57,15 @@ func TestKilledConsumerIsReclaimed(t *testing.T) {
 			v.ready(t)
 			// A bare number is milliseconds for both CLIs.
 			p := start(t, ctx, producer.bin, "test-produce", "--ring", name, "--count", fmt.Sprint(count), "--reclaim-after", "300")
-			time.Sleep(50 * time.Millisecond)
+			r := openRing(t, name)
+			testbin.WaitFor(t, 30*time.Second, "the victim to hold 8 leases", func() bool {
+				for _, c := range r.Stat().Consumers {
+					if c.LeasesHeld >= 8 {
+						return true
+					}
+				}
+				return false
+			})
 			v.cmd.Process.Signal(syscall.SIGKILL)
 			io.ReadAll(v.out)
 			v.cmd.Wait()
@@ -79,7 +87,8 @@ func TestKilledProducerIsNoticed(t *testing.T) {
 	c := start(t, ctx, g.bin, "test-consume", "--ring", name, "--broadcast")
 	c.ready(t)
 	p := start(t, ctx, g.bin, "test-produce", "--ring", name, "--count", "1000000000")
-	time.Sleep(200 * time.Millisecond)
+	r := openRing(t, name)
+	testbin.WaitFor(t, 30*time.Second, "the stream to be under way", func() bool { return r.Stat().Published >= 1000 })
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	io.ReadAll(p.out)
 	p.cmd.Wait()

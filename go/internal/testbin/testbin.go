@@ -1,6 +1,6 @@
 // Package testbin is what a test does when something it needs is missing
-// — a binary built by `make build`, root for a second uid — and how tests
-// find and build the binaries they run.
+// — a binary built by `make build`, root for a second uid — how tests find
+// and build the binaries they run, and how they wait for a condition.
 //
 // Locally a missing prerequisite skips the test. Under CI (CI set) or with
 // ALLOY_REQUIRE_CROSS set — which .ci/run and the Makefile's test targets
@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Required reports whether a missing prerequisite is a failure: CI or
@@ -89,4 +90,18 @@ func BuildGoCLI() (bin, dir string, err error) {
 		return "", "", fmt.Errorf("building alloy-go: %w", err)
 	}
 	return bin, dir, nil
+}
+
+// WaitFor polls cond every millisecond until it holds, and fails the test
+// naming what it waited for after timeout. Tests wait for the condition
+// they need, never for a fixed time.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
