@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/ignalina/alloy/go/internal/testbin"
 )
 
 var failBP = Backpressure{Kind: Fail}
@@ -118,17 +120,27 @@ func TestBackpressureBlockWakesOnRelease(t *testing.T) {
 		mustSend(t, p, nil, 0)
 	}
 	l := recvOK(t, c)
-	go func() {
-		time.Sleep(150 * time.Millisecond) // long enough for the producer to park
-		l.Release()
-	}()
 	// A long slice: only the releaser's futex wake can end the wait soon.
 	defer func(d time.Duration) { waitSlice = d }(waitSlice)
 	waitSlice = 10 * time.Second
-	start := time.Now()
-	mustSend(t, p, nil, 0)
-	if d := time.Since(start); d < 100*time.Millisecond || d > 5*time.Second {
-		t.Fatalf("send returned after %v; the release came after 150ms", d)
+	sent := make(chan error, 1)
+	go func() { sent <- p.Send(nil, 0) }()
+	testbin.WaitFor(t, 10*time.Second, "the producer to park for space", func() bool {
+		return u32At(r.mem, offSpaceWaiters).Load() == 1
+	})
+	select {
+	case err := <-sent:
+		t.Fatalf("send returned (%v) with the ring full", err)
+	default:
+	}
+	l.Release()
+	select {
+	case err := <-sent:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the release did not wake the parked producer")
 	}
 }
 
@@ -139,16 +151,27 @@ func TestParkedConsumerWokenByPublish(t *testing.T) {
 	r := anonRing(t, small)
 	c := mustSubscribe(t, r)
 	p := mustProducer(t, r, failBP)
-	time.AfterFunc(100*time.Millisecond, func() { p.Send([]byte("wake"), 0) })
-	start := time.Now()
-	l, err := c.Recv()
-	if err != nil || string(l.Bytes()) != "wake" {
-		t.Fatalf("Recv: %v", err)
+	type got struct {
+		l   *Lease
+		err error
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("woke after %v", d)
+	recv := make(chan got, 1)
+	go func() {
+		l, err := c.Recv()
+		recv <- got{l, err}
+	}()
+	waiters := u32At(r.mem, offDataWaiters)
+	testbin.WaitFor(t, 10*time.Second, "the consumer to park", func() bool { return waiters.Load() == 1 })
+	mustSend(t, p, []byte("wake"), 0)
+	select {
+	case g := <-recv:
+		if g.err != nil || string(g.l.Bytes()) != "wake" {
+			t.Fatalf("Recv: %v", g.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the publish did not wake the parked consumer")
 	}
-	if w := u32At(r.mem, offDataWaiters).Load(); w != 0 {
+	if w := waiters.Load(); w != 0 {
 		t.Fatalf("data_waiters %d after the wake-up, want 0", w)
 	}
 }
