@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ignalina/alloy/go/internal/testbin"
 )
 
 // deadPid returns the pid of a child that has finished and been reaped, so
@@ -192,11 +194,9 @@ func TestHeartbeatsRefreshAndStop(t *testing.T) {
 	c := mustSubscribe(t, r)
 	memHB, subHB := r.lay.memberOff(c.mem)+memHeartbeat, r.lay.subOff(c.sub)+subHeartbeat
 	p0, m0, s0 := hbLoad(r, offProducerHeartbeat), hbLoad(r, memHB), hbLoad(r, subHB)
-	time.Sleep(3 * heartbeatPeriod)
-	if hbLoad(r, offProducerHeartbeat) <= p0 || hbLoad(r, memHB) <= m0 || hbLoad(r, subHB) <= s0 {
-		t.Fatalf("heartbeats not refreshed: producer %d→%d, member %d→%d, subscriber %d→%d",
-			p0, hbLoad(r, offProducerHeartbeat), m0, hbLoad(r, memHB), s0, hbLoad(r, subHB))
-	}
+	testbin.WaitFor(t, 50*heartbeatPeriod, "the producer, member and subscriber heartbeats to be refreshed", func() bool {
+		return hbLoad(r, offProducerHeartbeat) > p0 && hbLoad(r, memHB) > m0 && hbLoad(r, subHB) > s0
+	})
 	if err := p.Detach(); err != nil {
 		t.Fatal(err)
 	}
@@ -250,10 +250,9 @@ func TestProducerTakeover(t *testing.T) {
 	// (It cannot tell us from its holder: we share a pid.)
 	stale := uint64(1)
 	u64At(r.mem, offProducerHeartbeat).Store(stale)
-	time.Sleep(2 * heartbeatPeriod)
-	if got := u64At(r.mem, offProducerHeartbeat).Load(); got == stale {
-		t.Fatal("the new producer does not refresh its heartbeat")
-	}
+	testbin.WaitFor(t, 50*heartbeatPeriod, "the new producer to refresh its heartbeat", func() bool {
+		return u64At(r.mem, offProducerHeartbeat).Load() != stale
+	})
 	if _, err := r.NewProducer(ProducerOptions{}); !errors.Is(err, ErrProducerExists) {
 		t.Fatalf("third producer against a live one: %v", err)
 	}
