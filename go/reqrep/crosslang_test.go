@@ -256,7 +256,19 @@ func TestWorkerKilledFailsPendingAndNewCalls(t *testing.T) {
 	for c.Pending() < n {
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(50 * time.Millisecond) // the worker has claimed some
+	// Kill while the worker has requests in hand (claimed, not released).
+	testbin.WaitFor(t, 10*time.Second, "the worker to claim a request", func() bool {
+		st, err := ring.StatNamed(RequestRing(w.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range st.Consumers {
+			if c.LeasesHeld > 0 {
+				return true
+			}
+		}
+		return false
+	})
 	killed := time.Now()
 	if err := w.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
