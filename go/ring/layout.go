@@ -62,6 +62,8 @@ const (
 	offProducerPid       = 80 // with offProducerStart, the producer's identity word (§11.1)
 	offProducerStart     = 84
 	offProducerHeartbeat = 88
+	offStreamStart       = 96  // first sequence of the current stream (§4.1)
+	offStreamGen         = 104 // generation of the current stream (§4.1)
 
 	offDataWaiters    = 128
 	offDataFutex      = 132
@@ -70,6 +72,8 @@ const (
 	offTableEpoch     = 144
 	offTableLock      = 152 // with offTableLockStart, the holder's identity word
 	offTableLockStart = 156
+	offLostCount      = 160 // consumer members reclaimed as dead (§11.3)
+	offLostPid        = 168 // pid of the last one
 
 	offSchemaSeq = 192
 	offSchemaLen = 196
@@ -97,6 +101,7 @@ const (
 	slotStamp = 0
 	slotLen   = 8
 	slotFlags = 12
+	slotGen   = 16 // the message's stream generation (§4.1)
 )
 
 // Entry states and subscriber kinds (§3.1, §3.2).
@@ -128,10 +133,12 @@ type Config struct {
 	SchemaCapacity uint32
 }
 
-// DefaultConfig returns a general-purpose geometry: 256 slots of 4 KiB,
-// 8 subscribers, 32 members and a 4 KiB schema area.
+// DefaultConfig returns the general-purpose geometry both languages use
+// (Rust `RingConfig::default()`): 64 slots of 1 MiB, 16 subscribers, 32
+// members and a 64 KiB schema area. The file is 64 MiB and a bit; tmpfs
+// pages are only allocated as slots are first written.
 func DefaultConfig() Config {
-	return Config{SlotCount: 256, SlotSize: 4096, MaxSubscribers: 8, MaxMembers: 32, SchemaCapacity: 4096}
+	return Config{SlotCount: 64, SlotSize: 1 << 20, MaxSubscribers: 16, MaxMembers: 32, SchemaCapacity: 64 << 10}
 }
 
 // Layout is a validated Config with every derived offset of LAYOUT §3.
