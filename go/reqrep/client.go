@@ -1,7 +1,6 @@
 package reqrep
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -9,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,8 +115,7 @@ func trySubscribe(name string) (*ring.Ring, *ring.Consumer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	s := rep.Snapshot()
-	if s.ProducerPid == 0 || s.Closed != 0 || processDead(s.ProducerPid) {
+	if !rep.ProducerAlive() || rep.Snapshot().Closed != 0 {
 		rep.Close() // stale, or the worker is still starting
 		return nil, nil, nil
 	}
@@ -129,16 +125,6 @@ func trySubscribe(name string) (*ring.Ring, *ring.Consumer, error) {
 		return nil, nil, err
 	}
 	return rep, cons, nil
-}
-
-// processDead is the pid part of LAYOUT.md §11.1.
-func processDead(pid uint32) bool {
-	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
-	if err != nil {
-		return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH)
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
 }
 
 func newSession() uint64 {

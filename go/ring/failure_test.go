@@ -282,7 +282,13 @@ func TestProducerTakeoverNeedsDeathNotStaleHeartbeat(t *testing.T) {
 	if _, err := r.NewProducer(ProducerOptions{}); !errors.Is(err, ErrProducerExists) {
 		t.Fatalf("attach against a live producer with a stale heartbeat: %v, want ErrProducerExists", err)
 	}
+	if !r.ProducerAlive() {
+		t.Fatal("ProducerAlive: a live producer with a stale heartbeat counts as dead")
+	}
 	u64At(r.mem, offProducerPid).Store(identity(ppid, startOf(t, ppid)+1))
+	if r.ProducerAlive() {
+		t.Fatal("ProducerAlive: a reused pid counts as the producer")
+	}
 	p, err := r.NewProducer(ProducerOptions{})
 	if err != nil {
 		t.Fatalf("takeover from a reused pid: %v", err)

@@ -181,3 +181,11 @@ func (h *heartbeat) stop() {
 	h.stopOnce.Do(func() { close(h.quit) })
 	<-h.done
 }
+
+// ProducerAlive reports whether a producer is attached and its process is
+// alive (LAYOUT §11.1: pid and start time, so a reused pid is not taken for
+// the producer, and a stopped producer is alive).
+func (r *Ring) ProducerAlive() bool {
+	id := u64At(r.mem, offProducerPid).Load()
+	return identityPid(id) != 0 && !identityDead(id)
+}
