@@ -22,14 +22,17 @@
 //   - After Producer.Close, consumers drain what was published and then get
 //     io.EOF (unwrapped, as the io convention asks).
 //
-// Peers may die at any instruction (LAYOUT §11). Attached handles refresh
-// heartbeats in the region from a goroutine every 100 ms; a peer is dead
-// when its process is gone (or a zombie) or its heartbeat is 3 s old. A
-// consumer waiting on a dead producer gets ErrProducerGone (after everything
-// it published), and a new producer takes the dead one's place, continuing
-// the sequence. A producer blocked on a full ring for
-// ProducerOptions.ReclaimAfter detaches dead consumers, so a killed
-// broadcast consumer stops gating the others.
+// Peers may die at any instruction (LAYOUT §11). Every pid in the region
+// is recorded with its process's start time; a peer is dead when its
+// process is gone (or a zombie) or its pid now names another process —
+// never because it stopped running: a consumer that is stopped (SIGSTOP, a
+// debugger, a long GC pause) keeps its leases and gates the producer, whose
+// Backpressure then fails with ErrTimeout or ErrFull. A consumer waiting on
+// a dead producer gets ErrProducerGone (after everything it published), and
+// a new producer takes the dead one's place, continuing the sequence. A
+// producer blocked on a full ring for ProducerOptions.ReclaimAfter detaches
+// dead consumers, so a killed broadcast consumer stops gating the others.
+// Heartbeats, refreshed every 100 ms, only feed Stat's Stalled hint.
 //
 // Blocking calls have context variants (Consumer.RecvContext,
 // Producer.ReserveContext, Producer.SendContext) that return ctx.Err()

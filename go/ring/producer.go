@@ -82,8 +82,8 @@ type Producer struct {
 // the stream was already closed (no message may follow end-of-stream). A
 // producer that detached without closing, or died (LAYOUT §11.2), left
 // `published` behind; this one continues there. While attached, a
-// goroutine refreshes producer_heartbeat every 100 ms so consumers can tell
-// a waiting producer from a dead one.
+// goroutine refreshes producer_heartbeat every 100 ms (a hint for Stat;
+// liveness is the pid and start time, LAYOUT §11.1).
 func (r *Ring) NewProducer(opts ProducerOptions) (*Producer, error) {
 	if opts.ReclaimAfter <= 0 {
 		opts.ReclaimAfter = defaultReclaimAfter
@@ -270,7 +270,6 @@ func (p *Producer) spinSpace(ctx context.Context, deadline time.Time, b *backoff
 // waitSpace is LAYOUT §6.2: spin on the gate, then park on space_futex in
 // bounded slices, detaching dead consumers when the wait lasts (§11.3),
 // until there is space, the timeout passes or ctx is done.
-// (The heartbeat goroutine keeps us visibly alive meanwhile.)
 func (p *Producer) waitSpace(ctx context.Context) (err error) {
 	// Where a producer sits when its file is truncated under it: the fault
 	// is an error (fault.go). The per-message paths are not guarded, which
