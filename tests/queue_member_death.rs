@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use alloy_shm::ring::{Backpressure, ConsumerStat, Ring, RingError, WaitStrategy};
 
 mod common;
+mod support;
 use common::{new_ring, SPEC};
+use support::wait_until;
 
 const SLOTS: u64 = 8;
 /// Leases the doomed member keeps unreleased when it is killed.
@@ -23,14 +25,6 @@ fn group(ring: &Ring) -> ConsumerStat {
     let st = ring.stat();
     assert_eq!(st.consumers.len(), 1, "one subscriber: the group");
     st.consumers[0].clone()
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// `alloy stat NAME --json --interval 0`, parsed: the group's entry.

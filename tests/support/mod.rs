@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test crate uses the part it needs
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// Whether a missing prerequisite is a failure: `CI` or
 /// `ALLOY_REQUIRE_CROSS` is set to anything but empty, `0` or `false`.
@@ -39,4 +40,14 @@ pub fn go_cli(test: &str) -> Option<PathBuf> {
         &format!("{} is missing (run make build)", p.display()),
     );
     None
+}
+
+/// Polls `cond` every 2 ms until it holds; panics after 10 s naming `what`.
+/// Tests wait for the condition they need, never for a fixed time.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
