@@ -14,8 +14,25 @@
 //
 // Reader implements arrow-go's array.RecordReader (Retain, Release,
 // Schema, Next, RecordBatch, Err), so it plugs into anything that consumes
-// one; NextContext and Writer.WriteContext give up with ctx.Err() promptly
-// when their context is done. Reader and Writer implement io.Closer:
+// one; SchemaContext, NextContext and Writer.WriteContext give up with
+// ctx.Err() promptly when their context is done (Schema and Next wait for
+// as long as the stream is open and its producer alive).
+//
+// # Zero-copy strings change after release
+//
+// With WithZeroCopy, a string taken from a string, binary or dictionary
+// column (String.Value, the values of a Dictionary, ValueStr) is a view of
+// the slot, not a copy. Once the record is released, the producer reuses
+// the slot and the bytes under the string change, with no error: a map
+// keyed by dict.Value(i) ends up with keys like "aceu" for "eu". Go code
+// assumes strings never change, so either copy what you keep,
+//
+//	region := strings.Clone(dict.Value(regions.GetValueIndex(i))) // safe to keep
+//
+// or read with WithCopiedStrings, which copies the data of string and
+// binary arrays when the record is decoded and reads everything else in
+// place. The default Reader (no option) copies whole messages and has no
+// such hazard. Reader and Writer implement io.Closer:
 // closing a Writer ends the stream, closing a Reader closes its consumer.
 //
 // Errors wrap sentinels, so test for them with errors.Is: this package's

@@ -82,8 +82,28 @@ type ReaderOption func(*slotMessages)
 // (the Reader keeps them for the whole stream); in C-Data-offsets mode
 // dictionary values travel inside each batch's slot and are read in place
 // with the rest.
+//
+// STRINGS CHANGE AFTER RELEASE. A string taken from a string, binary or
+// dictionary column (String.Value, Dictionary values, ValueStr, …) is a view
+// of the slot, not a copy: once the record is released the producer reuses
+// the slot and the string's bytes change under it, with no error — a map
+// keyed by such strings ends up with wrong keys. Copy every string you keep
+// beyond the record (strings.Clone(col.Value(i))), or use
+// WithCopiedStrings, which copies string and binary data and reads the
+// rest in place.
 func WithZeroCopy() ReaderOption {
 	return func(m *slotMessages) { m.zeroCopy = true }
+}
+
+// WithCopiedStrings is WithZeroCopy except for string and binary data: the
+// buffers of string, large string, string view, binary, large binary,
+// binary view and fixed-size binary arrays (at any depth, dictionary values
+// included) are copied out of the slot when the record is decoded, so the
+// strings and byte slices taken from them stay as they were after the
+// record is released. Numbers, booleans, offsets of lists and the rest are
+// read in place, and a retained record still holds its slot.
+func WithCopiedStrings() ReaderOption {
+	return func(m *slotMessages) { m.zeroCopy, m.copyStrings = true, true }
 }
 
 // WithTrustedProducer skips the O(n) validation of records, in both modes
@@ -172,7 +192,7 @@ func (rd *Reader) NextContext(ctx context.Context) (ok bool) {
 				rd.err = err
 				return false
 			}
-			rd.cur = rec
+			rd.cur = rd.msgs.strings(rec)
 			return true
 		case FlagIPCSchema:
 			// A repeat (a producer that attached again): ignored if
@@ -204,7 +224,7 @@ func (rd *Reader) NextContext(ctx context.Context) (ok bool) {
 				rd.fail(err)
 				return false
 			}
-			rd.cur = rd.msgs.own(rd.ipc.RecordBatch())
+			rd.cur = rd.msgs.strings(rd.msgs.own(rd.ipc.RecordBatch()))
 			return true
 		}
 		rd.err = rd.msgs.ipcErr(rd.ipc.Err())
@@ -263,12 +283,40 @@ func (rd *Reader) Record() arrow.RecordBatch { return rd.RecordBatch() }
 
 // Schema is the stream's schema. Called before the first Next it waits for
 // the schema message (or reads the schema area), as ipc.NewReader waits for
-// the schema of a byte stream; nil if that fails (see Err).
+// the schema of a byte stream; nil if that fails (see Err). It waits for
+// as long as no producer publishes a schema: use SchemaContext when the
+// producer may never come.
 func (rd *Reader) Schema() *arrow.Schema {
-	if !rd.start(context.Background()) {
-		return nil
+	s, _ := rd.SchemaContext(context.Background())
+	return s
+}
+
+// SchemaContext is Schema giving up when ctx is done: it returns ctx.Err()
+// (the consumer's wait is woken) when no schema was published in time — no
+// producer attached, or it has not written yet. Giving up takes no message
+// off the ring, so the Reader stays usable: a later SchemaContext or Next
+// waits again. Any other error ends the Reader as in Next (see Err).
+func (rd *Reader) SchemaContext(ctx context.Context) (s *arrow.Schema, err error) {
+	var fault error
+	defer func() {
+		if fault != nil {
+			rd.err, s, err = fault, nil, fault
+		}
+	}()
+	defer rd.msgs.r.CatchFault(ring.TrapFaults(), &fault) // a truncated ring (ring/fault.go)
+	if rd.start(ctx) {
+		return rd.schema, nil
 	}
-	return rd.schema
+	if cerr := ctx.Err(); cerr != nil && errors.Is(rd.err, cerr) {
+		// Nothing was received (the wait for the first message ended):
+		// leave the Reader as it was before this call.
+		rd.err = nil
+		return nil, cerr
+	}
+	if rd.err == nil && rd.closed {
+		return nil, ring.ErrClosed
+	}
+	return nil, rd.err
 }
 
 // Err is the error that ended the iteration, nil at a clean end of stream.
@@ -325,6 +373,9 @@ type slotMessages struct {
 	pending *ring.Lease // a lease received before the schema-area message
 	// zeroCopy: record batch bodies stay in their slots (WithZeroCopy).
 	zeroCopy bool
+	// copyStrings: string and binary buffers are copied out of the slot
+	// (WithCopiedStrings).
+	copyStrings bool
 	// trusted: WithTrustedProducer (C-Data-offsets records are checked
 	// only in O(1)).
 	trusted bool
@@ -369,6 +420,15 @@ func (m *slotMessages) cdata(l *ring.Lease) (arrow.RecordBatch, error) {
 		return nil, fmt.Errorf("slot %d (sequence %d): %w", slot, seq, err)
 	}
 	return rec, nil
+}
+
+// strings applies WithCopiedStrings to a decoded record (its reference
+// taken over).
+func (m *slotMessages) strings(rec arrow.RecordBatch) arrow.RecordBatch {
+	if !m.copyStrings {
+		return rec
+	}
+	return copyStrings(m.r, rec, memory.DefaultAllocator)
 }
 
 func (m *slotMessages) Retain() {}
