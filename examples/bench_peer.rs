@@ -16,11 +16,15 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use alloy_shm::arrow::{in_mapping, IpcReader};
+use std::sync::Arc;
+
+use alloy_shm::arrow::{in_mapping, CDataWriter, IpcReader, IpcWriter};
 use alloy_shm::ring::{monotonic_ns, Backpressure, Consumer, Ring, RingConfig, WaitStrategy};
 use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
-use arrow_array::Array;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef, DictionaryArray, Int64Array, RecordBatch, StringArray};
+use arrow_buffer::ScalarBuffer;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 
@@ -112,6 +116,52 @@ enum Cmd {
         socket: String,
         #[arg(long)]
         ack: bool,
+        /// Read buffer and socket receive buffer, bytes (sized to the batch).
+        #[arg(long, default_value_t = 1 << 16)]
+        buf: usize,
+    },
+    /// Arrow one-way latency consumer (Go → Rust): `IpcReader` reads each
+    /// batch of --ring in place (validation on unless --unchecked), records
+    /// now − value 0 of column 0 (negative: warm-up, not recorded) and
+    /// acknowledges on --ack.
+    ArrowLatConsumer {
+        #[arg(long)]
+        ring: String,
+        #[arg(long)]
+        ack: String,
+        #[arg(long)]
+        spin: bool,
+        #[arg(long)]
+        unchecked: bool,
+    },
+    /// Arrow one-way latency producer (Rust → Go): writes --iters batches of
+    /// --shape into --ring with `IpcWriter` (--mode ipc) or `CDataWriter`
+    /// (--mode cdata), value 0 of column 0 the send stamp, one batch in
+    /// flight (waits for an 8-byte message on --ack after each).
+    ArrowLatProducer {
+        #[arg(long)]
+        ring: String,
+        #[arg(long)]
+        ack: String,
+        #[arg(long)]
+        mode: String,
+        #[arg(long)]
+        shape: String,
+        #[arg(long)]
+        iters: u64,
+        #[arg(long)]
+        spin: bool,
+    },
+    /// Arrow echo, the Rust half of a request/reply round trip over two
+    /// rings: reads each batch of --ring in place (validated) and writes it
+    /// back to --reply with `IpcWriter`.
+    ArrowEcho {
+        #[arg(long)]
+        ring: String,
+        #[arg(long)]
+        reply: String,
+        #[arg(long)]
+        spin: bool,
     },
 }
 
@@ -521,14 +571,37 @@ fn arrow_sink(ring: &str, spin: bool) -> Res<String> {
     ))
 }
 
-fn uds_sink(socket: &str, ack: bool) -> Res<String> {
+/// Sets the socket's receive buffer to `bytes` (the kernel doubles it and
+/// caps it at net.core.rmem_max).
+fn set_rcvbuf(conn: &UnixStream, bytes: usize) -> Res<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket descriptor, and a pointer to a c_int that lives
+    // across the call with its exact size as the option length.
+    let rc = unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(())
+}
+
+fn uds_sink(socket: &str, ack: bool, buf: usize) -> Res<String> {
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket).map_err(err)?;
     ready()?;
     let (conn, _) = listener.accept().map_err(err)?;
     let _ = std::fs::remove_file(socket);
+    set_rcvbuf(&conn, buf)?;
     let mut back: UnixStream = conn.try_clone().map_err(err)?;
-    let input: Box<dyn Read> = Box::new(BufReader::with_capacity(1 << 16, conn));
+    let input: Box<dyn Read> = Box::new(BufReader::with_capacity(buf, conn));
     let reader = arrow_ipc::reader::StreamReader::try_new(input, None).map_err(err)?;
     let mut h = hist();
     let (mut n, mut rows, mut sum, mut last) = (0u64, 0u64, 0i64, 0u64);
@@ -562,6 +635,169 @@ fn uds_sink(socket: &str, ack: bool) -> Res<String> {
     }
 }
 
+/// The batch shapes of the Arrow latency rows: an int64 column (value 0 is
+/// the stamp) of 1, 1024 or 131072 rows (1 MiB), or `mixed`: 1024 rows of
+/// int64, utf8 and a dictionary (int32 keys, utf8 values) column. Returns
+/// the schema, the int64 values and the other columns (built once).
+fn shape(name: &str) -> Res<(SchemaRef, Vec<i64>, Vec<ArrayRef>)> {
+    let rows = match name {
+        "1-row" => 1,
+        "1024-rows" | "mixed" => 1024,
+        "1-mib" => 131072,
+        _ => return Err(format!("unknown shape {name:?}")),
+    };
+    let vals: Vec<i64> = (0..rows as i64).collect();
+    let mut fields = vec![Field::new("v", DataType::Int64, false)];
+    let mut others: Vec<ArrayRef> = Vec::new();
+    if name == "mixed" {
+        let s: StringArray = (0..rows).map(|i| Some(format!("row-{i:08}"))).collect();
+        let d: DictionaryArray<Int32Type> = (0..rows)
+            .map(|i| ["red", "green", "blue", "cyan"][i % 4])
+            .collect();
+        fields.push(Field::new("s", DataType::Utf8, true));
+        fields.push(Field::new("d", d.data_type().clone(), true));
+        others.push(Arc::new(s));
+        others.push(Arc::new(d));
+    }
+    Ok((Arc::new(Schema::new(fields)), vals, others))
+}
+
+fn arrow_lat_consumer(ring: &str, ack: &str, spin: bool, unchecked: bool) -> Res<String> {
+    let r = Ring::open(ring).map_err(err)?;
+    let mut rx = r.subscribe().map_err(err)?;
+    rx.set_wait_strategy(wait_of(spin));
+    let ack_ring = Ring::open(ack).map_err(err)?;
+    let mut tx = ack_ring
+        .producer_with(Backpressure::default(), wait_of(spin))
+        .map_err(err)?;
+    let mut reader = IpcReader::new(&r, rx);
+    if unchecked {
+        // SAFETY: the producer is this suite's Go driver, which writes
+        // valid arrays; the row measures what skipping validation saves.
+        reader = unsafe { reader.with_skip_validation(true) };
+    }
+    let mut h = hist();
+    let (mut n, mut rows) = (0u64, 0u64);
+    ready()?;
+    while let Some(batch) = reader.next_batch().map_err(err)? {
+        let t1 = monotonic_ns();
+        let t0 = batch.column(0).as_primitive::<Int64Type>().value(0);
+        if t0 > 0 {
+            h.record(t1.saturating_sub(t0 as u64)).map_err(err)?;
+        }
+        if n == 0 && !in_mapping(&r, &batch) {
+            return Err("the first batch was copied out of the ring".into());
+        }
+        n += 1;
+        rows += batch.num_rows() as u64;
+        drop(batch); // releases the slot before the acknowledgement
+        tx.send(&[0u8; 8], 0).map_err(err)?;
+    }
+    tx.close();
+    Ok(format!(
+        "{{{},\"rows\":{rows},\"batches\":{n}}}",
+        lat_json(&h)
+    ))
+}
+
+/// Either Rust Arrow writer of the ring (boxed: both are large).
+enum AnyWriter {
+    Ipc(Box<IpcWriter>),
+    CData(Box<CDataWriter>),
+}
+
+impl AnyWriter {
+    fn write(&mut self, b: &RecordBatch) -> Res<()> {
+        match self {
+            AnyWriter::Ipc(w) => w.write(b).map_err(err),
+            AnyWriter::CData(w) => w.write(b).map_err(err),
+        }
+    }
+
+    fn close(self) -> Res<()> {
+        match self {
+            AnyWriter::Ipc(w) => w.close().map_err(err),
+            AnyWriter::CData(w) => w.close().map_err(err),
+        }
+    }
+}
+
+fn arrow_lat_producer(
+    ring: &str,
+    ack: &str,
+    mode: &str,
+    shape_name: &str,
+    iters: u64,
+    spin: bool,
+) -> Res<String> {
+    let (schema, mut vals, others) = shape(shape_name)?;
+    let r = Ring::open(ring).map_err(err)?;
+    let tx = r
+        .producer_with(Backpressure::default(), wait_of(spin))
+        .map_err(err)?;
+    let mut w = match mode {
+        "ipc" => AnyWriter::Ipc(Box::new(IpcWriter::new(tx, schema.clone()).map_err(err)?)),
+        "cdata" => AnyWriter::CData(Box::new(CDataWriter::new(tx, schema.clone()).map_err(err)?)),
+        _ => return Err(format!("unknown mode {mode:?}")),
+    };
+    let ack_ring = Ring::open(ack).map_err(err)?;
+    let mut back = ack_ring.subscribe().map_err(err)?;
+    back.set_wait_strategy(wait_of(spin));
+    ready()?;
+    let warm = (iters / 10).max(8);
+    for i in 0..iters + warm {
+        let t0 = monotonic_ns();
+        vals[0] = if i < warm { -1 } else { t0 as i64 };
+        // The values move into the array and back without a copy, as a
+        // producer that owns its record would hand it over.
+        let col = Int64Array::new(ScalarBuffer::from(std::mem::take(&mut vals)), None);
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(col.clone())];
+        cols.extend(others.iter().cloned());
+        let batch = RecordBatch::try_new(schema.clone(), cols).map_err(err)?;
+        w.write(&batch)?;
+        drop(batch);
+        vals = col
+            .into_parts()
+            .1
+            .into_inner()
+            .into_vec::<i64>()
+            .map_err(|_| "the writer kept the int64 column".to_string())?;
+        back.recv().map_err(err)?.ok_or("ack ring closed")?;
+    }
+    w.close()?;
+    Ok("{}".into())
+}
+
+fn arrow_echo(ring: &str, reply: &str, spin: bool) -> Res<String> {
+    let r = Ring::open(ring).map_err(err)?;
+    let mut rx = r.subscribe().map_err(err)?;
+    rx.set_wait_strategy(wait_of(spin));
+    let out = Ring::open(reply).map_err(err)?;
+    let mut tx = Some(
+        out.producer_with(Backpressure::default(), wait_of(spin))
+            .map_err(err)?,
+    );
+    let mut reader = IpcReader::new(&r, rx);
+    let mut w: Option<IpcWriter> = None;
+    let mut n = 0u64;
+    ready()?;
+    while let Some(batch) = reader.next_batch().map_err(err)? {
+        if w.is_none() {
+            let p = tx.take().expect("one producer");
+            w = Some(IpcWriter::new(p, batch.schema()).map_err(err)?);
+        }
+        w.as_mut()
+            .expect("created above")
+            .write(&batch)
+            .map_err(err)?;
+        n += 1;
+    }
+    if let Some(w) = w {
+        w.close().map_err(err)?;
+    }
+    Ok(format!("{{\"messages\":{n}}}"))
+}
+
 fn run(cli: Cli) -> Res<String> {
     match cli.cmd {
         Cmd::Memcpy { size, total } => memcpy(size, total),
@@ -578,7 +814,22 @@ fn run(cli: Cli) -> Res<String> {
         } => tput(size, total, consumers, queue, spin),
         Cmd::Sink { ring, queue, spin } => sink(&ring, queue, spin),
         Cmd::ArrowSink { ring, spin } => arrow_sink(&ring, spin),
-        Cmd::UdsSink { socket, ack } => uds_sink(&socket, ack),
+        Cmd::UdsSink { socket, ack, buf } => uds_sink(&socket, ack, buf),
+        Cmd::ArrowLatConsumer {
+            ring,
+            ack,
+            spin,
+            unchecked,
+        } => arrow_lat_consumer(&ring, &ack, spin, unchecked),
+        Cmd::ArrowLatProducer {
+            ring,
+            ack,
+            mode,
+            shape,
+            iters,
+            spin,
+        } => arrow_lat_producer(&ring, &ack, &mode, &shape, iters, spin),
+        Cmd::ArrowEcho { ring, reply, spin } => arrow_echo(&ring, &reply, spin),
     }
 }
 
