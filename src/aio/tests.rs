@@ -85,6 +85,14 @@ async fn broadcast_consumers_in_tasks_and_an_async_producer_awaiting_space() {
     }
 }
 
+/// The ring's `space_waiters` word (LAYOUT.md §6.2): producers parked for
+/// space.
+fn space_waiters(ring: &Ring) -> u32 {
+    let snap = ring.region().snapshot();
+    let at = crate::layout::off::SPACE_WAITERS;
+    u32::from_le_bytes(snap[at..at + 4].try_into().unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_producer_honours_backpressure_timeout_and_fail() {
     let ring = ring(2, 64);
@@ -108,7 +116,15 @@ async fn async_producer_honours_backpressure_timeout_and_fail() {
         tx.send(b"3", 0).await.unwrap();
         tx
     });
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Free the space once the producer is parked waiting for it.
+    let t0 = std::time::Instant::now();
+    while space_waiters(&ring) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the producer never parked"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     drop(rx.recv().unwrap());
     let mut tx = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await

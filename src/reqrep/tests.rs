@@ -104,15 +104,50 @@ fn plain_ipc_reader_refuses_channel_messages() {
     }
 }
 
+/// Two dictionary columns (one nested in a list) and a plain one; the
+/// dictionaries differ with `k`.
+fn dictionary_batch(k: usize) -> RecordBatch {
+    use arrow_array::builder::{ListBuilder, StringDictionaryBuilder};
+    use arrow_array::types::Int32Type;
+    let words = [["apac", "eu", "us"], ["north", "south", "east"]][k % 2];
+    let d: DictionaryArray<Int32Type> = (0..10).map(|i| words[i % 3]).collect();
+    let mut lb = ListBuilder::new(StringDictionaryBuilder::<Int32Type>::new());
+    for i in 0..10 {
+        for j in 0..i % 3 {
+            lb.values().append_value(words[(i + j) % 3]);
+        }
+        lb.append(i != 4);
+    }
+    RecordBatch::try_from_iter([
+        ("d", Arc::new(d) as _),
+        ("l", Arc::new(lb.finish()) as _),
+        ("x", Arc::new(Int64Array::from_iter_values(0..10)) as _),
+    ])
+    .unwrap()
+}
+
 #[test]
-fn dictionary_columns_are_refused_clearly() {
-    let dict: DictionaryArray<arrow_array::types::Int32Type> =
-        vec!["a", "b", "a"].into_iter().collect();
-    let batch = RecordBatch::try_from_iter([("d", Arc::new(dict) as _)]).unwrap();
-    match Encoder::new().encode(&batch) {
-        Err(ReqRepError::Unsupported(m)) => assert!(m.contains("\"d\""), "{m}"),
-        Err(e) => panic!("expected Unsupported, got {e:?}"),
-        Ok(_) => panic!("expected Unsupported, got a message"),
+fn dictionary_columns_travel_in_every_message() {
+    let ring = ring();
+    let mut rx = ring.subscribe().unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut enc = Encoder::new();
+    let sent = [dictionary_batch(0), dictionary_batch(1), dictionary_batch(0).slice(3, 5)];
+    for b in &sent {
+        let e = enc.encode(b).unwrap();
+        enc.publish(&mut tx, env(Kind::Request), e).unwrap();
+    }
+    // Each message decodes on its own (a queue group spreads them over
+    // worker threads): a fresh decoder per message.
+    for b in &sent {
+        let lease = rx.recv().unwrap().unwrap();
+        let e = read_envelope(&lease, &[Kind::Request]).unwrap();
+        assert_eq!(e.batch_len % 64, 0);
+        let Body::Batch(got) = Decoder::new().decode(&e, lease).unwrap() else {
+            panic!("not a batch")
+        };
+        assert_eq!(&got, b);
+        assert!(in_mapping(&ring, &got), "request decoded by copying");
     }
 }
 
@@ -318,6 +353,9 @@ fn square(batch: RecordBatch) -> Result<RecordBatch, String> {
     if meta.contains_key("panic") {
         panic!("asked to panic");
     }
+    if meta.get("op").map(String::as_str) == Some("echo") {
+        return Ok(batch);
+    }
     let x = batch
         .column_by_name("x")
         .and_then(|c| c.as_primitive_opt::<Int64Type>())
@@ -494,7 +532,16 @@ fn worker_stop_fails_pending_and_new_calls() {
     let c = client.clone();
     let pending =
         std::thread::spawn(move || c.call(&with_meta(request_x(&[1]), "sleep_ms", "300"), None));
-    std::thread::sleep(Duration::from_millis(100));
+    // Stop while the worker has the request in hand (claimed, unreleased).
+    let view = crate::ring::RingView::open(&request_ring(&name)).unwrap();
+    let t0 = Instant::now();
+    while !view.stat().consumers.iter().any(|c| c.leases_held > 0) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the worker never took the request"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     stop.stop();
     serving.join().unwrap().unwrap();
     // The request in hand is answered before the worker closes the channel,
@@ -515,6 +562,22 @@ fn worker_stop_fails_pending_and_new_calls() {
         }
     }
     assert!(!std::path::Path::new(&format!("/dev/shm/{}", request_ring(&name))).exists());
+}
+
+#[test]
+fn dictionary_columns_round_trip_through_a_worker() {
+    let name = unique("dict");
+    let (stop, serving) = start_worker(&name, 2);
+    let client = Client::connect(&name, Duration::from_secs(5)).unwrap();
+    for k in 0..6 {
+        let b = with_meta(dictionary_batch(k), "op", "echo");
+        let got = client.call(&b, Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(got, b);
+    }
+    client.close();
+    stop.stop();
+    let stats = serving.join().unwrap().unwrap();
+    assert_eq!((stats.replies, stats.errors), (6, 0));
 }
 
 #[test]
