@@ -2,25 +2,34 @@
 //! recv`, kept in the library so tests and the CLI share it.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, IsTerminal, Read, Seek, SeekFrom};
+use std::io::{BufReader, IsTerminal, Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_ipc::reader::{FileReader, StreamReader};
-use arrow_ipc::writer::StreamWriter;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{detach_dictionaries, ArrowShmError, CDataWriter, IpcReader, IpcWriter};
+use super::{ArrowShmError, CDataWriter, IpcWriter};
 use crate::ring::{Ring, RingError};
 
-/// What a transfer moved: batches, rows, and IPC payload bytes.
+mod recv;
+pub use recv::{parse_compression, parse_duration, recv, RecvEnd, RecvOptions, RecvReport};
+
+/// What a transfer moved: record batches, rows, ring messages and their
+/// payload bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Record batches.
+    /// Record batches: read from the input (`send`; a batch split to fit
+    /// the slots is still one) or received and written out (`recv`).
     pub batches: u64,
     /// Rows over all batches.
     pub rows: u64,
+    /// Ring messages: the schema, dictionary batches, and every piece of a
+    /// split batch count one each.
+    pub messages: u64,
     /// Payload bytes of all messages (schema, dictionaries, batches).
     pub bytes: u64,
 }
@@ -29,41 +38,65 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{{\"batches\":{},\"rows\":{},\"bytes\":{}}}",
-            self.batches, self.rows, self.bytes
+            "{{\"batches\":{},\"rows\":{},\"messages\":{},\"bytes\":{}}}",
+            self.batches, self.rows, self.messages, self.bytes
         )
     }
 }
 
 /// A live progress line on stderr for a long `send` or `recv`: batches,
 /// rows, bytes and throughput. It is drawn only when stderr is a terminal,
-/// so scripts and tests see exactly the output they always did.
-struct Progress(ProgressBar);
+/// so scripts and tests see exactly the output they always did. The rate is
+/// the bytes moved since the first update over the time since then: the
+/// wait for a producer before the first batch does not dilute it, and no
+/// smoothing window lags behind a burst.
+pub(crate) struct Progress(ProgressBar, Arc<OnceLock<Instant>>);
 
 impl Progress {
-    fn new(verb: &'static str) -> Progress {
+    pub(crate) fn new(verb: &'static str) -> Progress {
+        let first: Arc<OnceLock<Instant>> = Arc::default();
         if !std::io::stderr().is_terminal() {
-            return Progress(ProgressBar::hidden());
+            return Progress(ProgressBar::hidden(), first);
         }
         let pb = ProgressBar::new_spinner()
             .with_prefix(verb)
             .with_message("0 batches, 0 rows");
+        let since = first.clone();
         if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} {prefix} {msg}, {binary_bytes} ({binary_bytes_per_sec}) [{elapsed}]",
+            "{spinner} {prefix} {msg}, {binary_bytes} ({rate}) [{elapsed}]",
         ) {
+            let style = style.with_key(
+                "rate",
+                move |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}/s", rate(st.pos(), since.get()));
+                },
+            );
             pb.set_style(style);
         }
         pb.enable_steady_tick(Duration::from_millis(100));
-        Progress(pb)
+        Progress(pb, first)
     }
 
-    fn update(&self, s: &Summary, bytes: u64) {
+    pub(crate) fn update(&self, s: &Summary, bytes: u64) {
         if !self.0.is_hidden() {
+            self.1.get_or_init(Instant::now);
             self.0.set_position(bytes);
             self.0
                 .set_message(format!("{} batches, {} rows", s.batches, s.rows));
         }
     }
+}
+
+/// `bytes` moved since `first` as a rate, e.g. `1.07 MiB`.
+fn rate(bytes: u64, first: Option<&Instant>) -> indicatif::BinaryBytes {
+    let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    // Under 1 ms the rate means nothing yet.
+    let per_sec = if secs < 1e-3 {
+        0.0
+    } else {
+        bytes as f64 / secs
+    };
+    indicatif::BinaryBytes(per_sec as u64)
 }
 
 impl Drop for Progress {
@@ -91,18 +124,65 @@ pub fn check_mode(mode: &str) -> Result<Mode, String> {
     }
 }
 
-/// Opens an Arrow IPC file (`ARROW1` magic) or stream for reading.
-pub fn open_arrow(path: &Path) -> Result<Box<dyn RecordBatchReader>, String> {
-    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let mut f = File::open(path).map_err(|e| err(&e))?;
-    let mut magic = [0u8; 6];
-    let is_file = f.read_exact(&mut magic).is_ok() && &magic == b"ARROW1";
-    f.seek(SeekFrom::Start(0)).map_err(|e| err(&e))?;
-    Ok(if is_file {
-        Box::new(FileReader::try_new(f, None).map_err(|e| err(&e))?)
+/// Opens an Arrow IPC file (`ARROW1` magic) or stream for reading; `-` is
+/// standard input. Compressed files and streams (LZ4 frame, ZSTD: what
+/// pyarrow, Arrow C++ and Feather v2 write) are decompressed as read. A
+/// pipe, FIFO or terminal is read as it arrives, batch by batch (an IPC
+/// *file* arriving through one is read as the stream it embeds after its
+/// 8-byte magic: its footer is never needed).
+pub fn open_arrow(path: &Path) -> Result<Box<dyn RecordBatchReader + Send>, String> {
+    let stdin = path.as_os_str() == "-";
+    let name = if stdin {
+        "standard input".to_string()
     } else {
-        Box::new(StreamReader::try_new(BufReader::new(f), None).map_err(|e| err(&e))?)
-    })
+        path.display().to_string()
+    };
+    let err = |e: &dyn std::fmt::Display| format!("{name}: {e}");
+    let mut f = if stdin {
+        // A duplicate of fd 0, so the File's drop leaves the real one open.
+        let fd = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| err(&e))?;
+        File::from(fd)
+    } else {
+        File::open(path).map_err(|e| err(&e))?
+    };
+    if f.metadata().map_err(|e| err(&e))?.is_dir() {
+        return Err(err(&"is a directory, not an Arrow IPC file or stream"));
+    }
+    // Only a regular file can be seeked back to its start and read through
+    // its footer; anything else (pipe, FIFO, socket, tty) is read once.
+    let seekable = f.metadata().map(|m| m.is_file()).unwrap_or(false)
+        && f.stream_position().map(|p| p == 0).unwrap_or(false);
+    let mut magic = Vec::with_capacity(8);
+    (&mut f)
+        .take(8)
+        .read_to_end(&mut magic)
+        .map_err(|e| err(&e))?;
+    if magic.is_empty() {
+        return Err(err(&"empty input: not an Arrow IPC file or stream"));
+    }
+    let is_file = magic.starts_with(b"ARROW1");
+    if seekable {
+        f.seek(SeekFrom::Start(0)).map_err(|e| err(&e))?;
+        return Ok(if is_file {
+            Box::new(FileReader::try_new(f, None).map_err(|e| err(&e))?)
+        } else {
+            Box::new(StreamReader::try_new(BufReader::new(f), None).map_err(|e| err(&e))?)
+        });
+    }
+    // Not seekable: put back the bytes read, except an IPC file's 8-byte
+    // magic-and-padding, after which the stream format follows.
+    let head = if is_file && magic.len() == 8 {
+        Vec::new()
+    } else {
+        magic
+    };
+    let input = std::io::Cursor::new(head).chain(f);
+    Ok(Box::new(
+        StreamReader::try_new(BufReader::new(input), None).map_err(|e| err(&e))?,
+    ))
 }
 
 /// Writes `batch`, halving it (recursively) when it does not fit in a slot.
@@ -117,21 +197,64 @@ pub fn write_split(w: &mut IpcWriter, batch: &RecordBatch) -> Result<(), ArrowSh
     }
 }
 
+/// What `alloy send` does besides `ring`, `input` and `mode`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendOptions {
+    /// Append to a stream whose producer stopped without closing it (a
+    /// failed or interrupted `send`): its receivers get the new batches
+    /// after the ones already sent. Without it such a ring is refused.
+    pub resume: bool,
+}
+
 /// `alloy send`: sends every batch of the Arrow file or stream at `input`
 /// to the named ring in `mode` (`ipc` or `cdata`), then closes the stream.
 /// IPC mode halves batches too large for a slot; C-Data-offsets mode does
 /// not split batches, so one that does not fit is an error (as is a type
 /// the mode does not carry, refused before the ring is touched).
 pub fn send(ring: &str, input: &Path, mode: &str) -> Result<Summary, String> {
+    send_with(ring, input, mode, SendOptions::default())
+}
+
+/// Checks that ring `name` can take a new stream: not closed, and not
+/// holding a stream left open by a producer that stopped (unless
+/// `resume`). A live producer is refused by the attach itself.
+pub fn check_can_send(name: &str, r: &Ring, resume: bool) -> Result<(), String> {
+    let published = r.published();
+    if r.is_closed() {
+        return Err(format!(
+            "the stream on ring {name:?} ended at sequence {published} (its producer closed it); \
+             a ring carries one stream: create a new ring (alloy rm {name}; alloy create {name})"
+        ));
+    }
+    if published > 0 && !r.producer_alive() && !resume {
+        return Err(format!(
+            "ring {name:?} holds an unfinished stream ({published} messages, whose producer \
+             stopped without closing it, e.g. a failed send): pass --resume to append to it \
+             (its receivers get the new batches after the old ones), or create a new ring"
+        ));
+    }
+    Ok(())
+}
+
+/// [`send`] with [`SendOptions`]. `input` may be `-` (standard input) or
+/// a FIFO: each batch is sent as soon as it has been read.
+pub fn send_with(
+    ring: &str,
+    input: &Path,
+    mode: &str,
+    opts: SendOptions,
+) -> Result<Summary, String> {
     let mode = check_mode(mode)?;
+    let r = Ring::open(ring).map_err(|e| e.to_string())?;
+    check_can_send(ring, &r, opts.resume)?;
     let reader = open_arrow(input)?;
     if mode == Mode::CData {
         CDataWriter::check_schema(&reader.schema())
             .map_err(|e| format!("{}: {e}", input.display()))?;
     }
-    let r = Ring::open(ring).map_err(|e| e.to_string())?;
     let producer = r.producer().map_err(|e| e.to_string())?;
-    match mode {
+    let first = producer.next_seq();
+    let mut s = match mode {
         Mode::Ipc => {
             let w = IpcWriter::new(producer, reader.schema()).map_err(|e| e.to_string())?;
             send_all(
@@ -156,12 +279,22 @@ pub fn send(ring: &str, input: &Path, mode: &str) -> Result<Summary, String> {
                 CDataWriter::close,
             )
         }
+    }?;
+    s.messages = r.published() - first;
+    if s.batches == 0 {
+        // Only the schema went out, at close: its message is the schema
+        // area's bytes (LAYOUT.md §8.2).
+        s.bytes += r
+            .schema()
+            .map_err(|e| e.to_string())?
+            .map_or(0, |b| b.len() as u64);
     }
+    Ok(s)
 }
 
 /// The loop of `send`, whatever the writer.
 fn send_all<W>(
-    reader: Box<dyn RecordBatchReader>,
+    reader: Box<dyn RecordBatchReader + Send>,
     input: &Path,
     mode: Mode,
     mut w: W,
@@ -193,48 +326,6 @@ fn send_all<W>(
     Ok(s)
 }
 
-/// `alloy recv`: joins the named ring, calls `ready` once joined, then
-/// writes every received batch to an Arrow IPC stream file at `out` until
-/// end of stream.
-pub fn recv(ring: &str, out: &Path, ready: impl FnOnce()) -> Result<Summary, String> {
-    let r = Ring::open(ring).map_err(|e| e.to_string())?;
-    let mut reader = IpcReader::new(&r, r.subscribe().map_err(|e| e.to_string())?);
-    ready();
-    let file = File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut sink: Option<StreamWriter<BufWriter<File>>> = None;
-    let mut s = Summary::default();
-    let progress = Progress::new("receiving");
-    let open = |schema: &arrow_schema::Schema, file: &File| {
-        let f = file.try_clone().map_err(|e| e.to_string())?;
-        StreamWriter::try_new(BufWriter::new(f), schema).map_err(|e| e.to_string())
-    };
-    while let Some(batch) = reader.next_batch().map_err(|e| e.to_string())? {
-        if sink.is_none() {
-            sink = Some(open(&batch.schema(), &file)?);
-        }
-        let w = sink.as_mut().expect("opened above");
-        // The file writer keeps each dictionary column it wrote (to compare
-        // with the next batch): give it copies, or it would hold the slot
-        // of the batch that brought the dictionary for the whole stream.
-        w.write(&detach_dictionaries(&batch))
-            .map_err(|e| format!("{}: {e}", out.display()))?;
-        s.batches += 1;
-        s.rows += batch.num_rows() as u64;
-        progress.update(&s, reader.bytes_received());
-    }
-    drop(progress);
-    let mut w = match sink {
-        Some(w) => w,
-        None => {
-            let schema = reader.schema().ok_or(ArrowShmError::NoSchema);
-            open(&*schema.map_err(|e| e.to_string())?, &file)?
-        }
-    };
-    w.finish().map_err(|e| format!("{}: {e}", out.display()))?;
-    s.bytes = reader.bytes_received();
-    Ok(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,11 +337,18 @@ mod tests {
     fn progress_only_on_a_terminal() {
         let p = Progress::new("sending");
         assert_eq!(p.0.is_hidden(), !std::io::stderr().is_terminal());
+        // 1.07 MiB in about a second is about 1 MiB/s, not the 46 KiB/s a
+        // smoothed estimate showed.
+        let t = Instant::now() - Duration::from_secs(1);
+        let r = rate(1_122_000, Some(&t)).0;
+        assert!((1_000_000..=1_122_000).contains(&r), "{r}");
+        assert_eq!(rate(5, None).0, 0);
         p.update(
             &Summary {
                 batches: 1,
                 rows: 2,
-                bytes: 3,
+                messages: 3,
+                bytes: 4,
             },
             3,
         );

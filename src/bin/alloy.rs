@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "alloy",
-    version,
-    about = "Alloy shared-memory rings for Arrow data"
+    about = "Alloy shared-memory rings for Arrow data",
+    after_help = "The Go tool alloy-go takes the same commands and arguments."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -20,11 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Print the tool and layout version.
+    Version,
     /// Create a named ring under /dev/shm.
     Create {
-        /// Ring name.
-        #[arg(long)]
-        ring: String,
+        #[command(flatten)]
+        name: RingName,
         /// Number of slots (a power of two).
         #[arg(long, default_value_t = 64)]
         slots: u32,
@@ -43,15 +44,22 @@ enum Cmd {
     },
     /// Remove a named ring.
     Rm {
-        /// Ring name.
-        #[arg(long)]
-        ring: String,
+        #[command(flatten)]
+        name: RingName,
     },
-    /// Send every batch of an Arrow IPC file or stream, then close the stream.
+    /// Send every batch of an Arrow IPC file or stream (LZ4/ZSTD-compressed
+    /// ones too), then close the stream. FILE `-` is standard input; a pipe
+    /// or FIFO is sent batch by batch as it arrives. A ring whose stream
+    /// was closed is refused, and so is one left unfinished by a failed
+    /// send unless --resume.
     Send {
         /// Ring name.
         #[arg(long)]
         ring: String,
+        /// Append to the unfinished stream of a send that failed or was
+        /// interrupted (its receivers get the new batches after the old).
+        #[arg(long)]
+        resume: bool,
         /// Encoding: ipc, or cdata (C-Data-offsets, LAYOUT.md §8.3: every
         /// batch must fit in one slot, batches are not split).
         #[arg(long, default_value = "ipc")]
@@ -60,7 +68,7 @@ enum Cmd {
         /// URL (grpc://HOST:PORT) over Arrow Flight instead of a local ring.
         #[arg(long, value_name = "URL")]
         flight: Option<String>,
-        /// Arrow IPC file or stream to send.
+        /// Arrow IPC file or stream to send (`-`: standard input).
         file: std::path::PathBuf,
     },
     /// Arrow Flight gateway: republish every DoPut stream whose descriptor
@@ -81,15 +89,33 @@ enum Cmd {
         #[arg(long, default_value_t = 256 << 20)]
         max_message: usize,
     },
-    /// Join, print `ready`, and write the received batches to an Arrow IPC
-    /// stream file until end of stream.
+    /// Join, print `ready` once every check passed, and write the received
+    /// batches to an Arrow IPC stream until end of stream.
+    ///
+    /// The file is written as OUT.partial and renamed to OUT at the end.
+    /// Every ending (end of stream, Ctrl-C/SIGTERM, --timeout, a dead
+    /// producer, the ring removed or re-created, a refused message) leaves
+    /// OUT as a complete Arrow IPC stream holding exactly the batches
+    /// received whole, and prints one line saying what happened and how
+    /// many batches were written; if the file cannot be written (e.g. disk
+    /// full) or no schema arrived, no file is left. Exit status: 0 at end
+    /// of stream, 124 after --timeout, 128+N after signal N, else 1.
     Recv {
         /// Ring name.
         #[arg(long)]
         ring: String,
-        /// Output Arrow IPC stream file.
+        /// Output Arrow IPC stream file (`-`: standard output; `ready`
+        /// and the summary then go to standard error).
         #[arg(long)]
         out: std::path::PathBuf,
+        /// Stop (exit 124) after this long without a message: 500ms, 2s,
+        /// 1.5m, 1h; a bare number is seconds.
+        #[arg(long, value_name = "DURATION", value_parser = alloy_shm::arrow::cli::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// Compress the record batches of the file written: lz4, zstd or
+        /// none.
+        #[arg(long, value_name = "CODEC", default_value = "none")]
+        compression: String,
     },
     /// Print a ring's state: producer, consumers (lag, leases held), fill
     /// and rates (doc/README.md, "Inspection"). Maps the ring read-only.
@@ -208,6 +234,24 @@ enum Cmd {
     },
 }
 
+/// A ring name given as the one argument or with --ring (both tools accept
+/// both forms for every command that takes one ring).
+#[derive(Args)]
+struct RingName {
+    /// Ring name (or --ring NAME).
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
+    /// Ring name.
+    #[arg(long = "ring", value_name = "NAME", conflicts_with = "name")]
+    ring: Option<String>,
+}
+
+impl RingName {
+    fn get(self) -> Result<String, String> {
+        inspect::ring_name(self.name, self.ring)
+    }
+}
+
 #[derive(Args, Clone, Copy)]
 struct SpecArgs {
     /// Seed of the length formula.
@@ -234,11 +278,86 @@ impl SpecArgs {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+/// `alloy --version` (clap puts the name in front) and `alloy version`.
+fn version() -> String {
+    format!(
+        "{} (layout version {})",
+        env!("CARGO_PKG_VERSION"),
+        alloy_shm::layout::VERSION
+    )
+}
+
+/// The signal that asked `recv` to stop (0: none yet).
+static STOP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Makes SIGINT and SIGTERM set [`STOP`] instead of killing the process,
+/// so `recv` can finish its file; its loop looks at least every 200 ms.
+fn catch_stop_signals() {
+    extern "C" fn on_signal(sig: libc::c_int) {
+        // An atomic store is async-signal-safe.
+        STOP.store(sig, std::sync::atomic::Ordering::SeqCst);
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction is valid (no flags, empty mask once
+        // sigemptyset ran); the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// `alloy recv`: the report's line and exit status.
+fn recv(
+    ring: &str,
+    out: &std::path::Path,
+    timeout: Option<std::time::Duration>,
+    compression: &str,
+) -> Result<ExitCode, String> {
+    use alloy_shm::arrow::cli::{parse_compression, RecvEnd, RecvOptions};
+    let to_stdout = out.as_os_str() == "-";
+    catch_stop_signals();
+    let stop = || match STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    };
+    let opts = RecvOptions {
+        ring,
+        out,
+        timeout,
+        compression: parse_compression(compression)?,
+        stop: &stop,
+    };
+    let report = alloy_shm::arrow::cli::recv(&opts, || {
+        // With --out - the data owns stdout.
+        if to_stdout {
+            eprintln!("ready");
+        } else {
+            println!("ready");
+            let _ = std::io::stdout().flush();
+        }
+    })?;
+    if report.end == RecvEnd::EndOfStream {
+        if to_stdout {
+            eprintln!("{}", report.summary);
+        } else {
+            println!("{}", report.summary);
+        }
+    } else {
+        eprintln!("alloy recv: {}", report.message(ring));
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
     let e = |e: alloy_shm::ring::RingError| e.to_string();
     match cli.cmd {
+        Cmd::Version => println!("alloy {}", version()),
         Cmd::Create {
-            ring,
+            name,
             slots,
             slot_size,
             max_subscribers,
@@ -252,23 +371,38 @@ fn run(cli: Cli) -> Result<(), String> {
                 max_members,
                 schema_capacity,
             };
+            let ring = name.get()?;
+            if ring.starts_with('-') {
+                return Err(format!(
+                    "ring name {ring:?} begins with '-': ring names may not (it reads as an option)"
+                ));
+            }
             let r = Ring::create(&ring, &cfg).map_err(e)?;
             println!(
                 "created ring {ring:?}: {slots} slots x {slot_size} bytes, {} bytes total",
                 r.region().layout().total_size
             );
         }
-        Cmd::Rm { ring } => Ring::unlink(&ring).map_err(e)?,
+        Cmd::Rm { name } => Ring::unlink(&name.get()?).map_err(e)?,
         Cmd::Send {
             ring,
             mode,
             flight: Some(url),
             file,
+            ..
         } => println!("{}", send_flight(&url, &ring, &file, &mode)?),
         Cmd::Send {
-            ring, mode, file, ..
+            ring,
+            resume,
+            mode,
+            file,
+            ..
         } => {
-            println!("{}", alloy_shm::arrow::cli::send(&ring, &file, &mode)?);
+            let opts = alloy_shm::arrow::cli::SendOptions { resume };
+            println!(
+                "{}",
+                alloy_shm::arrow::cli::send_with(&ring, &file, &mode, opts)?
+            );
         }
         #[cfg(feature = "flight")]
         Cmd::ServeFlight {
@@ -287,13 +421,12 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             alloy_shm::flight::cli::serve_flight(&listen, config)?;
         }
-        Cmd::Recv { ring, out } => {
-            let summary = alloy_shm::arrow::cli::recv(&ring, &out, || {
-                println!("ready");
-                let _ = std::io::stdout().flush();
-            })?;
-            println!("{summary}");
-        }
+        Cmd::Recv {
+            ring,
+            out,
+            timeout,
+            compression,
+        } => return recv(&ring, &out, timeout, &compression),
         Cmd::Stat {
             name,
             ring,
@@ -453,7 +586,7 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{{\"messages\":{n},\"bytes\":{bytes},\"sum\":{sum}}}");
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `alloy send --flight`.
@@ -476,7 +609,7 @@ fn send_flight(_: &str, _: &str, _: &std::path::Path, _: &str) -> Result<String,
 /// `alloy stat`, `watch` and `ls`: printing only; the snapshot is
 /// `alloy_shm::ring::stat`.
 mod inspect {
-    use std::io::Write;
+    use std::io::{IsTerminal, Write};
     use std::os::unix::fs::MetadataExt;
     use std::path::Path;
     use std::time::Duration;
@@ -519,6 +652,7 @@ mod inspect {
         let ino = inode(name);
         let mut prev = view.stat();
         let mut out = std::io::stdout();
+        let tty = out.is_terminal();
         loop {
             std::thread::sleep(Duration::from_millis(interval_ms));
             // The mapping outlives an unlink: look at the file itself, and
@@ -528,11 +662,17 @@ mod inspect {
                 return Ok(());
             }
             let s = view.stat().with_rates(&prev);
-            // Home the cursor and clear the screen, then redraw.
-            let frame = format!(
-                "\x1b[H\x1b[2J{}\n(every {interval_ms} ms; Ctrl-C to quit)\n",
-                s.render()
-            );
+            // On a terminal: home the cursor and clear the screen, then
+            // redraw. Into a pipe or file: frames one after the other,
+            // without escape codes.
+            let frame = if tty {
+                format!(
+                    "\x1b[H\x1b[2J{}\n(every {interval_ms} ms; Ctrl-C to quit)\n",
+                    s.render()
+                )
+            } else {
+                format!("{}\n", s.render())
+            };
             out.write_all(frame.as_bytes())
                 .and_then(|()| out.flush())
                 .map_err(|e| e.to_string())?;
@@ -541,7 +681,14 @@ mod inspect {
     }
 
     pub fn ls(dir: &Path, json: bool) -> Result<(), String> {
-        let rings = list_rings(dir).map_err(|e| e.to_string())?;
+        let mut rings = list_rings(dir).map_err(|e| e.to_string())?;
+        // A file this user cannot read cannot be shown to be an Alloy ring
+        // (other users' files under /dev/shm): not listed.
+        rings.retain(|r| {
+            !r.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("cannot read"))
+        });
         if json {
             println!(
                 "{}",
@@ -609,9 +756,16 @@ fn exit_on_sigbus() {
 
 fn main() -> ExitCode {
     exit_on_sigbus();
-    let cli = Cli::parse();
+    let version: &'static str = Box::leak(version().into_boxed_str());
+    let matches = <Cli as clap::CommandFactory>::command()
+        .version(version)
+        .get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(msg) => {
             eprintln!("alloy: {msg}");
             ExitCode::FAILURE

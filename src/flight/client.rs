@@ -175,6 +175,7 @@ impl FlightWriter {
             .unwrap_or(Summary {
                 batches: self.batches,
                 rows: self.rows,
+                messages: 0,
                 bytes: 0,
             });
         Ok(summary)

@@ -194,6 +194,8 @@ pub(crate) fn parse_summary(b: &[u8]) -> Option<Summary> {
     Some(Summary {
         batches: v.get("batches")?.as_u64()?,
         rows: v.get("rows")?.as_u64()?,
+        // Absent from a gateway older than the field.
+        messages: v.get("messages").and_then(|m| m.as_u64()).unwrap_or(0),
         bytes: v.get("bytes")?.as_u64()?,
     })
 }
@@ -247,6 +249,7 @@ mod tests {
         let s = Summary {
             batches: 3,
             rows: 40,
+            messages: 5,
             bytes: 5000,
         };
         assert_eq!(parse_summary(&summary_json(&s)), Some(s));
