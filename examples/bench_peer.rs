@@ -497,10 +497,11 @@ fn tput(size: usize, total: usize, consumers: u32, queue: bool, spin: bool) -> R
         r.publish(size, 0).map_err(err)?;
     }
     tx.close();
-    let (mut got, mut last) = (0u64, t0);
+    let (mut got, mut last, mut sum) = (0u64, t0, 0u64);
     for p in peers {
         let v = p.finish()?;
         got += v["messages"].as_u64().unwrap_or(0);
+        sum = sum.wrapping_add(v["sum"].as_u64().unwrap_or(0));
         last = last.max(v["last_ns"].as_u64().unwrap_or(0));
     }
     let want = if queue {
@@ -510,6 +511,11 @@ fn tput(size: usize, total: usize, consumers: u32, queue: bool, spin: bool) -> R
     };
     if got != want {
         return Err(format!("consumers saw {got} messages, want {want}"));
+    }
+    // Every sink sums the u64 words of every message it read.
+    let want_sum = sum_u64(&src).wrapping_mul(want);
+    if sum != want_sum {
+        return Err(format!("consumers' sum {sum}, want {want_sum}"));
     }
     let dt = (last - t0) as f64 / 1e9;
     let bytes = (count as usize * size) as f64;

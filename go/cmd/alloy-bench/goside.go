@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	_ "unsafe" // for go:linkname
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -66,6 +68,16 @@ func streamSlots(size int64) uint32 {
 		p <<= 1
 	}
 	return p
+}
+
+// wordSum is the wrapping sum of b's little-endian u64 words (the sinks'
+// checksum; a trailing partial word is ignored, as by the sinks).
+func wordSum(b []byte) uint64 {
+	var s uint64
+	for i := 0; i+8 <= len(b); i += 8 {
+		s += binary.LittleEndian.Uint64(b[i:])
+	}
+	return s
 }
 
 func pattern(n int) []byte {
@@ -209,12 +221,17 @@ func shmGoStream(helper string, size, total int64, consumers int, queue, busy bo
 	}
 	prod.Close()
 	var got, last int64
+	var sum uint64
 	for _, p := range peers {
-		var s sinkResult
+		var s struct {
+			sinkResult
+			Sum uint64 `json:"sum"`
+		}
 		if err := p.finish(&s); err != nil {
 			return Result{}, err
 		}
 		got += s.Messages
+		sum += s.Sum
 		last = max(last, s.LastNS)
 	}
 	peers = nil
@@ -224,6 +241,10 @@ func shmGoStream(helper string, size, total int64, consumers int, queue, busy bo
 	}
 	if got != want {
 		return Result{}, fmt.Errorf("sinks saw %d messages, want %d", got, want)
+	}
+	// Each sink sums the u64 words of every message it read (wrapping).
+	if w := wordSum(src) * uint64(want); sum != w {
+		return Result{}, fmt.Errorf("sinks' sum %d, want %d", sum, w)
 	}
 	kind := "throughput"
 	if queue {
@@ -287,28 +308,41 @@ func cgoThroughput(size, total int64) (Result, error) {
 		defer recs[i].Release()
 	}
 	count := max(1, total/size)
+	n := recs[0].NumRows()
+	want := n * (n - 1) / 2 // every batch holds 0..n-1
 	t0 := nanotime()
 	for i := range count {
 		_, out, err := (bridge.GoBridge{}).CallRecords(bridge.Sum, recs[i%int64(len(recs))])
 		if err != nil {
 			return Result{}, err
 		}
+		got := out.Column(0).(*array.Int64).Value(0)
 		out.Release()
+		if got != want {
+			return Result{}, fmt.Errorf("sum handler answered %d, want %d", got, want)
+		}
 	}
 	r := Result{Transport: "cgo-oneshot", Mode: "call", Kind: "throughput", PayloadBytes: size, Consumers: 1, Messages: count}
 	setThroughput(&r, count*size, nanotime()-t0)
 	return r, nil
 }
 
-// udsConn starts the helper's uds-sink and connects to it.
-func udsConn(helper string, ack bool, wrap []string) (*peer, *net.UnixConn, error) {
+// udsBuf is the socket and stream buffer size for batches of size bytes:
+// the batch and its IPC framing fit in one buffer, so one batch is one
+// write(2) (a competent user's settings; SO_SNDBUF/SO_RCVBUF are capped by
+// net.core.wmem_max/rmem_max).
+func udsBuf(size int64) int { return int(max(64*kib, size+64*kib)) }
+
+// udsConn starts the helper's uds-sink and connects to it, with socket
+// buffers of buf bytes on both ends.
+func udsConn(helper string, ack bool, buf int, wrap []string) (*peer, *net.UnixConn, error) {
 	dir, err := os.MkdirTemp("", "alloy-bench")
 	if err != nil {
 		return nil, nil, err
 	}
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "s")
-	args := append(append([]string{}, wrap...), helper, "uds-sink", "--socket", sock)
+	args := append(append([]string{}, wrap...), helper, "uds-sink", "--socket", sock, "--buf", strconv.Itoa(buf))
 	if ack {
 		args = append(args, "--ack")
 	}
@@ -317,11 +351,43 @@ func udsConn(helper string, ack bool, wrap []string) (*peer, *net.UnixConn, erro
 		return nil, nil, err
 	}
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
+	if err == nil {
+		err = c.SetWriteBuffer(buf)
+	}
+	if err == nil {
+		err = c.SetReadBuffer(buf)
+	}
 	if err != nil {
 		p.kill()
 		return nil, nil, err
 	}
 	return p, c, nil
+}
+
+// udsWriter is arrow-go's IPC stream writer over a buffered socket, flushed
+// after every batch.
+type udsWriter struct {
+	bw *bufio.Writer
+	w  *ipc.Writer
+}
+
+func newUDSWriter(c *net.UnixConn, schema *arrow.Schema, buf int) *udsWriter {
+	bw := bufio.NewWriterSize(c, buf)
+	return &udsWriter{bw, ipc.NewWriter(bw, ipc.WithSchema(schema))}
+}
+
+func (u *udsWriter) write(rec arrow.RecordBatch) error {
+	if err := u.w.Write(rec); err != nil {
+		return err
+	}
+	return u.bw.Flush()
+}
+
+func (u *udsWriter) close() error {
+	if err := u.w.Close(); err != nil {
+		return err
+	}
+	return u.bw.Flush()
 }
 
 // udsLatency: Go writes one Arrow IPC record batch (value 0 = send stamp)
@@ -331,13 +397,22 @@ func udsLatency(helper string, size int64, iters int) (Result, error) {
 	size = max(size, 8)
 	rec := int64Record(size)
 	defer rec.Release()
+	r, err := udsLatencyOf(helper, rec, size, iters)
+	r.Kind, r.PayloadBytes = "latency", size
+	return r, err
+}
+
+// udsLatencyOf measures rec (int64 column 0 carries the stamp) over the
+// socket, with buffers sized for size bytes.
+func udsLatencyOf(helper string, rec arrow.RecordBatch, size int64, iters int) (Result, error) {
 	vals := rec.Column(0).(*array.Int64).Int64Values()
-	p, c, err := udsConn(helper, true, nil)
+	buf := udsBuf(size)
+	p, c, err := udsConn(helper, true, buf, nil)
 	if err != nil {
 		return Result{}, err
 	}
 	defer c.Close()
-	w := ipc.NewWriter(c, ipc.WithSchema(rec.Schema()))
+	w := newUDSWriter(c, rec.Schema(), buf)
 	warm := max(8, iters/10) // not recorded: first-touch page faults, cold caches
 	var ackb [8]byte
 	for i := 0; i < iters+warm; i++ {
@@ -346,7 +421,7 @@ func udsLatency(helper string, size int64, iters int) (Result, error) {
 		if i < warm {
 			vals[0] = -1
 		}
-		if err := w.Write(rec); err != nil {
+		if err := w.write(rec); err != nil {
 			p.kill()
 			return Result{}, err
 		}
@@ -355,45 +430,56 @@ func udsLatency(helper string, size int64, iters int) (Result, error) {
 			return Result{}, err
 		}
 	}
-	w.Close()
+	if err := w.close(); err != nil {
+		p.kill()
+		return Result{}, err
+	}
 	c.CloseWrite()
 	var r Result
 	if err := p.finish(&r); err != nil {
 		return Result{}, err
 	}
-	r.Transport, r.Mode, r.Kind, r.PayloadBytes, r.Consumers = "uds-ipc", "blocking", "latency", size, 1
+	r.Transport, r.Mode, r.Consumers, r.Variant = "uds-ipc", "blocking", 1, "bufio"
 	return r, nil
 }
 
 // udsThroughput streams the same batch total/size times; the Rust side sums
-// the int64 column of every decoded batch.
+// the int64 column of every decoded batch, and the driver checks the sum.
 func udsThroughput(helper string, size, total int64, wrap []string) (Result, error) {
 	rec := int64Record(size)
 	defer rec.Release()
-	p, c, err := udsConn(helper, false, wrap)
+	buf := udsBuf(size)
+	p, c, err := udsConn(helper, false, buf, wrap)
 	if err != nil {
 		return Result{}, err
 	}
 	defer c.Close()
-	w := ipc.NewWriter(c, ipc.WithSchema(rec.Schema()))
+	w := newUDSWriter(c, rec.Schema(), buf)
 	count := max(1, total/size)
 	t0 := nanotime()
 	for range count {
-		if err := w.Write(rec); err != nil {
+		if err := w.write(rec); err != nil {
 			p.kill()
 			return Result{}, err
 		}
 	}
-	w.Close()
+	if err := w.close(); err != nil {
+		p.kill()
+		return Result{}, err
+	}
 	c.CloseWrite()
-	var s sinkResult
+	var s struct {
+		sinkResult
+		Sum int64 `json:"sum"`
+	}
 	if err := p.finish(&s); err != nil {
 		return Result{}, err
 	}
-	if s.Messages != count || s.Rows != count*rec.NumRows() {
-		return Result{}, fmt.Errorf("uds-sink saw %d batches / %d rows, want %d", s.Messages, s.Rows, count)
+	rows := rec.NumRows()
+	if want := rows * (rows - 1) / 2 * count; s.Messages != count || s.Rows != count*rows || s.Sum != want {
+		return Result{}, fmt.Errorf("uds-sink saw %d batches / %d rows / sum %d, want %d / %d / %d", s.Messages, s.Rows, s.Sum, count, count*rows, want)
 	}
-	r := Result{Transport: "uds-ipc", Mode: "blocking", Kind: "throughput", PayloadBytes: size, Consumers: 1, Messages: count}
+	r := Result{Transport: "uds-ipc", Mode: "blocking", Kind: "throughput", PayloadBytes: size, Consumers: 1, Messages: count, Variant: "bufio"}
 	setThroughput(&r, count*size, s.LastNS-t0)
 	return r, nil
 }

@@ -8,6 +8,11 @@
 //
 //	alloy-bench [--grid full|quick|smoke] [--out DIR] [--peer PATH] [--only a,b]
 //	            [--sections floors,latency,…] [--iceoryx2 PATH]
+//	alloy-bench doc [--check] [--doc doc/BENCHMARKS.md] [--root .]
+//
+// `doc` re-renders the generated regions of doc/BENCHMARKS.md from the
+// committed reports they name (docgen.go); --check fails instead of
+// writing when the doc differs.
 //
 // The Rust side of each transport is the helper examples/bench_peer.rs; the
 // Go side (shm-go, cgo-oneshot, uds-ipc) runs in this process.
@@ -25,6 +30,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
 // grid is the set of points a run measures.
@@ -39,8 +46,9 @@ type grid struct {
 	sysLow, sysHigh    int64   // messages of the two strace runs (syscalls/message)
 	syscallSize        int64   // message size of the strace runs
 	withFanoutBlocking bool
-	tputMaxMsgs        int64 // cap on messages per throughput point (small sizes)
-	reps               int   // throughput/fan-out runs per point; the median is kept
+	arrowShapes        []string // shapes of the Arrow latency and round-trip rows
+	tputMaxMsgs        int64    // cap on messages per throughput point (small sizes)
+	reps               int      // throughput/fan-out runs per point; the median is kept
 }
 
 // total is the bytes to stream at size: tputTotal, capped at tputMaxMsgs
@@ -58,22 +66,25 @@ var grids = map[string]grid{
 		tputSizes: []int64{4 * kib, 64 * kib}, tputTotal: 8 * mib,
 		fanSize: 64 * kib, fanTotal: 8 * mib, pingIters: 2000,
 		sysLow: 100, sysHigh: 20100, syscallSize: 4 * kib, tputMaxMsgs: 10000, reps: 1,
+		arrowShapes: []string{"1-row", "mixed"},
 	},
 	"quick": {
 		latSizes: []int64{64, 4 * kib, 64 * kib, mib, 16 * mib, 64 * mib}, latBudget: 2048 * mib, latMin: 30, latMax: 20000,
 		tputSizes: []int64{4 * kib, 64 * kib, mib, 16 * mib, 64 * mib}, tputTotal: 2048 * mib,
 		fanSize: mib, fanTotal: 1024 * mib, pingIters: 200000,
 		sysLow: 1000, sysHigh: 101000, syscallSize: 4 * kib, withFanoutBlocking: true,
-		tputMaxMsgs: 100000, reps: 3,
+		tputMaxMsgs: 100000, reps: 3, arrowShapes: allShapes,
 	},
 	"full": {
 		latSizes: []int64{64, 512, 4 * kib, 32 * kib, 256 * kib, mib, 4 * mib, 16 * mib, 64 * mib}, latBudget: 16384 * mib, latMin: 200, latMax: 200000,
 		tputSizes: []int64{4 * kib, 16 * kib, 64 * kib, 256 * kib, mib, 4 * mib, 16 * mib, 64 * mib}, tputTotal: 8192 * mib,
 		fanSize: mib, fanTotal: 4096 * mib, pingIters: 2000000,
 		sysLow: 10000, sysHigh: 1010000, syscallSize: 4 * kib, withFanoutBlocking: true,
-		tputMaxMsgs: 1000000, reps: 3,
+		tputMaxMsgs: 1000000, reps: 3, arrowShapes: allShapes,
 	},
 }
+
+var allShapes = []string{"1-row", "1024-rows", "1-mib", "mixed"}
 
 func (g grid) iters(size int64) int {
 	return int(max(int64(g.latMin), min(int64(g.latMax), g.latBudget/size)))
@@ -84,12 +95,19 @@ func (g grid) iters(size int64) int {
 var notYet = []Unavailable{}
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "doc" {
+		if err := docCommand(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "alloy-bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	gridName := flag.String("grid", "quick", "grid: full, quick or smoke")
 	out := flag.String("out", "target/bench", "output directory")
 	helper := flag.String("peer", "target/release/examples/bench_peer", "the Rust helper binary")
 	only := flag.String("only", "", "comma-separated transports to run (default all)")
 	flag.StringVar(&iceoryx2Bin, "iceoryx2", iceoryx2Bin, "the iceoryx2 helper binary (make bench-iceoryx2); missing: iceoryx2 is skipped")
-	flag.StringVar(&sectionsFlag, "sections", "", "comma-separated sections to run: floors, latency, throughput, fanout, syscalls (default all)")
+	flag.StringVar(&sectionsFlag, "sections", "", "comma-separated sections to run: floors, latency, arrow, throughput, fanout, syscalls (default all)")
 	flag.Parse()
 	g, ok := grids[*gridName]
 	if !ok {
@@ -230,6 +248,41 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		s.step("cgo-oneshot", what, func() (Result, error) { return cgoLatency(size, n) })
 		fn := g.flightIters(size)
 		s.step("flight-localhost", fmt.Sprintf("%s ×%d", sizeName(size), fn), func() (Result, error) { return flightLatency(h, size, fn) })
+	}
+
+	s.enter("arrow", "Arrow one-way latency and round trips")
+	for _, id := range g.arrowShapes {
+		sh := shapeByID(id)
+		// The mixed shape's strings and keys count too.
+		n := g.iters(sh.payload() * 4)
+		for _, busy := range []bool{true, false} {
+			what := fmt.Sprintf("%s %s ×%d", sh.name, modeName(busy), n)
+			for _, tr := range []string{"shm-go-ipc", "shm-go-cdata-write", "shm-go-cdata"} {
+				for _, unchecked := range []bool{false, true} {
+					v := map[bool]string{false: " validated", true: " unchecked"}[unchecked]
+					s.step(tr, what+v, func() (Result, error) { return arrowGoRust(h, tr, sh, n, busy, unchecked) })
+				}
+			}
+			for _, tr := range []string{"shm-rust-ipc", "shm-rust-cdata"} {
+				for _, inPlace := range []bool{true, false} {
+					v := map[bool]string{true: " in place", false: " copied"}[inPlace]
+					s.step(tr, what+v, func() (Result, error) { return arrowRustGo(h, tr, sh, n, busy, inPlace) })
+				}
+			}
+			s.step("shm-rr", what+" round trip", func() (Result, error) { return ringRoundTrip(h, sh, n, busy) })
+		}
+		what := fmt.Sprintf("%s ×%d", sh.name, n)
+		s.step("uds-ipc", what, func() (Result, error) {
+			rec, err := sh.build(memory.NewGoAllocator(), 0)
+			if err != nil {
+				return Result{}, err
+			}
+			defer rec.Release()
+			r, err := udsLatencyOf(h, rec, sh.payload()*4, n)
+			r.Kind, r.PayloadBytes, r.Shape = "arrow-latency", sh.payload(), sh.name
+			return r, err
+		})
+		s.step("cgo-oneshot", what+" round trip", func() (Result, error) { return cgoRoundTrip(sh, n) })
 	}
 
 	s.enter("throughput", "streaming throughput")

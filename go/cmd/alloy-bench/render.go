@@ -70,14 +70,20 @@ func ratioDefs(rep *Report, g grid) []ratioDef {
 	add("shm-go/memcpy throughput "+T+" busy", goTp, mc, tput)
 	add("shm-go-ipc/memcpy throughput "+T, rep.find("shm-go-ipc", "busy", "throughput", tp, 0), mc, tput)
 	add("shm-go-cdata/memcpy throughput "+T, rep.find("shm-go-cdata", "busy", "throughput", tp, 0), mc, tput)
+	// Arrow against Arrow: uds-ipc with a buffered writer and socket
+	// buffers sized to the batch (variant bufio) against shm-go-ipc.
 	for _, s := range g.tputSizes {
 		if s >= 64*kib && s <= 16*mib {
-			add("uds-ipc/shm-go throughput "+sizeName(s)+" busy", rep.find("uds-ipc", "blocking", "throughput", s, 0), rep.find("shm-go", "busy", "throughput", s, 0), tput)
+			add("uds-ipc/shm-go-ipc throughput "+sizeName(s)+" busy", rep.bufio(rep.find("uds-ipc", "blocking", "throughput", s, 0)), rep.find("shm-go-ipc", "busy", "throughput", s, 0), tput)
 		}
 	}
-	add("uds-ipc/shm-go p50 "+L+" busy", rep.find("uds-ipc", "blocking", "latency", lat, 0), goLat, p50)
-	add("cgo-oneshot/shm-go throughput "+T+" busy", rep.find("cgo-oneshot", "call", "throughput", tp, 0), goTp, tput)
-	add("cgo-oneshot/shm-go p50 "+L+" busy", rep.find("cgo-oneshot", "call", "latency", lat, 0), goLat, p50)
+	one := shapeByID("1-row").name
+	goIPC1 := rep.findShape("shm-go-ipc", "busy", "arrow-latency", one, "validated")
+	add("shm-go-ipc/shm-go p50 1 row busy", goIPC1, rep.find("shm-go", "busy", "latency", 64, 0), p50)
+	add("uds-ipc/shm-go-ipc p50 1 row", rep.findShape("uds-ipc", "blocking", "arrow-latency", one, "bufio"), goIPC1, p50)
+	for _, m := range []string{"busy", "blocking"} {
+		add("shm-rr/cgo-oneshot round trip p50 1 row "+m, rep.findShape("shm-rr", m, "roundtrip", one, "echo"), rep.findShape("cgo-oneshot", "call", "roundtrip", one, "echo"), p50)
+	}
 	iceoryx2Ratios(rep, g, add)
 	add("flight-localhost/shm-go throughput "+T, rep.find("flight-localhost", "blocking", "throughput", tp, 0), goTp, tput)
 	add("flight-localhost/shm-go-ipc throughput "+T+" blocking", rep.find("flight-localhost", "blocking", "throughput", tp, 0), rep.find("shm-go-ipc", "blocking", "throughput", tp, 0), tput)
@@ -89,6 +95,15 @@ func ratioDefs(rep *Report, g grid) []ratioDef {
 		}
 	}
 	return d
+}
+
+// bufio returns r when it was measured with the buffered uds-ipc writer
+// (runs before it wrote one write(2) per IPC message part).
+func (rep *Report) bufio(r *Result) *Result {
+	if r == nil || r.Variant != "bufio" {
+		return nil
+	}
+	return r
 }
 
 func ratios(rep *Report, g grid) map[string]*float64 {
@@ -199,6 +214,7 @@ func markdown(rep *Report) string {
 	}
 
 	iceoryx2Table(&b, rep)
+	arrowTables(&b, rep)
 
 	b.WriteString("\n## Streaming throughput, GB/s\n\nThe consumer reads every byte (sums u64 words / the int64 column); memcpy is one thread copying the same blocks.\n\n")
 	tp := collect(rep, "throughput")
@@ -242,10 +258,7 @@ func markdown(rep *Report) string {
 		fmt.Fprintf(&b, "| %s | %s |\n", k, v)
 	}
 
-	b.WriteString("\n## Targets of issue 6\n\n| target | this run | verdict |\n|---|---|---|\n")
-	for _, t := range targets(rep) {
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.what, t.value, t.verdict)
-	}
+	targetsTable(&b, rep)
 
 	if len(rep.Unavailable) > 0 {
 		b.WriteString("\n## Not measured in this run\n\n")
@@ -255,78 +268,4 @@ func markdown(rep *Report) string {
 	}
 	b.WriteString("\nPlots: latency.svg, throughput.svg, fanout.svg. Field definitions: doc/BENCHMARKS.md.\n")
 	return b.String()
-}
-
-type target struct{ what, value, verdict string }
-
-// targets checks the issue's targets against this run's numbers.
-func targets(rep *Report) []target {
-	ratio := func(prefix string) (string, *float64) {
-		pre, suf, _ := strings.Cut(prefix, "…")
-		for k, v := range rep.Ratios {
-			if strings.HasPrefix(k, pre) && strings.HasSuffix(k, suf) {
-				return k, v
-			}
-		}
-		return "", nil
-	}
-	judge := func(what, key string, ok func(float64) bool) target {
-		k, v := ratio(key)
-		if v == nil {
-			return target{what, "not measured", "not measured"}
-		}
-		verdict := "missed"
-		if ok(*v) {
-			verdict = "met"
-		}
-		return target{what, fmt.Sprintf("%s = %.3f", k, *v), verdict}
-	}
-	var out []target
-	out = append(out,
-		judge("64 B Go→Rust busy ≤ 2× atomic-pingpong", "shm-go/atomic-pingpong p50", func(v float64) bool { return v <= 2 }),
-		judge("64 B Go→Rust busy ≤ 1.2× iceoryx2", "shm-go/iceoryx2", func(v float64) bool { return v <= 1.2 }),
-		judge("1 MiB IPC mode ≥ 0.8× memcpy", "shm-go-ipc/memcpy", func(v float64) bool { return v >= 0.8 }),
-		judge("1 MiB C-Data mode ≥ 1× memcpy", "shm-go-cdata/memcpy", func(v float64) bool { return v >= 1 }),
-		judge("(reference, raw bytes) 1 MiB shm-go vs memcpy", "shm-go/memcpy", func(v float64) bool { return v >= 0.8 }),
-	)
-	// ≥ 5× uds-ipc throughput over 64 KiB–16 MiB: the worst size decides.
-	var worst *float64
-	var worstKey string
-	for k, v := range rep.Ratios {
-		if strings.HasPrefix(k, "uds-ipc/shm-go throughput") && v != nil && (worst == nil || *v > *worst) {
-			worst, worstKey = v, k
-		}
-	}
-	if worst == nil {
-		out = append(out, target{"≥ 5× uds-ipc throughput, 64 KiB–16 MiB", "not measured", "not measured"})
-	} else {
-		v := "missed"
-		if 1 / *worst >= 5 {
-			v = "met"
-		}
-		out = append(out, target{"≥ 5× uds-ipc throughput, 64 KiB–16 MiB (raw-byte shm-go)", fmt.Sprintf("worst: %s = %.3f (shm %.1f×)", worstKey, *worst, 1 / *worst), v})
-	}
-	out = append(out,
-		judge("≥ 10× lower p50 than uds-ipc at 64 B", "uds-ipc/shm-go p50", func(v float64) bool { return v >= 10 }),
-		judge("blocking wake-up ≤ iceoryx2-event", "shm-go blocking/iceoryx2-event", func(v float64) bool { return v <= 1 }),
-	)
-	for _, t := range []string{"shm-go", "shm-rust"} {
-		var r *Result
-		for i := range rep.Results {
-			if x := &rep.Results[i]; x.Transport == t && x.Mode == "busy" && x.Kind == "syscalls" {
-				r = x
-			}
-		}
-		if r == nil {
-			out = append(out, target{"0 syscalls/message, busy (" + t + ")", "not measured", "not measured"})
-			continue
-		}
-		v := "missed"
-		if *r.SyscallsPerMessage < 0.001 {
-			v = "met"
-		}
-		out = append(out, target{"0 syscalls/message, busy (" + t + ")", fmt.Sprintf("%.4f (%s)", *r.SyscallsPerMessage, r.Measured), v})
-	}
-	out = append(out, judge("4-consumer broadcast ≥ 0.9× 1 consumer (busy)", "shm-go broadcast×4/broadcast×1 throughput… busy", func(v float64) bool { return v >= 0.9 }))
-	return out
 }

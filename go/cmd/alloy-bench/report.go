@@ -19,7 +19,8 @@ type Result struct {
 	// cgo) or copy (memcpy).
 	Mode string `json:"mode"`
 	// Kind is latency, throughput, broadcast (fan-out), queue (work-queue
-	// fan-out) or syscalls.
+	// fan-out), syscalls, arrow-latency (one-way, Arrow batches of a Shape)
+	// or roundtrip (a batch there and back, timed by the sender).
 	Kind string `json:"kind"`
 	// PayloadBytes is the message or batch size (Arrow: int64 values bytes).
 	PayloadBytes int64 `json:"payload_bytes"`
@@ -40,6 +41,14 @@ type Result struct {
 	SyscallsPerMessage *float64 `json:"syscalls_per_message,omitempty"`
 	// Measured says which processes SyscallsPerMessage counts and how.
 	Measured string `json:"measured,omitempty"`
+	// Shape names the batch of arrow-latency and roundtrip rows ("1 row",
+	// "1,024 rows", "1 MiB int64", "mixed 1,024 rows").
+	Shape string `json:"shape,omitempty"`
+	// Variant is how the row's reader or writer is set up: validated or
+	// unchecked (Rust reader), in place or copied (Go reader), bufio
+	// (uds-ipc with a buffered writer and socket buffers sized to the
+	// batch), echo (round trips).
+	Variant string `json:"variant,omitempty"`
 }
 
 // Unavailable names a transport of the suite that this run did not measure.
@@ -128,6 +137,18 @@ func (rep *Report) find(transport, mode, kind string, size int64, consumers int)
 		r := &rep.Results[i]
 		if r.Transport == transport && r.Mode == mode && r.Kind == kind && r.PayloadBytes == size &&
 			(consumers == 0 || r.Consumers == consumers) {
+			return r
+		}
+	}
+	return nil
+}
+
+// findShape returns the row of an arrow-latency or roundtrip kind for one
+// transport, mode, shape and variant, or nil.
+func (rep *Report) findShape(transport, mode, kind, shape, variant string) *Result {
+	for i := range rep.Results {
+		r := &rep.Results[i]
+		if r.Transport == transport && r.Mode == mode && r.Kind == kind && r.Shape == shape && r.Variant == variant {
 			return r
 		}
 	}

@@ -44,7 +44,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range append(measured, "| transport | mode |", "## Ratios", "## Targets of issue 6", "shm-go-ipc", "shm-go-cdata") {
+	for _, want := range append(measured, "| transport | mode |", "## Ratios", "## Targets of issue 6", "## Goals of issue 13", "## Arrow one-way latency", "## Round trips", "shm-go-ipc", "shm-go-cdata") {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q", want)
 		}
@@ -60,7 +60,8 @@ func TestSmoke(t *testing.T) {
 
 // measured are the transports this driver runs (the others are listed as
 // not measured yet).
-var measured = []string{"memcpy", "atomic-pingpong", "shm-rust", "shm-go", "cgo-oneshot", "uds-ipc", "flight-localhost"}
+var measured = []string{"memcpy", "atomic-pingpong", "shm-rust", "shm-go", "cgo-oneshot", "uds-ipc", "flight-localhost",
+	"shm-go-ipc", "shm-go-cdata-write", "shm-go-cdata", "shm-rust-ipc", "shm-rust-cdata", "shm-rr"}
 
 func checkJSON(t *testing.T, path string) {
 	t.Helper()
@@ -101,7 +102,7 @@ func checkJSON(t *testing.T, path string) {
 			t.Errorf("result %d: messages = %v", i, r["messages"])
 		}
 		switch kind {
-		case "latency":
+		case "latency", "arrow-latency", "roundtrip":
 			var prev float64
 			for _, f := range []string{"p50_ns", "p99_ns", "p999_ns", "max_ns"} {
 				v, ok := r[f].(float64)
@@ -129,7 +130,7 @@ func checkJSON(t *testing.T, path string) {
 			t.Errorf("no results for transport %s", tr)
 		}
 	}
-	want := []string{"latency", "throughput", "broadcast", "queue"}
+	want := []string{"latency", "throughput", "broadcast", "queue", "arrow-latency", "roundtrip"}
 	if _, err := exec.LookPath("strace"); err == nil {
 		want = append(want, "syscalls")
 	}
@@ -138,13 +139,16 @@ func checkJSON(t *testing.T, path string) {
 			t.Errorf("no results of kind %s", k)
 		}
 	}
-	for _, k := range []string{"shm-go/atomic-pingpong p50 64 B busy", "uds-ipc/shm-go p50 64 B busy", "shm-go broadcast×4/broadcast×1 throughput 64 KiB busy",
+	for _, k := range []string{"shm-go/atomic-pingpong p50 64 B busy", "shm-go broadcast×4/broadcast×1 throughput 64 KiB busy",
+		"shm-go-ipc/shm-go p50 1 row busy", "uds-ipc/shm-go-ipc p50 1 row", "uds-ipc/shm-go-ipc throughput 64 KiB busy",
+		"shm-rr/cgo-oneshot round trip p50 1 row busy", "shm-rr/cgo-oneshot round trip p50 1 row blocking",
 		"shm-go-ipc/memcpy throughput 64 KiB", "shm-go-cdata/memcpy throughput 64 KiB",
 		"flight-localhost/shm-go-ipc throughput 64 KiB blocking", "flight-localhost/uds-ipc p50 64 B"} {
 		if v, ok := raw.Ratios[k]; !ok || v == nil || !(*v > 0) {
 			t.Errorf("ratio %q = %v, want a positive number", k, v)
 		}
 	}
+	checkArrowRows(t, raw.Results)
 	un := map[string]bool{}
 	for _, u := range raw.Unavailable {
 		un[u["transport"]] = u["reason"] != ""
@@ -252,5 +256,45 @@ func TestRenderEmpty(t *testing.T) {
 		if v != nil {
 			t.Fatalf("ratio without data: %v", *v)
 		}
+	}
+}
+
+// checkArrowRows: every Arrow latency and round-trip combination of the
+// smoke grid was measured, once.
+func checkArrowRows(t *testing.T, results []map[string]any) {
+	t.Helper()
+	got := map[string]int{}
+	for _, r := range results {
+		if k := r["kind"].(string); k == "arrow-latency" || k == "roundtrip" {
+			sh, _ := r["shape"].(string)
+			v, _ := r["variant"].(string)
+			got[strings.Join([]string{k, r["transport"].(string), v, r["mode"].(string), sh}, "|")]++
+		}
+	}
+	var want []string
+	for _, id := range grids["smoke"].arrowShapes {
+		sh := shapeByID(id).name
+		for _, m := range []string{"busy", "blocking"} {
+			for _, tr := range []string{"shm-go-ipc", "shm-go-cdata-write", "shm-go-cdata"} {
+				for _, v := range []string{"validated", "unchecked"} {
+					want = append(want, "arrow-latency|"+tr+"|"+v+"|"+m+"|"+sh)
+				}
+			}
+			for _, tr := range []string{"shm-rust-ipc", "shm-rust-cdata"} {
+				for _, v := range []string{"in place", "copied"} {
+					want = append(want, "arrow-latency|"+tr+"|"+v+"|"+m+"|"+sh)
+				}
+			}
+			want = append(want, "roundtrip|shm-rr|echo|"+m+"|"+sh)
+		}
+		want = append(want, "arrow-latency|uds-ipc|bufio|blocking|"+sh, "roundtrip|cgo-oneshot|echo|call|"+sh)
+	}
+	for _, w := range want {
+		if got[w] != 1 {
+			t.Errorf("%d rows of %s, want 1", got[w], w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d Arrow row kinds, want %d: %v", len(got), len(want), got)
 	}
 }

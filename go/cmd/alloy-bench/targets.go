@@ -1,0 +1,170 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// target is one goal of an issue with this run's figure and verdict.
+type target struct{ what, value, verdict string }
+
+// verdict is met/missed, or "not measured" when v is nil.
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "missed"
+}
+
+// ratioTarget judges a named ratio of the run.
+func ratioTarget(rep *Report, what, key string, ok func(float64) bool) target {
+	v, found := rep.Ratios[key]
+	if !found || v == nil {
+		return target{what, "not measured", "not measured"}
+	}
+	return target{what, fmt.Sprintf("%s = %.3f", key, *v), verdict(ok(*v))}
+}
+
+// worstRatio is the largest ratio whose name starts with prefix (a ratio
+// "other/ours": the largest is our worst).
+func worstRatio(rep *Report, prefix string) (string, *float64) {
+	var worst *float64
+	var key string
+	names := slices.Sorted(mapsKeys(rep.Ratios))
+	for _, k := range names {
+		if v := rep.Ratios[k]; strings.HasPrefix(k, prefix) && v != nil && (worst == nil || *v > *worst) {
+			worst, key = v, k
+		}
+	}
+	return key, worst
+}
+
+// goals13 are the goals of issue 13 (Arrow-level, like for like).
+func goals13(rep *Report) []target {
+	one := shapeByID("1-row").name
+	var out []target
+	ipc := rep.findShape("shm-go-ipc", "busy", "arrow-latency", one, "validated")
+	rk := "shm-go-ipc/shm-go p50 1 row busy"
+	if r := rep.Ratios[rk]; ipc != nil && r != nil {
+		out = append(out, target{"1-row Arrow batch Go → Rust one-way p50, busy, IPC mode (validated): ≤ 1.0 µs and ≤ 6× the raw 64 B ring p50",
+			fmt.Sprintf("p50 %s; %s = %.3f", ns(*ipc.P50NS), rk, *r), verdict(*ipc.P50NS <= 1000 && *r <= 6)})
+	} else {
+		out = append(out, target{"1-row Arrow batch Go → Rust one-way p50, busy, IPC mode (validated): ≤ 1.0 µs and ≤ 6× the raw 64 B ring p50", "not measured", "not measured"})
+	}
+	for _, c := range []struct{ tr, name string }{{"shm-go-cdata", "CDataWriter.Build"}, {"shm-go-cdata-write", "CDataWriter.Write"}} {
+		what := "same, C-Data-offsets mode (" + c.name + "): ≤ 0.5 µs"
+		if r := rep.findShape(c.tr, "busy", "arrow-latency", one, "validated"); r != nil {
+			out = append(out, target{what, "p50 " + ns(*r.P50NS), verdict(*r.P50NS <= 500)})
+		} else {
+			out = append(out, target{what, "not measured", "not measured"})
+		}
+	}
+	what := "Arrow over the ring ≥ 5× the throughput of Unix-socket Arrow IPC (buffered), 64 KiB–16 MiB"
+	if k, v := worstRatio(rep, "uds-ipc/shm-go-ipc throughput"); v != nil {
+		out = append(out, target{what, fmt.Sprintf("worst: %s = %.3f (ring %.1f×)", k, *v, 1 / *v), verdict(1 / *v >= 5)})
+	} else {
+		out = append(out, target{what, "not measured", "not measured"})
+	}
+	out = append(out,
+		ratioTarget(rep, "Arrow over the ring ≥ 10× lower p50 than Unix-socket Arrow IPC (buffered), 1 row", "uds-ipc/shm-go-ipc p50 1 row", func(v float64) bool { return v >= 10 }),
+		ratioTarget(rep, "request/reply round trip over the ring, 1 row, busy ≤ cgo one-shot call p50", "shm-rr/cgo-oneshot round trip p50 1 row busy", func(v float64) bool { return v <= 1 }),
+		target{"blocking wake-up of a parked consumer ≤ 1.2× the raw futex ping-pong, < iceoryx2 event", "not measured", "not measured (the suite has no parked-consumer or futex ping-pong row yet)"},
+	)
+	return out
+}
+
+// targets6 are issue 6's targets (the ring's raw-byte and streaming goals).
+func targets6(rep *Report) []target {
+	out := []target{
+		ratioTarget(rep, "64 B Go→Rust busy ≤ 2× atomic-pingpong", "shm-go/atomic-pingpong p50 64 B busy", func(v float64) bool { return v <= 2 }),
+		ratioTarget(rep, "64 B Go→Rust busy ≤ 1.2× iceoryx2", "shm-go/iceoryx2 p50 64 B busy", func(v float64) bool { return v <= 1.2 }),
+	}
+	_, tp := refSizesOf(rep)
+	T := sizeName(tp)
+	out = append(out,
+		ratioTarget(rep, T+" IPC mode ≥ 0.8× memcpy", "shm-go-ipc/memcpy throughput "+T, func(v float64) bool { return v >= 0.8 }),
+		ratioTarget(rep, T+" C-Data mode ≥ 1× memcpy", "shm-go-cdata/memcpy throughput "+T, func(v float64) bool { return v >= 1 }),
+		ratioTarget(rep, "(reference, raw bytes) "+T+" shm-go vs memcpy", "shm-go/memcpy throughput "+T+" busy", func(v float64) bool { return v >= 0.8 }),
+		ratioTarget(rep, "64 B blocking p50 ≤ iceoryx2-event (the consumer's spin phase, not a parked wake-up)", "shm-go blocking/iceoryx2-event p50 64 B", func(v float64) bool { return v <= 1 }),
+	)
+	for _, t := range []string{"shm-go", "shm-rust"} {
+		var r *Result
+		for i := range rep.Results {
+			if x := &rep.Results[i]; x.Transport == t && x.Mode == "busy" && x.Kind == "syscalls" {
+				r = x
+			}
+		}
+		if r == nil {
+			out = append(out, target{"0 syscalls/message, busy (" + t + ")", "not measured", "not measured"})
+			continue
+		}
+		out = append(out, target{"0 syscalls/message, busy (" + t + ")", fmt.Sprintf("%.4f (%s)", *r.SyscallsPerMessage, r.Measured), verdict(*r.SyscallsPerMessage < 0.001)})
+	}
+	out = append(out, ratioTarget(rep, "4-consumer broadcast ≥ 0.9× 1 consumer (busy)",
+		fmt.Sprintf("shm-go broadcast×4/broadcast×1 throughput %s busy", sizeName(rep.fanSize())), func(v float64) bool { return v >= 0.9 }))
+	return out
+}
+
+// targetsTable writes both goal tables (report.md and doc/BENCHMARKS.md).
+func targetsTable(b *strings.Builder, rep *Report) {
+	for _, sec := range []struct {
+		title string
+		ts    []target
+	}{{"Goals of issue 13 (Arrow, like for like)", goals13(rep)}, {"Targets of issue 6", targets6(rep)}} {
+		fmt.Fprintf(b, "\n## %s\n\n| goal | this run | verdict |\n|---|---|---|\n", sec.title)
+		for _, t := range sec.ts {
+			fmt.Fprintf(b, "| %s | %s | %s |\n", t.what, t.value, t.verdict)
+		}
+	}
+}
+
+// arrowTables writes the Arrow one-way latency and round-trip tables:
+// one row per transport, variant and mode, one column per batch shape.
+func arrowTables(b *strings.Builder, rep *Report) {
+	for _, k := range []struct{ kind, title string }{
+		{"arrow-latency", "Arrow one-way latency, p50 / p99\n\nOne record batch in flight, clock stamp in value 0 of the int64 column, from before the writer is called until the reader has decoded the batch (Go → Rust: variant validated or unchecked Rust IpcReader in place; Rust → Go: Go Reader in place or copied; uds-ipc: buffered arrow-go writer → Rust StreamReader)."},
+		{"roundtrip", "Round trips, p50 / p99\n\nOne batch Go → Rust → Go, timed by Go around the exchange: shm-rr over two rings (arrowshm.Writer → Rust IpcReader in place → IpcWriter → Go Reader in place); cgo-oneshot is bridge.SendRecord with Rust's echo handler."},
+	} {
+		var rows []*Result
+		var shapes []string
+		for i := range rep.Results {
+			if r := &rep.Results[i]; r.Kind == k.kind {
+				rows = append(rows, r)
+			}
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		for _, sh := range arrowShapes {
+			for _, r := range rows {
+				if r.Shape == sh.name && !slices.Contains(shapes, sh.name) {
+					shapes = append(shapes, sh.name)
+				}
+			}
+		}
+		fmt.Fprintf(b, "\n## %s\n\n| transport | variant | mode |", k.title)
+		for _, s := range shapes {
+			fmt.Fprintf(b, " %s |", s)
+		}
+		b.WriteString("\n|---|---|---|" + strings.Repeat("---:|", len(shapes)) + "\n")
+		var keys []string
+		for _, r := range rows {
+			if key := r.Transport + "|" + r.Variant + "|" + r.Mode; !slices.Contains(keys, key) {
+				keys = append(keys, key)
+			}
+		}
+		for _, key := range keys {
+			f := strings.Split(key, "|")
+			fmt.Fprintf(b, "| %s | %s | %s |", f[0], f[1], f[2])
+			for _, s := range shapes {
+				c := "–"
+				if r := rep.findShape(f[0], f[2], k.kind, s, f[1]); r != nil {
+					c = ns(*r.P50NS) + " / " + ns(*r.P99NS)
+				}
+				fmt.Fprintf(b, " %s |", c)
+			}
+			b.WriteString("\n")
+		}
+	}
+}
