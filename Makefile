@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Every build and test uses the same feature set, so nothing rebuilds between targets.
 FEATURES ?= --features tokio,flight
 
-.PHONY: test-reliability all deps build test test-rust test-go test-py demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools loom miri fuzz soak clean lint
+.PHONY: test-reliability all deps build test test-rust test-go test-py demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools bench-doc loom miri fuzz soak clean lint
 
 all: build
 
@@ -75,7 +75,12 @@ bench-iceoryx2: bench-tools
 # The suite on a tiny grid: checks the outputs are well formed, never timings.
 bench-smoke: build
 	$(CARGO) build --release $(FEATURES) --example bench_peer
-	cd go && ALLOY_BENCH_REQUIRE=1 $(GO) test -count=1 -run 'TestSmoke' ./cmd/alloy-bench
+	cd go && ALLOY_BENCH_REQUIRE=1 $(GO) test -count=1 -run 'TestSmoke|TestDocGenerated' ./cmd/alloy-bench
+
+# Re-render doc/BENCHMARKS.md's generated regions from the committed run
+# reports under doc/bench/ (after copying a new run there); make test checks them.
+bench-doc: bench-tools
+	bin/alloy-bench doc
 
 # The Rust-only ring benchmark (threads of one process).
 bench-ring: build
