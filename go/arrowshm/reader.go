@@ -187,6 +187,7 @@ func (rd *Reader) NextContext(ctx context.Context) (ok bool) {
 				return false
 			}
 			rd.msgs.bytes += uint64(len(l.Bytes()))
+			rd.msgs.count++
 			rec, err := rd.msgs.cdata(l)
 			if err != nil {
 				rd.err = err
@@ -198,6 +199,7 @@ func (rd *Reader) NextContext(ctx context.Context) (ok bool) {
 			// A repeat (a producer that attached again): ignored if
 			// identical, else ErrSchemaChanged.
 			rd.msgs.bytes += uint64(len(l.Bytes()))
+			rd.msgs.count++
 			msg, err := rd.msgs.decode(l)
 			l.Release()
 			if msg != nil {
@@ -325,6 +327,10 @@ func (rd *Reader) Err() error { return rd.err }
 // BytesReceived is the total payload of the messages received so far.
 func (rd *Reader) BytesReceived() uint64 { return rd.msgs.bytes }
 
+// MessagesReceived is the number of ring messages received so far: the
+// schema, dictionary batches and record batches, one each.
+func (rd *Reader) MessagesReceived() uint64 { return rd.msgs.count }
+
 // Retain adds a reference to the Reader.
 func (rd *Reader) Retain() { rd.refs.Add(1) }
 
@@ -368,6 +374,7 @@ type slotMessages struct {
 	c       *ring.Consumer
 	ctx     context.Context // of the NextContext in progress, or nil
 	bytes   uint64
+	count   uint64        // messages received (BytesReceived's messages)
 	schema  *arrow.Schema // decoded first schema, to detect changes
 	started bool
 	pending *ring.Lease // a lease received before the schema-area message
@@ -489,6 +496,7 @@ func (m *slotMessages) Message() (msg *ipc.Message, err error) {
 			return m.schemaMessage(msg, b)
 		}
 		m.bytes += uint64(len(l.Bytes()))
+		m.count++
 		m.note(l)
 		if m.zeroCopy && l.Flags() == FlagIPCRecordBatch {
 			return m.inPlace(l)

@@ -122,6 +122,7 @@ func (o ownerRef) Free([]byte) { o.owner.Release() }
 // the record batch that follows (Message).
 func (m *slotMessages) queueDictionary(l *ring.Lease) error {
 	m.bytes += uint64(len(l.Bytes()))
+	m.count++
 	msg, err := m.decode(l)
 	l.Release()
 	if err != nil {

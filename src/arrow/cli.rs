@@ -204,6 +204,9 @@ pub struct SendOptions {
     /// failed or interrupted `send`): its receivers get the new batches
     /// after the ones already sent. Without it such a ring is refused.
     pub resume: bool,
+    /// Start a new stream on a ring whose stream was closed (or left
+    /// unfinished): receivers still attached see the old stream end.
+    pub new_stream: bool,
 }
 
 /// `alloy send`: sends every batch of the Arrow file or stream at `input`
@@ -215,22 +218,27 @@ pub fn send(ring: &str, input: &Path, mode: &str) -> Result<Summary, String> {
     send_with(ring, input, mode, SendOptions::default())
 }
 
-/// Checks that ring `name` can take a new stream: not closed, and not
-/// holding a stream left open by a producer that stopped (unless
-/// `resume`). A live producer is refused by the attach itself.
-pub fn check_can_send(name: &str, r: &Ring, resume: bool) -> Result<(), String> {
+/// Checks that ring `name` can take this send: its stream not closed
+/// (unless `new_stream`), and not left open by a producer that stopped
+/// (unless `resume` or `new_stream`). A live producer is refused by the
+/// attach itself. The messages are `alloy-go send`'s too.
+pub fn check_can_send(name: &str, r: &Ring, opts: SendOptions) -> Result<(), String> {
     let published = r.published();
+    if opts.new_stream {
+        return Ok(());
+    }
     if r.is_closed() {
         return Err(format!(
-            "the stream on ring {name:?} ended at sequence {published} (its producer closed it); \
-             a ring carries one stream: create a new ring (alloy rm {name}; alloy create {name})"
+            "the stream on ring {name:?} ended at sequence {published} (its producer closed it): \
+             pass --new-stream to start a new stream on it, or create a new ring"
         ));
     }
-    if published > 0 && !r.producer_alive() && !resume {
+    if published > 0 && !r.producer_alive() && !opts.resume {
         return Err(format!(
             "ring {name:?} holds an unfinished stream ({published} messages, whose producer \
              stopped without closing it, e.g. a failed send): pass --resume to append to it \
-             (its receivers get the new batches after the old ones), or create a new ring"
+             (its receivers get the new batches after the old ones), --new-stream to end it and \
+             start a new one, or create a new ring"
         ));
     }
     Ok(())
@@ -246,13 +254,17 @@ pub fn send_with(
 ) -> Result<Summary, String> {
     let mode = check_mode(mode)?;
     let r = Ring::open(ring).map_err(|e| e.to_string())?;
-    check_can_send(ring, &r, opts.resume)?;
+    check_can_send(ring, &r, opts)?;
     let reader = open_arrow(input)?;
     if mode == Mode::CData {
         CDataWriter::check_schema(&reader.schema())
             .map_err(|e| format!("{}: {e}", input.display()))?;
     }
-    let producer = r.producer().map_err(|e| e.to_string())?;
+    let producer = r
+        .producer_builder()
+        .new_stream(opts.new_stream)
+        .create()
+        .map_err(|e| e.to_string())?;
     let first = producer.next_seq();
     let mut s = match mode {
         Mode::Ipc => {

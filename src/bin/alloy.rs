@@ -50,8 +50,8 @@ enum Cmd {
     /// Send every batch of an Arrow IPC file or stream (LZ4/ZSTD-compressed
     /// ones too), then close the stream. FILE `-` is standard input; a pipe
     /// or FIFO is sent batch by batch as it arrives. A ring whose stream
-    /// was closed is refused, and so is one left unfinished by a failed
-    /// send unless --resume.
+    /// was closed is refused unless --new-stream, and so is one left
+    /// unfinished by a failed send unless --resume or --new-stream.
     Send {
         /// Ring name.
         #[arg(long)]
@@ -60,6 +60,10 @@ enum Cmd {
         /// interrupted (its receivers get the new batches after the old).
         #[arg(long)]
         resume: bool,
+        /// Start a new stream on a ring whose stream ended (or was left
+        /// unfinished); receivers still attached see the old one end.
+        #[arg(long)]
+        new_stream: bool,
         /// Encoding: ipc, or cdata (C-Data-offsets, LAYOUT.md §8.3: every
         /// batch must fit in one slot, batches are not split).
         #[arg(long, default_value = "ipc")]
@@ -394,11 +398,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Send {
             ring,
             resume,
+            new_stream,
             mode,
             file,
             ..
         } => {
-            let opts = alloy_shm::arrow::cli::SendOptions { resume };
+            let opts = alloy_shm::arrow::cli::SendOptions { resume, new_stream };
             println!(
                 "{}",
                 alloy_shm::arrow::cli::send_with(&ring, &file, &mode, opts)?

@@ -1,28 +1,29 @@
 package main
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/ignalina/alloy/go/arrowshm"
 	"github.com/ignalina/alloy/go/ring"
 )
 
-// summary is the one-line result of send and recv.
+// summary is the one-line result of send and recv (the same fields, in
+// the same order, as the Rust tool's).
 type summary struct {
+	// Batches: record batches read from the input (send; a batch split to
+	// fit the slots is still one) or received and written out (recv).
 	Batches uint64 `json:"batches"`
 	Rows    uint64 `json:"rows"`
-	Bytes   uint64 `json:"bytes"`
+	// Messages: ring messages; the schema, dictionary batches and every
+	// piece of a split batch count one each.
+	Messages uint64 `json:"messages"`
+	Bytes    uint64 `json:"bytes"`
 }
 
 func checkMode(mode string) error {
@@ -32,118 +33,6 @@ func checkMode(mode string) error {
 	default:
 		return fmt.Errorf("unknown --mode %q (expected ipc or cdata)", mode)
 	}
-}
-
-// eachRecord calls f for every record of an Arrow IPC file (ARROW1 magic)
-// or stream.
-func eachRecord(path string, f func(*arrow.Schema, arrow.RecordBatch) error) (*arrow.Schema, error) {
-	file, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer file.Close()
-	magic := make([]byte, 6)
-	_, err = io.ReadFull(file, magic)
-	isFile := err == nil && string(magic) == "ARROW1"
-	if _, err := file.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	if isFile {
-		fr, err := ipc.NewFileReader(file)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		defer fr.Close()
-		for i := 0; i < fr.NumRecords(); i++ {
-			rec, err := fr.RecordBatch(i)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", path, err)
-			}
-			if err := f(fr.Schema(), rec); err != nil {
-				return nil, err
-			}
-		}
-		return fr.Schema(), nil
-	}
-	sr, err := ipc.NewReader(bufio.NewReader(file))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	defer sr.Release()
-	for sr.Next() {
-		if err := f(sr.Schema(), sr.RecordBatch()); err != nil {
-			return nil, err
-		}
-	}
-	if err := sr.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return sr.Schema(), nil
-}
-
-// send writes every record of an Arrow file or stream to a ring in IPC
-// mode, then closes the stream.
-func send(args []string) (err error) {
-	fs := newFlags("send")
-	name := fs.String("ring", "", "ring name")
-	mode := fs.String("mode", "ipc", "encoding: ipc, or cdata (C-Data-offsets; each batch must fit in one slot)")
-	flightURL := fs.String("flight", "", "send to ring --ring of the alloy serve-flight gateway at this URL (grpc://HOST:PORT)")
-	fs.BoolVar(&dictionaryDeltas, "dictionary-deltas", false, "send grown dictionaries as delta dictionary batches (ipc mode)")
-	fs.Parse(args)
-	if err := requireRing(*name); err != nil {
-		return err
-	}
-	if err := checkMode(*mode); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New("exactly one input FILE is required")
-	}
-	path := fs.Arg(0)
-	if _, err := os.Stat(path); err != nil {
-		return err
-	}
-	if *flightURL != "" {
-		return sendFlight(*flightURL, *name, *mode, path)
-	}
-	r, p, err := openProducer(*name)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	// A truncated ring is the error, whatever failed (ring/fault.go).
-	defer r.CatchFault(ring.TrapFaults(), &err)
-	var w recordWriter
-	var s summary
-	bar := newProgress("sending")
-	schema, err := eachRecord(path, func(schema *arrow.Schema, rec arrow.RecordBatch) error {
-		if w == nil {
-			var err error
-			if w, err = newRecordWriter(*mode, p, schema); err != nil {
-				return err
-			}
-		}
-		s.Rows += uint64(rec.NumRows())
-		err := w.Write(rec)
-		bar.update(w.Batches(), s.Rows, w.BytesSent())
-		return err
-	})
-	bar.done()
-	if err == nil && w == nil { // no records: still publish the schema
-		w, err = newRecordWriter(*mode, p, schema)
-	}
-	if w == nil || err != nil {
-		// A failed send does not end the stream as if it were complete:
-		// the producer detaches (as the Rust CLI's does), so consumers
-		// keep waiting for a producer to attach again.
-		p.Detach()
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	s.Batches, s.Bytes = w.Batches(), w.BytesSent()
-	return printJSON(s)
 }
 
 // recordWriter is what send needs of arrowshm.Writer and CDataWriter.
@@ -169,80 +58,6 @@ func newRecordWriter(mode string, p *ring.Producer, schema *arrow.Schema) (recor
 
 // dictionaryDeltas is send's --dictionary-deltas.
 var dictionaryDeltas bool
-
-// recv joins a ring, says "ready", and writes the records it receives to
-// an Arrow IPC stream file until end of stream.
-func recv(args []string) (err error) {
-	fs := newFlags("recv")
-	name := fs.String("ring", "", "ring name")
-	out := fs.String("out", "", "output Arrow IPC stream file")
-	fs.Parse(args)
-	if err := requireRing(*name); err != nil {
-		return err
-	}
-	if *out == "" {
-		return errors.New("--out FILE is required")
-	}
-	r, err := ring.Open(*name)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	// A truncated ring is the error, whatever failed (ring/fault.go), e.g.
-	// arrow-go writing out a record read in place.
-	defer r.CatchFault(ring.TrapFaults(), &err)
-	c, err := r.Subscribe(ring.ConsumerOptions{})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	f, err := os.Create(*out)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fmt.Println("ready")
-	rd := arrowshm.NewReader(r, c, arrowshm.WithZeroCopy()) // each record is written out, then released
-	defer rd.Release()
-	// The ipc.Writer keeps the last dictionary of each field: it gets
-	// copies, as a dictionary read in place holds its batch's slot.
-	dicts := arrowshm.NewDictionaryCopier(nil)
-	defer dicts.Release()
-	bw := bufio.NewWriter(f)
-	var iw *ipc.Writer
-	var s summary
-	bar := newProgress("receiving")
-	defer bar.done()
-	for rd.Next() {
-		rec := dicts.Copy(rd.RecordBatch())
-		if iw == nil {
-			iw = ipc.NewWriter(bw, ipc.WithSchema(rd.Schema()))
-		}
-		err := iw.Write(rec)
-		rec.Release()
-		if err != nil {
-			return fmt.Errorf("%s: %w", *out, err)
-		}
-		s.Batches++
-		s.Rows += uint64(rd.RecordBatch().NumRows())
-		bar.update(s.Batches, s.Rows, rd.BytesReceived())
-	}
-	bar.done()
-	if err := rd.Err(); err != nil {
-		return err
-	}
-	if iw == nil {
-		iw = ipc.NewWriter(bw, ipc.WithSchema(rd.Schema()))
-	}
-	if err := iw.Close(); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	s.Bytes = rd.BytesReceived()
-	return printJSON(s)
-}
 
 // arrowGen (hidden, for benches/arrow_ipc.rs) builds one record of about
 // --bytes bytes (an int64 column and a utf8 column with every 10th value

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/ignalina/alloy/go/ring"
 )
@@ -36,8 +39,7 @@ func stat(args []string) error {
 	asJSON := fs.Bool("json", false, "print one line of JSON")
 	interval := fs.Uint("interval", uint(ring.DefaultStatInterval/time.Millisecond), "milliseconds between the two samples the rates come from (0: one sample, no rates)")
 	raw := fs.Bool("raw", false, "print every header field, table entry and slot header as JSON")
-	fs.Parse(reorder(args))
-	n, err := ringArg(*name, fs.Args())
+	n, err := ringArg(*name, parseFlags(fs, args, 1))
 	if err != nil {
 		return err
 	}
@@ -63,31 +65,6 @@ func stat(args []string) error {
 	return nil
 }
 
-// reorder moves flags after a positional NAME in front of it, so that both
-// `stat NAME --json` and `stat --json NAME` parse (package flag stops at the
-// first non-flag argument).
-func reorder(args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--":
-			pos = append(pos, args[i+1:]...)
-			i = len(args)
-		case len(a) > 1 && a[0] == '-':
-			flags = append(flags, a)
-			// A flag taking a separate value: --ring NAME, --interval 50.
-			if (a == "--ring" || a == "-ring" || a == "--interval" || a == "-interval" || a == "--dir" || a == "-dir") && i+1 < len(args) {
-				i++
-				flags = append(flags, args[i])
-			}
-		default:
-			pos = append(pos, a)
-		}
-	}
-	return append(flags, pos...)
-}
-
 // rawStat prints the ring's Snapshot without payloads.
 func rawStat(name string) error {
 	r, err := ring.Open(name)
@@ -110,8 +87,7 @@ func watch(args []string) error {
 	fs := newFlags("watch")
 	name := fs.String("ring", "", "ring name (under /dev/shm)")
 	interval := fs.Uint("interval", 1000, "refresh period in milliseconds")
-	fs.Parse(reorder(args))
-	n, err := ringArg(*name, fs.Args())
+	n, err := ringArg(*name, parseFlags(fs, args, 1))
 	if err != nil {
 		return err
 	}
@@ -119,6 +95,7 @@ func watch(args []string) error {
 		return errors.New("--interval must be at least 1 ms")
 	}
 	period := time.Duration(*interval) * time.Millisecond
+	tty := term.IsTerminal(int(os.Stdout.Fd()))
 	ino, ok := inode(n)
 	if !ok {
 		return fmt.Errorf("ring %q does not exist", n)
@@ -138,8 +115,13 @@ func watch(args []string) error {
 			return err
 		}
 		s = s.WithRates(prev)
-		// Home the cursor and clear the screen, then redraw.
-		fmt.Printf("\x1b[H\x1b[2J%s\n(every %d ms; Ctrl-C to quit)\n", s.Render(), *interval)
+		if tty {
+			// Home the cursor and clear the screen, then redraw.
+			fmt.Printf("\x1b[H\x1b[2J%s\n(every %d ms; Ctrl-C to quit)\n", s.Render(), *interval)
+		} else {
+			// Into a pipe or file: frames one after the other, no escape codes.
+			fmt.Printf("%s\n", s.Render())
+		}
 		prev = s
 	}
 }
@@ -159,13 +141,18 @@ func ls(args []string) error {
 	fs := newFlags("ls")
 	asJSON := fs.Bool("json", false, "print JSON")
 	dir := fs.String("dir", "/dev/shm", "directory to scan")
-	fs.Parse(args)
-	if fs.NArg() != 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	rings, err := ring.ListDir(*dir)
+	parseFlags(fs, args, 0)
+	all, err := ring.ListDir(*dir)
 	if err != nil {
 		return err
+	}
+	// A file this user cannot read cannot be shown to be an Alloy ring
+	// (other users' files under /dev/shm): not listed.
+	rings := make([]ring.Listing, 0, len(all))
+	for _, r := range all {
+		if r.Error == nil || !strings.HasPrefix(*r.Error, "cannot read") {
+			rings = append(rings, r)
+		}
 	}
 	if *asJSON {
 		return printJSON(rings)

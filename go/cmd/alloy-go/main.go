@@ -12,22 +12,37 @@ import (
 	"github.com/ignalina/alloy/go/ring"
 )
 
-func usage() {
-	fmt.Fprintln(os.Stderr, `usage: alloy-go <command> [flags]
+// usageText is the tool's help; the Rust tool alloy takes the same commands
+// and arguments.
+const usageText = `usage: alloy-go <command> [arguments]   (alloy-go <command> -h: its flags)
 
-commands:
-  version   print the tool and layout version
-  create    create a named ring: --ring NAME --slots N --slot-size BYTES
-            [--max-subscribers S] [--max-members M] [--schema-capacity C]
-  rm        remove a named ring: --ring NAME
+commands (the Rust tool alloy takes the same):
+  version   print the tool and layout version (also --version)
+  create    create a named ring: NAME (or --ring NAME) [--slots N (64)]
+            [--slot-size BYTES (1048576)] [--max-subscribers S (16)]
+            [--max-members M (32)] [--schema-capacity C (65536)]
+  rm        remove a named ring: NAME (or --ring NAME)
   stat      print a ring's producer, consumers (lag, leases), fill and rates:
             NAME [--json] [--interval MS (200)] [--raw: every header field as JSON]
   watch     redraw stat live until Ctrl-C or the ring is removed: NAME [--interval MS (1000)]
   ls        list the Alloy rings under /dev/shm: [--json]
-  send      send an Arrow IPC file or stream, then close: --ring NAME [--mode ipc] FILE
+  send      send an Arrow IPC file or stream (LZ4/ZSTD-compressed too), then close
+            the stream: --ring NAME [--mode ipc|cdata] [--resume] [--new-stream] FILE
+            (FILE - is standard input; a pipe or FIFO is sent batch by batch),
             or to a remote ring: --flight grpc://HOST:PORT --ring NAME FILE
-  recv      print "ready", then write received batches to an Arrow IPC stream: --ring NAME --out FILE`)
-}
+  recv      print "ready" once every check passed, then write the received batches
+            to an Arrow IPC stream: --ring NAME --out FILE (- : standard output)
+            [--timeout DURATION] [--compression lz4|zstd|none]
+            The file is written as FILE.partial and renamed to FILE at the end;
+            every ending (end of stream, Ctrl-C/SIGTERM, --timeout, a dead
+            producer, the ring removed or re-created, a refused message) leaves
+            a complete Arrow IPC stream of the batches received whole and one
+            line saying what happened; if the file cannot be written (disk full)
+            or no schema arrived, no file is left. Exit status: 0 at end of
+            stream, 124 after --timeout, 128+N after signal N, else 1.
+  help      this text`
+
+func usage() { fmt.Fprintln(os.Stderr, usageText) }
 
 func main() {
 	if len(os.Args) < 2 {
@@ -35,7 +50,19 @@ func main() {
 		os.Exit(2)
 	}
 	cmd, args := os.Args[1], os.Args[2:]
+	switch cmd {
+	case "-h", "--help", "-help", "help":
+		fmt.Println(usageText)
+		return
+	case "--version", "-version", "-V":
+		cmd = "version"
+	}
 	err := run(cmd, args)
+	var ex exitError
+	if errors.As(err, &ex) {
+		fmt.Fprintf(os.Stderr, "alloy-go %s: %s\n", cmd, ex.msg)
+		os.Exit(ex.code)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "alloy-go %s: %v\n", cmd, err)
 		if errors.Is(err, ring.ErrTruncated) {
@@ -44,6 +71,15 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// exitError ends the tool with its message and exit status (recv's
+// endings other than the end of stream).
+type exitError struct {
+	msg  string
+	code int
+}
+
+func (e exitError) Error() string { return e.msg }
 
 // exitTruncated is the exit status when a ring's file was truncated under
 // the process (the Rust CLI exits with the same status on SIGBUS).
@@ -69,6 +105,8 @@ func run(cmd string, args []string) (err error) {
 	}()
 	switch cmd {
 	case "version":
+		fs := newFlags("version")
+		parseFlags(fs, args, 0)
 		fmt.Printf("alloy-go 0.1.0 (layout version %d)\n", ring.Version)
 	case "create":
 		err = create(args)
@@ -114,15 +152,18 @@ func requireRing(name string) error {
 
 func create(args []string) error {
 	fs := newFlags("create")
-	name := fs.String("ring", "", "ring name (under /dev/shm)")
+	name := ringName(fs)
 	def := ring.DefaultConfig()
 	slots := fs.Uint("slots", uint(def.SlotCount), "number of slots (power of two)")
-	slotSize := fs.Uint("slot-size", uint(def.SlotSize), "slot payload bytes (multiple of 64)")
-	subs := fs.Uint("max-subscribers", uint(def.MaxSubscribers), "subscriber table entries")
-	members := fs.Uint("max-members", uint(def.MaxMembers), "member table entries")
-	schema := fs.Uint("schema-capacity", uint(def.SchemaCapacity), "schema area bytes (multiple of 64)")
-	fs.Parse(args)
-	if err := requireRing(*name); err != nil {
+	slotSize := fs.Uint("slot-size", uint(def.SlotSize), "slot payload bytes (multiple of 64): the largest message")
+	subs := fs.Uint("max-subscribers", uint(def.MaxSubscribers), "subscriber entries (broadcast consumers + queue groups)")
+	members := fs.Uint("max-members", uint(def.MaxMembers), "member entries (attached consumer handles)")
+	schema := fs.Uint("schema-capacity", uint(def.SchemaCapacity), "bytes reserved for the stream schema")
+	n, err := name(parseFlags(fs, args, 1))
+	if err != nil {
+		return err
+	}
+	if err := checkNewName(n); err != nil {
 		return err
 	}
 	cfg := ring.Config{
@@ -132,19 +173,21 @@ func create(args []string) error {
 	if uint64(*slots) != uint64(cfg.SlotCount) || uint64(*slotSize) != uint64(cfg.SlotSize) {
 		return fmt.Errorf("--slots or --slot-size out of range")
 	}
-	r, err := ring.Create(*name, cfg)
+	r, err := ring.Create(n, cfg)
 	if err != nil {
 		return err
 	}
+	// The same line as the Rust tool's.
+	fmt.Printf("created ring %q: %d slots x %d bytes, %d bytes total\n", n, cfg.SlotCount, cfg.SlotSize, r.Layout().TotalSize)
 	return r.Close()
 }
 
 func remove(args []string) error {
 	fs := newFlags("rm")
-	name := fs.String("ring", "", "ring name (under /dev/shm)")
-	fs.Parse(args)
-	if err := requireRing(*name); err != nil {
+	name := ringName(fs)
+	n, err := name(parseFlags(fs, args, 1))
+	if err != nil {
 		return err
 	}
-	return ring.Remove(*name)
+	return ring.Remove(n)
 }

@@ -49,6 +49,11 @@ func printJSON(v any) error {
 	return json.NewEncoder(os.Stdout).Encode(v)
 }
 
+// printJSONTo is printJSON onto w (recv --out - keeps stdout for the data).
+func printJSONTo(w io.Writer) func(any) error {
+	return func(v any) error { return json.NewEncoder(w).Encode(v) }
+}
+
 // testProduce sends --count checked messages with blocking back-pressure,
 // then closes the stream. Blocked for longer than --reclaim-after, it
 // detaches consumers that died (LAYOUT §11.3).

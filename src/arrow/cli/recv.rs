@@ -305,8 +305,8 @@ pub fn recv(opts: &RecvOptions<'_>, ready: impl FnOnce()) -> Result<RecvReport, 
     let ino = inode(name);
     let ended = |r: &Ring| {
         format!(
-            "the stream on ring {name:?} ended at sequence {} (its producer closed it); \
-             a ring carries one stream: create a new ring",
+            "the stream on ring {name:?} ended at sequence {} (its producer closed it): \
+             a sender can start a new one (send --new-stream), or create a new ring",
             r.published()
         )
     };
