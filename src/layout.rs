@@ -77,6 +77,12 @@ pub mod off {
     pub const PRODUCER_START: usize = 84;
     /// `producer_heartbeat` (u64).
     pub const PRODUCER_HEARTBEAT: usize = 88;
+    /// `stream_start` (u64): sequence number of the current stream's first
+    /// message (LAYOUT.md §4.1).
+    pub const STREAM_START: usize = 96;
+    /// `stream_gen` (u32): generation of the current stream, 0 for the
+    /// first (LAYOUT.md §4.1).
+    pub const STREAM_GEN: usize = 104;
     /// `data_waiters` (u32).
     pub const DATA_WAITERS: usize = 128;
     /// `data_futex` (u32).
@@ -92,6 +98,11 @@ pub mod off {
     pub const TABLE_LOCK: usize = 152;
     /// `table_lock_start` (u32): the high half of that identity word.
     pub const TABLE_LOCK_START: usize = 156;
+    /// `lost_count` (u64): consumer members reclaimed because their process
+    /// died (LAYOUT.md §11.3).
+    pub const LOST_COUNT: usize = 160;
+    /// `lost_pid` (u32): pid of the last consumer reclaimed.
+    pub const LOST_PID: usize = 168;
     /// `schema_seq` (u32).
     pub const SCHEMA_SEQ: usize = 192;
     /// `schema_len` (u32).
@@ -138,6 +149,9 @@ pub mod off {
     pub const SLOT_LEN: usize = 8;
     /// Slot header: `flags` (u32).
     pub const SLOT_FLAGS: usize = 12;
+    /// Slot header: `gen` (u32), the stream generation of the message
+    /// (LAYOUT.md §4.1).
+    pub const SLOT_GEN: usize = 16;
 }
 
 /// The done-word encoding of work-queue subscribers (LAYOUT.md §3.3).

@@ -45,6 +45,17 @@ type Consumer struct {
 	stalledSince time.Time // since when the ring is stalled by our own leases (retention.go); zero: not stalled
 	stalledAt    uint64    // the sequence it is stalled at
 
+	// Stream generations (LAYOUT §4.1): the stream this consumer reads,
+	// whether its end was reported, the end of the stream it joined after
+	// it had ended (then Recv fails with ErrStreamEnded, not io.EOF), and
+	// the next stream's first message, claimed when the end of ours was
+	// found and handed out by the next receive.
+	gen         uint32
+	endReported bool
+	joinedEnded bool
+	endedAt     uint64
+	pending     *Lease
+
 	hb          *heartbeat
 	outstanding atomic.Int64 // leases not yet released
 	closing     atomic.Bool
@@ -88,6 +99,12 @@ func (r *Ring) attach(kind, group uint32, opts ConsumerOptions) (*Consumer, erro
 		dataFutex:   u32At(m, offDataFutex),
 		producerID:  u64At(m, offProducerPid),
 	}
+	// Which stream we joined (LAYOUT §4.1): read after our cursor is placed,
+	// so an older stream's messages past it are skipped.
+	c.gen = u32At(m, offStreamGen).Load()
+	if c.closed.Load() == 1 {
+		c.joinedEnded, c.endReported, c.endedAt = true, true, c.published.Load()
+	}
 	// LAYOUT §11.1: the member's and the subscriber's heartbeats, for as
 	// long as the entry is ours (a reclaim by a producer that wrongly
 	// judged us dead may have handed it to someone else).
@@ -105,6 +122,7 @@ func (r *Ring) attach(kind, group uint32, opts ConsumerOptions) (*Consumer, erro
 type Lease struct {
 	c           *Consumer
 	seq         uint64
+	gen         uint32
 	data        []byte
 	flags       uint32
 	redelivered bool
@@ -118,6 +136,10 @@ func (l *Lease) Bytes() []byte { return l.data }
 // Seq returns the message's sequence number (0 for the first message ever
 // published on the ring).
 func (l *Lease) Seq() uint64 { return l.seq }
+
+// StreamGen returns the generation of the stream the message belongs to
+// (LAYOUT §4.1).
+func (l *Lease) StreamGen() uint32 { return l.gen }
 
 // Flags returns the application flags the producer published with.
 func (l *Lease) Flags() uint32 { return l.flags }
@@ -165,9 +187,70 @@ func (l *Lease) Release() {
 	}
 }
 
-// poll is one attempt of LAYOUT §5.1: a lease, io.EOF, or (nil, nil) when
-// the ring is empty for now.
+// StreamGen returns the generation of the stream this consumer is reading
+// (LAYOUT §4.1).
+func (c *Consumer) StreamGen() uint32 { return c.gen }
+
+// poll is one receive attempt with the stream generations of LAYOUT §4.1:
+// a lease, io.EOF, or (nil, nil) when the ring is empty for now. A message
+// of a newer stream ends ours first (io.EOF once; the message is kept for
+// the next call); messages of an older stream (published while we joined)
+// are skipped; a consumer that joined an ended stream gets ErrStreamEnded.
 func (c *Consumer) poll() (*Lease, error) {
+	if l := c.pending; l != nil {
+		c.pending = nil
+		return l, nil
+	}
+	for {
+		l, err := c.pollRing()
+		switch {
+		case l != nil && l.gen == c.gen:
+			c.endReported, c.joinedEnded = false, false
+			return l, nil
+		case l != nil && int32(l.gen-c.gen) > 0:
+			c.gen, c.joinedEnded = l.gen, false
+			if c.endReported {
+				c.endReported = false
+				return l, nil
+			}
+			c.pending = l
+			return nil, io.EOF
+		case l != nil:
+			l.Release() // an older stream's message: not ours
+			continue
+		case err == io.EOF:
+			return c.atEnd()
+		case err != nil:
+			return nil, err
+		}
+		if g := u32At(c.r.mem, offStreamGen).Load(); g != c.gen {
+			// A new stream started and we read everything before it: our
+			// stream has ended.
+			c.gen, c.joinedEnded = g, false
+			if !c.endReported {
+				return nil, io.EOF
+			}
+			c.endReported = false
+		}
+		return nil, nil
+	}
+}
+
+// atEnd: the ring reports the end of its current stream and we read all
+// of it.
+func (c *Consumer) atEnd() (*Lease, error) {
+	if g := u32At(c.r.mem, offStreamGen).Load(); g != c.gen {
+		c.gen, c.joinedEnded = g, false
+	} else if c.joinedEnded {
+		return nil, c.r.streamEnded(c.endedAt, false)
+	}
+	c.endReported = true
+	return nil, io.EOF
+}
+
+// pollRing is one attempt of LAYOUT §5.1: a lease, io.EOF, or (nil, nil)
+// when the ring is empty for now.
+func (c *Consumer) pollRing() (*Lease, error) {
 	if c.kind == kindQueue {
 		seq, again, ok, ended := c.r.queueClaim(c.sub, c.mem)
 		if ended && c.checkGroup(true) {
@@ -225,7 +308,7 @@ func (c *Consumer) lease(seq uint64) (*Lease, error) {
 	}
 	c.outstanding.Add(1)
 	p := slot + SlotHeaderSize
-	return &Lease{c: c, seq: seq, data: m[p : p+uint64(n) : p+uint64(n)], flags: u32At(m, slot+slotFlags).Load()}, nil
+	return &Lease{c: c, seq: seq, gen: u32At(m, slot+slotGen).Load(), data: m[p : p+uint64(n) : p+uint64(n)], flags: u32At(m, slot+slotFlags).Load()}, nil
 }
 
 // TryRecv returns the next message without waiting: ErrEmpty when there is
@@ -397,6 +480,11 @@ func (c *Consumer) Close() (err error) {
 	defer c.CatchFault(TrapFaults(), &err)
 	if c.closing.Swap(true) {
 		return ErrClosed
+	}
+	if l := c.pending; l != nil {
+		// The next stream's first message, claimed but never handed out.
+		c.pending = nil
+		l.Release()
 	}
 	if c.outstanding.Load() == 0 {
 		c.detach()

@@ -46,6 +46,24 @@ var (
 	// ErrClosed: the handle was closed, or the stream was closed before the
 	// producer attached.
 	ErrClosed = errors.New("alloy: closed")
+	// ErrStreamEnded: the ring's stream was closed (LAYOUT §4.1). A producer
+	// attaching without ProducerOptions.NewStream gets it (wrapped together
+	// with ErrClosed), and so does a consumer that joined after the end and
+	// has nothing to read until a producer starts a new stream.
+	ErrStreamEnded = errors.New("alloy: the stream has ended")
+	// ErrNoConsumers: a producer with ProducerOptions.RequireConsumers found
+	// no subscriber attached; nothing was published (LAYOUT §4.2).
+	ErrNoConsumers = errors.New("alloy: no consumer attached")
+	// ErrConsumerLost: a consumer process died and was detached since the
+	// last send (ProducerOptions.ReportLostConsumers); the message was not
+	// published. The error is a *ConsumerLostError.
+	ErrConsumerLost = errors.New("alloy: a consumer died")
+	// ErrTooFewConsumers: Producer.WaitForConsumers ended (context done)
+	// before enough consumers attached; it wraps the context's error too.
+	ErrTooFewConsumers = errors.New("alloy: too few consumers attached")
+	// ErrConfigMismatch: OpenOrCreate found an existing ring whose geometry
+	// differs from a non-zero field of the Config asked for.
+	ErrConfigMismatch = errors.New("alloy: ring geometry differs")
 	// ErrForeignOwner: a named region is owned by another user (Open
 	// refuses it; OpenForeign accepts it on purpose), or is not a regular
 	// file.

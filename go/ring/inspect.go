@@ -14,6 +14,8 @@ type Snapshot struct {
 	ProducerPid       uint32
 	ProducerStart     uint32 // with ProducerPid, the identity word (LAYOUT §11.1)
 	ProducerHeartbeat uint64
+	StreamStart       uint64 // first sequence of the current stream (LAYOUT §4.1)
+	StreamGen         uint32 // generation of the current stream
 
 	DataWaiters    uint32
 	DataFutex      uint32
@@ -22,6 +24,8 @@ type Snapshot struct {
 	TableEpoch     uint64
 	TableLock      uint32
 	TableLockStart uint32
+	LostCount      uint64 // consumer members reclaimed as dead (LAYOUT §11.3)
+	LostPid        uint32 // the last one's pid
 
 	SchemaSeq uint32
 	SchemaLen uint32
@@ -47,9 +51,9 @@ type MemberSnapshot struct {
 // SlotSnapshot is one slot header and its payload (LAYOUT §3.4). Payload
 // aliases the mapping and is payload[0:len] clamped to slot_size.
 type SlotSnapshot struct {
-	Stamp      uint64
-	Len, Flags uint32
-	Payload    []byte
+	Stamp           uint64
+	Len, Flags, Gen uint32 // Gen: the message's stream generation (LAYOUT §4.1)
+	Payload         []byte
 }
 
 // Snapshot decodes the region.
@@ -62,9 +66,11 @@ func (r *Ring) Snapshot() Snapshot {
 		Published: u64(offPublished), Closed: u32(offClosed), Error: u32(offError),
 		ProducerPid: u32(offProducerPid), ProducerStart: u32(offProducerStart),
 		ProducerHeartbeat: u64(offProducerHeartbeat),
-		DataWaiters:       u32(offDataWaiters), DataFutex: u32(offDataFutex),
+		StreamStart:       u64(offStreamStart), StreamGen: u32(offStreamGen),
+		DataWaiters: u32(offDataWaiters), DataFutex: u32(offDataFutex),
 		SpaceWaiters: u32(offSpaceWaiters), SpaceFutex: u32(offSpaceFutex),
 		TableEpoch: u64(offTableEpoch), TableLock: u32(offTableLock), TableLockStart: u32(offTableLockStart),
+		LostCount: u64(offLostCount), LostPid: u32(offLostPid),
 		SchemaSeq: u32(offSchemaSeq), SchemaLen: u32(offSchemaLen),
 	}
 	for k := uint32(0); k < l.MaxSubscribers; k++ {
@@ -92,7 +98,7 @@ func (r *Ring) Snapshot() Snapshot {
 		n := min(u32(o+slotLen), l.SlotSize)
 		p := o + SlotHeaderSize
 		s.Slots = append(s.Slots, SlotSnapshot{
-			Stamp: u64(o + slotStamp), Len: u32(o + slotLen), Flags: u32(o + slotFlags),
+			Stamp: u64(o + slotStamp), Len: u32(o + slotLen), Flags: u32(o + slotFlags), Gen: u32(o + slotGen),
 			Payload: m[p : p+uint64(n)],
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,33 @@ type ProducerOptions struct {
 	// a system call, polling the gate and yielding the goroutine (as Rust's
 	// WaitStrategy::Spin), for the lowest latency at the cost of a core.
 	Wait WaitStrategy
+	// NewStream starts a new stream on the ring (LAYOUT §4.1): a ring whose
+	// stream was closed can then carry another. The stream generation goes
+	// up by one, the new stream starts at the current sequence, and the
+	// schema area is emptied (the new stream may have another schema).
+	// Consumers attached across the change drain the old stream, get io.EOF
+	// once, then receive the new stream. On an open ring with messages it
+	// ends that stream too (its producer died or detached); on an open,
+	// empty stream it changes nothing. Without it, NewProducer on a closed
+	// ring fails with ErrStreamEnded.
+	NewStream bool
+	// RequireConsumers makes Reserve and Send fail with ErrNoConsumers,
+	// writing nothing, while no subscriber is attached, instead of
+	// publishing messages nobody will read (LAYOUT §4.2). Combine with
+	// WaitForConsumers at start-up. Such a producer also looks for dead
+	// consumers every ReclaimAfter while it publishes, so a consumer killed
+	// mid-stream is noticed even when the ring is not full.
+	RequireConsumers bool
+	// ReportLostConsumers makes the first Reserve/Send after a consumer
+	// process was found dead and detached fail once with a
+	// *ConsumerLostError (ErrConsumerLost); nothing is published, send
+	// again to go on. Deaths are always logged (Logger) and counted
+	// (ConsumersLost); like RequireConsumers, this makes the producer look
+	// for dead consumers every ReclaimAfter.
+	ReportLostConsumers bool
+	// Logger receives the warning logged when a consumer died; nil means
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // Producer is the single writer of a ring (LAYOUT §4). It is not safe for
@@ -65,6 +93,17 @@ type Producer struct {
 	fullSince   time.Time
 	nextReclaim time.Time
 	hb          *heartbeat
+
+	gen uint32 // generation of the stream we write, stored in every slot (LAYOUT §4.1)
+
+	// What the producer knows about its consumers (watch.go, LAYOUT §4.2).
+	receivers    Receivers // attached at the last count
+	countEpoch   uint64    // table_epoch of that count
+	counted      bool
+	last         Receivers // what the last published message was published to
+	lostAtAttach uint64    // lost_count at attach
+	lostSeen     uint64    // lost_count last seen and reported
+	nextWatch    time.Time // when a watching producer next looks for dead consumers
 
 	// Hot-path words, resolved once.
 	published   *atomic.Uint64
@@ -107,11 +146,18 @@ func (r *Ring) NewProducer(opts ProducerOptions) (*Producer, error) {
 		r.release()
 		return nil, err
 	}
-	if u32At(m, offClosed).Load() == 1 {
+	switch {
+	case opts.NewStream:
+		p.gen = r.startStream()
+	case u32At(m, offClosed).Load() == 1:
 		p.idWord.CompareAndSwap(p.id, 0)
 		r.release()
-		return nil, fmt.Errorf("%w: the stream has ended", ErrClosed)
+		return nil, r.streamEnded(p.published.Load(), true)
+	default:
+		p.gen = u32At(m, offStreamGen).Load() // we are now its only writer
 	}
+	p.lostAtAttach = u64At(m, offLostCount).Load()
+	p.lostSeen = p.lostAtAttach
 	p.next = p.published.Load() // we are now its only writer
 	p.hb = startHeartbeat(r.env.monoNs, func() bool { return p.idWord.Load() == p.id }, p.heartbeat)
 	return p, nil
@@ -200,6 +246,7 @@ func (p *Producer) ReserveContext(ctx context.Context, n int) ([]byte, error) {
 		return nil, fmt.Errorf("%w: len %d, max %d", ErrMessageTooLarge, n, p.r.lay.SlotSize)
 	}
 	p.reserved = false
+	p.watchDue()
 	if !p.hasSpace() {
 		p.markFull()
 		if p.opts.Backpressure.Kind != Block {
@@ -213,6 +260,9 @@ func (p *Producer) ReserveContext(ctx context.Context, n int) ([]byte, error) {
 		}
 	}
 	p.fullSince = time.Time{}
+	if err := p.checkConsumers(); err != nil {
+		return nil, err
+	}
 	p.reserved = true
 	off := p.r.lay.slotOff(p.next) + SlotHeaderSize
 	return p.r.mem[off : off+uint64(n) : off+uint64(p.r.lay.SlotSize)], nil
@@ -343,6 +393,8 @@ func (p *Producer) Publish(n int, flags uint32) error {
 	m := p.r.mem
 	u32At(m, slot+slotLen).Store(uint32(n)) // Relaxed in §4; ordered by the stamp
 	u32At(m, slot+slotFlags).Store(flags)
+	u32At(m, slot+slotGen).Store(p.gen) // LAYOUT §4.1; ordered by the stamp
+	p.last = p.receivers
 	// Release: pairs with the consumer's Acquire load of the stamp, which
 	// then sees the payload, len and flags.
 	u64At(m, slot+slotStamp).Store(p.next + 1)
@@ -373,6 +425,10 @@ func (p *Producer) SendContext(ctx context.Context, b []byte, flags uint32) erro
 	copy(buf, b)
 	return p.Publish(len(b), flags)
 }
+
+// StreamGen returns the generation of the stream this producer writes (0
+// for a ring's first stream; see NewStream).
+func (p *Producer) StreamGen() uint32 { return p.gen }
 
 // Published returns the number of messages published so far.
 func (p *Producer) Published() uint64 { return p.next }

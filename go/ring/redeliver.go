@@ -189,6 +189,8 @@ func (r *Ring) reclaimGroup(k uint32) uint64 {
 		moved += r.reclaimMember(k, j)
 		u32At(m, off+memState).Store(stateFree)
 		members.Add(^uint32(0))
+		r.noteLost(identityPid(u64At(m, off+memPid).Load()))
+		u64At(m, offTableEpoch).Add(1) // SeqCst; the producer notices the loss
 	}
 	r.unlockTable()
 	if moved > 0 {

@@ -232,6 +232,11 @@ func (r *Ring) Schema() ([]byte, error) {
 			continue
 		}
 		n := u32At(r.mem, offSchemaLen).Load()
+		if n == 0 {
+			// Cleared by a new stream that has not set its schema yet
+			// (LAYOUT §4.1, §9).
+			return nil, nil
+		}
 		if n > r.lay.SchemaCapacity {
 			return nil, fmt.Errorf("%w: schema_len %d exceeds capacity %d", ErrCorrupt, n, r.lay.SchemaCapacity)
 		}

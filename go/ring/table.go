@@ -157,6 +157,8 @@ func (r *Ring) leave(k, j uint32) {
 		if u32At(m, off+subMembers).Add(^uint32(0)) == 0 {
 			// The producer stops gating on us at its next rescan.
 			u32At(m, off+subState).Store(stateFree)
+			// SeqCst; the producer recounts its receivers (LAYOUT §5.3).
+			u64At(m, offTableEpoch).Add(1)
 		}
 	}
 	r.unlockTable()
@@ -184,11 +186,19 @@ func (r *Ring) reclaim() int {
 			futexWakeAll(f)
 		}
 	}()
+	defer func() {
+		if freed > 0 {
+			// SeqCst; counts and gates are recomputed (LAYOUT §5.3).
+			u64At(m, offTableEpoch).Add(1)
+		}
+	}()
 	for j := uint32(0); j < l.MaxMembers; j++ {
 		off := l.memberOff(j)
-		if u32At(m, off+memState).Load() != stateActive || !identityDead(u64At(m, off+memPid).Load()) {
+		who := u64At(m, off+memPid).Load()
+		if u32At(m, off+memState).Load() != stateActive || !identityDead(who) {
 			continue
 		}
+		r.noteLost(identityPid(who))
 		k := u32At(m, off+memSubscriber).Load()
 		// A queue group that survives its member gets the member's
 		// sequences back, before the entry is freed: a reclaimer dying

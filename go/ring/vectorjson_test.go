@@ -44,7 +44,7 @@ func interpret(t *testing.T, file []byte) map[string]any {
 	}
 	for i, e := range s.Slots {
 		slots = append(slots, map[string]any{
-			"index": i, "stamp": e.Stamp, "len": e.Len, "flags": e.Flags, "payload": hex.EncodeToString(e.Payload),
+			"index": i, "stamp": e.Stamp, "len": e.Len, "flags": e.Flags, "gen": e.Gen, "payload": hex.EncodeToString(e.Payload),
 		})
 	}
 	return map[string]any{
@@ -57,6 +57,7 @@ func interpret(t *testing.T, file []byte) map[string]any {
 		"creator_pid": s.CreatorPid, "created_ns": s.CreatedNs,
 		"published": s.Published, "closed": s.Closed, "error": s.Error, "producer_pid": s.ProducerPid,
 		"producer_start": s.ProducerStart, "producer_heartbeat": s.ProducerHeartbeat,
+		"stream_start": s.StreamStart, "stream_gen": s.StreamGen, "lost_count": s.LostCount, "lost_pid": s.LostPid,
 		"data_waiters": s.DataWaiters, "data_futex": s.DataFutex, "space_waiters": s.SpaceWaiters,
 		"space_futex": s.SpaceFutex, "table_epoch": s.TableEpoch, "table_lock": s.TableLock, "table_lock_start": s.TableLockStart,
 		"schema_seq": s.SchemaSeq, "schema_len": s.SchemaLen, "schema": hex.EncodeToString(schema),

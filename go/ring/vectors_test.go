@@ -72,11 +72,54 @@ func buildAfterOps(t testing.TB) *Ring {
 	return r
 }
 
+// buildNewStream runs the ring_new_stream script of LAYOUT §10: a second
+// stream on a closed ring.
+func buildNewStream(t testing.TB) *Ring {
+	r := memRing(t, small, producerEnv)
+	p := mustProducer(t, r, failBP)
+	if err := p.SetSchema([]byte("schema-v1")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.view(consumerEnv).Subscribe(ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j := 0; j < 2; j++ {
+		mustSend(t, p, opsMessage(j), uint32(j))
+	}
+	for j := 0; j < 2; j++ {
+		l, err := c.TryRecv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release()
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p, err = r.NewProducer(ProducerOptions{Backpressure: failBP, NewStream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetSchema([]byte("schema-v2")); err != nil {
+		t.Fatal(err)
+	}
+	for j := 2; j < 4; j++ {
+		mustSend(t, p, opsMessage(j), uint32(j))
+	}
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	c.hb.stop() // as in buildAfterOps
+	return r
+}
+
 // vectors maps each regenerable vector to its Go builder.
 var vectors = map[string]func(testing.TB) *Ring{
-	"small":          func(t testing.TB) *Ring { return memRing(t, small, producerEnv) },
-	"medium":         func(t testing.TB) *Ring { return memRing(t, medium, producerEnv) },
-	"ring_after_ops": buildAfterOps,
+	"small":           func(t testing.TB) *Ring { return memRing(t, small, producerEnv) },
+	"medium":          func(t testing.TB) *Ring { return memRing(t, medium, producerEnv) },
+	"ring_after_ops":  buildAfterOps,
+	"ring_new_stream": buildNewStream,
 }
 
 func readVector(t *testing.T, name string) []byte {

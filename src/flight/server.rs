@@ -190,6 +190,8 @@ fn ring_status(name: &str, e: RingError) -> Status {
         RingError::Closed => Status::failed_precondition(format!(
             "{msg}: its producer closed it; remove the ring (alloy rm --ring {name}) or send to a new name"
         )),
+        // The message names the ring and says what to do.
+        RingError::StreamEnded { .. } => Status::failed_precondition(format!("{msg} (closed)")),
         RingError::MessageTooLarge { .. } | RingError::SchemaTooLarge { .. } => {
             Status::invalid_argument(msg)
         }

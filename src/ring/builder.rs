@@ -21,6 +21,7 @@
 
 use std::time::Duration;
 
+use super::producer::AttachOptions;
 use super::{Backpressure, Consumer, Producer, Ring, RingError};
 use crate::layout::{kind, RingConfig};
 use crate::region::RegionError;
@@ -71,6 +72,7 @@ impl Ring {
             backpressure: Backpressure::default(),
             wait: WaitStrategy::default(),
             reclaim_after: None,
+            opts: AttachOptions::default(),
         }
     }
 
@@ -216,9 +218,48 @@ pub struct ProducerBuilder {
     backpressure: Backpressure,
     wait: WaitStrategy,
     reclaim_after: Option<Duration>,
+    opts: AttachOptions,
 }
 
 impl ProducerBuilder {
+    /// Starts a new stream on the ring (default: off; LAYOUT.md §4.1). A
+    /// ring whose stream was closed can then carry another: the stream
+    /// generation goes up by one, the new stream starts at the current
+    /// sequence, and the schema area is emptied (the new stream may have
+    /// another schema). Consumers attached across the change drain the old
+    /// stream, see its end once, then receive the new stream. On an open
+    /// ring with messages it ends that stream too (its producer died or
+    /// detached); on an open, empty stream it changes nothing. Without it,
+    /// attaching to a closed ring fails with [`RingError::StreamEnded`].
+    pub fn new_stream(mut self, on: bool) -> Self {
+        self.opts.new_stream = on;
+        self
+    }
+
+    /// Refuse to publish while no consumer is attached (default: off):
+    /// [`Producer::reserve`] and `send` fail with
+    /// [`RingError::NoConsumers`] and write nothing, instead of publishing
+    /// messages nobody will read (LAYOUT.md §4.2). Combine with
+    /// [`Producer::wait_for_consumers`] at start-up. Such a producer also
+    /// looks for dead consumers every `reclaim_after` while it publishes,
+    /// so a consumer killed mid-stream is noticed even when the ring is not
+    /// full.
+    pub fn require_consumers(mut self, on: bool) -> Self {
+        self.opts.require_consumers = on;
+        self
+    }
+
+    /// Report consumers that died (default: off): the first reserve/send
+    /// after a consumer process was found dead and detached fails once
+    /// with [`RingError::ConsumerLost`] (nothing published; send again to
+    /// go on). Deaths are always logged (`tracing::warn!`) and counted
+    /// ([`Producer::consumers_lost`]); like `require_consumers`, this makes
+    /// the producer look for dead consumers every `reclaim_after`.
+    pub fn report_lost_consumers(mut self, on: bool) -> Self {
+        self.opts.report_lost_consumers = on;
+        self
+    }
+
     /// What to do when the slowest consumer is a whole ring behind (default:
     /// block without timeout).
     pub fn backpressure(mut self, b: Backpressure) -> Self {
@@ -241,9 +282,12 @@ impl ProducerBuilder {
     }
 
     /// Attaches the producer ([`RingError::ProducerExists`] if a live one is
-    /// attached).
+    /// attached, [`RingError::StreamEnded`] if the ring's stream was closed
+    /// and [`ProducerBuilder::new_stream`] is off).
     pub fn create(self) -> Result<Producer, RingError> {
-        let mut p = self.ring.producer_with(self.backpressure, self.wait)?;
+        let mut p = self
+            .ring
+            .producer_opts(self.backpressure, self.wait, self.opts)?;
         if let Some(d) = self.reclaim_after {
             p.set_reclaim_after(d);
         }

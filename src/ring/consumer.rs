@@ -55,6 +55,8 @@ impl Drop for Member {
                 // SeqCst: the producer's scan stops gating on this entry.
                 sh.hdr32(s + off::SUB_STATE)
                     .store(state::FREE, Ordering::SeqCst);
+                // The producer recounts its receivers (LAYOUT.md §5.3).
+                sh.hdr64(off::TABLE_EPOCH).fetch_add(1, Ordering::SeqCst);
             }
         }
         drop(_g);
@@ -78,6 +80,16 @@ pub struct Consumer {
     /// The sequence the ring was found stalled behind by our own lease, and
     /// since when.
     stalled_since: Option<(u64, Instant)>,
+    /// Generation of the stream this consumer reads (LAYOUT.md §4.1).
+    gen: u32,
+    /// Whether the end of stream `gen` was reported already.
+    end_reported: bool,
+    /// `published` when this consumer joined a stream that had already
+    /// ended (it then gets [`RingError::StreamEnded`], not a silent end).
+    joined_ended: Option<u64>,
+    /// The first message of the next stream, claimed when the end of ours
+    /// was found; handed out by the next receive.
+    pending: Option<Lease>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -161,8 +173,14 @@ impl Consumer {
                 k
             }
         };
+        // Which stream we joined (LAYOUT.md §4.1): read after our cursor is
+        // placed, so an older stream's messages past it are skipped.
+        let gen = sh.hdr32(off::STREAM_GEN).load(Ordering::SeqCst);
+        let joined_ended = (sh.closed().load(Ordering::SeqCst) == 1)
+            .then(|| sh.published().load(Ordering::SeqCst));
         drop(guard);
-        // The producer may have parked after seeing the JOINING entry.
+        // The producer may have parked after seeing the JOINING entry, or
+        // be waiting for consumers.
         sh.wake_space();
         tracing::debug!(sub, member, kind = kind_, group, "consumer joined");
         let heartbeat = Heartbeat::start(
@@ -186,7 +204,16 @@ impl Consumer {
             group_checked: None,
             held_lease_timeout: Some(DEFAULT_HELD_LEASE_TIMEOUT),
             stalled_since: None,
+            gen,
+            end_reported: joined_ended.is_some(),
+            joined_ended,
+            pending: None,
         })
+    }
+
+    /// Generation of the stream this consumer is reading (LAYOUT.md §4.1).
+    pub fn stream_gen(&self) -> u32 {
+        self.gen
     }
 
     /// Sets how [`Consumer::recv`] waits (default: spin, then park).
@@ -452,7 +479,76 @@ impl Consumer {
         }
     }
 
+    /// One receive attempt with the stream generations of LAYOUT.md §4.1:
+    /// a message of a newer stream ends ours first (reported once, the
+    /// message is kept for the next call); messages of an older stream
+    /// (published while we joined) are skipped; a consumer that joined an
+    /// ended stream gets [`RingError::StreamEnded`].
     fn poll(&mut self) -> Result<Polled, RingError> {
+        if let Some(l) = self.pending.take() {
+            return Ok(Polled::Msg(l));
+        }
+        loop {
+            match self.poll_ring()? {
+                Polled::Msg(l) if l.gen == self.gen => {
+                    self.end_reported = false;
+                    self.joined_ended = None;
+                    return Ok(Polled::Msg(l));
+                }
+                Polled::Msg(l) if (l.gen.wrapping_sub(self.gen) as i32) > 0 => {
+                    self.gen = l.gen;
+                    self.joined_ended = None;
+                    if std::mem::replace(&mut self.end_reported, false) {
+                        return Ok(Polled::Msg(l));
+                    }
+                    self.pending = Some(l);
+                    return Ok(Polled::Ended);
+                }
+                // An older stream's message: not ours (dropped, released).
+                Polled::Msg(_) => continue,
+                Polled::Ended => return self.at_end(),
+                Polled::Empty => {
+                    let g = self
+                        .member
+                        .shared
+                        .hdr32(off::STREAM_GEN)
+                        .load(Ordering::SeqCst);
+                    if g != self.gen {
+                        // A new stream started and we have read everything
+                        // before it: our stream has ended.
+                        self.gen = g;
+                        self.joined_ended = None;
+                        if !std::mem::replace(&mut self.end_reported, false) {
+                            return Ok(Polled::Ended);
+                        }
+                    }
+                    return Ok(Polled::Empty);
+                }
+            }
+        }
+    }
+
+    /// The ring reports the end of its current stream and we have read all
+    /// of it.
+    fn at_end(&mut self) -> Result<Polled, RingError> {
+        let sh = &*self.member.shared;
+        let g = sh.hdr32(off::STREAM_GEN).load(Ordering::SeqCst);
+        if g == self.gen {
+            if let Some(seq) = self.joined_ended {
+                return Err(RingError::StreamEnded {
+                    ring: sh.region.name().unwrap_or("(anonymous)").to_string(),
+                    seq,
+                });
+            }
+        } else {
+            self.gen = g;
+            self.joined_ended = None;
+        }
+        self.end_reported = true;
+        Ok(Polled::Ended)
+    }
+
+    fn poll_ring(&mut self) -> Result<Polled, RingError> {
         let (seq, redelivered) = match self.claim() {
             Ok(got) => got,
             // Before reporting the end, make sure no dead member of the
@@ -471,10 +567,16 @@ impl Consumer {
                 // SAFETY: `off + len` ≤ slot end (len ≤ slot_size was
                 // checked) inside the mapping, kept alive by the Arc.
                 let ptr = unsafe { sh.region.base().add(off) };
+                // Relaxed: ordered after the stamp's Acquire load in
+                // `check_slot` (LAYOUT.md §4.1).
+                let gen = sh
+                    .hdr32(sh.layout.slot(slot) + off::SLOT_GEN)
+                    .load(Ordering::Relaxed);
                 m.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok(Polled::Msg(Lease {
                     member: m.clone(),
                     seq,
+                    gen,
                     ptr,
                     len: len as usize,
                     flags,
@@ -550,6 +652,9 @@ fn reclaim_dead_members(sh: &Shared, k: usize) -> u64 {
         sh.hdr32(m + off::MEM_STATE)
             .store(state::FREE, Ordering::SeqCst);
         members.fetch_sub(1, Ordering::SeqCst);
+        super::watch::note_lost(sh, pid);
+        // SeqCst: the producer notices the loss at its next reservation.
+        sh.hdr64(off::TABLE_EPOCH).fetch_add(1, Ordering::SeqCst);
         tracing::warn!(
             pid,
             member = j,
@@ -660,6 +765,7 @@ impl Drop for Notifier {
 pub struct Lease {
     member: Arc<Member>,
     seq: u64,
+    gen: u32,
     ptr: *const u8,
     len: usize,
     flags: u32,
@@ -678,6 +784,11 @@ impl Lease {
     /// The message's sequence number.
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// Generation of the stream the message belongs to (LAYOUT.md §4.1).
+    pub fn stream_gen(&self) -> u32 {
+        self.gen
     }
 
     /// The slot flags the producer published with the message.

@@ -27,6 +27,7 @@ pub(crate) mod redeliver;
 mod seqlock;
 use seqlock::SeqRead;
 pub mod stat;
+pub mod watch;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub use builder::{ConsumerBuilder, ProducerBuilder, RingBuilder};
 pub use consumer::{Consumer, Lease, DEFAULT_HELD_LEASE_TIMEOUT};
 pub use producer::{Backpressure, Producer, Reservation};
 pub use stat::{ConsumerStat, MemberStat, RingListing, RingStat, RingView};
+pub use watch::Receivers;
 
 /// Errors of the ring protocol.
 #[derive(Debug, Error)]
@@ -125,6 +127,56 @@ pub enum RingError {
     /// The producer already closed the stream.
     #[error("the stream is closed")]
     Closed,
+    /// The ring's stream has ended (LAYOUT.md §4.1): a producer attaching
+    /// without [`ProducerBuilder::new_stream`], or a consumer that joined
+    /// after the end and has nothing to read until a new stream starts.
+    #[error(
+        "the stream on ring {ring} ended at sequence {seq}: a producer must start a new stream \
+         on it (ProducerBuilder::new_stream; Go: ProducerOptions.NewStream), or remove the ring"
+    )]
+    StreamEnded {
+        /// The ring's name (`(anonymous)` for a memfd ring).
+        ring: String,
+        /// `published` when the stream ended: its last message was `seq - 1`.
+        seq: u64,
+    },
+    /// A producer built with `require_consumers` found no subscriber
+    /// attached: nothing was published (LAYOUT.md §4.2).
+    #[error(
+        "no consumer is attached to ring {ring}: message {seq} was not published \
+         (wait_for_consumers first, or build the producer without require_consumers)"
+    )]
+    NoConsumers {
+        /// The ring's name.
+        ring: String,
+        /// Sequence the message would have had.
+        seq: u64,
+    },
+    /// A consumer process died and was detached from the ring since the
+    /// last send (producers built with `report_lost_consumers`). The
+    /// message was not published; send it again to go on.
+    #[error(
+        "{lost} consumer(s) of the ring died and were detached (last: pid {pid}); \
+         {remaining} subscriber(s) remain; the message was not published"
+    )]
+    ConsumerLost {
+        /// Pid of the last consumer process found dead.
+        pid: u32,
+        /// How many consumer members were detached since the last report.
+        lost: u64,
+        /// Subscribers (broadcast consumers plus queue groups) still attached.
+        remaining: u32,
+    },
+    /// [`Producer::wait_for_consumers`] timed out.
+    #[error("{attached} of the {wanted} consumers awaited attached within {waited:?}")]
+    TooFewConsumers {
+        /// Subscribers awaited.
+        wanted: u32,
+        /// Subscribers attached when the wait ended.
+        attached: u32,
+        /// The timeout.
+        waited: Duration,
+    },
     /// The ring has been full behind a message this consumer still holds
     /// for longer than its held-lease timeout: the producer cannot publish
     /// until the consumer drops it (doc/README.md "Holding batches"). The
@@ -472,6 +524,7 @@ impl Ring {
             self.shared.clone(),
             Backpressure::default(),
             WaitStrategy::default(),
+            Default::default(),
         )
     }
 
@@ -481,7 +534,34 @@ impl Ring {
         backpressure: Backpressure,
         wait: WaitStrategy,
     ) -> Result<Producer, RingError> {
-        Producer::attach(self.shared.clone(), backpressure, wait)
+        Producer::attach(self.shared.clone(), backpressure, wait, Default::default())
+    }
+
+    pub(crate) fn producer_opts(
+        &self,
+        backpressure: Backpressure,
+        wait: WaitStrategy,
+        opts: producer::AttachOptions,
+    ) -> Result<Producer, RingError> {
+        Producer::attach(self.shared.clone(), backpressure, wait, opts)
+    }
+
+    /// Generation of the ring's current stream: 0 for its first, one more
+    /// for every stream a producer started with
+    /// [`ProducerBuilder::new_stream`] (LAYOUT.md §4.1).
+    pub fn stream_gen(&self) -> u32 {
+        self.shared.hdr32(off::STREAM_GEN).load(Ordering::SeqCst)
+    }
+
+    /// Sequence number of the current stream's first message.
+    pub fn stream_start(&self) -> u64 {
+        self.shared.hdr64(off::STREAM_START).load(Ordering::SeqCst)
+    }
+
+    /// Consumer processes found dead and detached from the ring since it
+    /// was created (LAYOUT.md §11.3).
+    pub fn consumers_lost(&self) -> u64 {
+        self.shared.hdr64(off::LOST_COUNT).load(Ordering::SeqCst)
     }
 
     /// Joins as a new broadcast consumer, starting at the current head: it
@@ -524,6 +604,9 @@ impl Ring {
                 sh.schema_words(),
             ) {
                 SeqRead::Empty => return Ok(None),
+                // Length 0: cleared by a new stream that has not set its
+                // schema yet (LAYOUT.md §4.1, §9).
+                SeqRead::Got(bytes) if bytes.is_empty() => return Ok(None),
                 SeqRead::Got(bytes) => return Ok(Some(bytes)),
                 SeqRead::Corrupt(len) => {
                     return Err(RingError::CorruptSchema {

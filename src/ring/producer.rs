@@ -8,6 +8,7 @@ use crossbeam_utils::Backoff;
 
 use super::liveness::{self, Heartbeat};
 use super::proto::ProducerCursor;
+use super::watch::{self, start_stream, Receivers, Watch};
 use super::{redeliver, seqlock, RingError, Shared};
 use crate::layout::{kind, off, state};
 use crate::signal::{futex_wait, futex_wake_all, WaitStrategy};
@@ -45,6 +46,19 @@ pub struct Producer {
     /// Since when reservations under `Fail` have found the ring full.
     full_since: Option<Instant>,
     heartbeat: Option<Heartbeat>,
+    /// Generation of the stream this producer writes (LAYOUT.md §4.1),
+    /// stored in every slot it publishes.
+    gen: u32,
+    watch: Watch,
+}
+
+/// Options of [`Producer::attach`] beyond back-pressure and waiting; set
+/// through [`super::ProducerBuilder`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AttachOptions {
+    pub new_stream: bool,
+    pub require_consumers: bool,
+    pub report_lost_consumers: bool,
 }
 
 /// Default for [`Producer::set_reclaim_after`].
@@ -64,6 +78,7 @@ impl Producer {
         shared: Arc<Shared>,
         backpressure: Backpressure,
         wait: WaitStrategy,
+        opts: AttachOptions,
     ) -> Result<Producer, RingError> {
         let pid = shared.ident.pid;
         let me = shared.ident.word();
@@ -94,13 +109,22 @@ impl Producer {
                 "took over the ring from a dead producer"
             );
         }
-        if shared.hdr32(off::CLOSED).load(Ordering::Acquire) == 1 {
+        let gen = if opts.new_stream {
+            start_stream(&shared)
+        } else if shared.hdr32(off::CLOSED).load(Ordering::Acquire) == 1 {
             let _ = slot.compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst);
-            return Err(RingError::Closed);
-        }
-        tracing::debug!(pid, "producer attached");
+            return Err(RingError::StreamEnded {
+                ring: shared.region.name().unwrap_or("(anonymous)").to_string(),
+                seq: shared.hdr64(off::PUBLISHED).load(Ordering::Acquire),
+            });
+        } else {
+            // We are the only writer of the stream fields now.
+            shared.hdr32(off::STREAM_GEN).load(Ordering::SeqCst)
+        };
+        tracing::debug!(pid, gen, "producer attached");
         let cursor = ProducerCursor::attach(&*shared);
         let heartbeat = Heartbeat::start(shared.clone(), vec![off::PRODUCER_HEARTBEAT]);
+        let lost = shared.hdr64(off::LOST_COUNT).load(Ordering::SeqCst);
         Ok(Producer {
             shared,
             cursor,
@@ -110,6 +134,17 @@ impl Producer {
             reclaim_after: DEFAULT_RECLAIM_AFTER,
             full_since: None,
             heartbeat: Some(heartbeat),
+            gen,
+            watch: Watch {
+                require: opts.require_consumers,
+                report_lost: opts.report_lost_consumers,
+                epoch: u64::MAX,
+                now: Receivers::default(),
+                last: Receivers::default(),
+                lost_at_attach: lost,
+                lost_seen: lost,
+                next_reclaim: None,
+            },
         })
     }
 
@@ -172,6 +207,7 @@ impl Producer {
                         .store(state::FREE, Ordering::SeqCst);
                 }
             }
+            watch::note_lost(sh, pid);
             tracing::warn!(pid, member = j, subscriber = k, "detached a dead consumer");
             freed += 1;
         }
@@ -185,12 +221,131 @@ impl Producer {
                 freed += 1;
             }
         }
+        if freed > 0 {
+            // SeqCst: the table changed; counts and gates are recomputed
+            // (LAYOUT.md §5.3).
+            sh.hdr64(off::TABLE_EPOCH).fetch_add(1, Ordering::SeqCst);
+        }
         drop(g);
         if redelivered > 0 {
             // Members parked on an empty ring must look at the redeliveries.
             sh.wake_data_always();
         }
         freed
+    }
+
+    /// Subscribers attached now: broadcast consumers and work-queue groups
+    /// (LAYOUT.md §4.2).
+    pub fn receivers(&mut self) -> Receivers {
+        self.watch.refresh(&self.shared);
+        self.watch.now
+    }
+
+    /// How many subscribers the last published message was published to
+    /// (counted when its slot was reserved; zero before the first). As
+    /// iceoryx2's `send` returns its number of receivers: a message
+    /// published to nobody was overwritten unread.
+    pub fn last_receivers(&self) -> Receivers {
+        self.watch.last
+    }
+
+    /// How many consumer processes were found dead and detached from the
+    /// ring since this producer attached (by its own reclaim or by a
+    /// surviving queue member, LAYOUT.md §11.3).
+    pub fn consumers_lost(&self) -> u64 {
+        self.shared
+            .hdr64(off::LOST_COUNT)
+            .load(Ordering::SeqCst)
+            .wrapping_sub(self.watch.lost_at_attach)
+    }
+
+    /// Waits until at least `n` subscribers (broadcast consumers plus
+    /// work-queue groups) are attached, at most `timeout`; returns who is
+    /// attached, or [`RingError::TooFewConsumers`] saying how many came.
+    /// Broadcast consumers see only what is published after they join, so
+    /// a producer that must not lose its first messages waits here first.
+    pub fn wait_for_consumers(
+        &mut self,
+        n: u32,
+        timeout: Duration,
+    ) -> Result<Receivers, RingError> {
+        let (got, ok) = watch::wait_for(&self.shared, n, timeout);
+        if ok {
+            return Ok(got);
+        }
+        Err(RingError::TooFewConsumers {
+            wanted: n,
+            attached: got.total(),
+            waited: timeout,
+        })
+    }
+
+    /// Generation of the stream this producer writes (0 for a ring's first
+    /// stream; see [`ProducerBuilder::new_stream`](super::ProducerBuilder::new_stream)).
+    pub fn stream_gen(&self) -> u32 {
+        self.gen
+    }
+
+    /// A watching producer (`require_consumers` or `report_lost_consumers`)
+    /// looks for dead consumers every `reclaim_after` while it publishes,
+    /// not only when the ring is full (LAYOUT.md §4.2).
+    fn watch_due(&mut self) {
+        if !self.watch.active() {
+            return;
+        }
+        let now = Instant::now();
+        match self.watch.next_reclaim {
+            Some(t) if now < t => {}
+            _ => {
+                self.watch.next_reclaim = Some(now + self.reclaim_after);
+                if self.reclaim_dead() > 0 {
+                    self.cursor.invalidate();
+                }
+            }
+        }
+    }
+
+    /// After a slot was found: refuses to publish into the void
+    /// (`require_consumers`) and reports consumers that died
+    /// (`report_lost_consumers`, and always a log line). Nothing was
+    /// written yet, so the caller may simply try again.
+    fn check_consumers(&mut self) -> Result<(), RingError> {
+        let sh = &*self.shared;
+        self.watch.refresh(sh);
+        let lost = sh.hdr64(off::LOST_COUNT).load(Ordering::SeqCst);
+        if lost != self.watch.lost_seen {
+            let n = lost.wrapping_sub(self.watch.lost_seen);
+            self.watch.lost_seen = lost;
+            let pid = sh.hdr32(off::LOST_PID).load(Ordering::SeqCst);
+            tracing::warn!(
+                pid,
+                lost = n,
+                receivers = self.watch.now.total(),
+                "a consumer of the ring died and was detached"
+            );
+            if self.watch.report_lost {
+                return Err(RingError::ConsumerLost {
+                    pid,
+                    lost: n,
+                    remaining: self.watch.now.total(),
+                });
+            }
+        }
+        if self.watch.require && self.watch.now.total() == 0 {
+            return Err(RingError::NoConsumers {
+                ring: self.ring_name(),
+                seq: self.cursor.next,
+            });
+        }
+        Ok(())
+    }
+
+    fn ring_name(&self) -> String {
+        self.shared
+            .region
+            .name()
+            .unwrap_or("(anonymous)")
+            .to_string()
     }
 
     /// Largest message this ring accepts (the slot size).
@@ -211,7 +366,12 @@ impl Producer {
         if len > max {
             return Err(RingError::MessageTooLarge { len, max });
         }
+        if self.closed {
+            return Err(RingError::Closed);
+        }
+        self.watch_due();
         let slot = self.wait_for_space()?;
+        self.check_consumers()?;
         let off = self.shared.layout.payload(slot);
         // SAFETY: the gate guarantees no subscriber can still hold this slot
         // (its previous sequence is released by everyone), and we are the
@@ -357,6 +517,14 @@ impl Producer {
             return Err(RingError::MessageTooLarge { len, max });
         }
         let sh = &*self.shared;
+        let slot = sh
+            .layout
+            .slot((self.cursor.next % u64::from(sh.layout.config.slot_count)) as usize);
+        // Relaxed: ordered by the Release store of the stamp in `publish`
+        // (LAYOUT.md §4.1).
+        sh.hdr32(slot + off::SLOT_GEN)
+            .store(self.gen, Ordering::Relaxed);
+        self.watch.last = self.watch.now;
         let seq = self.cursor.publish(sh, len as u32, flags);
         // SeqCst: the store of `published` (SeqCst, in `publish`) comes
         // before this load; a consumer increments `data_waiters` before

@@ -248,7 +248,10 @@ fn end_of_stream_after_drain_and_send_after_close_fails() {
     assert_eq!(&*c.recv().unwrap().unwrap(), b"2");
     assert!(c.recv().unwrap().is_none());
     assert!(c.recv().unwrap().is_none());
-    assert!(matches!(r.producer(), Err(RingError::Closed)));
+    assert!(matches!(
+        r.producer(),
+        Err(RingError::StreamEnded { seq: 2, .. })
+    ));
 }
 
 #[test]

@@ -104,6 +104,30 @@ fn after_ops() -> Vec<u8> {
     snap
 }
 
+/// LAYOUT.md §10 `ring_new_stream`: a second stream on a closed ring.
+fn new_stream() -> Vec<u8> {
+    let ring = Ring::create_anonymous_fixed(&small(), CREATOR, PRODUCER).unwrap();
+    let mut p = ring.producer().unwrap();
+    p.set_schema(b"schema-v1").unwrap();
+    let reader = ring.with_ident(CONSUMER);
+    let mut c = reader.subscribe().unwrap();
+    for j in 0..2 {
+        p.send(&message(j), j as u32).unwrap();
+    }
+    drop(c.try_recv().unwrap().unwrap());
+    drop(c.try_recv().unwrap().unwrap());
+    p.close();
+    let mut p = ring.producer_builder().new_stream(true).create().unwrap();
+    p.set_schema(b"schema-v2").unwrap();
+    for j in 2..4 {
+        p.send(&message(j), j as u32).unwrap();
+    }
+    drop(p);
+    let snap = ring.region().snapshot();
+    drop(c);
+    snap
+}
+
 #[allow(clippy::too_many_arguments)] // one argument per offset of LAYOUT.md §3
 fn header_expect(
     cfg: &RingConfig,
@@ -122,14 +146,45 @@ fn header_expect(
     })
 }
 
+/// Slot `i` holding message `j` of stream generation `gen`.
+fn slot_json(i: u64, j: u64, gen: u64) -> Value {
+    json!({"index": i, "stamp": j + 1, "len": 11 * j, "flags": j, "gen": gen, "payload": hex(&message(j))})
+}
+
+fn new_stream_expect() -> Value {
+    json!({
+        "config": config_json(&small()),
+        "script": "create; attach producer; set_schema(\"schema-v1\"); subscribe broadcast; publish 0,1; claim and release 0,1; close; attach producer with new_stream; set_schema(\"schema-v2\"); publish 2,3; detach (no close)",
+        "published": 4, "closed": 0, "error": 0, "producer_pid": 0, "producer_start": 0, "producer_heartbeat": 1000,
+        "stream_start": 2, "stream_gen": 1,
+        "data_waiters": 0, "data_futex": 2, "space_waiters": 0, "space_futex": 0,
+        "table_epoch": 1, "table_lock": 0, "table_lock_start": 0, "lost_count": 0, "lost_pid": 0,
+        "schema_seq": 6, "schema": hex(b"schema-v2"),
+        "subscribers": [
+            {"index": 0, "state": 2, "kind": 1, "group": 0, "members": 1, "owner_pid": 4243, "owner_start": 4000, "heartbeat": 2000, "claim": 2, "release": 2},
+            {"index": 1, "state": 0, "kind": 0, "group": 0, "members": 0, "owner_pid": 0, "owner_start": 0, "heartbeat": 0, "claim": 0, "release": 0},
+        ],
+        "members": [
+            {"index": 0, "state": 2, "subscriber": 0, "pid": 4243, "start": 4000, "heartbeat": 2000},
+            {"index": 1, "state": 0, "subscriber": 0, "pid": 0, "start": 0, "heartbeat": 0},
+            {"index": 2, "state": 0, "subscriber": 0, "pid": 0, "start": 0, "heartbeat": 0},
+            {"index": 3, "state": 0, "subscriber": 0, "pid": 0, "start": 0, "heartbeat": 0},
+        ],
+        "done": [[1, 2, 0, 0], [0, 0, 0, 0]],
+        "slots": [slot_json(0, 0, 0), slot_json(1, 1, 0), slot_json(2, 2, 1), slot_json(3, 3, 1)],
+    })
+}
+
 fn after_ops_expect() -> Value {
-    let slot = |i: u64, j: u64| json!({"index": i, "stamp": j + 1, "len": 11 * j, "flags": j, "payload": hex(&message(j))});
+    let slot = |i: u64, j: u64| slot_json(i, j, 0);
     json!({
         "config": config_json(&small()),
         "script": "create; attach producer; set_schema(\"schema-v1\"); subscribe broadcast; publish 0,1,2; claim 0,1,2; release 1,0,2; publish 3,4,5; claim 3 (held); close",
         "published": 6, "closed": 1, "error": 0, "producer_pid": 0, "producer_start": 0, "producer_heartbeat": 1000,
+        "stream_start": 0, "stream_gen": 0,
         "data_waiters": 0, "data_futex": 1, "space_waiters": 0, "space_futex": 0,
-        "table_epoch": 1, "table_lock": 0, "table_lock_start": 0, "schema_seq": 2, "schema": hex(b"schema-v1"),
+        "table_epoch": 1, "table_lock": 0, "table_lock_start": 0, "lost_count": 0, "lost_pid": 0,
+        "schema_seq": 2, "schema": hex(b"schema-v1"),
         "subscribers": [
             {"index": 0, "state": 2, "kind": 1, "group": 0, "members": 1, "owner_pid": 4243, "owner_start": 4000, "heartbeat": 2000, "claim": 4, "release": 3},
             {"index": 1, "state": 0, "kind": 0, "group": 0, "members": 0, "owner_pid": 0, "owner_start": 0, "heartbeat": 0, "claim": 0, "release": 0},
@@ -199,6 +254,11 @@ fn all_vectors() -> Vec<(String, Vec<u8>, Option<Value>)> {
             "ring_after_ops.bin".to_string(),
             after_ops(),
             Some(after_ops_expect()),
+        ),
+        (
+            "ring_new_stream.bin".to_string(),
+            new_stream(),
+            Some(new_stream_expect()),
         ),
     ];
     let mut bad = serde_json::Map::new();
@@ -312,12 +372,30 @@ fn layout_vectors_reader_interprets_headers() {
 }
 
 /// Reader check: the ring after the scripted operations, read through the
-/// protocol accessors, and a consumer that joins it now sees end-of-stream.
+/// protocol accessors; a consumer that joins it now is told the stream
+/// ended.
 #[test]
 fn layout_vectors_reader_interprets_ring_after_ops() {
+    let ring = check_ring_vector("ring_after_ops");
+    let e = ring.subscribe().unwrap().recv().unwrap_err();
+    assert!(matches!(e, RingError::StreamEnded { seq: 6, .. }), "{e}");
+}
+
+/// Reader check: the second stream of `ring_new_stream`; a consumer joining
+/// now waits in the new stream.
+#[test]
+fn layout_vectors_reader_interprets_ring_new_stream() {
+    let ring = check_ring_vector("ring_new_stream");
+    let mut c = ring.subscribe().unwrap();
+    assert!(matches!(c.try_recv(), Err(RingError::Empty)));
+    assert_eq!(c.stream_gen(), 1);
+}
+
+/// Checks a scripted ring vector against its JSON and returns it opened.
+fn check_ring_vector(base: &str) -> Ring {
     use proto::Words;
-    let e = expect("ring_after_ops.json");
-    let ring = open_bytes(&load("ring_after_ops.bin")).unwrap();
+    let e = expect(&format!("{base}.json"));
+    let ring = open_bytes(&load(&format!("{base}.bin"))).unwrap();
     let sh = &*ring.shared;
     let h32 = |at| sh.hdr32(at).load(Ordering::SeqCst) as u64;
     let h64 = |at| sh.hdr64(at).load(Ordering::SeqCst);
@@ -327,6 +405,10 @@ fn layout_vectors_reader_interprets_ring_after_ops() {
     assert_eq!(h32(off::PRODUCER_PID), u(&e["producer_pid"]));
     assert_eq!(h32(off::PRODUCER_START), u(&e["producer_start"]));
     assert_eq!(h64(off::PRODUCER_HEARTBEAT), u(&e["producer_heartbeat"]));
+    assert_eq!(h64(off::STREAM_START), u(&e["stream_start"]));
+    assert_eq!(h32(off::STREAM_GEN), u(&e["stream_gen"]));
+    assert_eq!(h64(off::LOST_COUNT), u(&e["lost_count"]));
+    assert_eq!(h32(off::LOST_PID), u(&e["lost_pid"]));
     assert_eq!(h32(off::DATA_WAITERS), u(&e["data_waiters"]));
     assert_eq!(h32(off::DATA_FUTEX), u(&e["data_futex"]));
     assert_eq!(h32(off::SPACE_WAITERS), u(&e["space_waiters"]));
@@ -372,11 +454,15 @@ fn layout_vectors_reader_interprets_ring_after_ops() {
             (slot, len as u64, flags as u64),
             (i, u(&s["len"]), u(&s["flags"]))
         );
+        assert_eq!(
+            h32(sh.layout.slot(i) + off::SLOT_GEN),
+            u(&s["gen"]),
+            "slot {i} gen"
+        );
         let payload = &ring.region().snapshot()[sh.layout.payload(i)..][..len as usize];
         assert_eq!(hex(payload), s["payload"].as_str().unwrap());
     }
-    // A consumer joining now starts at the head of a closed stream.
-    assert!(ring.subscribe().unwrap().recv().unwrap().is_none());
+    ring
 }
 
 /// Reader check: files an opener must refuse.
