@@ -70,7 +70,7 @@ ICEORYX2_GRID ?= full
 bench-iceoryx2: bench-tools
 	$(CARGO) build --release $(FEATURES) --features bench-iceoryx2 --example bench_iceoryx2
 	bin/alloy-bench --grid $(ICEORYX2_GRID) --sections floors,latency \
-		--only iceoryx2,iceoryx2-event,shm-rust,shm-go,atomic-pingpong,memcpy --out target/bench/iceoryx2
+		--only iceoryx2,iceoryx2-event,shm-rust,shm-go,atomic-pingpong,futex-pingpong,memcpy --out target/bench/iceoryx2
 
 # The suite on a tiny grid: checks the outputs are well formed, never timings.
 bench-smoke: build

@@ -14,7 +14,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use std::sync::Arc;
 
@@ -64,6 +64,10 @@ enum Cmd {
         iters: u64,
         #[arg(long)]
         spin: bool,
+        /// Sleep this long before each message (outside the timed span), so
+        /// a blocking consumer has parked: mode `parked`.
+        #[arg(long, default_value_t = 0)]
+        pause_us: u64,
     },
     /// Latency consumer: records one-way latency of every message of
     /// --ring (flag 1 = warm-up, not recorded) and acknowledges it on --ack.
@@ -74,6 +78,27 @@ enum Cmd {
         ack: String,
         #[arg(long)]
         spin: bool,
+        /// Count the measured messages the consumer slept for (its thread's
+        /// voluntary context switches grew across the receive): reported as
+        /// `parked_fraction`.
+        #[arg(long)]
+        count_parks: bool,
+    },
+    /// The wake-up floor: two processes on one shared futex word, both
+    /// sleeping in FUTEX_WAIT; the parent pauses --pause-us before each
+    /// round so the child has parked, stamps the clock, stores and wakes.
+    FutexPingpong {
+        #[arg(long)]
+        iters: u64,
+        #[arg(long)]
+        pause_us: u64,
+    },
+    /// The child half of `futex-pingpong`.
+    FutexPingpongChild {
+        #[arg(long)]
+        path: String,
+        #[arg(long)]
+        iters: u64,
     },
     /// Rust producer → COUNT Rust `sink` processes, streaming throughput.
     Tput {
@@ -392,7 +417,7 @@ fn strip_braces(v: &serde_json::Value) -> String {
     s[1..s.len() - 1].to_string()
 }
 
-fn lat(size: usize, iters: u64, spin: bool) -> Res<String> {
+fn lat(size: usize, iters: u64, spin: bool, pause_us: u64) -> Res<String> {
     let size = size.max(8);
     let data_cfg = RingConfig {
         slot_count: 4,
@@ -413,6 +438,9 @@ fn lat(size: usize, iters: u64, spin: bool) -> Res<String> {
     if spin {
         args.push("--spin");
     }
+    if pause_us > 0 {
+        args.push("--count-parks");
+    }
     let peer = Peer::spawn(&args)?;
     let mut tx = data
         .ring
@@ -422,6 +450,9 @@ fn lat(size: usize, iters: u64, spin: bool) -> Res<String> {
     // At least two laps of the 4-slot ring: first-touch page faults.
     let warm = (iters / 10).max(8);
     for i in 0..iters + warm {
+        if pause_us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(pause_us));
+        }
         let t0 = monotonic_ns();
         let mut r = tx.reserve(size).map_err(err)?;
         r[..size].copy_from_slice(&src);
@@ -433,12 +464,24 @@ fn lat(size: usize, iters: u64, spin: bool) -> Res<String> {
     let v = peer.finish()?;
     Ok(format!(
         "{{\"transport\":\"shm-rust\",\"mode\":\"{}\",\"kind\":\"latency\",\"payload_bytes\":{size},\"consumers\":1,{}}}",
-        mode_of(spin),
+        if pause_us > 0 { "parked" } else { mode_of(spin) },
         strip_braces(&v)
     ))
 }
 
-fn lat_consumer(ring: &str, ack: &str, spin: bool) -> Res<String> {
+/// Voluntary context switches of the calling thread so far: each time it
+/// slept (a futex wait that blocked counts one).
+fn voluntary_switches() -> Res<i64> {
+    // SAFETY: all-zero is a valid `rusage`; getrusage writes into it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_THREAD with a pointer to a live, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(ru.ru_nvcsw)
+}
+
+fn lat_consumer(ring: &str, ack: &str, spin: bool, count_parks: bool) -> Res<String> {
     let mut rx = Ring::open(ring).map_err(err)?.subscribe().map_err(err)?;
     rx.set_wait_strategy(wait_of(spin));
     let ack_ring = Ring::open(ack).map_err(err)?;
@@ -446,18 +489,135 @@ fn lat_consumer(ring: &str, ack: &str, spin: bool) -> Res<String> {
         .producer_with(Backpressure::default(), wait_of(spin))
         .map_err(err)?;
     let mut h = hist();
+    let mut parked = 0u64;
     ready()?;
-    while let Some(m) = rx.recv().map_err(err)? {
+    loop {
+        let before = if count_parks {
+            voluntary_switches()?
+        } else {
+            0
+        };
+        let Some(m) = rx.recv().map_err(err)? else {
+            break;
+        };
         let t1 = monotonic_ns();
         let t0 = u64::from_le_bytes(m[..8].try_into().expect("8 bytes"));
         if m.flags() == 0 {
             h.record(t1.saturating_sub(t0)).map_err(err)?;
+            if count_parks && voluntary_switches()? > before {
+                parked += 1;
+            }
         }
         drop(m);
         tx.send(&[0u8; 8], 0).map_err(err)?;
     }
     tx.close();
+    if count_parks {
+        let frac = parked as f64 / h.len().max(1) as f64;
+        return Ok(format!("{{{},\"parked_fraction\":{frac}}}", lat_json(&h)));
+    }
     Ok(format!("{{{}}}", lat_json(&h)))
+}
+
+/// FUTEX_WAIT on a shared (not private) futex word while it holds `val`:
+/// whether this call slept and was woken (false: the word had changed
+/// already, or a signal or spurious return).
+fn futex_wait(word: &AtomicU32, val: u32) -> bool {
+    // SAFETY: `word` is a live, aligned u32 in a MAP_SHARED mapping; a null
+    // timeout waits for a wake; the kernel only reads the word.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            val,
+            std::ptr::null::<libc::timespec>(),
+        )
+    };
+    rc == 0
+}
+
+/// FUTEX_WAKE of one waiter on the shared futex word.
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a live, aligned u32 in a MAP_SHARED mapping.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
+}
+
+/// The futex ping-pong's shared line: a 32-bit sequence word (the futex)
+/// and a stamp.
+#[repr(C, align(64))]
+struct FutexLine {
+    seq: AtomicU32,
+    stamp: AtomicU64,
+}
+
+fn futex_line_of(m: &memmap2::MmapMut) -> &FutexLine {
+    // SAFETY: as for `line_of`: 4096 zeroed, page-aligned bytes, and all-zero
+    // is a valid `FutexLine`; it lives as long as the borrow of `m`.
+    unsafe { &*(m.as_ptr() as *const FutexLine) }
+}
+
+/// Waits (futex) until `word` holds `want`.
+fn futex_wait_for(word: &AtomicU32, want: u32) -> bool {
+    let mut slept = false;
+    loop {
+        // Pairs with the peer's Release store before its wake.
+        let v = word.load(Ordering::Acquire);
+        if v == want {
+            return slept;
+        }
+        slept |= futex_wait(word, v);
+    }
+}
+
+fn futex_pingpong(iters: u64, pause_us: u64) -> Res<String> {
+    let path = format!("/dev/shm/alloy-bench-{}-futex", std::process::id());
+    let m = map_line(&path, true)?;
+    let line = futex_line_of(&m);
+    let child = Peer::spawn(&[
+        "futex-pingpong-child",
+        "--path",
+        &path,
+        "--iters",
+        &iters.to_string(),
+    ]);
+    let _ = std::fs::remove_file(&path);
+    let child = child?;
+    for i in 0..iters as u32 {
+        std::thread::sleep(std::time::Duration::from_micros(pause_us));
+        line.stamp.store(monotonic_ns(), Ordering::Relaxed);
+        // Pairs with the child's Acquire load: publishes the stamp.
+        line.seq.store(2 * i + 1, Ordering::Release);
+        futex_wake(&line.seq);
+        futex_wait_for(&line.seq, 2 * i + 2);
+    }
+    let v = child.finish()?;
+    Ok(format!(
+        "{{\"transport\":\"futex-pingpong\",\"mode\":\"parked\",\"kind\":\"latency\",\"payload_bytes\":64,\"consumers\":1,{}}}",
+        strip_braces(&v)
+    ))
+}
+
+fn futex_pingpong_child(path: &str, iters: u64) -> Res<String> {
+    let m = map_line(path, false)?;
+    let line = futex_line_of(&m);
+    let mut h = hist();
+    let warm = (iters / 10).max(1);
+    let mut parked = 0u64;
+    ready()?;
+    for i in 0..iters as u32 {
+        let slept = futex_wait_for(&line.seq, 2 * i + 1);
+        let dt = monotonic_ns().saturating_sub(line.stamp.load(Ordering::Relaxed));
+        if u64::from(i) >= warm {
+            h.record(dt).map_err(err)?;
+            parked += u64::from(slept);
+        }
+        // Pairs with the parent's Acquire load in `futex_wait_for`.
+        line.seq.store(2 * i + 2, Ordering::Release);
+        futex_wake(&line.seq);
+    }
+    let frac = parked as f64 / h.len().max(1) as f64;
+    Ok(format!("{{{},\"parked_fraction\":{frac}}}", lat_json(&h)))
 }
 
 /// Slots for a streaming ring: about 32 MiB of buffering, 4 to 1024 slots.
@@ -809,8 +969,20 @@ fn run(cli: Cli) -> Res<String> {
         Cmd::Memcpy { size, total } => memcpy(size, total),
         Cmd::Pingpong { iters } => pingpong(iters),
         Cmd::PingpongChild { path, iters } => pingpong_child(&path, iters),
-        Cmd::Lat { size, iters, spin } => lat(size, iters, spin),
-        Cmd::LatConsumer { ring, ack, spin } => lat_consumer(&ring, &ack, spin),
+        Cmd::Lat {
+            size,
+            iters,
+            spin,
+            pause_us,
+        } => lat(size, iters, spin, pause_us),
+        Cmd::LatConsumer {
+            ring,
+            ack,
+            spin,
+            count_parks,
+        } => lat_consumer(&ring, &ack, spin, count_parks),
+        Cmd::FutexPingpong { iters, pause_us } => futex_pingpong(iters, pause_us),
+        Cmd::FutexPingpongChild { path, iters } => futex_pingpong_child(&path, iters),
         Cmd::Tput {
             size,
             total,

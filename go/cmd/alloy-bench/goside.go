@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 	_ "unsafe" // for go:linkname
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -103,8 +104,10 @@ func modeName(busy bool) string {
 }
 
 // shmGoLatency: Go producer → Rust lat-consumer process, acknowledged on a
-// second ring that Go reads with the same wait strategy.
-func shmGoLatency(helper string, size int64, iters int, busy bool) (Result, error) {
+// second ring that Go reads with the same wait strategy. A pause > 0 sleeps
+// that long before each message (outside the timed span) so the blocking
+// consumer has parked: mode "parked", with the consumer's parked_fraction.
+func shmGoLatency(helper string, size int64, iters int, busy bool, pause time.Duration) (Result, error) {
 	size = max(size, 8)
 	dataName, data, doneData, err := newRing(4, uint32(size), 1)
 	if err != nil {
@@ -125,7 +128,11 @@ func shmGoLatency(helper string, size int64, iters int, busy bool) (Result, erro
 		return Result{}, err
 	}
 	defer back.Close()
-	p, err := startPeer(true, append([]string{helper, "lat-consumer", "--ring", dataName, "--ack", ackName}, spinArg(busy)...)...)
+	args := append([]string{helper, "lat-consumer", "--ring", dataName, "--ack", ackName}, spinArg(busy)...)
+	if pause > 0 {
+		args = append(args, "--count-parks")
+	}
+	p, err := startPeer(true, args...)
 	if err != nil {
 		return Result{}, err
 	}
@@ -137,6 +144,9 @@ func shmGoLatency(helper string, size int64, iters int, busy bool) (Result, erro
 	src := pattern(int(size))
 	warm := max(8, iters/10) // not recorded: first-touch page faults, cold caches
 	for i := 0; i < iters+warm; i++ {
+		if pause > 0 {
+			time.Sleep(pause)
+		}
 		t0 := nanotime()
 		buf, err := prod.Reserve(int(size))
 		if err != nil {
@@ -166,6 +176,9 @@ func shmGoLatency(helper string, size int64, iters int, busy bool) (Result, erro
 		return Result{}, err
 	}
 	r.Transport, r.Mode, r.Kind, r.PayloadBytes, r.Consumers = "shm-go", modeName(busy), "latency", size, 1
+	if pause > 0 {
+		r.Mode = "parked"
+	}
 	return r, nil
 }
 

@@ -47,6 +47,7 @@ type grid struct {
 	syscallSize        int64   // message size of the strace runs
 	withFanoutBlocking bool
 	arrowShapes        []string // shapes of the Arrow latency and round-trip rows
+	parkIters          int      // messages of the parked wake-up rows (each after parkPause)
 	tputMaxMsgs        int64    // cap on messages per throughput point (small sizes)
 	reps               int      // throughput/fan-out runs per point; the median is kept
 }
@@ -66,25 +67,29 @@ var grids = map[string]grid{
 		tputSizes: []int64{4 * kib, 64 * kib}, tputTotal: 8 * mib,
 		fanSize: 64 * kib, fanTotal: 8 * mib, pingIters: 2000,
 		sysLow: 100, sysHigh: 20100, syscallSize: 4 * kib, tputMaxMsgs: 10000, reps: 1,
-		arrowShapes: []string{"1-row", "mixed"},
+		arrowShapes: []string{"1-row", "mixed"}, parkIters: 30,
 	},
 	"quick": {
 		latSizes: []int64{64, 4 * kib, 64 * kib, mib, 16 * mib, 64 * mib}, latBudget: 2048 * mib, latMin: 30, latMax: 20000,
 		tputSizes: []int64{4 * kib, 64 * kib, mib, 16 * mib, 64 * mib}, tputTotal: 2048 * mib,
 		fanSize: mib, fanTotal: 1024 * mib, pingIters: 200000,
 		sysLow: 1000, sysHigh: 101000, syscallSize: 4 * kib, withFanoutBlocking: true,
-		tputMaxMsgs: 100000, reps: 3, arrowShapes: allShapes,
+		tputMaxMsgs: 100000, reps: 3, arrowShapes: allShapes, parkIters: 2000,
 	},
 	"full": {
 		latSizes: []int64{64, 512, 4 * kib, 32 * kib, 256 * kib, mib, 4 * mib, 16 * mib, 64 * mib}, latBudget: 16384 * mib, latMin: 200, latMax: 200000,
 		tputSizes: []int64{4 * kib, 16 * kib, 64 * kib, 256 * kib, mib, 4 * mib, 16 * mib, 64 * mib}, tputTotal: 8192 * mib,
 		fanSize: mib, fanTotal: 4096 * mib, pingIters: 2000000,
 		sysLow: 10000, sysHigh: 1010000, syscallSize: 4 * kib, withFanoutBlocking: true,
-		tputMaxMsgs: 1000000, reps: 3, arrowShapes: allShapes,
+		tputMaxMsgs: 1000000, reps: 3, arrowShapes: allShapes, parkIters: 10000,
 	},
 }
 
 var allShapes = []string{"1-row", "1024-rows", "1-mib", "mixed"}
+
+// parkPause is the pause before each message of the parked rows: far
+// longer than a blocking consumer's spin phase, so it sleeps every time.
+const parkPause = time.Millisecond
 
 func (g grid) iters(size int64) int {
 	return int(max(int64(g.latMin), min(int64(g.latMax), g.latBudget/size)))
@@ -240,7 +245,7 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 			s.step("shm-rust", what, func() (Result, error) {
 				return runPeer(append([]string{h, "lat", "--size", itoa(size), "--iters", strconv.Itoa(n)}, spin(busy)...)...)
 			})
-			s.step("shm-go", what, func() (Result, error) { return shmGoLatency(h, size, n, busy) })
+			s.step("shm-go", what, func() (Result, error) { return shmGoLatency(h, size, n, busy, 0) })
 			s.iceoryx2Latency(size, n, busy, what)
 		}
 		what := fmt.Sprintf("%s ×%d", sizeName(size), n)
@@ -249,6 +254,18 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		fn := g.flightIters(size)
 		s.step("flight-localhost", fmt.Sprintf("%s ×%d", sizeName(size), fn), func() (Result, error) { return flightLatency(h, size, fn) })
 	}
+
+	// The wake-up of a consumer that is really asleep: a pause before each
+	// message, against the raw futex ping-pong with the same pause.
+	pi, pause := g.parkIters, parkPause
+	what := fmt.Sprintf("64 B parked ×%d (pause %v)", pi, pause)
+	s.step("futex-pingpong", what, func() (Result, error) {
+		return runPeer(h, "futex-pingpong", "--iters", strconv.Itoa(pi), "--pause-us", itoa(pause.Microseconds()))
+	})
+	s.step("shm-rust", what, func() (Result, error) {
+		return runPeer(h, "lat", "--size", "64", "--iters", strconv.Itoa(pi), "--pause-us", itoa(pause.Microseconds()))
+	})
+	s.step("shm-go", what, func() (Result, error) { return shmGoLatency(h, 64, pi, false, pause) })
 
 	s.enter("arrow", "Arrow one-way latency and round trips")
 	for _, id := range g.arrowShapes {

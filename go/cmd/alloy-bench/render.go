@@ -77,6 +77,11 @@ func ratioDefs(rep *Report, g grid) []ratioDef {
 			add("uds-ipc/shm-go-ipc throughput "+sizeName(s)+" busy", rep.bufio(rep.find("uds-ipc", "blocking", "throughput", s, 0)), rep.find("shm-go-ipc", "busy", "throughput", s, 0), tput)
 		}
 	}
+	for _, t := range []string{"shm-go", "shm-rust"} {
+		parked := rep.find(t, "parked", "latency", 64, 0)
+		add(t+" parked/futex-pingpong p50 64 B", parked, rep.find("futex-pingpong", "parked", "latency", 64, 0), p50)
+		add(t+" parked/iceoryx2-event p50 64 B", parked, rep.find("iceoryx2-event", "blocking", "latency", 64, 0), p50)
+	}
 	one := shapeByID("1-row").name
 	goIPC1 := rep.findShape("shm-go-ipc", "busy", "arrow-latency", one, "validated")
 	add("shm-go-ipc/shm-go p50 1 row busy", goIPC1, rep.find("shm-go", "busy", "latency", 64, 0), p50)

@@ -15,8 +15,9 @@ import (
 type Result struct {
 	// Transport is one of the names of doc/BENCHMARKS.md (shm-go, uds-ipc…).
 	Transport string `json:"transport"`
-	// Mode is how the consumer waits: busy, blocking, call (in-process
-	// cgo) or copy (memcpy).
+	// Mode is how the consumer waits: busy, blocking, parked (blocking,
+	// with a pause before each message so the consumer sleeps), call
+	// (in-process cgo) or copy (memcpy).
 	Mode string `json:"mode"`
 	// Kind is latency, throughput, broadcast (fan-out), queue (work-queue
 	// fan-out), syscalls, arrow-latency (one-way, Arrow batches of a Shape)
@@ -44,6 +45,9 @@ type Result struct {
 	// Shape names the batch of arrow-latency and roundtrip rows ("1 row",
 	// "1,024 rows", "1 MiB int64", "mixed 1,024 rows").
 	Shape string `json:"shape,omitempty"`
+	// ParkedFraction (mode parked rows) is the share of measured messages
+	// for which the consumer had gone to sleep before the message came.
+	ParkedFraction *float64 `json:"parked_fraction,omitempty"`
 	// Variant is how the row's reader or writer is set up: validated or
 	// unchecked (Rust reader), in place or copied (Go reader), bufio
 	// (uds-ipc with a buffered writer and socket buffers sized to the

@@ -61,7 +61,7 @@ func TestSmoke(t *testing.T) {
 // measured are the transports this driver runs (the others are listed as
 // not measured yet).
 var measured = []string{"memcpy", "atomic-pingpong", "shm-rust", "shm-go", "cgo-oneshot", "uds-ipc", "flight-localhost",
-	"shm-go-ipc", "shm-go-cdata-write", "shm-go-cdata", "shm-rust-ipc", "shm-rust-cdata", "shm-rr"}
+	"shm-go-ipc", "shm-go-cdata-write", "shm-go-cdata", "shm-rust-ipc", "shm-rust-cdata", "shm-rr", "futex-pingpong"}
 
 func checkJSON(t *testing.T, path string) {
 	t.Helper()
@@ -142,6 +142,7 @@ func checkJSON(t *testing.T, path string) {
 	for _, k := range []string{"shm-go/atomic-pingpong p50 64 B busy", "shm-go broadcast×4/broadcast×1 throughput 64 KiB busy",
 		"shm-go-ipc/shm-go p50 1 row busy", "uds-ipc/shm-go-ipc p50 1 row", "uds-ipc/shm-go-ipc throughput 64 KiB busy",
 		"shm-rr/cgo-oneshot round trip p50 1 row busy", "shm-rr/cgo-oneshot round trip p50 1 row blocking",
+		"shm-go parked/futex-pingpong p50 64 B", "shm-rust parked/futex-pingpong p50 64 B",
 		"shm-go-ipc/memcpy throughput 64 KiB", "shm-go-cdata/memcpy throughput 64 KiB",
 		"flight-localhost/shm-go-ipc throughput 64 KiB blocking", "flight-localhost/uds-ipc p50 64 B"} {
 		if v, ok := raw.Ratios[k]; !ok || v == nil || !(*v > 0) {
@@ -149,6 +150,20 @@ func checkJSON(t *testing.T, path string) {
 		}
 	}
 	checkArrowRows(t, raw.Results)
+	for _, tr := range []string{"futex-pingpong", "shm-go", "shm-rust"} {
+		n := 0
+		for _, r := range raw.Results {
+			if r["transport"] == tr && r["mode"] == "parked" {
+				n++
+				if f, ok := r["parked_fraction"].(float64); !ok || f < 0 || f > 1 {
+					t.Errorf("%s parked: parked_fraction = %v", tr, r["parked_fraction"])
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d parked rows of %s, want 1", n, tr)
+		}
+	}
 	un := map[string]bool{}
 	for _, u := range raw.Unavailable {
 		un[u["transport"]] = u["reason"] != ""
