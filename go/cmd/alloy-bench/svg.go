@@ -42,8 +42,11 @@ func colorOf(transport string) string {
 }
 
 func dashOf(mode string) string {
-	if mode == "blocking" {
+	switch mode {
+	case "blocking":
 		return ` stroke-dasharray="7 4"`
+	case "parked":
+		return ` stroke-dasharray="2 3"`
 	}
 	return ""
 }
