@@ -1,11 +1,13 @@
 //! The Arrow consumer as arrow's own [`RecordBatchReader`], and the builder
 //! shortcuts from a ring to Arrow endpoints.
 
+use std::time::{Duration, Instant};
+
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use super::{ArrowShmError, CDataWriter, IpcReader, IpcWriter};
-use crate::ring::{ConsumerBuilder, ProducerBuilder};
+use crate::ring::{ConsumerBuilder, ProducerBuilder, RingError};
 
 /// An [`IpcReader`] whose schema is known up front, so it implements
 /// arrow's [`RecordBatchReader`] (an `Iterator` of
@@ -42,8 +44,28 @@ pub struct BatchReader {
 impl BatchReader {
     /// Waits until `reader`'s schema is known: from the ring's schema area
     /// (a late joiner) or the stream's first message. Fails with
-    /// [`ArrowShmError::NoSchema`] if the stream ends without one.
-    pub fn new(mut reader: IpcReader) -> Result<BatchReader, ArrowShmError> {
+    /// [`ArrowShmError::NoSchema`] if the stream ends without one. Waits for
+    /// ever while no producer publishes anything: use
+    /// [`BatchReader::with_timeout`] when the producer may never come.
+    pub fn new(reader: IpcReader) -> Result<BatchReader, ArrowShmError> {
+        Self::wait(reader, None)
+    }
+
+    /// [`BatchReader::new`] giving up after `timeout` with
+    /// [`ArrowShmError::SchemaTimeout`] (the reader, and with it the
+    /// consumer, is dropped: join again to retry).
+    pub fn with_timeout(
+        reader: IpcReader,
+        timeout: Duration,
+    ) -> Result<BatchReader, ArrowShmError> {
+        Self::wait(reader, Some(timeout))
+    }
+
+    fn wait(
+        mut reader: IpcReader,
+        timeout: Option<Duration>,
+    ) -> Result<BatchReader, ArrowShmError> {
+        let start = Instant::now();
         let mut pending = None;
         loop {
             if let Some(schema) = reader.schema() {
@@ -58,9 +80,23 @@ impl BatchReader {
                 Err(ArrowShmError::NoSchema) => {}
                 Err(e) => return Err(e),
             }
-            match reader.consumer_mut().recv()? {
-                Some(lease) => pending = reader.decode(lease)?,
-                None => return Err(ArrowShmError::NoSchema),
+            let got = match timeout {
+                None => reader.consumer_mut().recv(),
+                Some(t) => match t.checked_sub(start.elapsed()) {
+                    Some(left) if !left.is_zero() => {
+                        match reader.consumer_mut().recv_timeout(left) {
+                            Err(RingError::Timeout(_)) => Err(RingError::Timeout(t)),
+                            other => other,
+                        }
+                    }
+                    _ => Err(RingError::Timeout(t)),
+                },
+            };
+            match got {
+                Ok(Some(lease)) => pending = reader.decode(lease)?,
+                Ok(None) => return Err(ArrowShmError::NoSchema),
+                Err(RingError::Timeout(t)) => return Err(ArrowShmError::SchemaTimeout(t)),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -121,9 +157,33 @@ impl ConsumerBuilder {
     }
 
     /// Joins the ring and waits for the stream's schema: an arrow
-    /// [`RecordBatchReader`] (see [`BatchReader`]).
+    /// [`RecordBatchReader`] (see [`BatchReader`]). Waits for ever while no
+    /// producer publishes one; see
+    /// [`record_batch_reader_timeout`](ConsumerBuilder::record_batch_reader_timeout).
     pub fn record_batch_reader(self) -> Result<BatchReader, ArrowShmError> {
         BatchReader::new(self.ipc_reader()?)
+    }
+
+    /// [`record_batch_reader`](ConsumerBuilder::record_batch_reader) giving
+    /// up after `timeout` with [`ArrowShmError::SchemaTimeout`] when no
+    /// schema is published in time (no producer attached, or one that has
+    /// written nothing yet). The consumer leaves the ring on failure.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use alloy_shm::arrow::ArrowShmError;
+    /// use alloy_shm::ring::Ring;
+    ///
+    /// let ring = Ring::anonymous_builder().slot_count(4).slot_size(4096).create()?;
+    /// let got = ring.consumer_builder().record_batch_reader_timeout(Duration::from_millis(20));
+    /// assert!(matches!(got, Err(ArrowShmError::SchemaTimeout(_)))); // nobody writes
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn record_batch_reader_timeout(
+        self,
+        timeout: Duration,
+    ) -> Result<BatchReader, ArrowShmError> {
+        BatchReader::with_timeout(self.ipc_reader()?, timeout)
     }
 }
 
@@ -191,13 +251,11 @@ mod tests {
             .slot_size(1024)
             .create()
             .unwrap();
-        let consumer = ring.consumer_builder();
+        let joined = ring.consumer_builder().ipc_reader().unwrap();
         // Closed without a schema: NoSchema, not a hang.
         ring.producer().unwrap().close();
-        assert!(matches!(
-            consumer.record_batch_reader(),
-            Err(ArrowShmError::NoSchema)
-        ));
+        let got = super::BatchReader::new(joined);
+        assert!(matches!(got, Err(ArrowShmError::NoSchema)), "{got:?}");
 
         // A non-Arrow message in an Arrow stream surfaces as ExternalError.
         let ring = Ring::anonymous_builder()
@@ -223,6 +281,72 @@ mod tests {
                 Some(ArrowShmError::UnknownFlags { flags: 0x7000, .. })
             ),
             "{inner}"
+        );
+    }
+
+    #[test]
+    fn schema_wait_and_batch_wait_have_deadlines() {
+        use std::time::{Duration, Instant};
+        let ring = Ring::anonymous_builder()
+            .slot_count(4)
+            .slot_size(4096)
+            .create()
+            .unwrap();
+        // No producer ever attaches: SchemaTimeout after the timeout, not a hang.
+        let t = Instant::now();
+        let got = ring
+            .consumer_builder()
+            .record_batch_reader_timeout(Duration::from_millis(50));
+        assert!(
+            matches!(got, Err(ArrowShmError::SchemaTimeout(d)) if d == Duration::from_millis(50)),
+            "{got:?}"
+        );
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(50), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        assert!(got.unwrap_err().to_string().contains("no schema within"));
+
+        // A producer attached but silent: the same.
+        let batch =
+            RecordBatch::try_from_iter([("n", Arc::new(Int32Array::from(vec![7])) as _)]).unwrap();
+        let mut w = ring.producer_builder().ipc_writer(batch.schema()).unwrap();
+        let got = ring
+            .consumer_builder()
+            .record_batch_reader_timeout(Duration::from_millis(30));
+        assert!(
+            matches!(got, Err(ArrowShmError::SchemaTimeout(_))),
+            "{got:?}"
+        );
+
+        // The schema comes in time: a reader, whose batches also have a deadline.
+        let joined = ring.consumer_builder().ipc_reader().unwrap();
+        let waiting = std::thread::spawn(move || {
+            super::BatchReader::with_timeout(joined, Duration::from_secs(10))
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        w.write(&batch).unwrap();
+        let mut reader = waiting.join().unwrap().unwrap();
+        assert_eq!(reader.schema(), batch.schema());
+        assert_eq!(reader.next().unwrap().unwrap(), batch);
+        let inner = reader.get_mut();
+        let got = inner.next_batch_timeout(Duration::from_millis(30));
+        assert!(
+            matches!(
+                got,
+                Err(ArrowShmError::Ring(crate::ring::RingError::Timeout(_)))
+            ),
+            "{got:?}"
+        );
+        // Still usable after the timeout.
+        w.write(&batch).unwrap();
+        assert_eq!(
+            inner.next_batch_timeout(Duration::from_secs(5)).unwrap(),
+            Some(batch)
+        );
+        w.close().unwrap();
+        assert_eq!(
+            inner.next_batch_timeout(Duration::from_secs(5)).unwrap(),
+            None
         );
     }
 }

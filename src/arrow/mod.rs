@@ -128,6 +128,14 @@ pub enum ArrowShmError {
     /// No schema message was received and the schema area is empty.
     #[error("no schema: the stream has not published one")]
     NoSchema,
+    /// No schema was published within the reader's timeout
+    /// ([`ConsumerBuilder::record_batch_reader_timeout`],
+    /// [`BatchReader::with_timeout`]): no producer attached, or it has not
+    /// written yet.
+    ///
+    /// [`ConsumerBuilder::record_batch_reader_timeout`]: crate::ring::ConsumerBuilder::record_batch_reader_timeout
+    #[error("no schema within {0:?}: no producer has started the stream")]
+    SchemaTimeout(std::time::Duration),
     /// The schema area does not hold a valid schema message.
     #[error("corrupt schema area: {reason}")]
     CorruptSchema {

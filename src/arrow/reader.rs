@@ -162,7 +162,11 @@ impl IpcReader {
     }
 
     /// Waits for the next record batch; `None` at end of stream. Schema and
-    /// dictionary messages are consumed on the way.
+    /// dictionary messages are consumed on the way. A dead producer ends the
+    /// wait with [`RingError::ProducerGone`]; a live one that sends nothing
+    /// is waited for without limit (see [`IpcReader::next_batch_timeout`]).
+    ///
+    /// [`RingError::ProducerGone`]: crate::ring::RingError::ProducerGone
     pub fn next_batch(&mut self) -> Result<Option<RecordBatch>, ArrowShmError> {
         while let Some(lease) = self.consumer.recv()? {
             if let Some(batch) = self.decode(lease)? {
@@ -170,6 +174,34 @@ impl IpcReader {
             }
         }
         Ok(None)
+    }
+
+    /// [`IpcReader::next_batch`] failing with [`RingError::Timeout`] when
+    /// no record batch arrives within `timeout` (schema and dictionary
+    /// messages received meanwhile are kept). The reader stays usable.
+    ///
+    /// [`RingError::Timeout`]: crate::ring::RingError::Timeout
+    pub fn next_batch_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<RecordBatch>, ArrowShmError> {
+        let start = std::time::Instant::now();
+        loop {
+            let left = timeout
+                .checked_sub(start.elapsed())
+                .ok_or(crate::ring::RingError::Timeout(timeout))?;
+            let lease = match self.consumer.recv_timeout(left) {
+                Ok(Some(lease)) => lease,
+                Ok(None) => return Ok(None),
+                Err(crate::ring::RingError::Timeout(_)) => {
+                    return Err(crate::ring::RingError::Timeout(timeout).into())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(batch) = self.decode(lease)? {
+                return Ok(Some(batch));
+            }
+        }
     }
 
     /// Decodes one received message: `Some(batch)` for a record batch,

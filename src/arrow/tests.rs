@@ -258,19 +258,84 @@ fn invalid_utf8_is_caught_by_validation() {
 }
 
 #[test]
-fn too_large_batches_are_refused_before_writing() {
+fn batches_larger_than_a_slot_are_split_by_rows() {
+    // As the Go Writer: one write, several record batches, the same rows.
     let r = ring(4, 4096);
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
     let b = simple(2000);
-    let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
-    assert!(matches!(
-        w.write(&b),
-        Err(ArrowShmError::Ring(RingError::MessageTooLarge {
-            max: 4096,
-            ..
-        }))
-    ));
-    cli::write_split(&mut w, &b).unwrap(); // halves until each part fits
-    assert!(w.producer_mut().next_seq() > 2);
+    let p = r.producer().unwrap();
+    let max = p.max_message();
+    let mut w = IpcWriter::new(p, b.schema()).unwrap();
+    let writer = std::thread::spawn(move || {
+        w.write(&b).unwrap();
+        w.close().unwrap();
+        b
+    });
+    let mut got = Vec::new();
+    while let Some(part) = reader.next_batch().unwrap() {
+        got.push(copy_batch(&part)); // in place, 2000 rows would hold every slot
+    }
+    let b = writer.join().unwrap();
+    assert!(got.len() > 2, "{} parts", got.len());
+    assert!(got.iter().all(|p| p.num_rows() < b.num_rows()));
+    assert_eq!(
+        arrow_select::concat::concat_batches(&b.schema(), &got).unwrap(),
+        b
+    );
+
+    // A dictionary column: the dictionary goes once, before the first part,
+    // and every part decodes with it; the second batch replaces it.
+    let r = ring(4, 4096);
+    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let dict = |words: &[&str], n: usize| {
+        let keys: Vec<&str> = (0..n).map(|i| words[i % words.len()]).collect();
+        let d: arrow_array::DictionaryArray<arrow_array::types::Int32Type> =
+            keys.into_iter().collect();
+        RecordBatch::try_from_iter([
+            ("d", Arc::new(d) as _),
+            (
+                "x",
+                Arc::new(Int64Array::from_iter_values(0..n as i64)) as _,
+            ),
+        ])
+        .unwrap()
+    };
+    let sent = [
+        dict(&["apac", "eu", "us"], 1500),
+        dict(&["north", "south"], 1500),
+    ];
+    let mut w = IpcWriter::new(r.producer().unwrap(), sent[0].schema()).unwrap();
+    let to_send = sent.clone();
+    let writer = std::thread::spawn(move || {
+        for b in &to_send {
+            w.write(b).unwrap();
+        }
+        w.close().unwrap();
+    });
+    let mut got = Vec::new();
+    while let Some(part) = reader.next_batch().unwrap() {
+        got.push(copy_batch(&part));
+    }
+    writer.join().unwrap();
+    assert!(got.len() > 4, "{} parts", got.len());
+    let schema = sent[0].schema();
+    assert_eq!(
+        arrow_select::concat::concat_batches(&schema, &got).unwrap(),
+        arrow_select::concat::concat_batches(&schema, &sent).unwrap()
+    );
+
+    // One row larger than a slot cannot be split.
+    let r = ring(4, 4096);
+    let big = RecordBatch::try_from_iter([(
+        "s",
+        Arc::new(StringArray::from(vec!["x".repeat(8192)])) as _,
+    )])
+    .unwrap();
+    let mut w = IpcWriter::new(r.producer().unwrap(), big.schema()).unwrap();
+    match w.write(&big) {
+        Err(ArrowShmError::Ring(RingError::MessageTooLarge { max: m, .. })) => assert_eq!(m, max),
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
 }
 
 proptest! {

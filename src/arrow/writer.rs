@@ -89,10 +89,12 @@ impl IpcWriter {
 
     /// Sends `batch` (after the schema and any new dictionaries). A batch
     /// whose schema differs from the stream's is refused with
-    /// [`ArrowShmError::SchemaMismatch`]; one that does not fit in a slot with
-    /// [`RingError::MessageTooLarge`] (split it and retry: its new
-    /// dictionaries were sent already). A dictionary that does not fit in a
-    /// slot fails the stream.
+    /// [`ArrowShmError::SchemaMismatch`]. A batch whose message would not
+    /// fit in a slot is split into row ranges that do (halved until each
+    /// part fits), so one `write` may publish several record batches, as
+    /// the Go `arrowshm.Writer` does; a single row that does not fit fails
+    /// with [`RingError::MessageTooLarge`], as does a dictionary that does
+    /// not fit (which fails the stream).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowShmError> {
         if batch.schema().fields() != self.schema.fields() {
             return Err(ArrowShmError::SchemaMismatch);
@@ -101,22 +103,33 @@ impl IpcWriter {
         // The tracker keeps each dictionary column it sends, keys included,
         // for the rest of the stream: given copies, it holds no slot of a
         // batch read in place from another ring (a relay).
-        let batch = &super::detach_dictionaries(batch);
+        let batch = super::detach_dictionaries(batch);
+        self.write_split(&batch)
+    }
+
+    /// Encodes and sends `batch`, halving it while its message is larger
+    /// than a slot.
+    fn write_split(&mut self, batch: &RecordBatch) -> Result<(), ArrowShmError> {
         let (dictionaries, encoded) = self
             .generator
             .encode(batch, &mut self.tracker, &self.options, &mut self.context)
             .map_err(ArrowShmError::Encode)?;
         // The tracker now counts these dictionaries as sent, so they go out
-        // even when the batch itself is too large: a caller that splits the
-        // batch and retries (cli::write_split) must not lose a changed
-        // dictionary.
+        // even when the batch itself is too large: its halves (which share
+        // the dictionaries) must not lose a changed one.
         for d in dictionaries {
             self.send(d, flags::IPC_DICTIONARY_BATCH)?;
         }
         let max = self.producer.max_message();
         let len = message_len(&encoded);
         if len > max {
-            return Err(RingError::MessageTooLarge { len, max }.into());
+            let rows = batch.num_rows();
+            if rows <= 1 {
+                return Err(RingError::MessageTooLarge { len, max }.into());
+            }
+            let half = rows / 2;
+            self.write_split(&batch.slice(0, half))?;
+            return self.write_split(&batch.slice(half, rows - half));
         }
         self.send(encoded, flags::IPC_RECORD_BATCH)
     }
