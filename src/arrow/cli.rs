@@ -13,6 +13,8 @@ use arrow_ipc::reader::{FileReader, StreamReader};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{ArrowShmError, CDataWriter, IpcWriter};
+use crate::layout::LayoutError;
+use crate::region::RegionError;
 use crate::ring::{Ring, RingError};
 
 mod recv;
@@ -113,6 +115,36 @@ pub enum Mode {
     Ipc,
     /// C-Data-offsets mode (LAYOUT.md §8.3): every batch must fit in a slot.
     CData,
+}
+
+/// A region error as the tools say it: a file that is not an Alloy ring
+/// (all zero, zero after the magic, another magic) says so, rather than
+/// pointing at an unfinished creator or a build mismatch (`alloy-go` says
+/// the same).
+pub fn region_error(e: &RegionError) -> String {
+    let RegionError::Layout { name, source } = e else {
+        return e.to_string();
+    };
+    match source {
+        LayoutError::NotInitialized => format!(
+            "{name}: not an Alloy ring: its header is all zero (or its creator died while creating it)"
+        ),
+        LayoutError::VersionMismatch { found: 0, .. } => format!(
+            "{name}: not an Alloy ring: layout version 0 after the \"ALLOYSHM\" magic (versions start at 1)"
+        ),
+        LayoutError::BadMagic { found } => format!(
+            "{name}: not an Alloy ring: it does not begin with \"ALLOYSHM\" (found {found:#018x})"
+        ),
+        _ => e.to_string(),
+    }
+}
+
+/// [`region_error`] for a ring error.
+pub fn ring_error(e: &RingError) -> String {
+    match e {
+        RingError::Region(r) => region_error(r),
+        e => e.to_string(),
+    }
 }
 
 /// Parses a `--mode` value: `ipc` or `cdata`.
@@ -253,7 +285,7 @@ pub fn send_with(
     opts: SendOptions,
 ) -> Result<Summary, String> {
     let mode = check_mode(mode)?;
-    let r = Ring::open(ring).map_err(|e| e.to_string())?;
+    let r = Ring::open(ring).map_err(|e| ring_error(&e))?;
     check_can_send(ring, &r, opts)?;
     let reader = open_arrow(input)?;
     if mode == Mode::CData {

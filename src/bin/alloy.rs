@@ -619,6 +619,7 @@ mod inspect {
     use std::path::Path;
     use std::time::Duration;
 
+    use alloy_shm::arrow::cli::region_error;
     use alloy_shm::ring::{stat::list_rings, RingView};
 
     /// The ring name, given as an argument or with --ring.
@@ -628,7 +629,7 @@ mod inspect {
     }
 
     pub fn stat(name: &str, json: bool, interval_ms: u64) -> Result<(), String> {
-        let view = RingView::open(name).map_err(|e| e.to_string())?;
+        let view = RingView::open(name).map_err(|e| region_error(&e))?;
         let mut s = view.stat();
         if interval_ms > 0 {
             std::thread::sleep(Duration::from_millis(interval_ms));
@@ -653,7 +654,7 @@ mod inspect {
         if interval_ms == 0 {
             return Err("--interval must be at least 1 ms".into());
         }
-        let view = RingView::open(name).map_err(|e| e.to_string())?;
+        let view = RingView::open(name).map_err(|e| region_error(&e))?;
         let ino = inode(name);
         let mut prev = view.stat();
         let mut out = std::io::stdout();

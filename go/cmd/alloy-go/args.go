@@ -1,13 +1,17 @@
 package main
 
 import (
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ignalina/alloy/go/ring"
 )
 
 // parseFlags parses a subcommand's arguments with flags before or after the
@@ -119,4 +123,28 @@ func (t *timeoutFlag) Set(s string) error {
 	}
 	t.d = d
 	return nil
+}
+
+// ringError says that a file is not an Alloy ring when it is not (all
+// zero, zero after the magic, another magic), as the Rust tool does,
+// rather than pointing at an unfinished creator or a build mismatch.
+func ringError(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	hdr := make([]byte, 12)
+	f, ferr := os.Open("/dev/shm/" + name)
+	if ferr == nil {
+		defer f.Close()
+		io.ReadFull(f, hdr)
+	}
+	switch {
+	case errors.Is(err, ring.ErrNotInitialized):
+		return fmt.Errorf("%s: not an Alloy ring: its header is all zero (or its creator died while creating it)", name)
+	case errors.Is(err, ring.ErrVersionMismatch) && binary.LittleEndian.Uint32(hdr[8:]) == 0:
+		return fmt.Errorf("%s: not an Alloy ring: layout version 0 after the \"ALLOYSHM\" magic (versions start at 1)", name)
+	case errors.Is(err, ring.ErrBadMagic):
+		return fmt.Errorf("%s: not an Alloy ring: it does not begin with \"ALLOYSHM\" (found 0x%016x)", name, binary.LittleEndian.Uint64(hdr))
+	}
+	return err
 }

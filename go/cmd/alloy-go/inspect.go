@@ -48,7 +48,7 @@ func stat(args []string) error {
 	}
 	s, err := ring.StatNamed(n)
 	if err != nil {
-		return err
+		return ringError(n, err)
 	}
 	if *interval > 0 {
 		time.Sleep(time.Duration(*interval) * time.Millisecond)
@@ -69,7 +69,7 @@ func stat(args []string) error {
 func rawStat(name string) error {
 	r, err := ring.Open(name)
 	if err != nil {
-		return err
+		return ringError(name, err)
 	}
 	defer r.Close()
 	s := r.Snapshot()
@@ -102,7 +102,7 @@ func watch(args []string) error {
 	}
 	prev, err := ring.StatNamed(n)
 	if err != nil {
-		return err
+		return ringError(n, err)
 	}
 	for {
 		time.Sleep(period)

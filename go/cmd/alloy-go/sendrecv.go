@@ -141,7 +141,7 @@ func send(args []string) (err error) {
 	}
 	r, err := ring.Open(*name)
 	if err != nil {
-		return err
+		return ringError(*name, err)
 	}
 	defer r.Close()
 	if err := checkCanSend(*name, r, *resume, *newStream); err != nil {
@@ -346,7 +346,7 @@ func recv(args []string) (err error) {
 	}
 	r, err := ring.Open(*name)
 	if err != nil {
-		return err
+		return ringError(*name, err)
 	}
 	defer r.Close()
 	// A truncated ring is the error, whatever failed (ring/fault.go), e.g.
