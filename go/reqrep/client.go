@@ -223,16 +223,19 @@ const fullWait = time.Millisecond
 
 // publish encodes rec and writes it into the next request slot.
 func (c *Client) publish(ctx context.Context, env envelope, rec arrow.RecordBatch) error {
-	for _, f := range rec.Schema().Fields() {
-		if hasDictionary(f.Type) {
-			return fmt.Errorf("%w: column %q is dictionary-encoded; channel messages carry no dictionaries", ErrUnsupported, f.Name)
-		}
+	dicts, err := dictMessages(rec, c.mem)
+	if err != nil {
+		return err
 	}
 	msg, err := encodeBatch(rec, c.mem)
 	if err != nil {
 		return err
 	}
 	defer msg.release()
+	dictLen := 0
+	for _, d := range dicts {
+		dictLen += len(d)
+	}
 	select {
 	case c.send <- struct{}{}:
 	case <-ctx.Done():
@@ -243,7 +246,7 @@ func (c *Client) publish(ctx context.Context, env envelope, rec arrow.RecordBatc
 	if c.lastSchema != rec.Schema() {
 		c.lastSchema, c.lastFramed = rec.Schema(), framedSchema(rec.Schema(), c.mem)
 	}
-	env.schemaLen, env.batchLen = uint32(len(c.lastFramed)), uint32(msg.size())
+	env.schemaLen, env.batchLen = uint32(len(c.lastFramed)), uint32(dictLen+int(msg.size()))
 	total := env.messageLen()
 	wait := 20 * time.Microsecond
 	var slot []byte
@@ -266,7 +269,11 @@ func (c *Client) publish(ctx context.Context, env envelope, rec arrow.RecordBatc
 	}
 	env.put(slot)
 	copy(slot[envLen:], c.lastFramed)
-	if err := msg.write(slot[envLen+len(c.lastFramed) : total]); err != nil {
+	at := envLen + len(c.lastFramed)
+	for _, d := range dicts {
+		at += copy(slot[at:], d)
+	}
+	if err := msg.write(slot[at:total]); err != nil {
 		return err // the reservation is reused by the next message
 	}
 	return c.prod.Publish(total, Flag)

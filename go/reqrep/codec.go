@@ -89,6 +89,67 @@ func encodeBatch(rec arrow.RecordBatch, mem memory.Allocator) (*batchMessage, er
 	return m, nil
 }
 
+// dictMessages encodes the dictionaries of rec's dictionary-encoded
+// columns (at any depth) as framed DictionaryBatch messages, whole (never
+// deltas), in the order and with the ids arrow-go's stream writer gives
+// them (those of the schema message). Each message's body is padded to 64
+// bytes, so the next message in the slot starts aligned (LAYOUT.md §12.2).
+// nil without dictionary columns.
+func dictMessages(rec arrow.RecordBatch, mem memory.Allocator) ([][]byte, error) {
+	has := false
+	for _, f := range rec.Schema().Fields() {
+		has = has || hasDictionary(f.Type)
+	}
+	if !has {
+		return nil, nil
+	}
+	c := &dictCollector{}
+	w := ipc.NewWriterWithPayloadWriter(c, ipc.WithSchema(rec.Schema()), ipc.WithAllocator(mem))
+	err := w.Write(rec)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = c.err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reqrep: encoding the dictionaries: %w", err)
+	}
+	return c.msgs, nil
+}
+
+// dictCollector is the ipc.PayloadWriter of dictMessages: it frames the
+// dictionary batches and drops the rest (the schema and the record batch
+// travel their own way).
+type dictCollector struct {
+	msgs [][]byte
+	err  error
+}
+
+func (c *dictCollector) Start() error { return nil }
+func (c *dictCollector) Close() error { return nil }
+
+func (c *dictCollector) WritePayload(pl ipc.Payload) error {
+	meta := pl.Meta()
+	defer meta.Release()
+	mb := meta.Bytes()
+	info, err := ipcframe.Parse(mb)
+	if err != nil {
+		return fmt.Errorf("arrow-go produced unexpected metadata: %w", err)
+	}
+	if info.Header != ipcframe.HeaderDictionaryBatch {
+		return nil
+	}
+	offsets, bodyLen := ipcframe.Layout(mb, info, make([]int64, info.NBufs))
+	bodyLen = ipcframe.AlignUp(bodyLen, ipcframe.Align)
+	b := make([]byte, ipcframe.HeaderLen(len(mb))+bodyLen)
+	if err := ipcframe.Write(b, mb, info, offsets, bodyLen, pl.SerializeBody); err != nil {
+		return err
+	}
+	c.msgs = append(c.msgs, b)
+	return nil
+}
+
 // write frames the message into dst (len(dst) == size()).
 func (m *batchMessage) write(dst []byte) error {
 	return ipcframe.Write(dst, m.meta.Bytes(), m.info, m.offsets, m.bodyLen, m.pl.SerializeBody)

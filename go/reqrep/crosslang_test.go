@@ -329,19 +329,55 @@ func TestDialWithoutWorker(t *testing.T) {
 	}
 }
 
-func TestDictionaryRecordIsRefused(t *testing.T) {
-	w := startWorker(t, 1)
+// TestDictionaryColumnsRoundTrip: records with dictionary columns (one
+// nested in a list), whose dictionaries change from call to call, go to
+// the Rust worker's echo and come back equal: every message carries its
+// own dictionaries, in both directions.
+func TestDictionaryColumnsRoundTrip(t *testing.T) {
+	w := startWorker(t, 2)
 	c := dial(t, w.name)
+	mem := memory.DefaultAllocator
 	dt := &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}
-	b := array.NewDictionaryBuilder(memory.DefaultAllocator, dt).(*array.BinaryDictionaryBuilder)
-	b.AppendString("a")
-	col := b.NewArray()
-	b.Release()
-	rec := array.NewRecordBatch(arrow.NewSchema([]arrow.Field{{Name: "d", Type: dt}}, nil), []arrow.Array{col}, 1)
-	col.Release()
-	defer rec.Release()
-	if _, err := c.Call(context.Background(), rec); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("got %v, want ErrUnsupported", err)
+	md := arrow.MetadataFrom(map[string]string{"op": "echo"})
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "region", Type: dt, Nullable: true},
+		{Name: "tags", Type: arrow.ListOf(dt), Nullable: true},
+		{Name: "x", Type: arrow.PrimitiveTypes.Int64},
+	}, &md)
+	for k := range 6 {
+		words := [][]string{{"apac", "eu", "us"}, {"north", "south", "east", "west"}}[k%2]
+		bld := array.NewRecordBuilder(mem, schema)
+		for i := range 20 + k {
+			rb := bld.Field(0).(*array.BinaryDictionaryBuilder)
+			if i%7 == 5 {
+				rb.AppendNull()
+			} else if err := rb.AppendString(words[i%len(words)]); err != nil {
+				t.Fatal(err)
+			}
+			lb := bld.Field(1).(*array.ListBuilder)
+			lb.Append(true)
+			for j := range i % 3 {
+				if err := lb.ValueBuilder().(*array.BinaryDictionaryBuilder).AppendString(words[(i+j)%len(words)]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			bld.Field(2).(*array.Int64Builder).Append(int64(i))
+		}
+		rec := bld.NewRecordBatch()
+		bld.Release()
+		out, err := c.Call(context.Background(), rec)
+		if err != nil {
+			t.Fatalf("call %d: %v", k, err)
+		}
+		if !array.RecordEqual(rec, out) {
+			t.Fatalf("call %d: sent\n%v\ngot\n%v", k, rec, out)
+		}
+		region := out.Column(0).(*array.Dictionary)
+		if got := region.Dictionary().(*array.String).Value(region.GetValueIndex(0)); got != words[0] {
+			t.Fatalf("call %d: first region %q, want %q", k, got, words[0])
+		}
+		out.Release()
+		rec.Release()
 	}
 }
 

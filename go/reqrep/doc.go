@@ -26,7 +26,8 @@
 // One client process per channel: a second one is refused with ErrBusy.
 // When the worker dies or stops, every pending and later call fails with
 // ErrPeerGone; Close the client and Dial again once a worker serves the
-// channel anew. Dictionary-encoded columns are not supported (ErrUnsupported).
+// channel anew. Dictionary-encoded columns travel like any other: each
+// message carries the dictionaries its record uses (LAYOUT.md §12.2).
 package reqrep
 
 import (
@@ -53,8 +54,9 @@ var (
 	ErrRemote = errors.New("reqrep: worker error")
 	// ErrBadMessage: a received message breaks LAYOUT.md §12.2.
 	ErrBadMessage = errors.New("reqrep: bad channel message")
-	// ErrUnsupported: the record cannot travel on a channel (dictionary
-	// columns).
+	// ErrUnsupported: the record cannot travel on a channel. No record
+	// is refused any more (dictionary columns travel since issue #19); kept
+	// for compatibility.
 	ErrUnsupported = errors.New("reqrep: unsupported record")
 )
 

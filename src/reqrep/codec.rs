@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
 use arrow_data::UnsafeFlag;
+use arrow_ipc::reader::read_dictionary_impl;
 use arrow_ipc::writer::{
     write_message, DictionaryTracker, EncodedData, IpcDataGenerator, IpcWriteContext,
     IpcWriteOptions,
@@ -41,17 +42,21 @@ fn has_dictionary(dt: &DataType) -> bool {
     }
 }
 
-/// A batch encoded for one message: the framed schema message and the
+/// A batch encoded for one message: the framed schema message, the
+/// dictionary batch messages of its dictionary-encoded columns and the
 /// record batch message (still to be framed into the slot).
 pub(crate) struct Encoded {
     schema: Arc<Vec<u8>>,
+    dictionaries: Vec<EncodedData>,
     batch: EncodedData,
 }
 
 impl Encoded {
-    /// The envelope lengths `(schema_len, batch_len)`.
+    /// The envelope lengths `(schema_len, batch_len)`: the batch section
+    /// holds the dictionary messages, then the record batch message.
     pub(crate) fn lens(&self) -> (usize, usize) {
-        (self.schema.len(), message_len(&self.batch))
+        let dicts: usize = self.dictionaries.iter().map(message_len).sum();
+        (self.schema.len(), dicts + message_len(&self.batch))
     }
 }
 
@@ -73,20 +78,12 @@ impl Encoder {
         }
     }
 
-    /// Encodes `batch` (its schema message and its record batch message).
-    /// Dictionary-encoded columns are refused (LAYOUT.md §12.2).
+    /// Encodes `batch`: its schema message, one dictionary batch message
+    /// per dictionary of its dictionary-encoded columns (at any depth) and
+    /// its record batch message (LAYOUT.md §12.2). Every message carries
+    /// its own dictionaries: nothing is remembered between messages.
     pub(crate) fn encode(&mut self, batch: &RecordBatch) -> Result<Encoded, ReqRepError> {
         let schema = batch.schema();
-        if let Some(f) = schema
-            .fields()
-            .iter()
-            .find(|f| has_dictionary(f.data_type()))
-        {
-            return Err(ReqRepError::Unsupported(format!(
-                "column {:?} is dictionary-encoded; request/reply messages carry no dictionaries (cast it to its value type)",
-                f.name()
-            )));
-        }
         let schema_bytes = match &self.last_schema {
             Some((s, bytes)) if Arc::ptr_eq(s, &schema) || **s == *schema => bytes.clone(),
             _ => {
@@ -104,15 +101,30 @@ impl Encoder {
                 bytes
             }
         };
-        // No dictionaries (checked above), so the tracker stays empty.
+        // A fresh tracker: every dictionary of the batch is sent, whole
+        // (never a delta), and the tracker keeps no array afterwards. It
+        // learns the dictionary ids from the schema (as the schema message
+        // numbers them).
         let mut tracker = DictionaryTracker::new(false);
+        if schema
+            .fields()
+            .iter()
+            .any(|f| has_dictionary(f.data_type()))
+        {
+            self.generator.schema_to_bytes_with_dictionary_tracker(
+                &schema,
+                &mut tracker,
+                &self.options,
+            );
+        }
         let mut context = IpcWriteContext::default();
-        let (_dicts, batch) = self
+        let (dictionaries, batch) = self
             .generator
             .encode(batch, &mut tracker, &self.options, &mut context)
             .map_err(ReqRepError::Encode)?;
         Ok(Encoded {
             schema: schema_bytes,
+            dictionaries,
             batch,
         })
     }
@@ -138,7 +150,14 @@ impl Encoder {
         let mut slot = producer.reserve(len)?;
         env.write_to(&mut slot[..ENVELOPE_LEN]);
         slot[ENVELOPE_LEN..ENVELOPE_LEN + schema_len].copy_from_slice(&enc.schema);
-        let at = ENVELOPE_LEN + schema_len;
+        let mut at = ENVELOPE_LEN + schema_len;
+        for d in enc.dictionaries {
+            // A multiple of 64 bytes (buffers padded to 64), so the next
+            // message starts aligned.
+            let n = message_len(&d);
+            write_message(&mut slot[at..at + n], d, &self.options).map_err(ReqRepError::Encode)?;
+            at += n;
+        }
         write_message(&mut slot[at..len], enc.batch, &self.options).map_err(ReqRepError::Encode)?;
         Ok(slot.publish(len, FLAG)?)
     }
@@ -262,30 +281,66 @@ impl Decoder {
                 let schema = Arc::new(
                     arrow_ipc::convert::try_fb_to_schema(fb).map_err(ReqRepError::Decode)?,
                 );
-                if let Some(field) = schema
-                    .fields()
-                    .iter()
-                    .find(|f| has_dictionary(f.data_type()))
-                {
-                    return Err(ReqRepError::BadMessage(format!(
-                        "column {:?} is dictionary-encoded; channel messages carry no dictionaries",
-                        field.name()
-                    )));
-                }
                 self.last_schema = Some((schema_bytes.to_vec(), schema.clone()));
                 schema
             }
         };
-        let f = frame::parse(&whole[s_end..b_end])
-            .map_err(|e| ReqRepError::BadMessage(format!("record batch message: {e}")))?;
-        if f.message.header_type() != MessageHeader::RecordBatch {
-            return Err(ReqRepError::BadMessage(format!(
-                "batch_len covers a {:?} message, not a record batch",
-                f.message.header_type()
-            )));
+        // The batch section: dictionary batch messages, then the record
+        // batch message, each starting 64-byte aligned (LAYOUT.md §12.2).
+        let mut dictionaries = HashMap::new();
+        let mut at = s_end;
+        loop {
+            let f = frame::parse(&whole[at..b_end])
+                .map_err(|e| ReqRepError::BadMessage(format!("message at {at}: {e}")))?;
+            match f.message.header_type() {
+                MessageHeader::RecordBatch => {
+                    if at + f.body.end != b_end {
+                        return Err(ReqRepError::BadMessage(format!(
+                            "{} bytes after the record batch message",
+                            b_end - at - f.body.end
+                        )));
+                    }
+                    let batch =
+                        read_batch_at(whole, at, &f, schema, &dictionaries, UnsafeFlag::new())
+                            .map_err(ReqRepError::Decode)?;
+                    return Ok(Body::Batch(batch));
+                }
+                MessageHeader::DictionaryBatch => {
+                    let dict = f
+                        .message
+                        .header_as_dictionary_batch()
+                        .expect("checked by frame::parse");
+                    if dict.isDelta() {
+                        return Err(ReqRepError::BadMessage(
+                            "a delta dictionary batch (channel messages carry whole dictionaries)"
+                                .into(),
+                        ));
+                    }
+                    // In place: the dictionary shares the slot the batch holds.
+                    let body = whole.slice_with_length(at + f.body.start, f.body.len());
+                    read_dictionary_impl(
+                        &body,
+                        dict,
+                        &schema,
+                        &mut dictionaries,
+                        &f.message.version(),
+                        true,
+                        UnsafeFlag::new(),
+                    )
+                    .map_err(ReqRepError::Decode)?;
+                    at += f.body.end;
+                    if at % ALIGN != 0 {
+                        return Err(ReqRepError::BadMessage(format!(
+                            "a message ends at {at}, not on a {ALIGN}-byte boundary"
+                        )));
+                    }
+                }
+                other => {
+                    return Err(ReqRepError::BadMessage(format!(
+                        "batch_len covers a {other:?} message, not dictionaries and a record batch"
+                    )))
+                }
+            }
         }
-        let batch = read_batch_at(whole, s_end, &f, schema, &HashMap::new(), UnsafeFlag::new())
-            .map_err(ReqRepError::Decode)?;
-        Ok(Body::Batch(batch))
     }
 }

@@ -132,7 +132,11 @@ fn dictionary_columns_travel_in_every_message() {
     let mut rx = ring.subscribe().unwrap();
     let mut tx = ring.producer().unwrap();
     let mut enc = Encoder::new();
-    let sent = [dictionary_batch(0), dictionary_batch(1), dictionary_batch(0).slice(3, 5)];
+    let sent = [
+        dictionary_batch(0),
+        dictionary_batch(1),
+        dictionary_batch(0).slice(3, 5),
+    ];
     for b in &sent {
         let e = enc.encode(b).unwrap();
         enc.publish(&mut tx, env(Kind::Request), e).unwrap();
