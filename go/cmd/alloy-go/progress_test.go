@@ -17,6 +17,9 @@ func TestProgressOnlyOnATerminal(t *testing.T) {
 	}
 	var tty strings.Builder
 	p = newProgressTo("sending", &tty, true)
+	if p.bar != nil {
+		t.Fatal("bar made before the first update: its rate would count the wait before it")
+	}
 	p.update(3, 300, 1<<20)
 	p.bar.RenderBlank()
 	if !strings.Contains(tty.String(), "sending 3 batches, 300 rows, 1.0 MiB") {
