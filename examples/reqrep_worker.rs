@@ -14,15 +14,18 @@
 //! ```
 //!
 //! It prints `ready` on stdout once clients can connect, then serves until
-//! killed (the next worker on the same name removes the stale rings; or
-//! `bin/alloy rm --ring NAME.req` / `NAME.rep`).
+//! SIGTERM or SIGINT: it then finishes the requests in hand, closes the
+//! channel (clients see `PeerGone`), removes both rings and exits 0. A
+//! worker killed with SIGKILL leaves its rings: clients fail at once with
+//! `WorkerDead` / `ErrNotServed`, and the next worker on the same name
+//! removes them (or `bin/alloy rm NAME.req` / `NAME.rep`).
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_shm::reqrep::{Worker, WorkerConfig};
+use alloy_shm::reqrep::{StopHandle, Worker, WorkerConfig};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{Int64Array, RecordBatch};
@@ -76,7 +79,45 @@ fn handle(batch: RecordBatch) -> Result<RecordBatch, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Blocks SIGTERM and SIGINT in this thread and so in every thread spawned
+/// after it (the mask is inherited): they stay pending until
+/// [`stop_on_signals`] takes them with `sigwait`. Call first in `main`.
+fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use;
+    // pthread_sigmask only reads the set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        match libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) {
+            0 => Ok(set),
+            rc => Err(std::io::Error::from_raw_os_error(rc)),
+        }
+    }
+}
+
+/// Stops the worker when a signal of `set` (blocked everywhere) arrives. A
+/// thread waiting in `sigwait` is an ordinary thread, not a signal handler,
+/// so it may call `stop` (and log) freely.
+fn stop_on_signals(set: libc::sigset_t, stop: StopHandle) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: `set` is initialised and blocked in every thread;
+            // `sig` is a valid place for the signal number.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                tracing::warn!(signal = sig, "stopping: finishing the requests in hand");
+                stop.stop();
+            }
+        })?;
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Before any thread exists, so that every thread inherits the mask.
+    let signals = block_stop_signals()?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::WARN)
@@ -91,9 +132,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..Default::default()
         },
     )?;
+    stop_on_signals(signals, worker.stop_handle())?;
     let mut out = std::io::stdout();
     writeln!(out, "ready")?;
     out.flush()?;
+    // serve returns once stopped; the worker is dropped with it, which
+    // closes the channel and removes NAME.req and NAME.rep.
     let stats = worker.serve(handle)?;
     eprintln!("{stats:?}");
     Ok(())

@@ -54,9 +54,11 @@ type delivery struct {
 const dialPoll = 10 * time.Millisecond
 
 // Dial connects to channel name, waiting until a live worker serves it or
-// ctx ends (ErrNotServed). It subscribes to the replies before it can send
-// anything (LAYOUT.md §12.1). A second client process is refused with
-// ErrBusy.
+// ctx ends (ErrNotServed). When the channel's worker is known dead (its
+// rings are left over from a killed process) it fails at once with an
+// error matching both ErrNotServed and ErrPeerGone, instead of waiting for
+// ctx. It subscribes to the replies before it can send anything
+// (LAYOUT.md §12.1). A second client process is refused with ErrBusy.
 func Dial(ctx context.Context, name string) (*Client, error) {
 	var rep *ring.Ring
 	var cons *ring.Consumer
@@ -115,8 +117,15 @@ func trySubscribe(name string) (*ring.Ring, *ring.Consumer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if !rep.ProducerAlive() || rep.Snapshot().Closed != 0 {
-		rep.Close() // stale, or the worker is still starting
+	s := rep.Snapshot()
+	if s.ProducerPid != 0 && !rep.ProducerAlive() {
+		// A dead worker's rings: no point waiting for it (a new worker
+		// would remove them first).
+		rep.Close()
+		return nil, nil, fmt.Errorf("%w: %q: its worker (pid %d) is dead: %w", ErrNotServed, name, s.ProducerPid, ErrPeerGone)
+	}
+	if s.ProducerPid == 0 || s.Closed != 0 {
+		rep.Close() // the worker is still starting, or stopping
 		return nil, nil, nil
 	}
 	cons, err := rep.Subscribe(ring.ConsumerOptions{})

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -326,6 +327,64 @@ func TestDialWithoutWorker(t *testing.T) {
 	defer cancel()
 	if _, err := Dial(ctx, fmt.Sprintf("alloy-rr-none-%d", os.Getpid())); !errors.Is(err, ErrNotServed) {
 		t.Fatalf("got %v, want ErrNotServed", err)
+	}
+}
+
+// TestDialDeadWorkerFailsAtOnce: the rings of a SIGKILLed worker make
+// Dial fail at once (ErrNotServed and ErrPeerGone), not when its context
+// ends; a worker stopped with SIGTERM removes its rings, exits 0 and its
+// client sees ErrPeerGone.
+func TestDialDeadWorkerFailsAtOnce(t *testing.T) {
+	w := startWorker(t, 1)
+	pid := w.cmd.Process.Pid
+	if err := w.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	w.cmd.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := Dial(ctx, w.name)
+	took := time.Since(start)
+	if !errors.Is(err, ErrNotServed) || !errors.Is(err, ErrPeerGone) {
+		t.Fatalf("Dial to a dead worker: %v, want ErrNotServed and ErrPeerGone", err)
+	}
+	if !strings.Contains(err.Error(), strconv.Itoa(pid)) {
+		t.Errorf("the error does not name pid %d: %v", pid, err)
+	}
+	if took > time.Second {
+		t.Fatalf("Dial took %v of its 5 s", took)
+	}
+	t.Logf("Dial to a dead worker failed after %v: %v", took, err)
+}
+
+func TestWorkerSIGTERMRemovesRings(t *testing.T) {
+	w := startWorker(t, 2)
+	c := dial(t, w.name)
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("worker exit: %v; stderr: %s", err, w.errb.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the worker did not exit within 5 s of SIGTERM")
+	}
+	for _, r := range []string{RequestRing(w.name), ReplyRing(w.name)} {
+		if _, err := os.Stat("/dev/shm/" + r); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind (%v)", r, err)
+		}
+	}
+	rec := xRecord([]int64{1}, nil)
+	defer rec.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := c.Call(ctx, rec); !errors.Is(err, ErrPeerGone) {
+		t.Fatalf("call after SIGTERM: %v, want ErrPeerGone", err)
 	}
 }
 

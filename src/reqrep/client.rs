@@ -82,8 +82,11 @@ fn new_session() -> u64 {
 
 impl Client {
     /// Connects to channel `name`, waiting up to `timeout` for a live
-    /// worker to serve it (LAYOUT.md §12.1). A second client process is
-    /// refused with [`ReqRepError::Busy`].
+    /// worker to serve it (LAYOUT.md §12.1): [`ReqRepError::NotServed`]
+    /// when none does in time, [`ReqRepError::WorkerDead`] at once when the
+    /// channel's worker is known dead (its rings are left over from a
+    /// killed process). A second client process is refused with
+    /// [`ReqRepError::Busy`].
     pub fn connect(name: &str, timeout: Duration) -> Result<Client, ReqRepError> {
         check_name(name)?;
         let start = Instant::now();
@@ -147,8 +150,17 @@ impl Client {
             Err(RingError::Region(RegionError::Layout { .. })) => return Ok(None), // being created
             Err(e) => return Err(e.into()),
         };
-        if !rep.producer_alive() || rep.is_closed() {
-            return Ok(None); // stale, or the worker is still starting
+        let pid = rep.producer_pid();
+        if pid != 0 && !rep.producer_alive() {
+            // A dead worker's rings: no point waiting for it (a new worker
+            // would remove them first).
+            return Err(ReqRepError::WorkerDead {
+                name: name.into(),
+                pid,
+            });
+        }
+        if pid == 0 || rep.is_closed() {
+            return Ok(None); // the worker is still starting, or stopping
         }
         Ok(Some(rep.subscribe()?))
     }

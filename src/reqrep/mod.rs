@@ -92,7 +92,8 @@ pub enum ReqRepError {
     /// Encoding a batch failed.
     #[error("cannot encode the batch: {0}")]
     Encode(#[source] ArrowError),
-    /// A batch the channel cannot carry (dictionary-encoded columns).
+    /// A batch the channel cannot carry. No batch is refused any more
+    /// (dictionary-encoded columns travel since issue #19).
     #[error("unsupported batch: {0}")]
     Unsupported(String),
     /// The worker answered with an error (LAYOUT.md §12.4 status and text).
@@ -134,6 +135,17 @@ pub enum ReqRepError {
         name: String,
         /// How long the client waited.
         waited: Duration,
+    },
+    /// The channel's worker is dead (its reply ring names a producer
+    /// process that is gone): [`Client::connect`] fails with this at once
+    /// instead of waiting out its timeout. A new worker on the same name
+    /// removes the stale rings.
+    #[error("channel {name:?} is not served: its worker (pid {pid}) is dead")]
+    WorkerDead {
+        /// Channel name.
+        name: String,
+        /// Pid of the dead worker.
+        pid: u32,
     },
     /// Invalid argument (name, configuration).
     #[error("invalid argument: {0}")]
