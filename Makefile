@@ -42,9 +42,10 @@ test-go: build
 	$(CARGO) build --release $(FEATURES) --example bench_peer
 	cd go && $(GO) vet ./... && ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(GO) test -race -count=1 ./...
 
-# Arrow IPC CLI round trip (alloy-go send -> alloy recv and back), checked by pyarrow.
+# Arrow IPC CLI round trip (alloy-go send -> alloy recv and back), checked by pyarrow;
+# tests/cli_tools.py: both CLIs as a user meets them (issue #18: endings, pipes, compression, grammar).
 test-py: build
-	python3 -m pytest -q -p no:cacheprovider tests/pyarrow_roundtrip.py
+	python3 -m pytest -q -p no:cacheprovider tests/pyarrow_roundtrip.py tests/cli_tools.py
 
 demo: build
 	@bash scripts/demo.sh

@@ -286,12 +286,14 @@ pub fn send_with(
 ) -> Result<Summary, String> {
     let mode = check_mode(mode)?;
     let r = Ring::open(ring).map_err(|e| ring_error(&e))?;
-    check_can_send(ring, &r, opts)?;
+    // The input's schema first (an unreadable input is the error to
+    // report), then whether the ring can take the stream.
     let reader = open_arrow(input)?;
     if mode == Mode::CData {
         CDataWriter::check_schema(&reader.schema())
             .map_err(|e| format!("{}: {e}", input.display()))?;
     }
+    check_can_send(ring, &r, opts)?;
     let producer = r
         .producer_builder()
         .new_stream(opts.new_stream)

@@ -144,23 +144,32 @@ func send(args []string) (err error) {
 		return ringError(*name, err)
 	}
 	defer r.Close()
-	if err := checkCanSend(*name, r, *resume, *newStream); err != nil {
-		return err
-	}
-	p, err := r.NewProducer(ring.ProducerOptions{Backpressure: ring.Backpressure{Kind: ring.Block}, NewStream: *newStream})
-	if err != nil {
-		return err
-	}
-	first := r.Stat().Published
 	// A truncated ring is the error, whatever failed (ring/fault.go).
 	defer r.CatchFault(ring.TrapFaults(), &err)
+	// The producer attaches once the input's schema was read (an
+	// unreadable input is the error to report), if the ring can take the
+	// stream.
+	var p *ring.Producer
+	var first uint64
+	attach := func(schema *arrow.Schema) (recordWriter, error) {
+		if err := checkCanSend(*name, r, *resume, *newStream); err != nil {
+			return nil, err
+		}
+		var err error
+		p, err = r.NewProducer(ring.ProducerOptions{Backpressure: ring.Backpressure{Kind: ring.Block}, NewStream: *newStream})
+		if err != nil {
+			return nil, err
+		}
+		first = r.Stat().Published
+		return newRecordWriter(*mode, p, schema)
+	}
 	var w recordWriter
 	var s summary
 	bar := newProgress("sending")
 	schema, err := eachRecord(path, func(schema *arrow.Schema, rec arrow.RecordBatch) error {
 		if w == nil {
 			var err error
-			if w, err = newRecordWriter(*mode, p, schema); err != nil {
+			if w, err = attach(schema); err != nil {
 				return err
 			}
 		}
@@ -172,13 +181,15 @@ func send(args []string) (err error) {
 	})
 	bar.done()
 	if err == nil && w == nil { // no records: still publish the schema
-		w, err = newRecordWriter(*mode, p, schema)
+		w, err = attach(schema)
 	}
 	if w == nil || err != nil {
 		// A failed send does not end the stream as if it were complete:
 		// the producer detaches (as the Rust CLI's does), so consumers
 		// keep waiting for a producer to attach again (send --resume).
-		p.Detach()
+		if p != nil {
+			p.Detach()
+		}
 		return err
 	}
 	if err := w.Close(); err != nil {
