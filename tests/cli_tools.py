@@ -184,7 +184,8 @@ def test_dead_producer_leaves_a_complete_stream(tmp_path, ring, tool):
         tx.kill()
     assert code == 1, err
     line = one_line(err)
-    assert "died without closing the stream" in line and "wrote 2 batches" in line, line
+    assert f"the producer (pid {tx.p.pid}) of ring" in line and "died without closing the stream" in line, line
+    assert "wrote 2 batches" in line, line
     assert read_stream(out).equals(pa.Table.from_batches(bs))
 
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -462,7 +463,12 @@ func recv(args []string) (err error) {
 		case errors.Is(e, context.DeadlineExceeded):
 			end = &recvEnd{fmt.Sprintf("no message on ring %q for %v (--timeout)", *name, timeout.d), 124}
 		case errors.Is(e, ring.ErrProducerGone):
-			end = &recvEnd{fmt.Sprintf("the producer of ring %q died without closing the stream (%v)", *name, e), 1}
+			// The Rust tool's line: the pid from "producer gone: pid N".
+			var pid int
+			if i := strings.LastIndex(e.Error(), "pid "); i >= 0 {
+				fmt.Sscanf(e.Error()[i:], "pid %d", &pid)
+			}
+			end = &recvEnd{fmt.Sprintf("the producer (pid %d) of ring %q died without closing the stream", pid, *name), 1}
 		default:
 			end = &recvEnd{fmt.Sprintf("refused a message: %v", e), 1}
 		}
