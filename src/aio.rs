@@ -3,6 +3,15 @@
 //! tokio's reactor ([`AsyncFd`]); the producer awaits space instead of
 //! blocking its thread.
 //!
+//! Each async type wraps its sync counterpart and fails with the same error
+//! type: [`AsyncIpcReader`] and [`AsyncIpcWriter`] with
+//! [`ArrowShmError`] like [`IpcReader`] and [`IpcWriter`],
+//! [`AsyncConsumer`] and [`AsyncProducer`] with [`RingError`] like
+//! [`Consumer`] and [`Producer`]. Every await has a deadline the usual
+//! tokio way, `tokio::time::timeout(d, reader.next_batch())`: receiving is
+//! cancel-safe (a dropped `recv`/`next_batch` future loses no message), and
+//! a producer's `Block { timeout }` bounds each wait for space.
+//!
 //! ```
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -47,7 +56,7 @@ use futures_core::Stream;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Instant, Sleep};
 
-use crate::arrow::{ArrowShmError, IpcReader};
+use crate::arrow::{ArrowShmError, IpcReader, IpcWriter};
 use crate::ring::liveness::PRODUCER_CHECK;
 use crate::ring::{Backpressure, Consumer, Lease, Producer, Reservation, RingError};
 
@@ -345,6 +354,111 @@ impl AsyncProducer {
     pub fn close(self) {
         self.producer.close();
     }
+}
+
+/// An [`IpcWriter`] for async code: [`write`](AsyncIpcWriter::write) and
+/// [`close`](AsyncIpcWriter::close) await instead of blocking the runtime's
+/// thread while the ring is full. The counterpart of [`AsyncIpcReader`],
+/// with the same error type as the sync writer ([`ArrowShmError`]) and the
+/// same behaviour: the schema first, dictionaries when they change,
+/// batches too large for a slot split by rows, the producer's
+/// [`Backpressure`] (`Block { timeout }` fails with
+/// [`RingError::Timeout`], `Fail` with [`RingError::Full`]).
+///
+/// Each call runs the sync writer on tokio's blocking pool
+/// (`spawn_blocking`: one hand-over, a few microseconds, per call), since
+/// one batch may take several slots (schema, dictionaries, parts of a split
+/// batch) and each may have to wait. A write whose future is dropped before
+/// it finishes still completes on the pool, but the writer is lost with it:
+/// later calls fail with [`RingError::Closed`].
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// use std::sync::Arc;
+/// use alloy_shm::aio::{AsyncIpcReader, AsyncIpcWriter};
+/// use alloy_shm::ring::Ring;
+/// use arrow_array::{Int32Array, RecordBatch};
+/// use futures::StreamExt;
+///
+/// let ring = Ring::anonymous_builder().slot_count(4).slot_size(4096).create()?;
+/// let mut batches = AsyncIpcReader::new(ring.consumer_builder().ipc_reader()?)?;
+/// let batch = RecordBatch::try_from_iter([("n", Arc::new(Int32Array::from(vec![1, 2])) as _)])?;
+/// let mut w = AsyncIpcWriter::new(ring.producer_builder().ipc_writer(batch.schema())?);
+/// let sender = tokio::spawn(async move {
+///     for _ in 0..10 {
+///         w.write(&batch).await?; // awaits while the 4 slots are full
+///     }
+///     w.close().await
+/// });
+/// let mut rows = 0;
+/// while let Some(got) = batches.next().await {
+///     rows += got?.num_rows();
+/// }
+/// sender.await??;
+/// assert_eq!(rows, 20);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct AsyncIpcWriter {
+    /// `None` once a write's future was dropped mid-write.
+    writer: Option<IpcWriter>,
+}
+
+impl AsyncIpcWriter {
+    /// Wraps `writer`.
+    pub fn new(writer: IpcWriter) -> AsyncIpcWriter {
+        AsyncIpcWriter {
+            writer: Some(writer),
+        }
+    }
+
+    /// Sends `batch` (see [`IpcWriter::write`]), awaiting free slots.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowShmError> {
+        let mut w = self.writer.take().ok_or(RingError::Closed)?;
+        let batch = batch.clone(); // Arcs: no data is copied
+        let (w, result) = tokio::task::spawn_blocking(move || {
+            let result = w.write(&batch);
+            (w, result)
+        })
+        .await
+        .map_err(join_error)?;
+        self.writer = Some(w);
+        result
+    }
+
+    /// Sends the schema if nothing was written, then ends the stream (see
+    /// [`IpcWriter::close`]).
+    pub async fn close(mut self) -> Result<(), ArrowShmError> {
+        let w = self.writer.take().ok_or(RingError::Closed)?;
+        tokio::task::spawn_blocking(move || w.close())
+            .await
+            .map_err(join_error)?
+    }
+
+    /// The stream's schema, unless the writer was lost.
+    pub fn schema(&self) -> Option<&SchemaRef> {
+        self.writer.as_ref().map(IpcWriter::schema)
+    }
+
+    /// The wrapped writer, unless it was lost.
+    pub fn get_mut(&mut self) -> Option<&mut IpcWriter> {
+        self.writer.as_mut()
+    }
+
+    /// Unwraps the writer, unless it was lost.
+    pub fn into_inner(self) -> Option<IpcWriter> {
+        self.writer
+    }
+}
+
+/// A blocking-pool task that panicked or was cancelled (runtime shutdown).
+fn join_error(e: tokio::task::JoinError) -> ArrowShmError {
+    ArrowShmError::Ring(RingError::Io {
+        what: "the writer's blocking task",
+        source: std::io::Error::other(e),
+    })
 }
 
 #[cfg(test)]

@@ -224,3 +224,86 @@ fn current_thread_runtime_works_too() {
         assert_eq!(n, 100);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_ipc_writer_awaits_space_splits_and_keeps_the_runtime_free() {
+    // 4 slots of 8 KiB: 30 batches (some larger than a slot, so split)
+    // wait for the reader again and again; the reader copies each batch so
+    // it holds no slot.
+    let ring = ring(4, 8 << 10);
+    let mut reader = AsyncIpcReader::new(ring.consumer_builder().ipc_reader().unwrap()).unwrap();
+    let batches: Vec<RecordBatch> = (0..30)
+        .map(|i| testdata::batch(i, &[3, 9, 10], [20, 4000][i as usize % 2], 0, true))
+        .collect();
+    let mut w = AsyncIpcWriter::new(
+        ring.producer_builder()
+            .ipc_writer(batches[0].schema())
+            .unwrap(),
+    );
+    let sent = batches.clone();
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let t = ticks.clone();
+    // A task on the same runtime keeps running while the writer waits.
+    let ticker = tokio::spawn(async move {
+        loop {
+            t.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let writer = tokio::spawn(async move {
+        for b in &sent {
+            w.write(b).await?;
+        }
+        w.close().await
+    });
+    let mut got = Vec::new();
+    while let Some(b) = reader.next().await {
+        got.push(crate::arrow::copy_batch(&b.unwrap()));
+        tokio::time::sleep(Duration::from_millis(1)).await; // a slow reader
+    }
+    writer.await.unwrap().unwrap();
+    ticker.abort();
+    assert!(got.len() > batches.len(), "no batch was split");
+    let schema = batches[0].schema();
+    assert_eq!(
+        arrow_select::concat::concat_batches(&schema, &got).unwrap(),
+        arrow_select::concat::concat_batches(&schema, &batches).unwrap()
+    );
+    assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_ipc_writer_reports_backpressure_like_the_sync_one() {
+    let ring = ring(2, 4096);
+    let _idle = ring.subscribe().unwrap(); // never reads
+    let batch = testdata::batch(1, &[3], 10, 0, false);
+    let p = ring
+        .producer_builder()
+        .backpressure(Backpressure::Block {
+            timeout: Some(Duration::from_millis(100)),
+        })
+        .create()
+        .unwrap();
+    let mut w = AsyncIpcWriter::new(IpcWriter::new(p, batch.schema()).unwrap());
+    w.write(&batch).await.unwrap(); // schema + batch: both slots
+    let t0 = std::time::Instant::now();
+    let err = w.write(&batch).await.unwrap_err();
+    assert!(
+        matches!(err, ArrowShmError::Ring(RingError::Timeout(_))),
+        "{err}"
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(100));
+    // The writer is still there after an error, as the sync one.
+    assert!(w.get_mut().is_some());
+    // A write whose future is dropped mid-way loses the writer: later
+    // calls say so instead of hanging.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), w.write(&batch))
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        w.write(&batch).await,
+        Err(ArrowShmError::Ring(RingError::Closed))
+    ));
+}
