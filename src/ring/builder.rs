@@ -85,6 +85,7 @@ impl Ring {
             wait: WaitStrategy::default(),
             held_lease_timeout: Some(super::DEFAULT_HELD_LEASE_TIMEOUT),
             skip_validation: false,
+            history: 0,
         }
     }
 }
@@ -305,6 +306,7 @@ pub struct ConsumerBuilder {
     held_lease_timeout: Option<Duration>,
     /// For the Arrow readers made from this builder (`arrow` module).
     skip_validation: bool,
+    history: u32,
 }
 
 impl ConsumerBuilder {
@@ -319,6 +321,19 @@ impl ConsumerBuilder {
     /// exactly one member of the group.
     pub fn queue(mut self, group: u32) -> Self {
         self.group = Some(group);
+        self
+    }
+
+    /// History for a late joiner (default 0, as iceoryx2's
+    /// `history_size`): a new broadcast consumer or queue group starts up
+    /// to `n` messages before the head, so it also receives the last `n`
+    /// messages published before it joined — at most `slot_count − 1`, and
+    /// only messages of the current stream (LAYOUT.md §5.3). A producer
+    /// that starts before its consumers then loses none of its first
+    /// `n` messages as long as it is no more than that ahead. Joining an
+    /// existing queue group ignores it (the group's cursor is shared).
+    pub fn history(mut self, n: u32) -> Self {
+        self.history = n;
         self
     }
 
@@ -361,8 +376,25 @@ impl ConsumerBuilder {
     /// Joins the ring.
     pub fn create(self) -> Result<Consumer, RingError> {
         let mut c = match self.group {
-            None => Consumer::join(self.ring.shared.clone(), kind::BROADCAST, 0, self.wait)?,
-            Some(g) => self.ring.join_queue(g)?,
+            None => Consumer::join(
+                self.ring.shared.clone(),
+                kind::BROADCAST,
+                0,
+                self.wait,
+                self.history,
+            )?,
+            Some(0) => {
+                return Err(RingError::InvalidArgument(
+                    "queue group must be >= 1".into(),
+                ))
+            }
+            Some(g) => Consumer::join(
+                self.ring.shared.clone(),
+                kind::QUEUE,
+                g,
+                self.wait,
+                self.history,
+            )?,
         };
         c.set_wait_strategy(self.wait);
         c.set_held_lease_timeout(self.held_lease_timeout);

@@ -108,6 +108,7 @@ impl Consumer {
         kind_: u32,
         group: u32,
         wait: WaitStrategy,
+        history: u32,
     ) -> Result<Consumer, RingError> {
         let sh = &*shared;
         let cfg = sh.layout.config;
@@ -155,8 +156,10 @@ impl Consumer {
                 let b = sh.layout.sub(k);
                 sh.hdr32(b + off::SUB_STATE)
                     .store(state::JOINING, Ordering::SeqCst);
-                if kind_ == kind::QUEUE {
-                    // No marker of an earlier occupant may look like ours
+                if kind_ == kind::QUEUE || history > 0 {
+                    // No marker of an earlier occupant may look like ours,
+                    // nor, when we start before the head, an earlier
+                    // occupant's released value like a release of ours
                     // (LAYOUT.md §5.3).
                     redeliver::clear_done(sh, k);
                 }
@@ -166,7 +169,17 @@ impl Consumer {
                 sh.hdr64(b + off::SUB_OWNER_PID).store(me, Ordering::SeqCst);
                 sh.hdr64(b + off::SUB_HEARTBEAT)
                     .store(now, Ordering::SeqCst);
-                proto::join_cursors(sh, k);
+                // History (LAYOUT.md §5.3): up to `history` messages of
+                // the current stream before the head, at most N − 1.
+                let back = u64::from(history.min(cfg.slot_count - 1));
+                let n = u64::from(cfg.slot_count);
+                proto::join_cursors_at(sh, k, |p| {
+                    let start = sh.hdr64(off::STREAM_START).load(Ordering::SeqCst);
+                    p.saturating_sub(back)
+                        .max((p + 1).saturating_sub(n))
+                        .max(start)
+                        .min(p)
+                });
                 write_member(k);
                 sh.hdr32(b + off::SUB_STATE)
                     .store(state::ACTIVE, Ordering::SeqCst);

@@ -572,6 +572,7 @@ impl Ring {
             kind::BROADCAST,
             0,
             WaitStrategy::default(),
+            0,
         )
     }
 
@@ -588,6 +589,7 @@ impl Ring {
             kind::QUEUE,
             group,
             WaitStrategy::default(),
+            0,
         )
     }
 

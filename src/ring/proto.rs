@@ -222,14 +222,25 @@ pub(crate) fn advance<W: Words>(w: &W, k: usize) -> bool {
 /// Sets the cursors of a subscriber entry that is JOINING (LAYOUT.md §5.3
 /// steps 2–4): it starts at the current head.
 pub(crate) fn join_cursors<W: Words>(w: &W, k: usize) {
+    join_cursors_at(w, k, |p| p);
+}
+
+/// [`join_cursors`] starting the new subscriber at `at(p)` instead of the
+/// head `p` (history for late joiners, LAYOUT.md §5.3). `at` must be
+/// monotonic with `p + 1 − N ≤ at(p) ≤ p`: a producer on a stale gate
+/// writes at most sequence `p2` (the second load), whose slot is that of
+/// `p2 − N`, below where we start; later writes see our gate.
+pub(crate) fn join_cursors_at<W: Words>(w: &W, k: usize, at: impl Fn(u64) -> u64) {
     let p = w.published().load(Ordering::SeqCst);
-    w.sub_release(k).store(p, Ordering::SeqCst);
-    w.sub_claim(k).store(p, Ordering::SeqCst);
+    let s = at(p);
+    w.sub_release(k).store(s, Ordering::SeqCst);
+    w.sub_claim(k).store(s, Ordering::SeqCst);
     w.table_epoch().fetch_add(1, Ordering::SeqCst);
     let p2 = w.published().load(Ordering::SeqCst);
     if p2 != p {
-        w.sub_release(k).store(p2, Ordering::SeqCst);
-        w.sub_claim(k).store(p2, Ordering::SeqCst);
+        let s2 = at(p2);
+        w.sub_release(k).store(s2, Ordering::SeqCst);
+        w.sub_claim(k).store(s2, Ordering::SeqCst);
     }
 }
 
