@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use alloy_shm::arrow::testdata::{self, KINDS};
 use alloy_shm::arrow::{in_mapping, IpcReader, IpcWriter};
 use alloy_shm::flight::{FlightShmError, FlightWriter, Gateway, GatewayConfig};
-use alloy_shm::ring::{Ring, RingConfig};
+use alloy_shm::ring::{Ring, RingConfig, RingError};
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
@@ -173,9 +173,14 @@ async fn gateway_creates_missing_ring() {
     let ring = Ring::open(&name).expect("created by the gateway");
     assert_eq!(ring.config().slot_size, 4096);
     assert!(ring.is_closed());
-    // A late joiner still finds the schema in the schema area.
+    // The schema stays in the schema area, and a late joiner of the ended
+    // stream is told so (LAYOUT §4.1), not handed an empty stream.
+    assert!(ring.schema().unwrap().is_some());
     let mut r = IpcReader::new(&ring, ring.subscribe().unwrap());
-    assert!(r.next_batch().unwrap().is_none());
+    match r.next_batch() {
+        Err(alloy_shm::arrow::ArrowShmError::Ring(RingError::StreamEnded { .. })) => {}
+        other => panic!("expected StreamEnded, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
