@@ -53,6 +53,9 @@ type Summary struct {
 	Batches uint64 `json:"batches"`
 	// Rows is the number of rows over all records.
 	Rows uint64 `json:"rows"`
+	// Messages is the number of ring messages published (the schema,
+	// dictionary batches, and every piece of a split record, one each).
+	Messages uint64 `json:"messages"`
 	// Bytes is the Arrow IPC bytes published into the ring (schema,
 	// dictionaries, batches).
 	Bytes uint64 `json:"bytes"`

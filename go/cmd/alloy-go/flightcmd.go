@@ -47,5 +47,5 @@ func sendFlight(url, name, mode, path string) error {
 		return err
 	}
 	s := w.Summary()
-	return printJSON(summary{Batches: s.Batches, Rows: s.Rows, Bytes: s.Bytes})
+	return printJSON(summary{Batches: s.Batches, Rows: s.Rows, Messages: s.Messages, Bytes: s.Bytes})
 }
