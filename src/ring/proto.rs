@@ -220,12 +220,14 @@ pub(crate) fn advance<W: Words>(w: &W, k: usize) -> bool {
 }
 
 /// Sets the cursors of a subscriber entry that is JOINING (LAYOUT.md §5.3
-/// steps 2–4): it starts at the current head.
+/// steps 2–4): it starts at the current head. (The loom models join this
+/// way; the ring joins through [`join_cursors_at`].)
+#[cfg(loom)]
 pub(crate) fn join_cursors<W: Words>(w: &W, k: usize) {
     join_cursors_at(w, k, |p| p);
 }
 
-/// [`join_cursors`] starting the new subscriber at `at(p)` instead of the
+/// `join_cursors` starting the new subscriber at `at(p)` instead of the
 /// head `p` (history for late joiners, LAYOUT.md §5.3). `at` must be
 /// monotonic with `p + 1 − N ≤ at(p) ≤ p`: a producer on a stale gate
 /// writes at most sequence `p2` (the second load), whose slot is that of
