@@ -19,6 +19,15 @@ type ConsumerOptions struct {
 	// (1 s), NoHeldLeaseTimeout (any negative value) waits for ever. Set it
 	// longer, or off, when other goroutines release held messages later.
 	HeldLeaseTimeout time.Duration
+	// History, for a late joiner (as iceoryx2's history_size): a new
+	// broadcast subscriber or queue group starts up to History messages
+	// before the head, so it also receives the last History messages
+	// published before it joined — at most SlotCount-1, and only messages
+	// of the current stream (LAYOUT §5.3). A producer that starts before
+	// its consumers then loses none of its first History messages as long
+	// as it is no more than that ahead. Joining an existing queue group
+	// ignores it (the group's cursor is shared). Zero: start at the head.
+	History int
 }
 
 // Consumer is one attached reader handle: a broadcast subscriber, which sees
@@ -82,7 +91,7 @@ func (r *Ring) attach(kind, group uint32, opts ConsumerOptions) (*Consumer, erro
 	if err := r.acquire(); err != nil {
 		return nil, err
 	}
-	k, j, err := r.join(kind, group)
+	k, j, err := r.join(kind, group, opts.History)
 	if err != nil {
 		r.release()
 		return nil, err

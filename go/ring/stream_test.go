@@ -2,7 +2,9 @@ package ring
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"syscall"
@@ -291,4 +293,110 @@ func TestConsumerKilledMidStreamIsReported(t *testing.T) {
 		t.Fatalf("after the loss: %v", err)
 	}
 	t.Logf("consumer pid %d killed; reported after %v (%d messages sent in all, reclaim every 50 ms)", pid, time.Since(killed), sent)
+}
+
+func drainSeqs(c *Consumer) []uint64 {
+	var out []uint64
+	for {
+		l, err := c.TryRecv()
+		if err != nil {
+			return out
+		}
+		out = append(out, l.Seq())
+		l.Release()
+	}
+}
+
+// History gives a late joiner the last messages of the current stream, at
+// most N-1.
+func TestHistoryForLateJoiners(t *testing.T) {
+	r := anonRing(t, Config{SlotCount: 8, SlotSize: 64, MaxSubscribers: 4, MaxMembers: 4})
+	p := mustProducer(t, r, Backpressure{})
+	for j := range 20 {
+		mustSend(t, p, []byte{byte(j)}, 0)
+	}
+	join := func(o ConsumerOptions, queue bool) *Consumer {
+		var c *Consumer
+		var err error
+		if queue {
+			c, err = r.JoinQueue(2, o)
+		} else {
+			c, err = r.Subscribe(o)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	if got := fmt.Sprint(drainSeqs(join(ConsumerOptions{History: 3}, false))); got != "[17 18 19]" {
+		t.Fatalf("history 3: %s", got)
+	}
+	if got := fmt.Sprint(drainSeqs(join(ConsumerOptions{History: 100}, false))); got != "[13 14 15 16 17 18 19]" {
+		t.Fatalf("history 100: %s", got)
+	}
+	if got := fmt.Sprint(drainSeqs(join(ConsumerOptions{History: 2}, true))); got != "[18 19]" {
+		t.Fatalf("queue history 2: %s", got)
+	}
+	p.Close()
+	p2, err := r.NewProducer(ProducerOptions{NewStream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSend(t, p2, []byte("x"), 0)
+	if got := fmt.Sprint(drainSeqs(join(ConsumerOptions{History: 5}, false))); got != "[20]" {
+		t.Fatalf("history across a new stream: %s", got)
+	}
+}
+
+// Late joiners with the largest history while the producer runs flat out:
+// every message they get is intact.
+func TestHistoryJoinsRaceARunningProducer(t *testing.T) {
+	r := anonRing(t, Config{SlotCount: 4, SlotSize: 64, MaxSubscribers: 2, MaxMembers: 2})
+	stop := make(chan struct{})
+	sent := make(chan uint64)
+	go func() {
+		p := mustProducer(t, r, Backpressure{})
+		var j uint64
+		var b [8]byte
+		for {
+			select {
+			case <-stop:
+				p.Detach()
+				sent <- j
+				return
+			default:
+			}
+			binary.LittleEndian.PutUint64(b[:], j)
+			if err := p.Send(b[:], 0); err != nil {
+				t.Error(err)
+			}
+			j++
+		}
+	}()
+	joins, got := 0, 0
+	for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); joins++ {
+		c, err := r.Subscribe(ConsumerOptions{History: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 4 {
+			l, err := c.RecvTimeout(time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v := binary.LittleEndian.Uint64(l.Bytes()); v != l.Seq() {
+				t.Fatalf("seq %d holds message %d", l.Seq(), v)
+			}
+			l.Release()
+			got++
+		}
+		c.Close()
+	}
+	close(stop)
+	n := <-sent
+	if joins < 20 || n < 1000 {
+		t.Fatalf("%d joins, %d sent", joins, n)
+	}
+	t.Logf("%d joins with history 3 on 4 slots, %d messages checked, %d sent", joins, got, n)
 }

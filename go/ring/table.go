@@ -47,7 +47,7 @@ func (r *Ring) wakeSpace() {
 // join attaches one consumer handle: a new broadcast subscriber, or a member
 // of queue group `group` (creating the group's subscriber entry if it is
 // the first member). It returns the subscriber and member indices.
-func (r *Ring) join(kind, group uint32) (k, j uint32, err error) {
+func (r *Ring) join(kind, group uint32, history int) (k, j uint32, err error) {
 	l := &r.lay
 	m := r.mem
 	id := r.env.id()
@@ -84,7 +84,7 @@ func (r *Ring) join(kind, group uint32) (k, j uint32, err error) {
 	if !ok {
 		return 0, 0, fmt.Errorf("%w: all %d subscriber entries are in use", ErrTableFull, l.MaxSubscribers)
 	}
-	r.newSubscriber(k, kind, group, id, func() { r.newMember(j, k, id) })
+	r.newSubscriber(k, kind, group, id, history, func() { r.newMember(j, k, id) })
 	return k, j, nil
 }
 
@@ -108,12 +108,15 @@ func (r *Ring) newMember(j, k uint32, id uint64) {
 // and a reclaim (§11.3) frees the subscriber either way. (With the member
 // written after step 5, a death in between would leave an ACTIVE entry
 // with no member gating the ring for good.)
-func (r *Ring) newSubscriber(k, kind, group uint32, id uint64, beforeActive func()) {
+func (r *Ring) newSubscriber(k, kind, group uint32, id uint64, history int, beforeActive func()) {
 	m := r.mem
 	off := r.lay.subOff(k)
 	u32At(m, off+subState).Store(stateJoining) // SeqCst: the producer's scan now gates on us
-	if kind == kindQueue {
-		r.clearDone(k) // no marker of an earlier occupant may look like ours
+	if kind == kindQueue || history > 0 {
+		// No marker of an earlier occupant may look like ours, nor, when we
+		// start before the head, an earlier occupant's released value like
+		// a release of ours.
+		r.clearDone(k)
 	}
 	u32At(m, off+subKind).Store(kind)
 	u32At(m, off+subGroup).Store(group)
@@ -123,16 +126,26 @@ func (r *Ring) newSubscriber(k, kind, group uint32, id uint64, beforeActive func
 
 	published := u64At(m, offPublished)
 	claim, release := u64At(m, off+subClaim), u64At(m, off+subRelease)
+	// Where we start for head p: p, or with history up to `history`
+	// messages of the current stream before it, at most N-1 — a producer
+	// on a stale gate writes at most sequence p2 (below), whose slot is
+	// that of p2-N, below where we start.
+	n := uint64(r.lay.SlotCount)
+	back := uint64(min(max(history, 0), int(n-1)))
+	at := func(p uint64) uint64 {
+		s := max(p-min(p, back), p+1-min(p+1, n), u64At(m, offStreamStart).Load())
+		return min(s, p)
+	}
 	p := published.Load() // SeqCst
-	release.Store(p)      // SeqCst
-	claim.Store(p)
+	release.Store(at(p))  // SeqCst
+	claim.Store(at(p))
 	u64At(m, offTableEpoch).Add(1) // SeqCst: the producer rescans before its next write
 	if p2 := published.Load(); p2 != p {
 		// The producer may have written on a gate that predates us; skip
 		// what it published meanwhile (moving an unread cursor forward only
 		// releases).
-		release.Store(p2)
-		claim.Store(p2)
+		release.Store(at(p2))
+		claim.Store(at(p2))
 	}
 	beforeActive()
 	u32At(m, off+subState).Store(stateActive)
