@@ -66,6 +66,13 @@ def published(ring: str) -> int:
     return json.loads(p.stdout)["published"]
 
 
+def cursor(ring: str) -> int:
+    """The one consumer's cursor: the messages it has received."""
+    p = run(ALLOY, "stat", ring, "--json", "--interval", "0")
+    consumers = json.loads(p.stdout)["consumers"]
+    return consumers[0]["cursor"] if consumers else 0
+
+
 def wait_until(cond, what, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not cond():
@@ -153,8 +160,9 @@ def test_signal_leaves_a_complete_stream(tmp_path, ring, tool, sig):
     try:
         for b in bs:
             tx.send(b)
-        wait_until(lambda: published(ring) >= 4, "schema + 3 batches published")
-        time.sleep(0.3)  # received (the receiver wakes on each message)
+        # Received: a batch claimed is written before the loop looks at
+        # the signal.
+        wait_until(lambda: cursor(ring) >= 4, "schema + 3 batches received")
         rx.p.send_signal(sig)
         code, _, err = rx.finish()
     finally:
@@ -246,7 +254,7 @@ def test_timeout(tmp_path, ring, tool):
     assert not out.exists() and not Path(str(out) + ".partial").exists()
     # Batches, then silence: the batches are kept.
     bs = batches(2)
-    rx = Receiver(TOOLS[tool], ring, out, "--timeout", "0.5")
+    rx = Receiver(TOOLS[tool], ring, out, "--timeout", "1.5")
     tx = SlowSender(ALLOY, ring, bs[0].schema)
     try:
         for b in bs:
@@ -267,9 +275,12 @@ def test_ring_removed_under_the_receiver(tmp_path, ring, tool, how):
     out = tmp_path / "out.arrows"
     rx = Receiver(TOOLS[tool], ring, out)
     try:
-        run(ALLOY, "rm", ring)
         if how == "re-created":
-            run(ALLOY, "create", ring)
+            # Atomically, so the receiver never sees the name missing.
+            other = new_ring()
+            os.rename(f"/dev/shm/{other}", f"/dev/shm/{ring}")
+        else:
+            run(ALLOY, "rm", ring)
         t0 = time.monotonic()
         code, _, err = rx.finish(timeout=5)
     finally:
