@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Every build and test uses the same feature set, so nothing rebuilds between targets.
 FEATURES ?= --features tokio,flight
 
-.PHONY: test-reliability all deps build test test-rust test-go test-py demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools bench-doc loom miri fuzz soak clean lint
+.PHONY: test-reliability all deps build doc test test-rust test-go test-py demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools bench-doc loom miri fuzz soak clean lint
 
 all: build
 
@@ -25,7 +25,12 @@ build: deps
 # All tests of both languages: Rust unit/integration/doc tests (including the
 # cross-process ring tests), Go tests under the race detector, and the
 # cross-language tests (which use bin/alloy and bin/alloy-go).
-test: build test-rust test-go test-py bench-smoke
+test: build doc test-rust test-go test-py bench-smoke
+
+# The API docs with every feature, warnings (unresolved intra-doc links
+# included) as errors.
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps $(FEATURES)
 
 # A test whose binary (bin/alloy, bin/alloy-go, an example) is missing, or
 # that needs root for a second uid and does not have it, fails instead of

@@ -32,37 +32,110 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Modules, bottom up: [`layout`] (the bytes, no I/O), [`region`] (memfd or
+//! # Concepts
+//!
+//! The same words name the same things in both languages (the Go packages
+//! `ring` and `arrowshm` describe them too):
+//!
+//! - **Ring**: a shared-memory region ([`ring::Ring`]) that several
+//!   processes map: a header, a table of consumers, a schema area and a
+//!   fixed number of equal **slots**. It is a file under `/dev/shm`
+//!   ([`ring::Ring::builder`], removed with [`ring::Ring::unlink`]) or an
+//!   anonymous sealed memfd ([`ring::Ring::anonymous_builder`]) whose
+//!   descriptor is inherited or passed over a Unix socket.
+//! - **Slot**: holds one message (at most `slot_size` bytes, never split
+//!   across slots). Messages get increasing sequence numbers; message `n`
+//!   lives in slot `n % slot_count`.
+//! - **Producer**: the one writer of a ring ([`ring::Producer`], built by
+//!   [`ring::Ring::producer_builder`]): it reserves a slot, writes in place
+//!   and publishes; a second live producer is refused. [`arrow::IpcWriter`]
+//!   writes record batches through one (a batch too large for a slot is
+//!   split by rows).
+//! - **Consumer** and **lease**: a consumer ([`ring::Consumer`], built by
+//!   [`ring::Ring::consumer_builder`]) receives a [`ring::Lease`] per
+//!   message: a read-only view of the slot, no copy. The slot is reused only
+//!   once every lease on it is dropped. [`arrow::IpcReader`] turns leases
+//!   into record batches whose arrays point into the slot and own the lease.
+//! - **Broadcast vs queue**: a broadcast consumer
+//!   ([`ring::ConsumerBuilder::broadcast`], the default) receives every
+//!   message; members of one work-queue group
+//!   ([`ring::ConsumerBuilder::queue`]) share the messages, each going to
+//!   exactly one member (a dead member's messages are redelivered).
+//! - **Back-pressure**: the producer never overwrites a message a consumer
+//!   has not released: when the slowest consumer is a whole ring behind, its
+//!   [`ring::Backpressure`] blocks (optionally with a timeout:
+//!   [`ring::RingError::Timeout`]) or fails at once
+//!   ([`ring::RingError::Full`]). A producer built with
+//!   [`ring::ProducerBuilder::require_consumers`] refuses to publish into a
+//!   ring nobody reads ([`ring::RingError::NoConsumers`]);
+//!   [`ring::Producer::wait_for_consumers`] waits for them with a deadline.
+//! - **Late join**: a consumer sees what is published after it joins (plus
+//!   up to [`ring::ConsumerBuilder::history`] earlier messages). An Arrow
+//!   reader that joins late reads the schema from the schema area; a
+//!   dictionary it missed is sent again when it changes.
+//! - **End of stream**: [`ring::Producer::close`] (or
+//!   [`arrow::IpcWriter::close`]) ends the stream: consumers drain it and
+//!   then get `Ok(None)`. A producer that dies instead is noticed within
+//!   about 100 ms: [`ring::RingError::ProducerGone`] after everything it
+//!   published. An ended ring carries a new stream only if a producer asks
+//!   for one ([`ring::ProducerBuilder::new_stream`]); otherwise attaching
+//!   fails with [`ring::RingError::StreamEnded`].
+//! - **Holding batches**: a batch read in place holds its slot until it (and
+//!   every array sliced from it) is dropped, and the producer cannot get more
+//!   than `slot_count` messages ahead of the oldest held one. To keep batches,
+//!   copy them: [`arrow::IpcReader::with_copy`] copies every batch (one copy,
+//!   the slot released at once), [`arrow::copy_batch`] copies the ones you
+//!   keep. A consumer stalled by its own leases gets
+//!   [`ring::RingError::RetentionStall`] after
+//!   [`ring::ConsumerBuilder::held_lease_timeout`] instead of waiting for ever.
+//!
+//! # Deadlines
+//!
+//! Every wait has a bounded form: [`ring::Consumer::recv_timeout`],
+//! [`arrow::IpcReader::next_batch_timeout`], the schema wait
+//! [`ring::ConsumerBuilder::record_batch_reader_timeout`], the producer's
+//! `Backpressure::Block { timeout }`, [`ring::Producer::wait_for_consumers`],
+//! and per-call deadlines in [`reqrep`]. The async types of `aio` (feature
+//! `tokio`: `AsyncIpcReader`, `AsyncIpcWriter`, `AsyncConsumer`,
+//! `AsyncProducer`) are cancel-safe under `tokio::time::timeout` and fail
+//! with the same error types as their sync counterparts.
+//!
+//! # Arrow versions
+//!
+//! The API takes and returns arrow-rs types (`RecordBatch`, `SchemaRef`,
+//! `ArrowError`) of arrow-rs **60**. Use the crates re-exported here
+//! ([`arrow_array`], [`arrow_schema`], [`arrow_buffer`], [`arrow_data`],
+//! [`arrow_ipc`], and `arrow_flight` with feature `flight`) or pin the same
+//! major version: types of another arrow-rs version do not match.
+//!
+//! # Modules
+//!
+//! Bottom up: [`layout`] (the bytes, no I/O), [`region`] (memfd or
 //! `/dev/shm`), [`ring`] (producer, broadcast consumers and work-queue
-//! groups over raw byte messages, builders, inspection), [`arrow`] (Arrow
-//! IPC in slots, zero-copy readers), `aio` (tokio streams, feature `tokio`),
+//! groups over raw byte messages, builders, inspection), [`signal`]
+//! (waiting), [`arrow`] (Arrow IPC and C-Data-offsets in slots, zero-copy
+//! readers), `aio` (tokio streams and writers, feature `tokio`),
 //! [`reqrep`] (request/reply over a pair of rings), `flight` (Arrow Flight
 //! between machines, feature `flight`), and the one-shot cgo bridge
 //! ([`ffi`], [`oneshot`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-/// Async endpoints on tokio (cargo feature `tokio`).
 #[cfg(all(feature = "tokio", not(loom)))]
 pub mod aio;
-/// Arrow over the ring: IPC mode (LAYOUT.md §8).
 #[cfg(not(loom))]
 pub mod arrow;
 #[doc(hidden)]
 pub mod checked;
-/// One-shot C ABI for Go (cgo): Arrow C Data Interface in, handler result out.
 #[cfg(not(loom))]
 pub mod ffi;
-/// Arrow streams across machines over Arrow Flight (`serve-flight` gateway, `FlightWriter`).
 #[cfg(all(feature = "flight", not(loom)))]
 pub mod flight;
 pub mod layout;
-/// Named handlers the one-shot bridge calls, and the shared log format.
 #[cfg(not(loom))]
 pub mod oneshot;
 #[cfg(not(loom))]
 pub mod region;
-/// Request/reply channel over a pair of rings (LAYOUT.md §12).
 #[cfg(not(loom))]
 pub mod reqrep;
 #[cfg(not(loom))]
@@ -70,6 +143,21 @@ pub mod ring;
 #[cfg(not(loom))]
 pub mod signal;
 mod sync;
+
+// The arrow-rs crates whose types the API takes and returns (arrow-rs 60),
+// so users need not pin the same versions themselves.
+#[cfg(not(loom))]
+pub use arrow_array;
+#[cfg(not(loom))]
+pub use arrow_buffer;
+#[cfg(not(loom))]
+pub use arrow_data;
+#[cfg(all(feature = "flight", not(loom)))]
+pub use arrow_flight;
+#[cfg(not(loom))]
+pub use arrow_ipc;
+#[cfg(not(loom))]
+pub use arrow_schema;
 
 #[cfg(loom)]
 #[path = "ring/proto.rs"]
