@@ -164,3 +164,27 @@ fn arrow_ring_reused_for_a_second_stream_with_another_schema() {
     let got: Vec<RecordBatch> = std::iter::from_fn(|| ended.next_batch().unwrap()).collect();
     assert_eq!(got.len(), 2);
 }
+
+/// A producer that starts before its reader: with history, the late reader
+/// still gets the schema message and every batch, as long as the producer
+/// is less than a ring ahead.
+#[test]
+fn arrow_late_reader_with_history_gets_the_first_batches() {
+    let (ring, _guard) = new_ring("streams-history", 8);
+    let batch = ints(&[7, 8, 9]);
+    let mut w = ring
+        .producer_builder()
+        .ipc_writer(batch.schema())
+        .unwrap();
+    for _ in 0..3 {
+        w.write(&batch).unwrap();
+    }
+    let reader = ring
+        .consumer_builder()
+        .history(7)
+        .record_batch_reader()
+        .unwrap();
+    w.close().unwrap();
+    let got: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    assert_eq!(got, vec![batch.clone(), batch.clone(), batch]);
+}
