@@ -53,7 +53,12 @@ fn a_consumer_killed_mid_stream_is_reported() {
         .create()
         .unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "streams_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "streams_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, &name)
         .stdout(Stdio::piped())
         .spawn()
@@ -129,10 +134,7 @@ fn strings(v: &[&str]) -> RecordBatch {
 fn arrow_ring_reused_for_a_second_stream_with_another_schema() {
     let (ring, _guard) = new_ring("streams-arrow", 8);
     let first = ints(&[1, 2, 3]);
-    let mut w = ring
-        .producer_builder()
-        .ipc_writer(first.schema())
-        .unwrap();
+    let mut w = ring.producer_builder().ipc_writer(first.schema()).unwrap();
     w.write(&first).unwrap();
     w.close().unwrap();
 
@@ -172,10 +174,7 @@ fn arrow_ring_reused_for_a_second_stream_with_another_schema() {
 fn arrow_late_reader_with_history_gets_the_first_batches() {
     let (ring, _guard) = new_ring("streams-history", 8);
     let batch = ints(&[7, 8, 9]);
-    let mut w = ring
-        .producer_builder()
-        .ipc_writer(batch.schema())
-        .unwrap();
+    let mut w = ring.producer_builder().ipc_writer(batch.schema()).unwrap();
     for _ in 0..3 {
         w.write(&batch).unwrap();
     }
