@@ -21,6 +21,18 @@
 //     instead of waiting for ever (doc/README.md "Holding batches").
 //   - After Producer.Close, consumers drain what was published and then get
 //     io.EOF (unwrapped, as the io convention asks).
+//   - A ring carries one stream at a time and can carry another after it
+//     ended: a producer with ProducerOptions.NewStream starts the next
+//     stream generation (LAYOUT §4.1); without it, attaching to a closed
+//     ring fails with ErrStreamEnded. Consumers attached across the change
+//     get io.EOF once, then the new stream; a consumer that joins an ended
+//     stream gets ErrStreamEnded. OpenOrCreate opens or creates a named ring.
+//   - A producer can know its consumers (LAYOUT §4.2): WaitForConsumers,
+//     Receivers and LastReceivers (whom a message was published to),
+//     RequireConsumers (ErrNoConsumers instead of publishing into the
+//     void), ReportLostConsumers (a *ConsumerLostError once a consumer
+//     process died) and ConsumersLost. ConsumerOptions.History lets a late
+//     joiner receive the last messages published before it joined.
 //
 // Peers may die at any instruction (LAYOUT §11). Every pid in the region
 // is recorded with its process's start time; a peer is dead when its
@@ -53,7 +65,9 @@
 // errors.Is: ErrBadMagic, ErrVersionMismatch, ErrTruncated,
 // ErrInvalidLayout, ErrNotInitialized and ErrNotSealed when opening a
 // region; ErrProducerExists, ErrTableFull and ErrClosed when attaching;
-// ErrFull, ErrTimeout and ErrMessageTooLarge from Reserve; ErrEmpty,
+// ErrStreamEnded when attaching to a closed ring without NewStream;
+// ErrFull, ErrTimeout, ErrMessageTooLarge, ErrNoConsumers and
+// ErrConsumerLost from Reserve; ErrTooFewConsumers from WaitForConsumers; ErrEmpty,
 // ErrTimeout, ErrProducerGone, ErrRetentionStall and ErrCorrupt from the
 // receive calls;
 // ErrSchemaTooLarge from SetSchema. End-of-stream is io.EOF (unwrapped),
