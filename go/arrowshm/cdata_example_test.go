@@ -2,7 +2,9 @@ package arrowshm_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -23,8 +25,15 @@ func ExampleCDataWriter_Build() {
 		panic(err)
 	}
 	defer r.Close()
-	c, _ := r.Subscribe(ring.ConsumerOptions{})
-	p, _ := r.NewProducer(ring.ProducerOptions{})
+	c, err := r.Subscribe(ring.ConsumerOptions{})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	p, err := r.NewProducer(ring.ProducerOptions{})
+	if err != nil {
+		panic(err)
+	}
 	schema := arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Int64}}, nil)
 	w, err := arrowshm.NewCDataWriter(p, schema)
 	if err != nil {
@@ -44,11 +53,16 @@ func ExampleCDataWriter_Build() {
 	if err != nil {
 		panic(err)
 	}
-	w.Close()
+	if err := w.Close(); err != nil { // end of stream
+		panic(err)
+	}
 	for {
 		l, err := c.Recv()
-		if err != nil {
+		if errors.Is(err, io.EOF) {
 			break // end of stream
+		}
+		if err != nil {
+			panic(err)
 		}
 		if l.Flags() == arrowshm.FlagCDataOffsets {
 			fmt.Printf("%s, %d rows\n", l.Bytes()[:4], binary.LittleEndian.Uint64(l.Bytes()[8:]))

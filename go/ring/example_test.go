@@ -45,7 +45,9 @@ func Example() {
 			log.Fatal(err)
 		}
 	}
-	p.Close() // end of stream
+	if err := p.Close(); err != nil { // end of stream
+		log.Fatal(err)
+	}
 
 	for {
 		l, err := c.Recv()
@@ -74,14 +76,25 @@ func ExampleRing_Stat() {
 		log.Fatal(err)
 	}
 	defer r.Close()
-	c, _ := r.Subscribe(ring.ConsumerOptions{})
+	c, err := r.Subscribe(ring.ConsumerOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer c.Close()
-	p, _ := r.NewProducer(ring.ProducerOptions{})
+	p, err := r.NewProducer(ring.ProducerOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer p.Close()
 	for range 3 {
-		p.Send([]byte("msg"), 0)
+		if err := p.Send([]byte("msg"), 0); err != nil {
+			log.Fatal(err)
+		}
 	}
-	l, _ := c.Recv() // received, not yet released
+	l, err := c.Recv() // received, not yet released
+	if err != nil {
+		log.Fatal(err)
+	}
 	s := r.Stat()
 	fmt.Printf("published %d, %d/%d slots in use\n", s.Published, s.SlotsInUse, s.SlotCount)
 	cs := s.Consumers[0]
@@ -101,7 +114,10 @@ func ExampleConsumer_RecvContext() {
 		log.Fatal(err)
 	}
 	defer r.Close()
-	c, _ := r.Subscribe(ring.ConsumerOptions{})
+	c, err := r.Subscribe(ring.ConsumerOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()

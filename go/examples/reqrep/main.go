@@ -94,11 +94,21 @@ func call(ctx context.Context, client *reqrep.Client, i int) (string, error) {
 		return "", err
 	}
 	defer res.Release()
-	sum, _ := res.Schema().Metadata().GetValue("sum")
-	x2 := res.Column(1).(*array.Int64).Int64Values()
+	sum, ok := res.Schema().Metadata().GetValue("sum")
+	if !ok {
+		return "", fmt.Errorf("unexpected answer %v: no sum in its metadata", res)
+	}
+	if res.NumCols() < 2 {
+		return "", fmt.Errorf("unexpected answer %v: want columns x and x2", res)
+	}
+	x2c, ok := res.Column(1).(*array.Int64)
+	if !ok || x2c.Len() != len(xs) {
+		return "", fmt.Errorf("unexpected answer %v: no int64 column x2 of %d values", res, len(xs))
+	}
+	x2 := x2c.Int64Values()
 	s, err := strconv.ParseInt(sum, 10, 64)
-	if err != nil || len(x2) != len(xs) {
-		return "", fmt.Errorf("unexpected answer %v (sum %q)", res, sum)
+	if err != nil {
+		return "", fmt.Errorf("unexpected answer %v: sum %q: %w", res, sum, err)
 	}
 	return fmt.Sprintf("call %d: x=%v -> x*x=%v sum=%d", i, xs, x2, s), nil
 }
