@@ -7,6 +7,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:/usr/local/go/bin:$PATH"
+# A missing binary is a failure here, never a skipped test (tests/support).
+export ALLOY_REQUIRE_CROSS=1
 OUT=target/reliability
 mkdir -p "$OUT"
 FEATURES="--features tokio,flight"
@@ -53,6 +55,12 @@ step "work-queue member SIGKILL, redelivery" "3 scenarios" "first redelivered me
 	cargo test --release $FEATURES --test queue_member_death -- --nocapture
 step "live consumer SIGSTOPped holding leases: not reclaimed, bytes intact" "2 Rust + 2 Go scenarios" "stopped .* s" \
 	bash -c "cargo test --release $FEATURES --test ring_stopped -- --nocapture && cd go && go test -race -count=1 -v -run 'TestStopped|TestIsDead|TestParseStat' ./ring"
+step "held batches: dictionary streams up to 10x the ring, retention stall (Rust, Go, Rust<->Go)" "48+12 proptest + rapid cases" "test result|^ok" \
+	bash -c "cargo test --release $FEATURES --test retention -- --nocapture && cd go && go test -race -count=1 -run 'Retention|HeldLease|KeepsNoSlot|Relay|DictionaryCopier' ./ring ./arrowshm ./cmd/alloy-go"
+step "ring truncated under a running sender/receiver (both CLIs, Go library)" 1 "test result|^ok" \
+	bash -c "cargo test --release $FEATURES --test truncate -- --nocapture && cd go && go test -race -count=1 -run 'Trunc|Fault' ./ring"
+step "damaged messages, Go IPC reader validating by default" 1 "^ok|FAIL" \
+	bash -c "cd go && go test -race -count=1 -run 'Damage|Validat|Corrupt|Flip' ./arrowshm ./internal/crosstest"
 step "foreign owner, seals, version/magic mismatch" 1 "test result" \
 	bash -c "cargo test --release $FEATURES --test region_owner -- --nocapture && cargo test --release $FEATURES --lib -- region vectors seal"
 step "hostile ring memory (proptest)" "512 + 512 cases" "test result" \
