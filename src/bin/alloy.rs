@@ -47,9 +47,11 @@ enum Cmd {
         #[command(flatten)]
         name: RingName,
     },
-    /// Send every batch of an Arrow IPC file or stream (LZ4/ZSTD-compressed
-    /// ones too), then close the stream. FILE `-` is standard input; a pipe
-    /// or FIFO is sent batch by batch as it arrives. A ring whose stream
+    /// Send every batch of an Arrow IPC file or stream, then close the
+    /// stream.
+    ///
+    /// LZ4/ZSTD-compressed files and streams are read too. FILE `-` is
+    /// standard input; a pipe or FIFO is sent batch by batch as it arrives. A ring whose stream
     /// was closed is refused unless --new-stream, and so is one left
     /// unfinished by a failed send unless --resume or --new-stream.
     Send {
