@@ -483,6 +483,9 @@ def test_both_tools_take_the_same_arguments(tmp_path):
         p = run(t, "recv", "--ring", name, "--out", tmp_path / "o", "extra")
         assert p.returncode != 0 and "extra" in p.stderr
     assert lines["rust"] == lines["go"] == 'created ring "NAME": 64 slots x 1048576 bytes, 67194880 bytes total\n'
+    for args in (["stat", "nx-clit"], ["rm", "nx-clit"], ["recv", "--ring", "nx-clit", "--out", tmp_path / "o"]):
+        said = {tool: one_line(run(t, *args).stderr).split(": ", 1)[1] for tool, t in TOOLS.items()}
+        assert said["rust"] == said["go"] == 'ring "nx-clit" does not exist', said
 
 
 def test_summaries_count_batches_and_messages_alike(tmp_path):

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -139,6 +140,8 @@ func ringError(name string, err error) error {
 		io.ReadFull(f, hdr)
 	}
 	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("ring %q does not exist", name) // as the Rust tool says
 	case errors.Is(err, ring.ErrNotInitialized):
 		return fmt.Errorf("%s: not an Alloy ring: its header is all zero (or its creator died while creating it)", name)
 	case errors.Is(err, ring.ErrVersionMismatch) && binary.LittleEndian.Uint32(hdr[8:]) == 0:

@@ -189,5 +189,5 @@ func remove(args []string) error {
 	if err != nil {
 		return err
 	}
-	return ring.Remove(n)
+	return ringError(n, ring.Remove(n))
 }
