@@ -182,7 +182,9 @@ func TestConcurrentJoinLeave(t *testing.T) {
 		eof := false
 		for k := 0; k < 50; k++ {
 			l, err := c.Recv()
-			if err == io.EOF {
+			// A consumer that joined after the close is told the stream
+			// ended (LAYOUT §4.1) rather than given io.EOF.
+			if err == io.EOF || errors.Is(err, ErrStreamEnded) {
 				eof = true
 				break
 			}
