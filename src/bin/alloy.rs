@@ -78,7 +78,7 @@ enum Cmd {
         file: std::path::PathBuf,
     },
     /// Arrow Flight gateway: republish every DoPut stream whose descriptor
-    /// is the path [RING] into the local ring RING (created if absent);
+    /// is the one-element path RING into the local ring RING (created if absent);
     /// prints `listening on grpc://ADDR` once bound.
     #[cfg(feature = "flight")]
     ServeFlight {
