@@ -744,11 +744,22 @@ const EXIT_SIGBUS: i32 = 3;
 fn exit_on_sigbus() {
     extern "C" fn on_sigbus(_: libc::c_int) {
         const MSG: &[u8] = b"alloy: bus error (SIGBUS): a shared-memory ring's file was truncated under this process (or /dev/shm ran out of memory); exiting\n";
-        // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is a
-        // static byte string and fd 2 needs no lock.
+        // Several threads (the receive loop, a heartbeat) may fault on the
+        // mapping at once: only the first one writes the line. An atomic
+        // swap is async-signal-safe (lock-free, no allocation).
+        static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let first = !REPORTED.swap(true, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: write(2), pause(2) and _exit(2) are async-signal-safe; MSG
+        // is a static byte string and fd 2 needs no lock.
         unsafe {
-            libc::write(2, MSG.as_ptr().cast(), MSG.len());
-            libc::_exit(EXIT_SIGBUS);
+            if first {
+                libc::write(2, MSG.as_ptr().cast(), MSG.len());
+                libc::_exit(EXIT_SIGBUS);
+            }
+            // Another thread is reporting and exiting: wait for it.
+            loop {
+                libc::pause();
+            }
         }
     }
     // SAFETY: a zeroed sigaction is valid (no flags, empty mask once
