@@ -307,3 +307,39 @@ async fn async_ipc_writer_reports_backpressure_like_the_sync_one() {
         Err(ArrowShmError::Ring(RingError::Closed))
     ));
 }
+
+/// An async consumer attached across a new stream on its ring (LAYOUT.md
+/// §4.1): the end of the first stream, then the second stream's messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_consumer_follows_a_new_stream() {
+    let ring = ring(8, 64);
+    let mut rx = AsyncConsumer::new(ring.subscribe().unwrap()).unwrap();
+    let mut p = ring.producer().unwrap();
+    p.send(b"a", 0).unwrap();
+    p.close();
+    assert_eq!(&*rx.recv().await.unwrap().unwrap(), b"a");
+    assert!(rx.recv().await.unwrap().is_none());
+    let r2 = ring.clone();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut p = r2.producer_builder().new_stream(true).create().unwrap();
+        p.send(b"x", 0).unwrap();
+        p.close();
+    });
+    // While the ring stays closed its end is reported again; once the new
+    // stream starts, its messages come.
+    let x = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rx.recv().await.unwrap() {
+                Some(l) => return l,
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await
+    .expect("the new stream's message");
+    assert_eq!((&*x, x.stream_gen()), (&b"x"[..], 1));
+    drop(x);
+    assert!(rx.recv().await.unwrap().is_none());
+    sender.join().unwrap();
+}

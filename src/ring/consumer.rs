@@ -747,18 +747,20 @@ impl Notifier {
 fn notifier_loop(sh: &Shared, sub: usize, efd: &EventFd, stop: &AtomicBool) {
     let waiters = sh.hdr32(off::DATA_WAITERS);
     let futex = sh.hdr32(off::DATA_FUTEX);
+    // Whether the end of the stream was announced: once is enough (the
+    // consumer then drains to the end). The thread stays: a producer may
+    // start a new stream on the ring (LAYOUT.md §4.1), which reopens it.
+    let mut told_closed = false;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         // Registered as a waiter, every publish bumps the futex word (§6.1),
         // so each message wakes us once; the slice bounds a lost wake-up.
         waiters.fetch_add(1, Ordering::SeqCst);
         let seen = futex.load(Ordering::SeqCst);
-        if ready(sh, sub) {
+        let closed = sh.closed().load(Ordering::SeqCst) == 1;
+        if ready(sh, sub) && !(closed && told_closed) {
             efd.notify();
         }
-        if sh.closed().load(Ordering::SeqCst) == 1 {
-            waiters.fetch_sub(1, Ordering::SeqCst);
-            return;
-        }
+        told_closed = closed;
         futex_wait(futex, seen, crate::signal::PARK_SLICE);
         waiters.fetch_sub(1, Ordering::SeqCst);
     }
