@@ -44,7 +44,9 @@ pub struct BatchReader {
 impl BatchReader {
     /// Waits until `reader`'s schema is known: from the ring's schema area
     /// (a late joiner) or the stream's first message. Fails with
-    /// [`ArrowShmError::NoSchema`] if the stream ends without one. Waits for
+    /// [`ArrowShmError::NoSchema`] if the stream ends without one, and with
+    /// `RingError::StreamEnded` if the consumer joined a stream that had
+    /// already ended (start a new stream on the ring, then join again). Waits for
     /// ever while no producer publishes anything: use
     /// [`BatchReader::with_timeout`] when the producer may never come.
     pub fn new(reader: IpcReader) -> Result<BatchReader, ArrowShmError> {
@@ -74,6 +76,18 @@ impl BatchReader {
                     schema,
                     pending,
                 });
+            }
+            // Messages first, then the schema area: a reader that joined an
+            // ended stream is told so (`StreamEnded`) instead of taking the
+            // ended stream's schema from the area (found by a new user).
+            match reader.consumer_mut().try_recv() {
+                Ok(Some(lease)) => {
+                    pending = reader.decode(lease)?.or(pending);
+                    continue;
+                }
+                Ok(None) => return Err(ArrowShmError::NoSchema),
+                Err(RingError::Empty) => {}
+                Err(e) => return Err(e.into()),
             }
             match reader.load_schema_area() {
                 Ok(()) => continue,
@@ -281,6 +295,32 @@ mod tests {
                 Some(ArrowShmError::UnknownFlags { flags: 0x7000, .. })
             ),
             "{inner}"
+        );
+    }
+
+    /// A reader that joins after the stream ended (its schema still in the
+    /// schema area) gets `StreamEnded`, not the ended stream's schema.
+    #[test]
+    fn joining_an_ended_stream_is_stream_ended_not_its_old_schema() {
+        let ring = Ring::anonymous_builder()
+            .slot_count(4)
+            .slot_size(1024)
+            .create()
+            .unwrap();
+        let batch =
+            RecordBatch::try_from_iter([("n", Arc::new(Int32Array::from(vec![1])) as _)]).unwrap();
+        let mut w = ring.producer_builder().ipc_writer(batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let got = ring
+            .consumer_builder()
+            .record_batch_reader_timeout(std::time::Duration::from_secs(2));
+        assert!(
+            matches!(
+                got,
+                Err(ArrowShmError::Ring(crate::ring::RingError::StreamEnded { .. }))
+            ),
+            "{got:?}"
         );
     }
 
