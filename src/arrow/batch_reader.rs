@@ -318,7 +318,9 @@ mod tests {
         assert!(
             matches!(
                 got,
-                Err(ArrowShmError::Ring(crate::ring::RingError::StreamEnded { .. }))
+                Err(ArrowShmError::Ring(
+                    crate::ring::RingError::StreamEnded { .. }
+                ))
             ),
             "{got:?}"
         );
