@@ -60,7 +60,7 @@ step "held batches: dictionary streams up to 10x the ring, retention stall (Rust
 step "ring truncated under a running sender/receiver (both CLIs, Go library)" 1 "test result|^ok" \
 	bash -c "cargo test --release $FEATURES --test truncate -- --nocapture && cd go && go test -race -count=1 -run 'Trunc|Fault' ./ring"
 step "damaged messages, Go IPC reader validating by default" 1 "^ok|FAIL" \
-	bash -c "cd go && go test -race -count=1 -run 'Damage|Validat|Corrupt|Flip' ./arrowshm ./internal/crosstest"
+	bash -c "cd go && go test -race -count=1 -run 'Damage|Validat|Corrupt|Flip|RandomBytes' ./arrowshm ./internal/crosstest"
 step "foreign owner, seals, version/magic mismatch" 1 "test result" \
 	bash -c "cargo test --release $FEATURES --test region_owner -- --nocapture && cargo test --release $FEATURES --lib -- region vectors seal"
 step "hostile ring memory (proptest)" "512 + 512 cases" "test result" \
