@@ -159,6 +159,13 @@ func dataBound(d arrow.ArrayData) int64 {
 
 // Close publishes the schema if nothing was written, then ends the stream
 // and detaches the producer. Writer implements io.Closer.
+//
+// Close always ends the stream, even when it returns an error: the error
+// says what could not be published on the way (the schema of a stream
+// nothing was written to, with RequireConsumers and no consumer:
+// ring.ErrNoConsumers), or repeats the failure of an earlier Write (arrow-go's
+// IPC writer keeps it; e.g. ring.ErrConsumerLost). Receivers see the end
+// of stream after the batches that were published.
 func (w *Writer) Close() (err error) {
 	defer w.p.CatchFault(ring.TrapFaults(), &err) // a truncated ring (ring/fault.go)
 	err = w.ipc.Close()
