@@ -8,7 +8,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use alloy_shm::ring::Ring;
-//! use arrow_array::{Int64Array, RecordBatch, RecordBatchReader, StringArray};
+//! use alloy_shm::arrow_array::{Int64Array, RecordBatch, RecordBatchReader, StringArray};
 //!
 //! # let name = format!("doc-crate-{}", std::process::id());
 //! // Usually the consumer and the producer are two processes opening one name.

@@ -1,5 +1,5 @@
 // Package ring is the pure-Go implementation of the Alloy shared-memory ring
-// (doc/LAYOUT.md, version 1): one producer publishes variable-length messages
+// (doc/LAYOUT.md, version 3): one producer publishes variable-length messages
 // into fixed-size slots of a region mapped by several processes, and
 // consumers read them in place, without copying.
 //

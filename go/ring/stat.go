@@ -21,7 +21,7 @@ import (
 type Stat struct {
 	// Name is the ring name ("" for an anonymous ring).
 	Name string `json:"name"`
-	// Version is the layout version (1).
+	// Version is the layout version (3).
 	Version uint32 `json:"version"`
 	// SlotCount is the number of slots N.
 	SlotCount uint32 `json:"slot_count"`
