@@ -346,7 +346,9 @@ mod tests {
         let waited = t.elapsed();
         assert!(waited >= Duration::from_millis(50), "{waited:?}");
         assert!(waited < Duration::from_secs(2), "{waited:?}");
-        assert!(got.unwrap_err().to_string().contains("no schema within"));
+        let err = got.unwrap_err();
+        assert!(err.is_timeout());
+        assert!(err.to_string().contains("no schema within"));
 
         // A producer attached but silent: the same.
         let batch =
@@ -372,6 +374,7 @@ mod tests {
         assert_eq!(reader.next().unwrap().unwrap(), batch);
         let inner = reader.get_mut();
         let got = inner.next_batch_timeout(Duration::from_millis(30));
+        assert!(got.as_ref().is_err_and(|e| e.is_timeout()), "{got:?}");
         assert!(
             matches!(
                 got,

@@ -167,6 +167,19 @@ pub enum ArrowShmError {
     Encode(#[source] ArrowError),
 }
 
+impl ArrowShmError {
+    /// Whether this is a wait that ran out of time: the schema wait
+    /// ([`ArrowShmError::SchemaTimeout`]) or a batch wait
+    /// (`Ring(RingError::Timeout)`, e.g. from [`IpcReader::next_batch_timeout`]).
+    /// One test for both shapes.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            ArrowShmError::SchemaTimeout(_) | ArrowShmError::Ring(RingError::Timeout(_))
+        )
+    }
+}
+
 /// The address range of the ring's mapping (for zero-copy checks).
 pub fn mapped_range(ring: &Ring) -> std::ops::Range<usize> {
     let base = ring.region().base() as usize;
