@@ -136,16 +136,22 @@ func (r *Ring) newSubscriber(k, kind, group uint32, id uint64, history int, befo
 		s := max(p-min(p, back), p+1-min(p+1, n), u64At(m, offStreamStart).Load())
 		return min(s, p)
 	}
+	// at reads stream_start, which a producer starting a new stream stores
+	// without the table lock: compute it once per head, so release and
+	// claim never differ (sequences between them would never be claimed,
+	// never released, and stall the ring for good).
 	p := published.Load() // SeqCst
-	release.Store(at(p))  // SeqCst
-	claim.Store(at(p))
+	s := at(p)
+	release.Store(s) // SeqCst
+	claim.Store(s)
 	u64At(m, offTableEpoch).Add(1) // SeqCst: the producer rescans before its next write
 	if p2 := published.Load(); p2 != p {
 		// The producer may have written on a gate that predates us; skip
 		// what it published meanwhile (moving an unread cursor forward only
 		// releases).
-		release.Store(at(p2))
-		claim.Store(at(p2))
+		s2 := at(p2)
+		release.Store(s2)
+		claim.Store(s2)
 	}
 	beforeActive()
 	u32At(m, off+subState).Store(stateActive)

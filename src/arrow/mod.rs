@@ -62,8 +62,8 @@ use crate::ring::{Ring, RingError};
 pub use batch_reader::BatchReader;
 pub use cdata::in_mapping_all;
 pub use cdata_writer::CDataWriter;
-pub(crate) use owned::detach_dictionaries;
 pub use owned::{copy_array, copy_batch};
+pub(crate) use owned::{detach_dictionaries, has_dictionary};
 pub use reader::IpcReader;
 pub use writer::IpcWriter;
 

@@ -14,33 +14,15 @@ use arrow_ipc::writer::{
     IpcWriteOptions,
 };
 use arrow_ipc::{MessageHeader, MetadataVersion};
-use arrow_schema::{DataType, SchemaRef};
+use arrow_schema::SchemaRef;
 
 use super::envelope::{Envelope, Kind, ENVELOPE_LEN};
 use super::{ReqRepError, FLAG};
 use crate::arrow::frame::{self, ALIGN};
+use crate::arrow::has_dictionary;
 use crate::arrow::reader::{lease_buffer, read_batch_at};
 use crate::arrow::writer::message_len;
 use crate::ring::{Lease, Producer, RingError};
-
-/// Whether `dt` is, or contains, a dictionary-encoded type.
-fn has_dictionary(dt: &DataType) -> bool {
-    match dt {
-        DataType::Dictionary(..) => true,
-        DataType::List(f)
-        | DataType::LargeList(f)
-        | DataType::ListView(f)
-        | DataType::LargeListView(f)
-        | DataType::FixedSizeList(f, _)
-        | DataType::Map(f, _) => has_dictionary(f.data_type()),
-        DataType::Struct(fields) => fields.iter().any(|f| has_dictionary(f.data_type())),
-        DataType::Union(fields, _) => fields.iter().any(|(_, f)| has_dictionary(f.data_type())),
-        DataType::RunEndEncoded(r, v) => {
-            has_dictionary(r.data_type()) || has_dictionary(v.data_type())
-        }
-        _ => false,
-    }
-}
 
 /// A batch encoded for one message: the framed schema message, the
 /// dictionary batch messages of its dictionary-encoded columns and the

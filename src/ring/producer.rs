@@ -143,6 +143,7 @@ impl Producer {
                 last: Receivers::default(),
                 lost_at_attach: lost,
                 lost_seen: lost,
+                lost_epoch: u64::MAX,
                 next_reclaim: None,
             },
         })
@@ -311,8 +312,16 @@ impl Producer {
     /// written yet, so the caller may simply try again.
     fn check_consumers(&mut self) -> Result<(), RingError> {
         let sh = &*self.shared;
+        // Every reclaim that bumps `lost_count` then bumps `table_epoch`
+        // (SeqCst, under the table lock), so the count only needs a look
+        // when the epoch moved: no extra load per message otherwise.
         self.watch.refresh(sh);
-        let lost = sh.hdr64(off::LOST_COUNT).load(Ordering::SeqCst);
+        let lost = if self.watch.lost_epoch != self.watch.epoch {
+            self.watch.lost_epoch = self.watch.epoch;
+            sh.hdr64(off::LOST_COUNT).load(Ordering::SeqCst)
+        } else {
+            self.watch.lost_seen
+        };
         if lost != self.watch.lost_seen {
             let n = lost.wrapping_sub(self.watch.lost_seen);
             self.watch.lost_seen = lost;

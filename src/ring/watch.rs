@@ -44,6 +44,8 @@ pub(super) struct Watch {
     pub lost_at_attach: u64,
     /// `lost_count` last seen (and reported).
     pub lost_seen: u64,
+    /// `table_epoch` at which `lost_count` was last looked at.
+    pub lost_epoch: u64,
     /// When a watching producer next looks for dead consumers.
     pub next_reclaim: Option<Instant>,
 }
