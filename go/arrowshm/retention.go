@@ -72,27 +72,40 @@ func (m *slotMessages) dropOwner() {
 // replaced by a buffer over the same bytes holding a reference to owner,
 // children and dictionary included; d itself when nothing lies there.
 func reown(r *ring.Ring, d arrow.ArrayData, owner *memory.Buffer) arrow.ArrayData {
+	return mapBuffers(d, func(_ arrow.DataType, b *memory.Buffer) *memory.Buffer {
+		if b == nil || b.Len() == 0 || !r.Contains(b.Bytes()) {
+			return nil
+		}
+		owner.Retain()
+		return memory.NewBufferWithAllocator(b.Bytes(), ownerRef{owner})
+	})
+}
+
+// mapBuffers returns d (retained) with each buffer b for which f returns a
+// new buffer replaced by it (f returns nil to keep b; mapBuffers releases
+// what f returned once the new data holds it), children and dictionary
+// included; d itself when f replaced nothing.
+func mapBuffers(d arrow.ArrayData, f func(arrow.DataType, *memory.Buffer) *memory.Buffer) arrow.ArrayData {
 	changed := false
 	bufs := make([]*memory.Buffer, len(d.Buffers()))
 	for i, b := range d.Buffers() {
 		bufs[i] = b
-		if b != nil && b.Len() > 0 && r.Contains(b.Bytes()) {
-			owner.Retain()
-			bufs[i] = memory.NewBufferWithAllocator(b.Bytes(), ownerRef{owner})
-			defer bufs[i].Release() // NewData retains it
+		if nb := f(d.DataType(), b); nb != nil {
+			bufs[i] = nb
+			defer nb.Release() // NewData retains it
 			changed = true
 		}
 	}
 	children := make([]arrow.ArrayData, len(d.Children()))
 	for i, c := range d.Children() {
-		children[i] = reown(r, c, owner)
+		children[i] = mapBuffers(c, f)
 		defer children[i].Release()
 		changed = changed || children[i] != c
 	}
 	var dict arrow.ArrayData
 	// Dictionary returns a typed nil for non-dictionary arrays.
 	if dd, ok := d.Dictionary().(*array.Data); ok && dd != nil {
-		dict = reown(r, dd, owner)
+		dict = mapBuffers(dd, f)
 		defer dict.Release()
 		changed = changed || dict != arrow.ArrayData(dd)
 	}

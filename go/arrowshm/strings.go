@@ -61,40 +61,14 @@ func copyStrings(r *ring.Ring, rec arrow.RecordBatch, mem memory.Allocator) arro
 // copyStringData is copyStrings for one array: d itself (retained) when
 // nothing changes.
 func copyStringData(r *ring.Ring, d arrow.ArrayData, mem memory.Allocator) arrow.ArrayData {
-	changed := false
-	bufs := make([]*memory.Buffer, len(d.Buffers()))
-	for i, b := range d.Buffers() {
-		bufs[i] = b
-		if isStringLike(d.DataType()) && b != nil && b.Len() > 0 && r.Contains(b.Bytes()) {
-			// The default allocator aligns to 64 bytes, as slot buffers are.
-			c := memory.NewResizableBuffer(mem)
-			c.Resize(b.Len())
-			copy(c.Bytes(), b.Bytes())
-			bufs[i] = c
-			defer c.Release() // NewData retains it
-			changed = true
+	return mapBuffers(d, func(dt arrow.DataType, b *memory.Buffer) *memory.Buffer {
+		if !isStringLike(dt) || b == nil || b.Len() == 0 || !r.Contains(b.Bytes()) {
+			return nil
 		}
-	}
-	children := make([]arrow.ArrayData, len(d.Children()))
-	for i, c := range d.Children() {
-		children[i] = copyStringData(r, c, mem)
-		defer children[i].Release()
-		changed = changed || children[i] != c
-	}
-	var dict arrow.ArrayData
-	// Dictionary returns a typed nil for non-dictionary arrays.
-	if dd, ok := d.Dictionary().(*array.Data); ok && dd != nil {
-		dict = copyStringData(r, dd, mem)
-		defer dict.Release()
-		changed = changed || dict != arrow.ArrayData(dd)
-	}
-	if !changed {
-		d.Retain()
-		return d
-	}
-	nd := array.NewData(d.DataType(), d.Len(), bufs, children, d.NullN(), d.Offset())
-	if dict != nil {
-		nd.SetDictionary(dict)
-	}
-	return nd
+		// The default allocator aligns to 64 bytes, as slot buffers are.
+		c := memory.NewResizableBuffer(mem)
+		c.Resize(b.Len())
+		copy(c.Bytes(), b.Bytes())
+		return c
+	})
 }
