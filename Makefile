@@ -18,7 +18,7 @@ build: deps
 	@mkdir -p bin
 	cp target/release/alloy bin/alloy
 	cd go && $(GO) build -o ../bin/alloy-go ./cmd/alloy-go
-	cd go && $(GO) build -o ../bin/alloy-oneshot ./examples/oneshot
+	cd go && $(GO) build -tags alloy_ffi -o ../bin/alloy-oneshot ./examples/oneshot
 	$(CARGO) build --release $(FEATURES) --example reqrep_worker
 	cd go && $(GO) build -o ../bin/alloy-reqrep ./examples/reqrep
 
@@ -42,10 +42,11 @@ test-rust: build
 	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(CARGO) test --release $(FEATURES) --all-targets
 	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(CARGO) test --release $(FEATURES) --doc
 
-# bench_peer: cmd/alloy-bench's TestSmoke runs it.
+# bench_peer: cmd/alloy-bench's TestSmoke runs it. -tags alloy_ffi: go/bridge and
+# what uses it link target/release/liballoy_ffi.a (without the tag they are left out).
 test-go: build
 	$(CARGO) build --release $(FEATURES) --example bench_peer
-	cd go && $(GO) vet ./... && ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(GO) test -race -count=1 ./...
+	cd go && $(GO) vet -tags alloy_ffi ./... && ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(GO) test -tags alloy_ffi -race -count=1 ./...
 
 # Arrow IPC CLI round trip (alloy-go send -> alloy recv and back), checked by pyarrow;
 # tests/cli_tools.py: both CLIs as a user meets them (issue #18: endings, pipes, compression, grammar).
@@ -66,7 +67,7 @@ bench-quick: bench-tools
 bench-tools: build
 	ALLOY_NEED_STRACE=1 bash scripts/deps.sh
 	$(CARGO) build --release $(FEATURES) --example bench_peer
-	cd go && $(GO) build -o ../bin/alloy-bench ./cmd/alloy-bench
+	cd go && $(GO) build -tags alloy_ffi -o ../bin/alloy-bench ./cmd/alloy-bench
 
 # The iceoryx2 comparison (doc/BENCHMARKS.md, "Alloy against iceoryx2"): builds
 # the iceoryx2 side with the cargo feature bench-iceoryx2 (never part of build,
@@ -81,7 +82,7 @@ bench-iceoryx2: bench-tools
 # The suite on a tiny grid: checks the outputs are well formed, never timings.
 bench-smoke: build
 	$(CARGO) build --release $(FEATURES) --example bench_peer
-	cd go && ALLOY_BENCH_REQUIRE=1 $(GO) test -count=1 -run 'TestSmoke|TestDocGenerated' ./cmd/alloy-bench
+	cd go && ALLOY_BENCH_REQUIRE=1 $(GO) test -tags alloy_ffi -count=1 -run 'TestSmoke|TestDocGenerated' ./cmd/alloy-bench
 
 # Re-render doc/BENCHMARKS.md's generated regions from the committed run
 # reports under doc/bench/ (after copying a new run there); make test checks them.
@@ -132,7 +133,7 @@ miri:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy $(FEATURES) --all-targets -- -D warnings
-	cd go && test -z "$$(gofmt -l .)" && $(GO) vet ./...
+	cd go && test -z "$$(gofmt -l .)" && $(GO) vet -tags alloy_ffi ./...
 
 clean:
 	$(CARGO) clean

@@ -1,21 +1,5 @@
-// Package bridge calls Rust with Apache Arrow data in one-shot mode: Go
-// exports arrays through the Arrow C Data Interface, calls a named Rust
-// handler through cgo, Rust reads the arrays without copying and may answer
-// with a record batch, which Go imports without copying.
-//
-// The package links the Rust static library target/release/liballoy_shm.a;
-// build it first with `cargo build --release --lib` (or `make build`), else
-// go build/vet/test of this package fail at link time.
-//
-// Ownership: every array handed to a call is exported (retained) for the
-// duration Rust holds it and released exactly once, by Rust, whatever the
-// outcome; a result record is owned by the caller, who must Release it.
-//
-// Go memory and cgo: arrow-go's export stores the addresses of Go-allocated
-// buffers in C memory and keeps them alive with a cgo.Handle until Rust
-// releases them. That passes the default cgo checks (GODEBUG=cgocheck=1);
-// programs that want no Go pointer in C memory at all build their arrays
-// with mallocator.NewMallocator() instead of memory.NewGoAllocator().
+//go:build alloy_ffi
+
 package bridge
 
 /*

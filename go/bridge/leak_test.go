@@ -1,3 +1,5 @@
+//go:build alloy_ffi
+
 package bridge
 
 import (

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -10,7 +9,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/ignalina/alloy/go/arrowshm"
-	"github.com/ignalina/alloy/go/bridge"
 	"github.com/ignalina/alloy/go/ring"
 )
 
@@ -408,40 +406,6 @@ func ringRoundTrip(helper string, sh arrowShape, iters int, busy bool) (Result, 
 		return Result{}, fmt.Errorf("echo saw %d batches, want %d", out.Messages, iters+warm)
 	}
 	r := Result{Transport: "shm-rr", Mode: modeName(busy), Kind: "roundtrip", PayloadBytes: sh.payload(), Consumers: 1, Shape: sh.name, Variant: "echo"}
-	quantiles(&r, ns)
-	return r, nil
-}
-
-// cgoRoundTrip times bridge.SendRecord (Rust's echo handler imports the
-// batch and returns it; Go imports the answer): a whole cgo call with a
-// batch each way, like ringRoundTrip.
-func cgoRoundTrip(sh arrowShape, iters int) (Result, error) {
-	if bridge.LogLevel() < slog.LevelWarn {
-		bridge.SetLogLevel(slog.LevelWarn)
-	}
-	rec, err := sh.build(memory.NewGoAllocator(), 1)
-	if err != nil {
-		return Result{}, err
-	}
-	defer rec.Release()
-	warm := warmOf(iters)
-	ns := make([]int64, 0, iters)
-	for i := 0; i < iters+warm; i++ {
-		t0 := nanotime()
-		out, err := (bridge.GoBridge{}).SendRecord(rec)
-		if err != nil {
-			return Result{}, err
-		}
-		rows := out.NumRows()
-		out.Release()
-		if rows != int64(sh.rows) {
-			return Result{}, fmt.Errorf("echo of %d rows, want %d", rows, sh.rows)
-		}
-		if i >= warm {
-			ns = append(ns, nanotime()-t0)
-		}
-	}
-	r := Result{Transport: "cgo-oneshot", Mode: "call", Kind: "roundtrip", PayloadBytes: sh.payload(), Consumers: 1, Shape: sh.name, Variant: "echo"}
 	quantiles(&r, ns)
 	return r, nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/ignalina/alloy/go/bridge"
 	"github.com/ignalina/alloy/go/ring"
 	"golang.org/x/sys/unix"
 )
@@ -281,63 +279,6 @@ func int64Record(size int64) arrow.RecordBatch {
 	defer col.Release()
 	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.PrimitiveTypes.Int64}}, nil)
 	return array.NewRecordBatch(schema, []arrow.Array{col}, int64(n))
-}
-
-// cgoLatency times one bridge call with the Echo handler (logging off),
-// which imports the array in Rust without copying and answers nothing: the
-// time until Go knows Rust holds the data, a round trip through cgo.
-func cgoLatency(size int64, iters int) (Result, error) {
-	// Echo logs every array at INFO; the measurement is of the call alone.
-	if bridge.LogLevel() < slog.LevelWarn {
-		bridge.SetLogLevel(slog.LevelWarn)
-	}
-	rec := int64Record(size)
-	defer rec.Release()
-	arrays := []arrow.Array{rec.Column(0)}
-	warm := max(8, iters/10) // not recorded: first-touch page faults, cold caches
-	ns := make([]int64, 0, iters)
-	for i := 0; i < iters+warm; i++ {
-		t0 := nanotime()
-		if _, _, err := (bridge.GoBridge{}).CallArrays(bridge.Echo, arrays); err != nil {
-			return Result{}, err
-		}
-		if i >= warm {
-			ns = append(ns, nanotime()-t0)
-		}
-	}
-	r := Result{Transport: "cgo-oneshot", Mode: "call", Kind: "latency", PayloadBytes: max(8, size), Consumers: 1}
-	quantiles(&r, ns)
-	return r, nil
-}
-
-// cgoThroughput sends batches to Rust's Sum handler, which reads every
-// value, total/size times. It rotates over batches as large in all as a
-// streaming ring's slots, so Rust reads them from the same cache level a
-// ring consumer would rather than from a hot 1-batch working set.
-func cgoThroughput(size, total int64) (Result, error) {
-	recs := make([]arrow.RecordBatch, streamSlots(size))
-	for i := range recs {
-		recs[i] = int64Record(size)
-		defer recs[i].Release()
-	}
-	count := max(1, total/size)
-	n := recs[0].NumRows()
-	want := n * (n - 1) / 2 // every batch holds 0..n-1
-	t0 := nanotime()
-	for i := range count {
-		_, out, err := (bridge.GoBridge{}).CallRecords(bridge.Sum, recs[i%int64(len(recs))])
-		if err != nil {
-			return Result{}, err
-		}
-		got := out.Column(0).(*array.Int64).Value(0)
-		out.Release()
-		if got != want {
-			return Result{}, fmt.Errorf("sum handler answered %d, want %d", got, want)
-		}
-	}
-	r := Result{Transport: "cgo-oneshot", Mode: "call", Kind: "throughput", PayloadBytes: size, Consumers: 1, Messages: count}
-	setThroughput(&r, count*size, nanotime()-t0)
-	return r, nil
 }
 
 // udsBuf is the socket and stream buffer size for batches of size bytes:

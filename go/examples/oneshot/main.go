@@ -1,6 +1,13 @@
+//go:build alloy_ffi
+
 // Command oneshot is the original Alloy's usage example: it exports three
 // Int32 arrays through the Arrow C Data Interface, calls Rust's default
 // echo handler through cgo, and logs what both sides did (on stderr).
+//
+// It links the Rust library through package bridge, so it builds only with
+// the build tag alloy_ffi, after the Rust build (make build does both):
+//
+//	cd go && go run -tags alloy_ffi ./examples/oneshot
 package main
 
 import (

@@ -1,3 +1,5 @@
+//go:build alloy_ffi
+
 // Command latency measures the round trip of one record batch Go → Rust →
 // Go over a request/reply channel (package reqrep, the Rust worker's echo
 // operation) and over the one-shot cgo bridge (bridge.SendRecord, Rust's
@@ -5,9 +7,9 @@
 // both and their ratio (doc/BENCHMARKS.md, "Request/reply round trip").
 //
 // It links the Rust static library through package bridge, so build the
-// library first (make build), then:
+// library first (make build), then run it with the build tag alloy_ffi:
 //
-//	cd go && go run ./examples/reqrep/latency --worker ../target/release/examples/reqrep_worker
+//	cd go && go run -tags alloy_ffi ./examples/reqrep/latency --worker ../target/release/examples/reqrep_worker
 package main
 
 import (
