@@ -42,11 +42,18 @@ test-rust: build
 	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(CARGO) test --release $(FEATURES) --all-targets
 	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(CARGO) test --release $(FEATURES) --doc
 
+# GO_CROSS: every Go package that needs no cgo (all but go/bridge, which is
+# behind the tag) must build and vet on developers' machines too; ring and
+# what uses it return ring.ErrUnsupportedPlatform outside Linux.
+GO_CROSS ?= darwin/arm64 darwin/amd64 linux/arm64
+
 # bench_peer: cmd/alloy-bench's TestSmoke runs it. -tags alloy_ffi: go/bridge and
 # what uses it link target/release/liballoy_ffi.a (without the tag they are left out).
 test-go: build
 	$(CARGO) build --release $(FEATURES) --example bench_peer
 	cd go && $(GO) vet -tags alloy_ffi ./... && ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(GO) test -tags alloy_ffi -race -count=1 ./...
+	cd go && for t in $(GO_CROSS); do GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build ./... && \
+	  GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) vet ./... || { echo "go build/vet for $$t failed"; exit 1; }; done
 
 # Arrow IPC CLI round trip (alloy-go send -> alloy recv and back), checked by pyarrow;
 # tests/cli_tools.py: both CLIs as a user meets them (issue #18: endings, pipes, compression, grammar).

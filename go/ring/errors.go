@@ -21,6 +21,10 @@ var (
 	// ErrNotSealed: an anonymous region's fd lacks the seals of LAYOUT §1, so a
 	// peer could shrink it under us.
 	ErrNotSealed = errors.New("alloy: memfd is not sealed")
+	// ErrUnsupportedPlatform: Alloy rings need Linux (futex, memfd); on
+	// other systems the package compiles and every entry point returns this
+	// error, wrapped with the GOOS/GOARCH (never returned on Linux).
+	ErrUnsupportedPlatform = errors.New("alloy rings need Linux (futex, memfd)")
 	// ErrProducerExists: another live producer is attached.
 	ErrProducerExists = errors.New("alloy: a producer is already attached")
 	// ErrFull: the ring is full for the slowest subscriber and the

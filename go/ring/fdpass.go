@@ -25,6 +25,9 @@ func (r *Ring) SendFd(conn *net.UnixConn) error {
 // RecvFd receives one fd sent with SendFd. The caller owns it (it is
 // close-on-exec); pass it to OpenFd and then close it.
 func RecvFd(conn *net.UnixConn) (int, error) {
+	if err := platformOK(); err != nil {
+		return -1, err
+	}
 	buf := make([]byte, 1)
 	oob := make([]byte, unix.CmsgSpace(4))
 	_, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Fuzz targets for the reader side against hostile memory.
 //
 // `go test ./ring` (and so `make test`) runs both targets over their seed

@@ -13,9 +13,6 @@ import (
 // shmDir is where named regions live (LAYOUT §1).
 const shmDir = "/dev/shm/"
 
-// requiredSeals are the seals an anonymous region must carry (LAYOUT §1).
-const requiredSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
-
 // initWait is how long an opener waits for a creator to store magic.
 const initWait = time.Second
 
@@ -78,9 +75,7 @@ func sizeAndMap(fd int, size uint64) (*region, error) {
 	if err := unix.Ftruncate(fd, int64(size)); err != nil {
 		return nil, fmt.Errorf("alloy: ftruncate to %d: %w", size, err)
 	}
-	// Allocate every page now: a full /dev/shm fails here with ENOSPC
-	// instead of a SIGBUS on first touch of a page that cannot be had.
-	if err := unix.Fallocate(fd, 0, 0, int64(size)); err != nil && err != unix.EOPNOTSUPP {
+	if err := fallocate(fd, size); err != nil {
 		return nil, fmt.Errorf("alloy: reserving %d bytes of shared memory (is /dev/shm full?): %w", size, err)
 	}
 	mem, err := mapFd(fd, size)
@@ -176,49 +171,6 @@ func mapAndValidate(fd int) (*region, Layout, error) {
 	}
 }
 
-// createAnonymous makes a sealed memfd region. The seals go on after the
-// size is final and before any peer can see the fd.
-func createAnonymous(label string, l Layout) (*region, error) {
-	fd, err := unix.MemfdCreate("alloy:"+label, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		return nil, fmt.Errorf("alloy: memfd_create: %w", err)
-	}
-	r, err := sizeAndMap(fd, l.TotalSize)
-	if err == nil {
-		if _, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, requiredSeals); err != nil {
-			unix.Munmap(r.mem)
-			err = fmt.Errorf("alloy: F_ADD_SEALS: %w", err)
-		}
-	}
-	if err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	return r, nil
-}
-
-// openFd opens a region from an inherited or received fd. The region keeps
-// its own duplicate, so the caller still owns (and may close) fd.
-func openFd(fd int) (*region, Layout, error) {
-	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
-	if err != nil {
-		return nil, Layout{}, fmt.Errorf("%w: F_GET_SEALS on fd %d: %v", ErrNotSealed, fd, err)
-	}
-	if seals&requiredSeals != requiredSeals {
-		return nil, Layout{}, fmt.Errorf("%w: fd %d has seals %#x, want %#x", ErrNotSealed, fd, seals, requiredSeals)
-	}
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, Layout{}, fmt.Errorf("alloy: dup fd %d: %w", fd, err)
-	}
-	r, l, err := mapAndValidate(dup)
-	if err != nil {
-		unix.Close(dup)
-		return nil, Layout{}, err
-	}
-	return r, l, nil
-}
-
 // close unmaps the region and closes its fd. The file itself stays.
 func (r *region) close() error {
 	err := unix.Munmap(r.mem)
@@ -232,6 +184,9 @@ func (r *region) close() error {
 // Remove deletes the named region /dev/shm/<name>. Processes that have it
 // mapped keep their mapping; new opens fail.
 func Remove(name string) error {
+	if err := platformOK(); err != nil {
+		return err
+	}
 	if err := checkName(name); err != nil {
 		return err
 	}

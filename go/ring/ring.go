@@ -51,7 +51,12 @@ type Ring struct {
 	closed  bool // Close was called on the Ring itself
 }
 
+// platformOK is the check every entry point starts with: Linux (see
+// platform_other.go), 64-bit, little-endian.
 func platformOK() error {
+	if err := osSupported(); err != nil {
+		return err
+	}
 	if strconv.IntSize != 64 || binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
 		return fmt.Errorf("%w: Alloy regions need a little-endian 64-bit platform", ErrInvalidLayout)
 	}

@@ -2,13 +2,9 @@ package ring
 
 import (
 	"context"
-	"math"
 	"runtime"
 	"sync/atomic"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // waitSlice bounds every futex wait (LAYOUT §6): a lost wake-up can only
@@ -21,13 +17,6 @@ var waitSlice = 100 * time.Millisecond
 // for the same reason as waitSlice.
 var consumerWaitSlice = producerCheckPeriod
 
-// Shared (not FUTEX_PRIVATE_FLAG) operations: the waker is usually another
-// process, and private futexes are keyed by address space.
-const (
-	futexWait = 0 // FUTEX_WAIT
-	futexWake = 1 // FUTEX_WAKE
-)
-
 // WaitStrategy says how a consumer waits for data.
 type WaitStrategy int
 
@@ -38,23 +27,6 @@ const (
 	// Lowest latency, one busy core per consumer.
 	Spin
 )
-
-// futexWaitOn sleeps while *w == val, for at most d. Every outcome (woken,
-// value changed, timeout, signal) just returns: callers re-check their
-// condition, so the cause does not matter.
-func futexWaitOn(w *atomic.Uint32, val uint32, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	ts := unix.NsecToTimespec(int64(d))
-	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWait, uintptr(val),
-		uintptr(unsafe.Pointer(&ts)), 0, 0)
-}
-
-// futexWakeAll wakes every waiter on w, in any process.
-func futexWakeAll(w *atomic.Uint32) {
-	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWake, math.MaxInt32, 0, 0, 0)
-}
 
 // backoff is the spin phase of LAYOUT §6: busy-wait rounds that double, then
 // yields, about 1–20 µs in total before the caller parks.

@@ -119,6 +119,9 @@ func (r *Ring) Stat() Stat { return statOf(r.mem, r.lay, r.Name(), r.env.monoNs(
 // or write to it. Another user's ring is accepted when its mode lets us
 // read it.
 func StatNamed(name string) (Stat, error) {
+	if err := platformOK(); err != nil {
+		return Stat{}, err
+	}
 	if err := checkName(name); err != nil {
 		return Stat{}, err
 	}
@@ -370,6 +373,9 @@ func List() ([]Listing, error) { return ListDir(shmDir) }
 // header is read. Files without the magic are skipped silently; files that
 // cannot be read are listed with Error set.
 func ListDir(dir string) ([]Listing, error) {
+	if err := platformOK(); err != nil {
+		return nil, err
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("alloy: list %s: %w", dir, err)

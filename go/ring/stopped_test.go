@@ -1,3 +1,5 @@
+//go:build linux
+
 package ring
 
 // A consumer that is alive but stopped is never taken for dead (issue #12,
