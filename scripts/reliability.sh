@@ -54,7 +54,7 @@ step "consumer SIGKILL holding leases, reclaim" 1 "test result" \
 step "work-queue member SIGKILL, redelivery" "3 scenarios" "first redelivered message" \
 	cargo test --release $FEATURES --test queue_member_death -- --nocapture
 step "live consumer SIGSTOPped holding leases: not reclaimed, bytes intact" "2 Rust + 2 Go scenarios" "stopped .* s" \
-	bash -c "cargo test --release $FEATURES --test ring_stopped -- --nocapture && cd go && go test -race -count=1 -v -run 'TestStopped|TestIsDead|TestParseStat' ./ring"
+	bash -c "cargo test --release $FEATURES --test ring_stopped -- --nocapture && cd go && go test -race -count=1 -v -run 'TestStopped|TestIsDead|TestParseStat' ./ring ./internal/proc"
 step "held batches: dictionary streams up to 10x the ring, retention stall (Rust, Go, Rust<->Go)" "48+12 proptest + rapid cases" "test result|^ok" \
 	bash -c "cargo test --release $FEATURES --test retention -- --nocapture && cd go && go test -race -count=1 -run 'Retention|HeldLease|KeepsNoSlot|Relay|DictionaryCopier' ./ring ./arrowshm ./cmd/alloy-go"
 step "ring truncated under a running sender/receiver (both CLIs, Go library)" 1 "test result|^ok" \
@@ -68,7 +68,7 @@ step "hostile ring memory (proptest)" "512 + 512 cases" "test result" \
 step "corrupt Arrow IPC / C-Data-offsets messages (proptest)" "512 IPC + 2000 cdata cases" "test result" \
 	cargo test --release $FEATURES --lib -- damaged_messages_never_panic random_damage_never_panics corrupt_messages
 step "Go: deaths, takeover, reclaim (-race)" 1 "^ok|FAIL" \
-	bash -c "cd go && go test -race -count=1 -run 'Dead|Takeover|ProducerGone|Reclaim|Owner|Seal' ./ring"
+	bash -c "cd go && go test -race -count=1 -run 'Dead|Takeover|ProducerGone|Reclaim|Owner|Seal' ./ring ./internal/proc"
 step "Go fuzz: layout reader" "$FUZZTIME" "elapsed.*execs" \
 	bash -c "cd go && go test -run '^$' -fuzz '^FuzzReadLayout$' -fuzztime $FUZZTIME ./ring"
 step "Go fuzz: consuming a damaged ring" "$FUZZTIME" "elapsed.*execs" \

@@ -14,8 +14,8 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"golang.org/x/sys/unix"
 
+	"github.com/ignalina/alloy/go/internal/proc"
 	"github.com/ignalina/alloy/go/ring"
 )
 
@@ -117,14 +117,14 @@ func trySubscribe(name string) (*ring.Ring, *ring.Consumer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	s := rep.Snapshot()
-	if s.ProducerPid != 0 && !rep.ProducerAlive() {
+	pid := rep.ProducerPid()
+	if pid != 0 && !rep.ProducerAlive() {
 		// A dead worker's rings: no point waiting for it (a new worker
 		// would remove them first).
 		rep.Close()
-		return nil, nil, fmt.Errorf("%w: %q: its worker (pid %d) is dead: %w", ErrNotServed, name, s.ProducerPid, ErrPeerGone)
+		return nil, nil, fmt.Errorf("%w: %q: its worker (pid %d) is dead: %w", ErrNotServed, name, pid, ErrPeerGone)
 	}
-	if s.ProducerPid == 0 || s.Closed != 0 {
+	if pid == 0 || rep.IsClosed() {
 		rep.Close() // the worker is still starting, or stopping
 		return nil, nil, nil
 	}
@@ -140,13 +140,6 @@ func newSession() uint64 {
 	var b [8]byte
 	rand.Read(b[:]) // never fails on Linux (crypto/rand docs)
 	return max(binary.LittleEndian.Uint64(b[:]), 1)
-}
-
-// monoNs is CLOCK_MONOTONIC in ns, the clock of the envelope's deadline.
-func monoNs() uint64 {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
 }
 
 // Session is this client's session id (LAYOUT.md §12.2).
@@ -172,7 +165,7 @@ func (c *Client) Call(ctx context.Context, rec arrow.RecordBatch) (arrow.RecordB
 	}
 	env := envelope{kind: kindRequest, session: c.session, id: c.nextID.Add(1)}
 	if d, ok := ctx.Deadline(); ok {
-		env.deadlineNs = monoNs() + uint64(max(time.Until(d), 0))
+		env.deadlineNs = proc.MonoNs() + uint64(max(time.Until(d), 0))
 	}
 	ch := make(chan delivery, 1)
 	c.mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ignalina/alloy/go/internal/proc"
 	"github.com/ignalina/alloy/go/internal/testbin"
 )
 
@@ -30,64 +31,11 @@ func deadPid(t testing.TB) uint32 {
 	return uint32(cmd.Process.Pid)
 }
 
-// procState is the state letter of /proc/<pid>/stat.
-func procState(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return ""
-	}
-	return s[i+2 : i+3]
-}
-
-func TestProcessDead(t *testing.T) {
-	if processDead(uint32(os.Getpid())) {
-		t.Fatal("our own process counts as dead")
-	}
-	if processDead(uint32(os.Getppid())) {
-		t.Fatal("our parent counts as dead")
-	}
-	if !processDead(0) || !processDead(1<<31) {
-		t.Fatal("pid 0 or a pid beyond pid_max counts as alive")
-	}
-
-	// Killed but not reaped: a zombie, still listed in /proc.
-	cmd := exec.Command("sleep", "60")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	if processDead(uint32(pid)) {
-		t.Fatal("a running child counts as dead")
-	}
-	cmd.Process.Kill()
-	for start := time.Now(); procState(pid) != "Z"; time.Sleep(time.Millisecond) {
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("child %d never became a zombie (state %q)", pid, procState(pid))
-		}
-	}
-	if !processDead(uint32(pid)) {
-		t.Fatal("a zombie counts as alive")
-	}
-	// Reaped: /proc/<pid> is gone.
-	cmd.Wait()
-	if !processDead(uint32(pid)) {
-		t.Fatal("a reaped child counts as alive")
-	}
-	if !processDead(deadPid(t)) {
-		t.Fatal("a finished child counts as alive")
-	}
-}
-
 // startOf is the low 32 bits of a running process's start time.
 func startOf(t testing.TB, pid uint32) uint32 {
 	t.Helper()
-	st, start := probe(pid)
-	if st != procRunning {
+	st, start := proc.Probe(pid)
+	if st != proc.Running {
 		t.Fatalf("pid %d: /proc status %d", pid, st)
 	}
 	return uint32(start)
@@ -130,35 +78,6 @@ func TestIsDead(t *testing.T) {
 	}
 }
 
-// parseStat finds the state and starttime after the last ')', whatever
-// the command name holds.
-func TestParseStat(t *testing.T) {
-	line := func(comm, state string) []byte {
-		f := []string{"4242", "(" + comm + ")", state}
-		for i := 4; i < 22; i++ {
-			f = append(f, fmt.Sprint(i))
-		}
-		f = append(f, "123456789012")
-		for i := 23; i < 53; i++ {
-			f = append(f, fmt.Sprint(i))
-		}
-		return []byte(strings.Join(f, " ") + "\n")
-	}
-	for _, comm := range []string{"sleep", "a b", "x) S 1 (y", ")", ""} {
-		for state, want := range map[string]procStatus{"S": procRunning, "T": procRunning, "t": procRunning, "D": procRunning, "Z": procGone, "X": procGone} {
-			st, start := parseStat(line(comm, state))
-			if st != want || (want == procRunning && start != 123456789012) {
-				t.Errorf("comm %q state %s: %d %d", comm, state, st, start)
-			}
-		}
-	}
-	for _, bad := range []string{"garbage", "1 (x) S 2 3", "1 (x)"} {
-		if st, _ := parseStat([]byte(bad)); st != procUnknown {
-			t.Errorf("%q: %d, want unknown", bad, st)
-		}
-	}
-}
-
 // A stopped process is alive; the same pid with another start time is not.
 func TestStoppedProcessIsAlive(t *testing.T) {
 	cmd := exec.Command("sleep", "60")
@@ -172,9 +91,9 @@ func TestStoppedProcessIsAlive(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	for begin := time.Now(); procState(int(pid)) != "T"; time.Sleep(time.Millisecond) {
+	for begin := time.Now(); proc.State(int(pid)) != "T"; time.Sleep(time.Millisecond) {
 		if time.Since(begin) > 10*time.Second {
-			t.Fatalf("child never stopped (state %q)", procState(int(pid)))
+			t.Fatalf("child never stopped (state %q)", proc.State(int(pid)))
 		}
 	}
 	if isDead(pid, start) {
@@ -533,17 +452,7 @@ func TestReclaimKilledConsumer(t *testing.T) {
 	r := anonRing(t, Config{SlotCount: 8, SlotSize: 64, MaxSubscribers: 2, MaxMembers: 2})
 	live := mustSubscribe(t, r)
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHeldLeasesChild$", "-test.count=1")
-	// A duplicate, so that closing (or finalizing) the File leaves the
-	// Ring's own fd alone; it becomes fd 3 in the child.
-	dup, err := syscall.Dup(r.Fd())
-	if err != nil {
-		t.Fatal(err)
-	}
-	region := os.NewFile(uintptr(dup), "region")
-	defer region.Close()
-	cmd.ExtraFiles = []*os.File{region}
-	cmd.Env = append(os.Environ(), failureChildEnv+"=1", "ALLOY_FD=3")
+	cmd := regionChild(t, r, "TestHeldLeasesChild", failureChildEnv+"=1")
 	cmd.Stderr = new(limitedBuffer)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -613,14 +522,7 @@ func TestHeldLeasesChild(t *testing.T) {
 	if os.Getenv(failureChildEnv) == "" {
 		t.Skip("runs as TestReclaimKilledConsumer's child process")
 	}
-	fd, err := FdFromEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := OpenFd(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := inheritedRing(t)
 	c := mustSubscribe(t, r)
 	fmt.Println("ready")
 	var held []*Lease

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // childEnv marks the re-executed test binary acting as the producer process.
@@ -25,10 +27,7 @@ func TestInheritedFd(t *testing.T) {
 	const count = 5000
 	r := anonRing(t, Config{SlotCount: 16, SlotSize: 256, MaxSubscribers: 1, MaxMembers: 1})
 	c := mustSubscribe(t, r)
-	f := os.NewFile(uintptr(r.Fd()), "region") // not closed: the Ring owns the fd
-	cmd := exec.Command(os.Args[0], "-test.run=^TestInheritedFdChild$", "-test.count=1")
-	cmd.ExtraFiles = []*os.File{f} // becomes fd 3 in the child, without CLOEXEC
-	cmd.Env = append(os.Environ(), childEnv+"=1", "ALLOY_FD=3", fmt.Sprintf("ALLOY_TEST_COUNT=%d", count))
+	cmd := regionChild(t, r, "TestInheritedFdChild", childEnv+"=1", fmt.Sprintf("ALLOY_TEST_COUNT=%d", count))
 	out := new(limitedBuffer)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -67,6 +66,40 @@ func TestInheritedFdChild(t *testing.T) {
 	if os.Getenv(childEnv) == "" {
 		t.Skip("runs as TestInheritedFd's child process")
 	}
+	r := inheritedRing(t)
+	defer r.Close()
+	var count int
+	fmt.Sscan(os.Getenv("ALLOY_TEST_COUNT"), &count)
+	p := mustProducer(t, r, Backpressure{Kind: Block, Timeout: 30 * time.Second})
+	if err := produceChecked(p, count); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// regionChild is the one way these tests hand a ring to a child process by
+// inheritance (LAYOUT §1): the test binary run again for the single test
+// named test, with a duplicate of r's region fd as its fd 3, ALLOY_FD=3 and
+// env in its environment. The duplicate is closed when t ends; the Ring's
+// own fd stays as it is. The caller sets Stdout/Stderr and starts it; the
+// child opens the ring with inheritedRing.
+func regionChild(t *testing.T, r *Ring, test string, env ...string) *exec.Cmd {
+	t.Helper()
+	dup, err := unix.FcntlInt(uintptr(r.Fd()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	region := os.NewFile(uintptr(dup), "region")
+	t.Cleanup(func() { region.Close() })
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.ExtraFiles = []*os.File{region} // fd 3 in the child, without CLOEXEC
+	cmd.Env = append(append(os.Environ(), "ALLOY_FD=3"), env...)
+	return cmd
+}
+
+// inheritedRing opens, in a child started by regionChild, the ring its
+// parent passed (ALLOY_FD).
+func inheritedRing(t *testing.T) *Ring {
+	t.Helper()
 	fd, err := FdFromEnv()
 	if err != nil {
 		t.Fatal(err)
@@ -75,13 +108,7 @@ func TestInheritedFdChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	var count int
-	fmt.Sscan(os.Getenv("ALLOY_TEST_COUNT"), &count)
-	p := mustProducer(t, r, Backpressure{Kind: Block, Timeout: 30 * time.Second})
-	if err := produceChecked(p, count); err != nil {
-		t.Fatal(err)
-	}
+	return r
 }
 
 // limitedBuffer keeps the first 64 KiB of a child's output for messages.

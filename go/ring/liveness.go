@@ -1,17 +1,12 @@
 package ring
 
 import (
-	"bytes"
-	"errors"
-	"io/fs"
-	"math"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ignalina/alloy/go/internal/proc"
 )
 
 // Peer-failure constants of LAYOUT §11.
@@ -30,77 +25,16 @@ const (
 	defaultReclaimAfter = time.Second
 )
 
-// procStatus is what /proc/<pid>/stat says about a process.
-type procStatus int
-
-const (
-	procGone    procStatus = iota // no such process, or a zombie (Z) or dead (X) one
-	procRunning                   // not exited: running, sleeping, stopped, traced, …
-	procUnknown                   // /proc could not be read or parsed: assume alive
-)
-
-// probe reads /proc/<pid>/stat: the state and, for a process that has not
-// exited, its start time (field 22, starttime, in clock ticks since boot).
-// Any failure other than "no such process" is procUnknown: we only ever
-// give up on a peer we know to be gone.
-func probe(pid uint32) (procStatus, uint64) {
-	if pid == 0 || pid > math.MaxInt32 {
-		return procGone, 0 // no process can have this id
-	}
-	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
-	if err != nil {
-		// ESRCH: the process exited between open and read.
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
-			return procGone, 0
-		}
-		return procUnknown, 0
-	}
-	return parseStat(b)
-}
-
-// parseStat parses the contents of /proc/<pid>/stat: "pid (comm) S ...",
-// where comm may contain spaces and parentheses, so the state is the first
-// field after the last ')' and starttime the 20th.
-func parseStat(b []byte) (procStatus, uint64) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return procUnknown, 0
-	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) == 0 {
-		return procUnknown, 0
-	}
-	switch string(f[0]) {
-	case "Z", "X":
-		return procGone, 0
-	}
-	if len(f) < 20 {
-		return procUnknown, 0
-	}
-	start, err := strconv.ParseUint(string(f[19]), 10, 64)
-	if err != nil {
-		return procUnknown, 0
-	}
-	return procRunning, start
-}
-
-// processDead is the pid-only test: the process is gone or a zombie. It
-// cannot tell a reused pid; isDead, with the recorded start time, can.
-func processDead(pid uint32) bool {
-	st, _ := probe(pid)
-	return st == procGone
-}
-
 // isDead is the LAYOUT §11.1 test for a participant recorded as (pid,
 // start): its process is gone or a zombie, or the pid now names a process
 // with another start time (pid reuse). start 0 means unknown: the pid
 // alone decides. A stopped, traced or starved process is alive, however
 // old its heartbeat.
 func isDead(pid, start uint32) bool {
-	switch st, actual := probe(pid); st {
-	case procGone:
+	switch st, actual := proc.Probe(pid); st {
+	case proc.Gone:
 		return true
-	case procRunning:
+	case proc.Running:
 		return start != 0 && uint32(actual) != start
 	}
 	return false
@@ -119,7 +53,7 @@ func identityDead(w uint64) bool { return isDead(identityPid(w), identityStart(w
 // ownStart is the low 32 bits of this process's start time, read once; 0
 // ("unknown") if /proc/self/stat cannot be read.
 var ownStart = sync.OnceValue(func() uint32 {
-	if st, start := probe(uint32(os.Getpid())); st == procRunning {
+	if st, start := proc.Probe(uint32(os.Getpid())); st == proc.Running {
 		return uint32(start)
 	}
 	return 0
@@ -185,7 +119,13 @@ func (h *heartbeat) stop() {
 // ProducerAlive reports whether a producer is attached and its process is
 // alive (LAYOUT §11.1: pid and start time, so a reused pid is not taken for
 // the producer, and a stopped producer is alive).
-func (r *Ring) ProducerAlive() bool {
-	id := u64At(r.mem, offProducerPid).Load()
-	return identityPid(id) != 0 && !identityDead(id)
-}
+func (r *Ring) ProducerAlive() bool { return producerAlive(u64At(r.mem, offProducerPid).Load()) }
+
+// ProducerPid is the pid of the attached producer, 0 when none is attached
+// (or a stream's producer detached). The process may be dead: see
+// ProducerAlive.
+func (r *Ring) ProducerPid() uint32 { return identityPid(u64At(r.mem, offProducerPid).Load()) }
+
+// producerAlive is the test of ProducerAlive on the producer identity word
+// (LAYOUT §11.1), for callers holding a copy of it (stat, ls).
+func producerAlive(id uint64) bool { return identityPid(id) != 0 && !identityDead(id) }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"syscall"
 	"testing"
 	"time"
@@ -133,15 +132,7 @@ func TestReclaimKilledQueueMember(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHeldQueueLeasesChild$", "-test.count=1")
-	dup, err := syscall.Dup(r.Fd())
-	if err != nil {
-		t.Fatal(err)
-	}
-	region := os.NewFile(uintptr(dup), "region")
-	defer region.Close()
-	cmd.ExtraFiles = []*os.File{region}
-	cmd.Env = append(os.Environ(), queueChildEnv+"=1", "ALLOY_FD=3")
+	cmd := regionChild(t, r, "TestHeldQueueLeasesChild", queueChildEnv+"=1")
 	cmd.Stderr = new(limitedBuffer)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -245,14 +236,7 @@ func TestHeldQueueLeasesChild(t *testing.T) {
 	if os.Getenv(queueChildEnv) == "" {
 		t.Skip("runs as TestReclaimKilledQueueMember's child process")
 	}
-	fd, err := FdFromEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := OpenFd(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := inheritedRing(t)
 	c, err := r.JoinQueue(1, ConsumerOptions{})
 	if err != nil {
 		t.Fatal(err)

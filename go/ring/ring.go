@@ -9,7 +9,7 @@ import (
 	"time"
 	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"github.com/ignalina/alloy/go/internal/proc"
 )
 
 // env supplies the pid and clocks written into the region. Tests replace it
@@ -26,13 +26,9 @@ func (e env) id() uint64 { return identity(e.pid(), e.start()) }
 
 func newEnv() env {
 	return env{
-		pid:   func() uint32 { return uint32(os.Getpid()) },
-		start: ownStart,
-		monoNs: func() uint64 {
-			var ts unix.Timespec
-			unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-			return uint64(ts.Nano())
-		},
+		pid:    func() uint32 { return uint32(os.Getpid()) },
+		start:  ownStart,
+		monoNs: proc.MonoNs,
 		realNs: func() uint64 { return uint64(time.Now().UnixNano()) },
 	}
 }

@@ -183,7 +183,7 @@ func statOf(m []byte, l Layout, name string, now uint64) Stat {
 		Name: name, Version: u32(offVersion), SlotCount: l.SlotCount, SlotSize: l.SlotSize,
 		TotalSize: l.TotalSize, MaxSubscribers: l.MaxSubscribers, MaxMembers: l.MaxMembers,
 		CreatorPid: u32(offCreatorPid), Published: published, Closed: u32(offClosed) == 1,
-		ProducerPid: ppid, ProducerAlive: ppid != 0 && !identityDead(pid),
+		ProducerPid: ppid, ProducerAlive: producerAlive(pid),
 		Consumers: []ConsumerStat{}, sampledNs: now,
 	}
 	type member struct {
@@ -360,8 +360,8 @@ type Listing struct {
 	ProducerPid uint32 `json:"producer_pid"`
 	// ProducerAlive reports whether that producer is alive.
 	ProducerAlive bool `json:"producer_alive"`
-	// Error says why the ring cannot be used or read (nil: a valid
-	// version-1 ring).
+	// Error says why the ring cannot be used or read (nil: a valid ring
+	// of this package's layout version, Version).
 	Error *string `json:"error"`
 }
 
@@ -428,7 +428,7 @@ func listOne(path, name string) (Listing, bool) {
 	}
 	id := binary.LittleEndian.Uint64(hdr[offProducerPid:]) // pid and start time (LAYOUT §11.1)
 	l.ProducerPid = identityPid(id)
-	l.ProducerAlive = l.ProducerPid != 0 && !identityDead(id)
+	l.ProducerAlive = producerAlive(id)
 	return l, true
 }
 

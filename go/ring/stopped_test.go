@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/ignalina/alloy/go/internal/checkmsg"
+	"github.com/ignalina/alloy/go/internal/proc"
 )
 
 const stoppedChildEnv = "ALLOY_TEST_STOPPED_CHILD"
@@ -185,9 +186,9 @@ func (c *stoppedConsumer) stop() {
 	if err := c.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		c.t.Fatal(err)
 	}
-	for start := time.Now(); procState(c.cmd.Process.Pid) != "T"; time.Sleep(time.Millisecond) {
+	for start := time.Now(); proc.State(c.cmd.Process.Pid) != "T"; time.Sleep(time.Millisecond) {
 		if time.Since(start) > 10*time.Second {
-			c.t.Fatalf("child never stopped (state %q)", procState(c.cmd.Process.Pid))
+			c.t.Fatalf("child never stopped (state %q)", proc.State(c.cmd.Process.Pid))
 		}
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ignalina/alloy/go/internal/proc"
 	"github.com/ignalina/alloy/go/internal/testbin"
 	"github.com/ignalina/alloy/go/ring"
 )
@@ -397,12 +398,11 @@ func (s *soak) reap(i int) {
 func waitStopped(t *testing.T, pid int) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st := b[bytes.LastIndexByte(b, ')')+2]; st == 'T' || st == 't' {
+		switch proc.State(pid) {
+		case "T", "t":
 			return
+		case "":
+			t.Fatalf("pid %d: no /proc/%d/stat", pid, pid)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("pid %d did not stop", pid)
