@@ -54,7 +54,15 @@
 //
 // Ring.Stat and StatNamed take a snapshot of a ring for inspection (the
 // `alloy-go stat`, `watch` and `ls` commands); StatNamed maps the region
-// read-only, so looking never changes a ring.
+// read-only, so looking never changes a ring. ProducerPid, ProducerAlive,
+// IsClosed and StreamGen read single header words, for callers that need
+// only those.
+//
+// Rings need Linux (futex, memfd). The package compiles for any GOOS, so
+// a service that deploys on Linux builds on a macOS laptop, but there every
+// entry point (Create, Open, OpenOrCreate, CreateAnonymous, OpenFd,
+// StatNamed, List, Remove, RecvFd) returns an error matching
+// ErrUnsupportedPlatform.
 //
 // The Rust crate alloy-shm implements the same layout; the two interoperate
 // on one region. All cross-process fields are accessed with sync/atomic,

@@ -203,18 +203,24 @@ func TestProducerTakeoverNeedsDeathNotStaleHeartbeat(t *testing.T) {
 	if _, err := r.NewProducer(ProducerOptions{}); !errors.Is(err, ErrProducerExists) {
 		t.Fatalf("attach against a live producer with a stale heartbeat: %v, want ErrProducerExists", err)
 	}
-	if !r.ProducerAlive() {
-		t.Fatal("ProducerAlive: a live producer with a stale heartbeat counts as dead")
+	if !r.ProducerAlive() || r.ProducerPid() != ppid {
+		t.Fatalf("a live producer with a stale heartbeat: ProducerAlive %v, ProducerPid %d (want %d)", r.ProducerAlive(), r.ProducerPid(), ppid)
 	}
 	u64At(r.mem, offProducerPid).Store(identity(ppid, startOf(t, ppid)+1))
-	if r.ProducerAlive() {
-		t.Fatal("ProducerAlive: a reused pid counts as the producer")
+	if r.ProducerAlive() || r.ProducerPid() != ppid {
+		t.Fatalf("a reused pid: ProducerAlive %v (counts as the producer), ProducerPid %d", r.ProducerAlive(), r.ProducerPid())
 	}
 	p, err := r.NewProducer(ProducerOptions{})
 	if err != nil {
 		t.Fatalf("takeover from a reused pid: %v", err)
 	}
+	if me := uint32(os.Getpid()); r.ProducerPid() != me || !r.ProducerAlive() {
+		t.Fatalf("after takeover: ProducerPid %d (want %d), ProducerAlive %v", r.ProducerPid(), me, r.ProducerAlive())
+	}
 	p.Close()
+	if r.ProducerPid() != 0 || r.ProducerAlive() || !r.IsClosed() {
+		t.Fatalf("after Close: ProducerPid %d, ProducerAlive %v, IsClosed %v", r.ProducerPid(), r.ProducerAlive(), r.IsClosed())
+	}
 }
 
 // A consumer waiting on an empty ring whose producer died gets

@@ -2,9 +2,10 @@
 //
 //	[2022-10-17 18:09:34] [INFO] [Go]	message key=value
 //
-// The Rust half (src/oneshot/log.rs) writes the same lines with [Rust]. Each
-// line is written with one Write call under a mutex, so when both languages
-// write to the same file descriptor their lines interleave in order.
+// The Rust half (crates/alloy-ffi/src/oneshot/log.rs) writes the same lines
+// with [Rust]. Each line is written with one Write call under a mutex, so
+// when both languages write to the same file descriptor their lines
+// interleave in order.
 package alog
 
 import (
