@@ -1,12 +1,19 @@
 //! Creating and opening the shared-memory file that holds a ring
-//! (LAYOUT.md §1): a named file under `/dev/shm` (mode 0600) or an
-//! anonymous, sealed `memfd` whose descriptor is passed to peers.
+//! (LAYOUT.md §1): a named file in the shared-memory directory (mode 0600,
+//! or 0660 for a group) or an anonymous, sealed `memfd` whose descriptor is
+//! passed to peers.
+//!
+//! The directory is `/dev/shm` unless the environment variable
+//! [`SHM_DIR_ENV`] (`ALLOY_SHM_DIR`) names another one — a Kubernetes
+//! `emptyDir` with `medium: Memory`, a Docker tmpfs volume — or a
+//! [`NamedOptions::dir`] overrides both. The Go module reads the same
+//! variable, so every tool of both languages finds the same rings.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,8 +23,59 @@ use thiserror::Error;
 
 use crate::layout::{self, off, Layout, LayoutError, RingConfig};
 
-/// Directory named regions live in.
+/// Default directory of named regions.
 pub const SHM_DIR: &str = "/dev/shm";
+
+/// Environment variable naming another directory for named regions (read
+/// by both languages' libraries, so every Alloy tool honours it).
+pub const SHM_DIR_ENV: &str = "ALLOY_SHM_DIR";
+
+/// The directory named regions live in: `$ALLOY_SHM_DIR` when set and not
+/// empty, else [`SHM_DIR`].
+pub fn shm_dir() -> PathBuf {
+    match std::env::var_os(SHM_DIR_ENV) {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(SHM_DIR),
+    }
+}
+
+/// Where and how a named region is created or opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamedOptions {
+    /// Directory of the region file; `None`: [`shm_dir`].
+    pub dir: Option<PathBuf>,
+    /// Create only: give this group read-write access (mode 0660 instead
+    /// of 0600), so consumers of other users in the group can attach
+    /// (LAYOUT.md §1). The creator must be in the group (or root).
+    pub group: Option<u32>,
+    /// Open only: accept a region owned by another user whatever its mode
+    /// (a group-shared region of a group we are in is accepted anyway).
+    pub allow_foreign_owner: bool,
+}
+
+impl NamedOptions {
+    /// The directory these options name.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(shm_dir)
+    }
+}
+
+/// Resolves `--group`-style input: a numeric gid, or a group name looked
+/// up in `/etc/group` (as Go's `os/user` does without cgo).
+pub fn resolve_group(group: &str) -> Result<u32, RegionError> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string("/etc/group").map_err(io_err("reading /etc/group"))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            Some((f.next()?, f.nth(1)?))
+        })
+        .find(|(name, _)| *name == group)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .ok_or_else(|| RegionError::UnknownGroup(group.to_string()))
+}
 
 /// Errors creating or opening a region.
 #[derive(Debug, Error)]
@@ -39,6 +97,26 @@ pub enum RegionError {
     /// `create` found an existing region with that name.
     #[error("ring {0:?} already exists")]
     AlreadyExists(String),
+    /// The directory has less free space than the region needs (a small
+    /// Docker `/dev/shm`, a full tmpfs).
+    #[error(
+        "ring {name:?} needs {needed} bytes but {dir} has {free} free; on Docker raise --shm-size \
+         (or mount a bigger tmpfs and set ALLOY_SHM_DIR), on Kubernetes mount an emptyDir with \
+         medium: Memory and a sizeLimit"
+    )]
+    NoSpace {
+        /// Region name.
+        name: String,
+        /// The directory.
+        dir: String,
+        /// Bytes the region needs (its `total_size`).
+        needed: u64,
+        /// Bytes free in the directory's filesystem.
+        free: u64,
+    },
+    /// `resolve_group` found no such group.
+    #[error("no group named {0:?} in /etc/group (give a numeric gid instead)")]
+    UnknownGroup(String),
     /// `open` found no region with that name.
     #[error("ring {0:?} does not exist")]
     NotFound(String),
@@ -74,17 +152,62 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RegionError {
 
 /// Allocates every page of a new region up front, so a full `/dev/shm`
 /// (tmpfs) fails here with ENOSPC instead of killing a process with SIGBUS
-/// when it first touches a page that cannot be allocated.
-fn reserve(fd: impl AsFd, len: usize) -> Result<(), RegionError> {
+/// when it first touches a page that cannot be allocated. `name`/`dir`
+/// label the [`RegionError::NoSpace`] error of a named region.
+fn reserve(fd: impl AsFd, len: usize, named: Option<(&str, &Path)>) -> Result<(), RegionError> {
+    let fd = fd.as_fd();
     match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len as u64) {
         Ok(()) => Ok(()),
         // A filesystem without fallocate: keep the sparse file.
         Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+        Err(rustix::io::Errno::NOSPC) if named.is_some() => {
+            let (name, dir) = named.unwrap_or(("", Path::new("")));
+            let free = rustix::fs::fstatvfs(fd).map_or(0, |v| v.f_bavail * v.f_frsize);
+            Err(no_space(name, dir, len as u64, free))
+        }
         Err(e) => Err(RegionError::Io {
             what: format!("reserving {len} bytes of shared memory (is /dev/shm full?)"),
             source: e.into(),
         }),
     }
+}
+
+fn no_space(name: &str, dir: &Path, needed: u64, free: u64) -> RegionError {
+    RegionError::NoSpace {
+        name: name.to_string(),
+        dir: dir.display().to_string(),
+        needed,
+        free,
+    }
+}
+
+/// Refuses up front a region that cannot fit in `dir`'s filesystem, before
+/// a file is made. A filesystem reporting no size at all (tmpfs with
+/// `size=0`, i.e. unlimited) is not checked; `fallocate` still is.
+fn check_space(name: &str, dir: &Path, needed: u64) -> Result<(), RegionError> {
+    let v = rustix::fs::statvfs(dir).map_err(|e| RegionError::Io {
+        what: format!("checking the shared-memory directory {}", dir.display()),
+        source: e.into(),
+    })?;
+    let free = v.f_bavail.saturating_mul(v.f_frsize);
+    if v.f_blocks != 0 && free < needed {
+        return Err(no_space(name, dir, needed, free));
+    }
+    Ok(())
+}
+
+/// Whether this process's effective or supplementary groups include `gid`.
+fn in_group(gid: u32) -> bool {
+    rustix::process::getegid().as_raw() == gid
+        || rustix::process::getgroups()
+            .map(|gs| gs.iter().any(|g| g.as_raw() == gid))
+            .unwrap_or(false)
+}
+
+/// A group-shared region (LAYOUT.md §1): read-write for owner and group,
+/// nothing for others.
+fn group_shared(mode: u32) -> bool {
+    mode & 0o777 == 0o660
 }
 
 /// A mapped Alloy region. Cloning the mapping is done by sharing the
@@ -121,9 +244,9 @@ pub fn validate_name(name: &str) -> Result<(), RegionError> {
     }
 }
 
-/// Path of the named region `name`.
+/// Path of the named region `name` in [`shm_dir`].
 pub fn named_path(name: &str) -> PathBuf {
-    PathBuf::from(SHM_DIR).join(name)
+    shm_dir().join(name)
 }
 
 /// The fixed identity values written at creation; tests inject constants to
@@ -145,15 +268,26 @@ impl Stamp {
 }
 
 impl Region {
-    /// Creates the named region `/dev/shm/<name>` (mode 0600, fails if it
+    /// Creates the named region `<shm_dir>/<name>` (mode 0600, fails if it
     /// exists) and initialises its header for `config`.
     pub fn create_named(name: &str, config: &RingConfig) -> Result<Region, RegionError> {
-        Self::create_named_stamped(name, config, Stamp::now())
+        Self::create_named_opts(name, config, &NamedOptions::default())
+    }
+
+    /// Like [`Region::create_named`], in `opts.dir` and shared with
+    /// `opts.group` (mode 0660) when set.
+    pub fn create_named_opts(
+        name: &str,
+        config: &RingConfig,
+        opts: &NamedOptions,
+    ) -> Result<Region, RegionError> {
+        Self::create_named_stamped(name, config, opts, Stamp::now())
     }
 
     pub(crate) fn create_named_stamped(
         name: &str,
         config: &RingConfig,
+        opts: &NamedOptions,
         stamp: Stamp,
     ) -> Result<Region, RegionError> {
         validate_name(name)?;
@@ -161,24 +295,30 @@ impl Region {
             name: name.to_string(),
             source,
         })?;
+        let dir = opts.dir();
+        let path = dir.join(name);
+        check_space(name, &dir, layout.total_size as u64)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc_o_cloexec())
-            .open(named_path(name))
+            .open(&path)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => RegionError::AlreadyExists(name.to_string()),
                 _ => RegionError::Io {
-                    what: format!("creating {}", named_path(name).display()),
+                    what: format!("creating {}", path.display()),
                     source: e,
                 },
             })?;
         let init = || -> Result<Region, RegionError> {
+            if let Some(gid) = opts.group {
+                share_with_group(&file, name, gid)?;
+            }
             file.set_len(layout.total_size as u64)
                 .map_err(io_err(format!("sizing ring {name:?}")))?;
-            reserve(&file, layout.total_size)?;
+            reserve(&file, layout.total_size, Some((name, &dir)))?;
             Self::init(
                 file.try_clone().map_err(io_err("dup"))?,
                 layout,
@@ -187,7 +327,7 @@ impl Region {
             )
         };
         init().inspect_err(|_| {
-            let _ = std::fs::remove_file(named_path(name));
+            let _ = std::fs::remove_file(&path);
         })
     }
 
@@ -214,7 +354,7 @@ impl Region {
         .map_err(|e| io_err("memfd_create")(e.into()))?;
         rustix::fs::ftruncate(&fd, layout.total_size as u64)
             .map_err(|e| io_err("sizing memfd")(e.into()))?;
-        reserve(&fd, layout.total_size)?;
+        reserve(&fd, layout.total_size, None)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
             .map_err(|e| io_err("sealing memfd")(e.into()))?;
         Self::init(File::from(fd), layout, None, stamp)
@@ -246,25 +386,42 @@ impl Region {
         Ok(region)
     }
 
-    /// Opens the existing named region `/dev/shm/<name>`; it must be a
-    /// regular file owned by this user.
+    /// Opens the existing named region `<shm_dir>/<name>`; it must be a
+    /// regular file owned by this user, or shared (mode 0660) with a group
+    /// this process is in.
     pub fn open_named(name: &str) -> Result<Region, RegionError> {
-        Self::open_named_with(name, false)
+        Self::open_named_opts(name, &NamedOptions::default())
     }
 
     /// Like [`Region::open_named`]; `allow_foreign_owner` accepts a region
     /// created by another user (who granted access through its mode).
     pub fn open_named_with(name: &str, allow_foreign_owner: bool) -> Result<Region, RegionError> {
+        Self::open_named_opts(
+            name,
+            &NamedOptions {
+                allow_foreign_owner,
+                ..NamedOptions::default()
+            },
+        )
+    }
+
+    /// Opens the named region in `opts.dir` (see [`Region::open_named`]).
+    pub fn open_named_opts(name: &str, opts: &NamedOptions) -> Result<Region, RegionError> {
         validate_name(name)?;
+        let path = opts.dir().join(name);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc_o_cloexec() | libc_o_nofollow())
-            .open(named_path(name))
+            .open(&path)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => RegionError::NotFound(name.to_string()),
+                io::ErrorKind::PermissionDenied => RegionError::Io {
+                    what: denied_text(name, &path),
+                    source: e,
+                },
                 _ => RegionError::Io {
-                    what: format!("opening {}", named_path(name).display()),
+                    what: format!("opening {}", path.display()),
                     source: e,
                 },
             })?;
@@ -276,7 +433,8 @@ impl Region {
             });
         }
         let me = rustix::process::geteuid().as_raw();
-        if meta.uid() != me && !allow_foreign_owner {
+        let shared_with_us = group_shared(meta.mode()) && in_group(meta.gid());
+        if meta.uid() != me && !opts.allow_foreign_owner && !shared_with_us {
             return Err(RegionError::ForeignOwner {
                 name: name.to_string(),
                 owner: meta.uid(),
@@ -342,14 +500,20 @@ impl Region {
         }
     }
 
-    /// Removes the named region `name` from `/dev/shm`. Processes that have
-    /// it mapped keep using it; new `open`s fail.
+    /// Removes the named region `name` from [`shm_dir`]. Processes that
+    /// have it mapped keep using it; new `open`s fail.
     pub fn unlink_named(name: &str) -> Result<(), RegionError> {
+        Self::unlink_named_in(&shm_dir(), name)
+    }
+
+    /// Removes the named region `name` from `dir`.
+    pub fn unlink_named_in(dir: &Path, name: &str) -> Result<(), RegionError> {
         validate_name(name)?;
-        std::fs::remove_file(named_path(name)).map_err(|e| match e.kind() {
+        let path = dir.join(name);
+        std::fs::remove_file(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => RegionError::NotFound(name.to_string()),
             _ => RegionError::Io {
-                what: format!("removing {}", named_path(name).display()),
+                what: format!("removing {}", path.display()),
                 source: e,
             },
         })
@@ -411,6 +575,38 @@ impl Region {
         assert!(at % 4 == 0 && at + 4 <= self.layout.total_size.max(layout::HEADER_SIZE));
         // SAFETY: as for `u64_at`.
         unsafe { &*(self.base().add(at) as *const AtomicU32) }
+    }
+}
+
+/// Gives group `gid` read-write access to a region file being created:
+/// owner and group may map it, nobody else (mode 0660).
+fn share_with_group(file: &File, name: &str, gid: u32) -> Result<(), RegionError> {
+    let gid = rustix::fs::Gid::from_raw(gid);
+    rustix::fs::fchown(file, None, Some(gid)).map_err(|e| RegionError::Io {
+        what: format!(
+            "giving ring {name:?} to group {} (the creator must be root or in that group)",
+            gid.as_raw()
+        ),
+        source: e.into(),
+    })?;
+    rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(0o660))
+        .map_err(|e| io_err(format!("chmod 0660 ring {name:?}"))(e.into()))
+}
+
+/// The text of a refused open: who owns the file, its group and mode, and
+/// who we are, so the operator sees which group to join.
+fn denied_text(name: &str, path: &Path) -> String {
+    let me = rustix::process::geteuid().as_raw();
+    match std::fs::metadata(path) {
+        Ok(m) => format!(
+            "ring {name:?} ({}: owner uid {}, group gid {}, mode {:o}) is not open to uid {me}; \
+             a group-shared ring (mode 660) is open to members of its group",
+            path.display(),
+            m.uid(),
+            m.gid(),
+            m.mode() & 0o777
+        ),
+        Err(_) => format!("opening {}", path.display()),
     }
 }
 

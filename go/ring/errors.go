@@ -72,4 +72,8 @@ var (
 	// refuses it; OpenForeign accepts it on purpose), or is not a regular
 	// file.
 	ErrForeignOwner = errors.New("alloy: region owned by another user")
+	// ErrNoSpace: the shared-memory directory has less free space than a
+	// new region needs (Docker's 64 MB /dev/shm, a full tmpfs); the message
+	// names the fix (Rust: RegionError::NoSpace).
+	ErrNoSpace = errors.New("alloy: not enough shared memory")
 )

@@ -42,7 +42,7 @@ func TestTruncatedRingIsAnError(t *testing.T) {
 	if r.Truncated() != nil {
 		t.Fatal("Truncated reports an intact ring")
 	}
-	if err := os.Truncate(shmDir+name, 0); err != nil {
+	if err := os.Truncate(NamedPath(name), 0); err != nil {
 		t.Fatal(err)
 	}
 	// The heartbeats (every 100 ms) fault too, in their own goroutines.
@@ -101,7 +101,7 @@ func TestWaitingProducerSeesTruncation(t *testing.T) {
 			t.Fatal("the Send into a full ring never waited")
 		}
 	}
-	if err := os.Truncate(shmDir+name, 0); err != nil {
+	if err := os.Truncate(NamedPath(name), 0); err != nil {
 		t.Fatal(err)
 	}
 	select {

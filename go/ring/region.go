@@ -4,14 +4,75 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// shmDir is where named regions live (LAYOUT §1).
-const shmDir = "/dev/shm/"
+// DefaultShmDir is where named regions live unless ShmDirEnv says
+// otherwise (LAYOUT §1).
+const DefaultShmDir = "/dev/shm"
+
+// ShmDirEnv names the environment variable that moves named regions to
+// another directory — a Kubernetes emptyDir with medium: Memory, a Docker
+// tmpfs volume. The Rust crate reads the same variable, so the tools of
+// both languages find the same rings.
+const ShmDirEnv = "ALLOY_SHM_DIR"
+
+// ShmDir returns the directory of named regions: $ALLOY_SHM_DIR when set
+// and not empty, else /dev/shm.
+func ShmDir() string {
+	if d := os.Getenv(ShmDirEnv); d != "" {
+		return d
+	}
+	return DefaultShmDir
+}
+
+// NamedPath returns the path of the named region name in ShmDir.
+func NamedPath(name string) string { return filepath.Join(ShmDir(), name) }
+
+// Options are where and how a named region is created or opened (the
+// geometry is Config's; these are not part of the layout).
+type Options struct {
+	// Dir is the directory of the region file; "" means ShmDir().
+	Dir string
+	// Group, on create, shares the ring with a group — a name from
+	// /etc/group or a numeric gid: mode 0660 instead of 0600, so consumers
+	// run by other users of that group can attach, and everyone else is
+	// refused. The creator must be in the group (or root). "": not shared.
+	Group string
+	// AllowForeign, on open, accepts a ring owned by another user whatever
+	// its mode (a ring shared with one of our groups is accepted anyway).
+	AllowForeign bool
+}
+
+func (o Options) dir() string {
+	if o.Dir != "" {
+		return o.Dir
+	}
+	return ShmDir()
+}
+
+// LookupGroup resolves a group name or numeric gid (Rust:
+// region::resolve_group).
+func LookupGroup(group string) (int, error) {
+	if gid, err := strconv.ParseUint(group, 10, 32); err == nil {
+		return int(gid), nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return -1, fmt.Errorf("alloy: no group named %q in /etc/group (give a numeric gid instead): %w", group, err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return -1, fmt.Errorf("alloy: group %q has gid %q", group, g.Gid)
+	}
+	return gid, nil
+}
 
 // initWait is how long an opener waits for a creator to store magic.
 const initWait = time.Second
@@ -24,7 +85,7 @@ type region struct {
 }
 
 // checkName enforces LAYOUT §1's name rule, which also keeps names from
-// escaping /dev/shm.
+// escaping the shared-memory directory.
 func checkName(name string) error {
 	if len(name) < 1 || len(name) > 200 || name[0] == '.' {
 		return fmt.Errorf("%w: ring name %q must be 1-200 bytes not starting with '.'", ErrInvalidLayout, name)
@@ -49,19 +110,42 @@ func mapFd(fd int, size uint64) ([]byte, error) {
 	return mem, nil
 }
 
-// createNamed creates /dev/shm/<name> exclusively with mode 0600, sizes it and
-// maps it. On failure the file is removed again, so a half-made region never
-// lingers under a name.
-func createNamed(name string, l Layout) (*region, error) {
+// createNamed creates <dir>/<name> exclusively with mode 0600 (0660 and
+// group o.Group when set), sizes it and maps it. A directory too small for
+// the region is refused up front with ErrNoSpace. On failure the file is
+// removed again, so a half-made region never lingers under a name.
+func createNamed(name string, l Layout, o Options) (*region, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	path := shmDir + name
+	gid := -1
+	if o.Group != "" {
+		var err error
+		if gid, err = LookupGroup(o.Group); err != nil {
+			return nil, err
+		}
+	}
+	dir := o.dir()
+	if err := checkSpace(name, dir, l.TotalSize); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, name)
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("alloy: create %s: %w", path, err)
 	}
-	r, err := sizeAndMap(fd, l.TotalSize)
+	if gid >= 0 {
+		err = shareWithGroup(fd, name, gid)
+	}
+	var r *region
+	if err == nil {
+		r, err = sizeAndMap(fd, l.TotalSize)
+	}
+	if errors.Is(err, unix.ENOSPC) {
+		var st unix.Statfs_t
+		unix.Fstatfs(fd, &st)
+		err = noSpace(name, dir, l.TotalSize, statfsFree(&st))
+	}
 	if err != nil {
 		unix.Close(fd)
 		unix.Unlink(path)
@@ -69,6 +153,63 @@ func createNamed(name string, l Layout) (*region, error) {
 	}
 	r.name = name
 	return r, nil
+}
+
+func noSpace(name, dir string, needed, free uint64) error {
+	return fmt.Errorf("%w: ring %q needs %d bytes but %s has %d free; on Docker raise --shm-size "+
+		"(or mount a bigger tmpfs and set ALLOY_SHM_DIR), on Kubernetes mount an emptyDir with "+
+		"medium: Memory and a sizeLimit", ErrNoSpace, name, needed, dir, free)
+}
+
+// checkSpace refuses a region that cannot fit in dir's filesystem before a
+// file is made. A filesystem reporting no size (tmpfs size=0: unlimited) is
+// not checked; fallocate still is.
+func checkSpace(name, dir string, needed uint64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("alloy: checking the shared-memory directory %s: %w", dir, err)
+	}
+	if free := statfsFree(&st); st.Blocks != 0 && free < needed {
+		return noSpace(name, dir, needed, free)
+	}
+	return nil
+}
+
+// shareWithGroup gives gid read-write access to a region file being
+// created: owner and group may map it, nobody else (mode 0660).
+func shareWithGroup(fd int, name string, gid int) error {
+	if err := unix.Fchown(fd, -1, gid); err != nil {
+		return fmt.Errorf("alloy: giving ring %q to group %d (the creator must be root or in that group): %w", name, gid, err)
+	}
+	if err := unix.Fchmod(fd, 0o660); err != nil {
+		return fmt.Errorf("alloy: chmod 0660 ring %q: %w", name, err)
+	}
+	return nil
+}
+
+// groupShared reports whether mode is that of a group-shared region
+// (LAYOUT §1): read-write for owner and group, nothing for others.
+func groupShared(mode uint32) bool { return mode&0o777 == 0o660 }
+
+// inGroup reports whether gid is our effective or a supplementary group.
+func inGroup(gid uint32) bool {
+	if uint32(unix.Getegid()) == gid {
+		return true
+	}
+	gs, err := unix.Getgroups()
+	return err == nil && slices.Contains(gs, int(gid))
+}
+
+// deniedError explains a refused open: who owns the file, its group and
+// mode, and who we are, so the operator sees which group to join.
+func deniedError(name, path string, err error) error {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return fmt.Errorf("alloy: open %s: %w", path, err)
+	}
+	return fmt.Errorf("alloy: ring %q (%s: owner uid %d, group gid %d, mode %o) is not open to uid %d; "+
+		"a group-shared ring (mode 660) is open to members of its group: %w",
+		name, path, st.Uid, st.Gid, st.Mode&0o777, unix.Geteuid(), err)
 }
 
 func sizeAndMap(fd int, size uint64) (*region, error) {
@@ -86,18 +227,22 @@ func sizeAndMap(fd int, size uint64) (*region, error) {
 }
 
 // openNamed opens an existing named region, refusing anything but a regular
-// file owned by our effective uid: another user's file could be resized or
-// rewritten under us.
-func openNamed(name string) (*region, Layout, error) { return openNamedWith(name, false) }
+// file owned by our effective uid or shared (mode 0660) with one of our
+// groups: another user's file could be resized or rewritten under us.
+func openNamed(name string) (*region, Layout, error) { return openNamedWith(name, Options{}) }
 
-// openNamedWith is openNamed that, with allowForeign, also accepts a regular
-// file owned by another user (Rust: Region::open_named_with).
-func openNamedWith(name string, allowForeign bool) (*region, Layout, error) {
+// openNamedWith is openNamed in o.Dir that, with o.AllowForeign, also
+// accepts a regular file owned by another user (Rust:
+// Region::open_named_opts).
+func openNamedWith(name string, o Options) (*region, Layout, error) {
 	if err := checkName(name); err != nil {
 		return nil, Layout{}, err
 	}
-	path := shmDir + name
+	path := filepath.Join(o.dir(), name)
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if errors.Is(err, unix.EACCES) {
+		return nil, Layout{}, deniedError(name, path, err)
+	}
 	if err != nil {
 		return nil, Layout{}, fmt.Errorf("alloy: open %s: %w", path, err)
 	}
@@ -110,7 +255,8 @@ func openNamedWith(name string, allowForeign bool) (*region, Layout, error) {
 		unix.Close(fd)
 		return nil, Layout{}, fmt.Errorf("%w: %s is not a regular file", ErrForeignOwner, path)
 	}
-	if me := uint32(unix.Geteuid()); st.Uid != me && !allowForeign {
+	shared := groupShared(uint32(st.Mode)) && inGroup(st.Gid)
+	if me := uint32(unix.Geteuid()); st.Uid != me && !o.AllowForeign && !shared {
 		unix.Close(fd)
 		return nil, Layout{}, fmt.Errorf("%w: ring %q is owned by uid %d, not by this user (uid %d)", ErrForeignOwner, name, st.Uid, me)
 	}
@@ -181,17 +327,21 @@ func (r *region) close() error {
 	return err
 }
 
-// Remove deletes the named region /dev/shm/<name>. Processes that have it
+// Remove deletes the named region <ShmDir>/<name>. Processes that have it
 // mapped keep their mapping; new opens fail.
-func Remove(name string) error {
+func Remove(name string) error { return RemoveIn(ShmDir(), name) }
+
+// RemoveIn deletes the named region <dir>/<name>.
+func RemoveIn(dir, name string) error {
 	if err := platformOK(); err != nil {
 		return err
 	}
 	if err := checkName(name); err != nil {
 		return err
 	}
-	if err := unix.Unlink(shmDir + name); err != nil {
-		return fmt.Errorf("alloy: remove %s: %w", shmDir+name, err)
+	path := filepath.Join(dir, name)
+	if err := unix.Unlink(path); err != nil {
+		return fmt.Errorf("alloy: remove %s: %w", path, err)
 	}
 	return nil
 }

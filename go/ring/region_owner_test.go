@@ -90,6 +90,13 @@ func checkRefusedThenAllowed(t *testing.T, name string, owner, me int) *Ring {
 // go-build directory is not readable by nobody) as uid/gid 65534, with no
 // supplementary groups.
 func startAsNobody(t *testing.T, role, name string) (*exec.Cmd, *bufio.Reader, *strings.Builder) {
+	cred := &syscall.Credential{Uid: otherUID, Gid: otherUID, Groups: []uint32{}}
+	return startAs(t, "TestOwnerChild", ownerChildEnv+"="+role+" "+name, cred)
+}
+
+// startAs starts test run of a copy of this test binary with credentials
+// cred and the extra environment entry env.
+func startAs(t *testing.T, run, env string, cred *syscall.Credential) (*exec.Cmd, *bufio.Reader, *strings.Builder) {
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -114,10 +121,10 @@ func startAsNobody(t *testing.T, role, name string) (*exec.Cmd, *bufio.Reader, *
 	var out io.ReadCloser
 	errb := new(strings.Builder)
 	for try := 0; ; try++ {
-		cmd = exec.Command(bin, "-test.run=^TestOwnerChild$", "-test.count=1", "-test.v")
+		cmd = exec.Command(bin, "-test.run=^"+run+"$", "-test.count=1", "-test.v")
 		cmd.Dir = "/"
-		cmd.Env = append(os.Environ(), ownerChildEnv+"="+role+" "+name)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: otherUID, Gid: otherUID, Groups: []uint32{}}}
+		cmd.Env = append(os.Environ(), env)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 		cmd.Stderr = errb
 		if out, err = cmd.StdoutPipe(); err != nil {
 			t.Fatal(err)
@@ -164,7 +171,7 @@ func TestForeignOwnerRingOfAnotherUser(t *testing.T) {
 	cmd, out, errb := startAsNobody(t, "create", name)
 	waitChild(t, "create", cmd, out, errb)
 	var st unix.Stat_t
-	if err := unix.Stat(shmDir+name, &st); err != nil {
+	if err := unix.Stat(NamedPath(name), &st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Uid != otherUID || st.Mode&0o777 != 0o600 {
@@ -190,7 +197,7 @@ func TestForeignOwnerAnotherUserOpens(t *testing.T) {
 	cmd, out, errb := startAsNobody(t, "denied", name)
 	waitChild(t, "denied", cmd, out, errb)
 
-	if err := os.Chmod(shmDir+name, 0o666); err != nil {
+	if err := os.Chmod(NamedPath(name), 0o666); err != nil {
 		t.Fatal(err)
 	}
 	cmd, out, errb = startAsNobody(t, "foreign", name)

@@ -16,7 +16,7 @@ import (
 // uniqueName returns a region name no other test run uses, removed at the end.
 func uniqueName(t *testing.T) string {
 	name := fmt.Sprintf("alloy-gotest-%d-%s", os.Getpid(), t.Name())
-	t.Cleanup(func() { os.Remove(shmDir + name) })
+	t.Cleanup(func() { os.Remove(NamedPath(name)) })
 	return name
 }
 
@@ -27,7 +27,7 @@ func TestNamedCreateOpenRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	st, err := os.Stat(shmDir + name)
+	st, err := os.Stat(NamedPath(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,13 +60,13 @@ func TestNamedCreateOpenRemove(t *testing.T) {
 
 func TestNamedOpenRefusesBadFiles(t *testing.T) {
 	name := uniqueName(t)
-	if err := os.WriteFile(shmDir+name, []byte("ALLOYSHX-not-a-region-but-long-enough"), 0o600); err != nil {
+	if err := os.WriteFile(NamedPath(name), []byte("ALLOYSHX-not-a-region-but-long-enough"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Open(name); !errors.Is(err, ErrTruncated) {
 		t.Fatalf("short file: %v, want ErrTruncated", err)
 	}
-	if err := os.WriteFile(shmDir+name, make([]byte, 4096), 0o600); err != nil {
+	if err := os.WriteFile(NamedPath(name), make([]byte, 4096), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Open(name); !errors.Is(err, ErrNotInitialized) {

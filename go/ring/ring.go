@@ -63,9 +63,14 @@ func newRing(mem []byte, l Layout, e env, reg *region) *Ring {
 	return &Ring{mem: mem[:l.TotalSize], lay: l, env: e, reg: reg, handles: 1}
 }
 
-// Create makes a new named region /dev/shm/<name> (mode 0600, which must not
-// exist yet) with the given geometry and maps it.
-func Create(name string, cfg Config) (*Ring, error) {
+// Create makes a new named region <ShmDir>/<name> (mode 0600, which must
+// not exist yet) with the given geometry and maps it. ShmDir is /dev/shm
+// unless $ALLOY_SHM_DIR names another directory.
+func Create(name string, cfg Config) (*Ring, error) { return CreateWith(name, cfg, Options{}) }
+
+// CreateWith is Create in o.Dir, shared with o.Group when set (mode 0660).
+// A directory too small for the region fails with ErrNoSpace.
+func CreateWith(name string, cfg Config, o Options) (*Ring, error) {
 	if err := platformOK(); err != nil {
 		return nil, err
 	}
@@ -73,7 +78,7 @@ func Create(name string, cfg Config) (*Ring, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg, err := createNamed(name, l)
+	reg, err := createNamed(name, l, o)
 	if err != nil {
 		return nil, err
 	}
@@ -82,28 +87,25 @@ func Create(name string, cfg Config) (*Ring, error) {
 	return newRing(reg.mem, l, e, reg), nil
 }
 
-// Open maps the existing named region /dev/shm/<name> after checking that it
-// is ours and valid (LAYOUT §7).
-func Open(name string) (*Ring, error) {
-	if err := platformOK(); err != nil {
-		return nil, err
-	}
-	reg, l, err := openNamed(name)
-	if err != nil {
-		return nil, err
-	}
-	return newRing(reg.mem, l, newEnv(), reg), nil
-}
+// Open maps the existing named region <ShmDir>/<name> after checking that
+// it is ours (or shared with one of our groups, mode 0660) and valid
+// (LAYOUT §7).
+func Open(name string) (*Ring, error) { return OpenWith(name, Options{}) }
 
 // OpenForeign is Open that also accepts a ring owned by another user, for
 // deployments that share rings across uids on purpose (the file must still
-// be a regular file in /dev/shm). Open refuses such a ring with
-// ErrForeignOwner: another user could resize or rewrite it under us.
-func OpenForeign(name string) (*Ring, error) {
+// be a regular file). Open refuses such a ring with ErrForeignOwner unless
+// it is shared with one of our groups: another user could resize or
+// rewrite it under us.
+func OpenForeign(name string) (*Ring, error) { return OpenWith(name, Options{AllowForeign: true}) }
+
+// OpenWith is Open in o.Dir, accepting another user's ring when
+// o.AllowForeign is set.
+func OpenWith(name string, o Options) (*Ring, error) {
 	if err := platformOK(); err != nil {
 		return nil, err
 	}
-	reg, l, err := openNamedWith(name, true)
+	reg, l, err := openNamedWith(name, o)
 	if err != nil {
 		return nil, err
 	}

@@ -114,7 +114,7 @@ type MemberStat struct {
 // Stat takes a snapshot of the ring. It changes nothing in the region.
 func (r *Ring) Stat() Stat { return statOf(r.mem, r.lay, r.Name(), r.env.monoNs()) }
 
-// StatNamed maps /dev/shm/<name> read-only (O_RDONLY, PROT_READ), takes a
+// StatNamed maps <ShmDir>/<name> read-only (O_RDONLY, PROT_READ), takes a
 // snapshot and unmaps it: inspecting a ring can never take an entry in it
 // or write to it. Another user's ring is accepted when its mode lets us
 // read it.
@@ -125,7 +125,7 @@ func StatNamed(name string) (Stat, error) {
 	if err := checkName(name); err != nil {
 		return Stat{}, err
 	}
-	return statPath(shmDir+name, name)
+	return statPath(NamedPath(name), name)
 }
 
 func statPath(path, name string) (Stat, error) {
@@ -365,8 +365,8 @@ type Listing struct {
 	Error *string `json:"error"`
 }
 
-// List returns the Alloy rings under /dev/shm (see ListDir).
-func List() ([]Listing, error) { return ListDir(shmDir) }
+// List returns the Alloy rings in ShmDir (see ListDir).
+func List() ([]Listing, error) { return ListDir(ShmDir()) }
 
 // ListDir lists the Alloy rings in dir: every regular file whose first
 // eight bytes are the magic, sorted by name. Only each file's 256-byte

@@ -84,11 +84,17 @@ func (r *Ring) streamEnded(seq uint64, attach bool) error {
 // creation race opens the winner's ring. A ring whose stream has ended is
 // returned as it is; attach the producer with NewStream to reuse it.
 func OpenOrCreate(name string, cfg Config) (*Ring, error) {
-	r, err := Create(name, cfg)
+	return OpenOrCreateWith(name, cfg, Options{})
+}
+
+// OpenOrCreateWith is OpenOrCreate with directory, group and owner Options
+// (Group applies if this call creates the ring).
+func OpenOrCreateWith(name string, cfg Config, o Options) (*Ring, error) {
+	r, err := CreateWith(name, cfg, o)
 	if err == nil || !errors.Is(err, unix.EEXIST) {
 		return r, err
 	}
-	if r, err = Open(name); err != nil {
+	if r, err = OpenWith(name, o); err != nil {
 		return nil, err
 	}
 	have := r.lay

@@ -24,7 +24,7 @@ use std::time::Duration;
 use super::producer::AttachOptions;
 use super::{Backpressure, Consumer, Producer, Ring, RingError};
 use crate::layout::{kind, RingConfig};
-use crate::region::RegionError;
+use crate::region::{NamedOptions, RegionError};
 use crate::signal::WaitStrategy;
 
 /// Configures and creates or opens a ring; from [`Ring::builder`] (named,
@@ -36,6 +36,8 @@ pub struct RingBuilder {
     config: RingConfig,
     /// Geometry fields the caller set explicitly (checked on open).
     set: u8,
+    /// Directory, group and owner options of a named ring.
+    named: NamedOptions,
 }
 
 const SET_SLOTS: u8 = 1;
@@ -52,6 +54,7 @@ impl Ring {
             name: Some(name.to_string()),
             config: RingConfig::default(),
             set: 0,
+            named: NamedOptions::default(),
         }
     }
 
@@ -62,6 +65,7 @@ impl Ring {
             name: None,
             config: RingConfig::default(),
             set: 0,
+            named: NamedOptions::default(),
         }
     }
 
@@ -129,6 +133,32 @@ impl RingBuilder {
         self
     }
 
+    /// Directory of a named ring (default: `$ALLOY_SHM_DIR`, else
+    /// `/dev/shm`): a tmpfs such as a Kubernetes `emptyDir` with `medium:
+    /// Memory` or a Docker tmpfs volume. Creating a ring that does not fit
+    /// fails with [`RegionError::NoSpace`], which names the fix.
+    pub fn dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.named.dir = Some(dir.into());
+        self
+    }
+
+    /// Create only: share the named ring with group `gid` (mode 0660
+    /// instead of 0600), so consumers run by other users of that group can
+    /// attach; everyone else is refused by the kernel (default: not
+    /// shared). [`crate::region::resolve_group`] turns a name into a gid.
+    pub fn group(mut self, gid: u32) -> Self {
+        self.named.group = Some(gid);
+        self
+    }
+
+    /// Open only: accept a named ring owned by another user whatever its
+    /// mode (default: off; a ring shared with one of our groups is
+    /// accepted anyway).
+    pub fn allow_foreign_owner(mut self, on: bool) -> Self {
+        self.named.allow_foreign_owner = on;
+        self
+    }
+
     /// Replaces the whole configuration (every field counts as set).
     pub fn config(mut self, config: RingConfig) -> Self {
         self.config = config;
@@ -140,7 +170,7 @@ impl RingBuilder {
     /// ([`RegionError::AlreadyExists`]).
     pub fn create(self) -> Result<Ring, RingError> {
         match &self.name {
-            Some(name) => Ring::create(name, &self.config),
+            Some(name) => Ring::create_opts(name, &self.config, &self.named),
             None => Ring::create_anonymous(&self.config),
         }
     }
@@ -154,7 +184,7 @@ impl RingBuilder {
                 "an anonymous ring cannot be opened by name; pass its fd to Ring::from_fd".into(),
             ));
         };
-        let ring = Ring::open(name)?;
+        let ring = Ring::open_opts(name, &self.named)?;
         self.check(&ring)?;
         Ok(ring)
     }

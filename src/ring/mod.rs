@@ -18,6 +18,10 @@
 
 mod builder;
 mod consumer;
+// The damaged-ring exerciser of the fuzz target `damaged_ring`: it needs
+// crate internals (raw header words), so it stays here, hidden and only
+// compiled for the crate's tests and the non-default `fuzzing` feature.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod liveness;
@@ -40,7 +44,7 @@ pub use crate::layout::RingConfig;
 use crate::layout::{kind, off, state, Layout};
 #[cfg(test)]
 use crate::region::Stamp;
-use crate::region::{Region, RegionError};
+use crate::region::{NamedOptions, Region, RegionError};
 pub use crate::signal::WaitStrategy;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 pub use builder::{ConsumerBuilder, ProducerBuilder, RingBuilder};
@@ -417,9 +421,24 @@ impl Ring {
         }
     }
 
-    /// Creates the named ring `/dev/shm/<name>` (fails if it exists).
+    /// Creates the named ring `<shm_dir>/<name>` (fails if it exists); the
+    /// directory is `/dev/shm` or `$ALLOY_SHM_DIR` ([`crate::region::shm_dir`]).
     pub fn create(name: &str, config: &RingConfig) -> Result<Ring, RingError> {
-        let ring = Self::wrap(Region::create_named(name, config)?, Ident::real());
+        Self::create_opts(name, config, &NamedOptions::default())
+    }
+
+    /// Creates the named ring with directory and group options (see
+    /// [`RingBuilder::dir`](builder::RingBuilder::dir) and
+    /// [`RingBuilder::group`](builder::RingBuilder::group)).
+    pub fn create_opts(
+        name: &str,
+        config: &RingConfig,
+        opts: &NamedOptions,
+    ) -> Result<Ring, RingError> {
+        let ring = Self::wrap(
+            Region::create_named_opts(name, config, opts)?,
+            Ident::real(),
+        );
         tracing::info!(
             name,
             slots = config.slot_count,
@@ -429,9 +448,14 @@ impl Ring {
         Ok(ring)
     }
 
-    /// Opens the existing named ring `/dev/shm/<name>`.
+    /// Opens the existing named ring `<shm_dir>/<name>`.
     pub fn open(name: &str) -> Result<Ring, RingError> {
-        let ring = Self::wrap(Region::open_named(name)?, Ident::real());
+        Self::open_opts(name, &NamedOptions::default())
+    }
+
+    /// Opens the existing named ring with directory and owner options.
+    pub fn open_opts(name: &str, opts: &NamedOptions) -> Result<Ring, RingError> {
+        let ring = Self::wrap(Region::open_named_opts(name, opts)?, Ident::real());
         tracing::debug!(name, "ring opened");
         Ok(ring)
     }
@@ -453,9 +477,15 @@ impl Ring {
         Ok(Self::wrap(Region::from_fd(fd)?, Ident::real()))
     }
 
-    /// Removes the named ring from `/dev/shm` (mapped handles keep working).
+    /// Removes the named ring from [`crate::region::shm_dir`] (mapped
+    /// handles keep working).
     pub fn unlink(name: &str) -> Result<(), RingError> {
         Ok(Region::unlink_named(name)?)
+    }
+
+    /// Removes the named ring from `dir`.
+    pub fn unlink_in(dir: &std::path::Path, name: &str) -> Result<(), RingError> {
+        Ok(Region::unlink_named_in(dir, name)?)
     }
 
     /// A ring with fixed pid/clock values, for reproducing the test vectors.

@@ -134,7 +134,7 @@ func ringError(name string, err error) error {
 		return nil
 	}
 	hdr := make([]byte, 12)
-	f, ferr := os.Open("/dev/shm/" + name)
+	f, ferr := os.Open(ring.NamedPath(name))
 	if ferr == nil {
 		defer f.Close()
 		io.ReadFull(f, hdr)

@@ -35,7 +35,7 @@ func ringArg(flagName string, args []string) (string, error) {
 // (header, tables, slot headers), for debugging the layout itself.
 func stat(args []string) error {
 	fs := newFlags("stat")
-	name := fs.String("ring", "", "ring name (under /dev/shm)")
+	name := fs.String("ring", "", "ring name (in $ALLOY_SHM_DIR or /dev/shm)")
 	asJSON := fs.Bool("json", false, "print one line of JSON")
 	interval := fs.Uint("interval", uint(ring.DefaultStatInterval/time.Millisecond), "milliseconds between the two samples the rates come from (0: one sample, no rates)")
 	raw := fs.Bool("raw", false, "print every header field, table entry and slot header as JSON")
@@ -85,7 +85,7 @@ func rawStat(name string) error {
 // or until the ring is removed.
 func watch(args []string) error {
 	fs := newFlags("watch")
-	name := fs.String("ring", "", "ring name (under /dev/shm)")
+	name := fs.String("ring", "", "ring name (in $ALLOY_SHM_DIR or /dev/shm)")
 	interval := fs.Uint("interval", 1000, "refresh period in milliseconds")
 	n, err := ringArg(*name, parseFlags(fs, args, 1))
 	if err != nil {
@@ -130,17 +130,17 @@ func watch(args []string) error {
 // outlives an unlink) or a new ring under the same name.
 func inode(name string) (uint64, bool) {
 	var st syscall.Stat_t
-	if err := syscall.Stat("/dev/shm/"+name, &st); err != nil {
+	if err := syscall.Stat(ring.NamedPath(name), &st); err != nil {
 		return 0, false
 	}
 	return st.Ino, true
 }
 
-// ls lists the Alloy rings under /dev/shm.
+// ls lists the Alloy rings in ring.ShmDir() ($ALLOY_SHM_DIR or /dev/shm).
 func ls(args []string) error {
 	fs := newFlags("ls")
 	asJSON := fs.Bool("json", false, "print JSON")
-	dir := fs.String("dir", "/dev/shm", "directory to scan")
+	dir := fs.String("dir", ring.ShmDir(), "directory to scan")
 	parseFlags(fs, args, 0)
 	all, err := ring.ListDir(*dir)
 	if err != nil {
