@@ -17,6 +17,9 @@ import (
 	"github.com/ignalina/alloy/go/bridge"
 )
 
+// bridgeBuilt: the cgo-oneshot transport is in this binary.
+const bridgeBuilt = true
+
 // cgoLatency times one bridge call with the Echo handler (logging off),
 // which imports the array in Rust without copying and answers nothing: the
 // time until Go knows Rust holds the data, a round trip through cgo.

@@ -4,6 +4,9 @@ package main
 
 import "errors"
 
+// bridgeBuilt: the cgo-oneshot transport is not in this binary.
+const bridgeBuilt = false
+
 // errNoBridge is what the cgo-oneshot transport reports in an alloy-bench
 // built without the bridge (cgo.go needs -tags alloy_ffi and the Rust
 // library target/release/liballoy_ffi.a).

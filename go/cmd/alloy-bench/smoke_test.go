@@ -31,6 +31,13 @@ func helperPath(t *testing.T) string {
 // claims live in the reports only.
 func TestSmoke(t *testing.T) {
 	helper := helperPath(t)
+	if !bridgeBuilt {
+		// The suite includes cgo-oneshot, which this binary lacks.
+		if os.Getenv("ALLOY_BENCH_REQUIRE") == "1" {
+			t.Fatal("built without -tags alloy_ffi: the cgo-oneshot transport is missing")
+		}
+		testbin.Skip(t, "built without -tags alloy_ffi (the cgo bridge): run with -tags alloy_ffi after make build")
+	}
 	rep, err := run(grids["smoke"], "smoke", helper, "")
 	if err != nil {
 		t.Fatal(err)
