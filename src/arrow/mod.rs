@@ -45,6 +45,7 @@ pub mod cli;
 pub(crate) mod frame;
 mod owned;
 pub(crate) mod reader;
+mod stream;
 #[doc(hidden)]
 pub mod testdata;
 #[cfg(test)]
@@ -65,6 +66,7 @@ pub use cdata_writer::CDataWriter;
 pub use owned::{copy_array, copy_batch};
 pub(crate) use owned::{detach_dictionaries, has_dictionary};
 pub use reader::IpcReader;
+pub use stream::{InterruptCheck, RingStream};
 pub use writer::IpcWriter;
 
 /// Slot flag values of the Arrow layer (LAYOUT.md §8): bits 0–7 name the
@@ -165,6 +167,10 @@ pub enum ArrowShmError {
     /// Encoding a batch failed.
     #[error("cannot encode Arrow data: {0}")]
     Encode(#[source] ArrowError),
+    /// A wait was ended by the interrupt check of a
+    /// [`RingStream`](RingStream::with_interrupt) (e.g. Ctrl-C in Python).
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl ArrowShmError {

@@ -156,6 +156,11 @@ impl IpcReader {
         self.bytes
     }
 
+    /// The ring this reader's consumer is joined to.
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
     /// The underlying consumer (e.g. to change its wait strategy).
     pub fn consumer_mut(&mut self) -> &mut Consumer {
         &mut self.consumer

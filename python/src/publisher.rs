@@ -1,0 +1,146 @@
+//! `alloy_shm.Publisher`: writes Arrow data from Python into a ring.
+
+use std::sync::{Mutex, MutexGuard};
+
+use alloy_shm::arrow::{ArrowShmError, CDataWriter, IpcWriter};
+use alloy_shm::arrow_array::RecordBatch;
+use alloy_shm::ring::Producer;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use crate::arrow_err;
+use crate::capsule::{self, Source};
+
+/// How batches are laid out in the slots.
+#[derive(Clone, Copy)]
+pub enum Mode {
+    /// Arrow IPC messages (every type).
+    Ipc,
+    /// C-Data-offsets messages (LAYOUT.md §8.3).
+    CData,
+}
+
+enum Writer {
+    Ipc(IpcWriter),
+    CData(CDataWriter),
+}
+
+/// The producer until the first batch fixes the schema, then its writer.
+enum State {
+    Attached(Producer, Mode),
+    Writing(Box<Writer>),
+}
+
+/// The ring's producer. The first batch written fixes the stream's schema;
+/// `close()` (or leaving a `with` block) ends the stream, and readers then
+/// see its end. A batch too large for a slot is split by rows (IPC mode).
+#[pyclass(module = "alloy_shm", frozen)]
+pub struct Publisher {
+    state: Mutex<Option<State>>,
+}
+
+impl Publisher {
+    pub fn new(producer: Producer, mode: Mode) -> Publisher {
+        Publisher {
+            state: Mutex::new(Some(State::Attached(producer, mode))),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<State>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Writes `batch`, making the writer on the first batch (whose schema is
+/// the stream's). A writer that cannot be made leaves the publisher closed.
+fn write(slot: &mut Option<State>, batch: &RecordBatch) -> Result<(), ArrowShmError> {
+    if let Some(State::Attached(..)) = slot {
+        let Some(State::Attached(producer, mode)) = slot.take() else {
+            unreachable!("matched above")
+        };
+        let writer = match mode {
+            Mode::Ipc => Writer::Ipc(IpcWriter::new(producer, batch.schema())?),
+            Mode::CData => {
+                CDataWriter::check_schema(&batch.schema())?;
+                Writer::CData(CDataWriter::new(producer, batch.schema())?)
+            }
+        };
+        *slot = Some(State::Writing(Box::new(writer)));
+    }
+    match slot {
+        Some(State::Writing(w)) => match w.as_mut() {
+            Writer::Ipc(w) => w.write(batch),
+            Writer::CData(w) => w.write(batch),
+        },
+        _ => unreachable!("the writer was made above"),
+    }
+}
+
+impl State {
+    fn close(self) -> Result<(), ArrowShmError> {
+        match self {
+            State::Attached(p, _) => {
+                p.close();
+                Ok(())
+            }
+            State::Writing(w) => match *w {
+                Writer::Ipc(w) => w.close(),
+                Writer::CData(w) => w.close(),
+            },
+        }
+    }
+}
+
+#[pymethods]
+impl Publisher {
+    /// Writes `data` into the ring: anything with `__arrow_c_stream__`
+    /// (a pyarrow Table or RecordBatchReader, a Polars DataFrame, a DuckDB
+    /// result, an alloy_shm Subscription, …) batch by batch, or with
+    /// `__arrow_c_array__` (a pyarrow RecordBatch or struct array) as one
+    /// batch. Every batch must have the stream's schema (the first one's).
+    /// Returns the number of record batches written. The GIL is released
+    /// while writing (and while blocked on a full ring).
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let source = capsule::import(data)?;
+        let mut guard = self.lock();
+        if guard.is_none() {
+            return Err(PyRuntimeError::new_err("the publisher is closed"));
+        }
+        let slot = &mut *guard;
+        py.detach(|| match source {
+            Source::Batch(b) => write(slot, &b).map(|()| 1),
+            Source::Stream(reader) => {
+                let mut n = 0;
+                for b in reader {
+                    write(slot, &b.map_err(ArrowShmError::Encode)?)?;
+                    n += 1;
+                }
+                Ok(n)
+            }
+        })
+        .map_err(arrow_err)
+    }
+
+    /// Ends the stream (readers see its end after the last batch). Closing
+    /// twice does nothing.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        match self.lock().take() {
+            Some(state) => py.detach(|| state.close()).map_err(arrow_err),
+            None => Ok(()),
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _t: Option<Bound<'_, PyAny>>,
+        _v: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.close(py)
+    }
+}
