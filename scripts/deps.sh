@@ -38,6 +38,14 @@ if ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
   echo "deps: pyarrow missing; installing pyarrow==26.0.1" >&2
   python3 -m pip install --quiet pyarrow==26.0.1
 fi
+# The Python package (make test-python): maturin builds it; pytest runs
+# tests/python over Polars, DuckDB and DataFusion.
+py_need() { python3 -c "import $1" >/dev/null 2>&1 || { echo "deps: $2 missing; installing" >&2; python3 -m pip install --quiet "$2"; }; }
+command -v maturin >/dev/null 2>&1 || { echo "deps: maturin missing; installing maturin==1.16.0" >&2; python3 -m pip install --quiet maturin==1.16.0; }
+py_need pytest pytest==9.2.0
+py_need polars polars==2.1.0
+py_need duckdb duckdb==2.0.0
+py_need datafusion datafusion==55.0.0
 # Fetch crates and Go modules up front so later steps fail clearly if the
 # registries are unreachable.
 cargo fetch --locked -q 2>/dev/null || cargo fetch -q

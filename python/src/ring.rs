@@ -151,20 +151,25 @@ impl PyRing {
     /// every wait for the schema or a batch (`None`: for ever);
     /// `held_lease_timeout` how long the ring may stay stalled by batches
     /// this subscriber holds before a receive fails (`None`: for ever).
-    #[pyo3(signature = (*, queue = None, history = 0, timeout = None, held_lease_timeout = Some(1.0)))]
+    /// `copy` copies each batch out of its slot (one copy, the slot freed at
+    /// once): for engines that keep the data (a DuckDB GROUP BY on strings,
+    /// a Polars DataFrame) over a stream longer than the ring.
+    #[pyo3(signature = (*, queue = None, history = 0, timeout = None, held_lease_timeout = Some(1.0), copy = false))]
     fn subscribe(
         &self,
         queue: Option<u32>,
         history: u32,
         timeout: Option<f64>,
         held_lease_timeout: Option<f64>,
+        copy: bool,
     ) -> PyResult<Subscription> {
         let mut b = self.ring.consumer_builder().history(history);
         if let Some(g) = queue {
             b = b.queue(g);
         }
         b = b.held_lease_timeout(seconds(held_lease_timeout)?);
-        let stream = b.ring_stream().map_err(crate::arrow_err)?;
+        let reader = b.ipc_reader().map_err(crate::arrow_err)?.with_copy(copy);
+        let stream = alloy_shm::arrow::RingStream::new(reader);
         Ok(Subscription::new(stream, seconds(timeout)?))
     }
 
