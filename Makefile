@@ -3,34 +3,42 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 GO ?= go
 CARGO ?= cargo
-# Every build and test uses the same feature set, so nothing rebuilds between targets.
+# Every build and test uses the same packages and feature set, so nothing
+# rebuilds between targets. The workspace (doc/README.md, "Crates and
+# packages"): alloy-shm (the library, root), alloy-cli (bin/alloy),
+# alloy-ffi (liballoy_ffi.a for go/bridge), alloy-testkit, alloy-examples.
 FEATURES ?= --features tokio,flight
+# The packages by name (not --workspace): a member another step adds (python/,
+# built by maturin) joins these targets only when it is listed here.
+PACKAGES ?= -p alloy-shm -p alloy-cli -p alloy-ffi -p alloy-testkit -p alloy-examples $(FEATURES)
 
-.PHONY: test-reliability all deps build doc test test-rust test-go test-py test-python demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools bench-doc loom miri fuzz soak clean lint
+.PHONY: test-reliability all deps build doc test test-rust test-go test-py demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools bench-doc loom miri fuzz soak clean lint
 
 all: build
 
 deps:
 	@bash scripts/deps.sh
 
+# One cargo command: the library, bin/alloy, target/release/liballoy_ffi.a
+# (which go/bridge links, so it comes before any Go build) and the
+# request/reply worker (an example of alloy-examples: no dev-dependencies).
 build: deps
-	$(CARGO) build --release $(FEATURES) --lib --bins
+	$(CARGO) build --release $(PACKAGES) --lib --bins --example reqrep_worker
 	@mkdir -p bin
 	cp target/release/alloy bin/alloy
 	cd go && $(GO) build -o ../bin/alloy-go ./cmd/alloy-go
 	cd go && $(GO) build -tags alloy_ffi -o ../bin/alloy-oneshot ./examples/oneshot
-	$(CARGO) build --release $(FEATURES) --example reqrep_worker
 	cd go && $(GO) build -o ../bin/alloy-reqrep ./examples/reqrep
 
 # All tests of both languages: Rust unit/integration/doc tests (including the
 # cross-process ring tests), Go tests under the race detector, and the
 # cross-language tests (which use bin/alloy and bin/alloy-go).
-test: build doc test-rust test-go test-py test-python bench-smoke
+test: build doc test-rust test-go test-py bench-smoke
 
 # The API docs with every feature, warnings (unresolved intra-doc links
 # included) as errors.
 doc:
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps $(FEATURES)
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps $(PACKAGES)
 
 # A test whose binary (bin/alloy, bin/alloy-go, an example) is missing, or
 # that needs root for a second uid and does not have it, fails instead of
@@ -39,8 +47,8 @@ doc:
 REQUIRE_CROSS ?= 1
 
 test-rust: build
-	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(CARGO) test --release $(FEATURES) --all-targets
-	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(CARGO) test --release $(FEATURES) --doc
+	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(CARGO) test --release $(PACKAGES) --all-targets
+	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(CARGO) test --release $(PACKAGES) --doc
 
 # GO_CROSS: every Go package that needs no cgo (all but go/bridge, which is
 # behind the tag) must build and vet on developers' machines too; ring and
@@ -50,7 +58,7 @@ GO_CROSS ?= darwin/arm64 darwin/amd64 linux/arm64
 # bench_peer: cmd/alloy-bench's TestSmoke runs it. -tags alloy_ffi: go/bridge and
 # what uses it link target/release/liballoy_ffi.a (without the tag they are left out).
 test-go: build
-	$(CARGO) build --release $(FEATURES) --example bench_peer
+	$(CARGO) build --release $(PACKAGES) --example bench_peer
 	cd go && $(GO) vet -tags alloy_ffi ./... && ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(GO) test -tags alloy_ffi -race -count=1 ./...
 	cd go && for t in $(GO_CROSS); do GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build ./... && \
 	  GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) vet ./... || { echo "go build/vet for $$t failed"; exit 1; }; done
@@ -59,14 +67,6 @@ test-go: build
 # tests/cli_tools.py: both CLIs as a user meets them (issue #18: endings, pipes, compression, grammar).
 test-py: build
 	python3 -m pytest -q -p no:cacheprovider tests/pyarrow_roundtrip.py tests/cli_tools.py
-
-# The Python package alloy_shm (python/, issue #16): built by maturin into
-# target/wheels, installed, then tests/python (pyarrow, Polars, DuckDB,
-# DataFusion over live Go/Rust streams; zero copy, leases, Ctrl-C).
-test-python: build
-	maturin build --release -q -m python/Cargo.toml -o target/wheels
-	python3 -m pip install --quiet --force-reinstall --no-deps target/wheels/alloy_shm-*.whl
-	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) python3 -m pytest -q -p no:cacheprovider tests/python
 
 demo: build
 	@bash scripts/demo.sh
@@ -81,7 +81,7 @@ bench-quick: bench-tools
 
 bench-tools: build
 	ALLOY_NEED_STRACE=1 bash scripts/deps.sh
-	$(CARGO) build --release $(FEATURES) --example bench_peer
+	$(CARGO) build --release $(PACKAGES) --example bench_peer
 	cd go && $(GO) build -tags alloy_ffi -o ../bin/alloy-bench ./cmd/alloy-bench
 
 # The iceoryx2 comparison (doc/BENCHMARKS.md, "Alloy against iceoryx2"): builds
@@ -90,13 +90,13 @@ bench-tools: build
 # iceoryx2, iceoryx2-event, shm-rust and shm-go, into target/bench/iceoryx2/.
 ICEORYX2_GRID ?= full
 bench-iceoryx2: bench-tools
-	$(CARGO) build --release $(FEATURES) --features bench-iceoryx2 --example bench_iceoryx2
+	$(CARGO) build --release $(PACKAGES) --features alloy-examples/bench-iceoryx2 --example bench_iceoryx2
 	bin/alloy-bench --grid $(ICEORYX2_GRID) --sections floors,latency \
 		--only iceoryx2,iceoryx2-event,shm-rust,shm-go,atomic-pingpong,futex-pingpong,memcpy --out target/bench/iceoryx2
 
 # The suite on a tiny grid: checks the outputs are well formed, never timings.
 bench-smoke: build
-	$(CARGO) build --release $(FEATURES) --example bench_peer
+	$(CARGO) build --release $(PACKAGES) --example bench_peer
 	cd go && ALLOY_BENCH_REQUIRE=1 $(GO) test -tags alloy_ffi -count=1 -run 'TestSmoke|TestDocGenerated' ./cmd/alloy-bench
 
 # Re-render doc/BENCHMARKS.md's generated regions from the committed run
@@ -106,11 +106,11 @@ bench-doc: bench-tools
 
 # The Rust-only ring benchmark (threads of one process).
 bench-ring: build
-	$(CARGO) bench $(FEATURES) --bench ring
+	$(CARGO) bench $(FEATURES) -p alloy-shm --bench ring
 
 # Model checking of the ring protocol (slow: explores interleavings).
 loom:
-	RUSTFLAGS="--cfg loom" $(CARGO) test --release --lib --target-dir target/loom loom -- --nocapture
+	RUSTFLAGS="--cfg loom" $(CARGO) test --release -p alloy-shm --lib --target-dir target/loom loom -- --nocapture
 
 # cargo-fuzz targets (fuzz/: its own workspace and target dir; nightly and
 # cargo-fuzz are installed on demand): each target runs FUZZ_SECONDS.
@@ -143,11 +143,11 @@ test-reliability: build
 # Miri on the pure layout/protocol logic (needs nightly + miri; installed on demand).
 miri:
 	ALLOY_NEED_NIGHTLY=1 bash scripts/deps.sh
-	MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test --lib miri_
+	MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test -p alloy-shm --lib miri_
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy $(FEATURES) --all-targets -- -D warnings
+	$(CARGO) clippy $(PACKAGES) --all-targets -- -D warnings
 	cd go && test -z "$$(gofmt -l .)" && $(GO) vet -tags alloy_ffi ./...
 
 clean:

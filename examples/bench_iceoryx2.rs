@@ -28,7 +28,7 @@
 //! The last stdout line is one JSON object with the fields of `report.json`
 //! results; the consumer role prints `ready` once its ports exist.
 //!
-//! Build: `cargo build --release --features bench-iceoryx2 --example
+//! Build: `cargo build --release -p alloy-examples --features bench-iceoryx2 --example
 //! bench_iceoryx2` (never part of a default build: the feature pulls in
 //! iceoryx2).
 

@@ -9,7 +9,7 @@
 //! the message is in its hands and records the difference. Each message is
 //! acknowledged before the next is sent, so no queueing delay is measured.
 //!
-//! Build with `cargo build --release --example bench_peer`.
+//! Build with `cargo build --release -p alloy-examples --example bench_peer`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

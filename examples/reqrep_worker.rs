@@ -9,7 +9,7 @@
 //! the answer; a batch without an int64 `x` gets an error reply.
 //!
 //! ```text
-//! cargo build --release --example reqrep_worker
+//! cargo build --release -p alloy-examples --example reqrep_worker
 //! target/release/examples/reqrep_worker --name squares --threads 2
 //! ```
 //!

@@ -43,22 +43,22 @@ step() {
 	echo "   $result in ${dt}s ${d:+— $d}"
 }
 
-cargo build --release $FEATURES --lib --bins >/dev/null 2>&1 || { echo "build failed"; exit 1; }
+cargo build --release --workspace $FEATURES --lib --bins >/dev/null 2>&1 || { echo "build failed"; exit 1; }
 mkdir -p bin && cp target/release/alloy bin/alloy
 (cd go && go build -o ../bin/alloy-go ./cmd/alloy-go) || exit 1
 
 step "producer SIGKILL mid-stream, Rust consumer" 100 "producer kills" \
-	cargo test --release $FEATURES --test ring_failure killed_producers -- --nocapture
+	cargo test --release -p alloy-cli $FEATURES --test ring_failure killed_producers -- --nocapture
 step "consumer SIGKILL holding leases, reclaim" 1 "test result" \
-	cargo test --release $FEATURES --test ring_failure a_consumer_killed -- --nocapture
+	cargo test --release -p alloy-cli $FEATURES --test ring_failure a_consumer_killed -- --nocapture
 step "work-queue member SIGKILL, redelivery" "3 scenarios" "first redelivered message" \
-	cargo test --release $FEATURES --test queue_member_death -- --nocapture
+	cargo test --release -p alloy-cli $FEATURES --test queue_member_death -- --nocapture
 step "live consumer SIGSTOPped holding leases: not reclaimed, bytes intact" "2 Rust + 2 Go scenarios" "stopped .* s" \
 	bash -c "cargo test --release $FEATURES --test ring_stopped -- --nocapture && cd go && go test -race -count=1 -v -run 'TestStopped|TestIsDead|TestParseStat' ./ring ./internal/proc"
 step "held batches: dictionary streams up to 10x the ring, retention stall (Rust, Go, Rust<->Go)" "48+12 proptest + rapid cases" "test result|^ok" \
-	bash -c "cargo test --release $FEATURES --test retention -- --nocapture && cd go && go test -race -count=1 -run 'Retention|HeldLease|KeepsNoSlot|Relay|DictionaryCopier' ./ring ./arrowshm ./cmd/alloy-go"
+	bash -c "cargo test --release -p alloy-cli $FEATURES --test retention -- --nocapture && cd go && go test -race -count=1 -run 'Retention|HeldLease|KeepsNoSlot|Relay|DictionaryCopier' ./ring ./arrowshm ./cmd/alloy-go"
 step "ring truncated under a running sender/receiver (both CLIs, Go library)" 1 "test result|^ok" \
-	bash -c "cargo test --release $FEATURES --test truncate -- --nocapture && cd go && go test -race -count=1 -run 'Trunc|Fault' ./ring"
+	bash -c "cargo test --release -p alloy-cli $FEATURES --test truncate -- --nocapture && cd go && go test -race -count=1 -run 'Trunc|Fault' ./ring"
 step "damaged messages, Go IPC reader validating by default" 1 "^ok|FAIL" \
 	bash -c "cd go && go test -race -count=1 -run 'Damage|Validat|Corrupt|Flip|RandomBytes' ./arrowshm ./internal/crosstest"
 step "foreign owner, seals, version/magic mismatch" 1 "test result" \

@@ -116,8 +116,12 @@
 //! (waiting), [`arrow`] (Arrow IPC and C-Data-offsets in slots, zero-copy
 //! readers), `aio` (tokio streams and writers, feature `tokio`),
 //! [`reqrep`] (request/reply over a pair of rings), `flight` (Arrow Flight
-//! between machines, feature `flight`), and the one-shot cgo bridge
-//! ([`ffi`], [`oneshot`]).
+//! between machines, feature `flight`).
+//!
+//! The one-shot cgo bridge (Go calling a Rust handler with Arrow arrays
+//! through the C Data Interface) is the crate `alloy-ffi`; the `alloy`
+//! command-line tool is the crate `alloy-cli` (doc/README.md, "Crates and
+//! packages").
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -125,15 +129,9 @@
 pub mod aio;
 #[cfg(not(loom))]
 pub mod arrow;
-#[doc(hidden)]
-pub mod checked;
-#[cfg(not(loom))]
-pub mod ffi;
 #[cfg(all(feature = "flight", not(loom)))]
 pub mod flight;
 pub mod layout;
-#[cfg(not(loom))]
-pub mod oneshot;
 #[cfg(not(loom))]
 pub mod region;
 #[cfg(not(loom))]

@@ -15,9 +15,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use memmap2::MmapRaw;
+use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{MemfdFlags, SealFlags};
 use thiserror::Error;
 
@@ -215,6 +216,11 @@ fn group_shared(mode: u32) -> bool {
 /// drops it.
 pub struct Region {
     map: MmapRaw,
+    /// A second, `PROT_READ` mapping of the same file that consumers read
+    /// payloads through (made by [`Region::map_read_only`] when the first
+    /// consumer attaches), so a consumer writing into a slot faults instead
+    /// of corrupting a message other readers see.
+    ro: OnceLock<MmapRaw>,
     file: File,
     layout: Layout,
     name: Option<String>,
@@ -369,6 +375,7 @@ impl Region {
         let map = MmapRaw::map_raw(&file).map_err(io_err("mmap"))?;
         let region = Region {
             map,
+            ro: OnceLock::new(),
             file,
             layout,
             name,
@@ -493,6 +500,7 @@ impl Region {
             let layout = Layout::parse(&line0, size).map_err(lerr)?;
             return Ok(Region {
                 map,
+                ro: OnceLock::new(),
                 file,
                 layout,
                 name,
@@ -537,6 +545,27 @@ impl Region {
     /// Base address of the mapping.
     pub(crate) fn base(&self) -> *mut u8 {
         self.map.as_mut_ptr()
+    }
+
+    /// Maps the region a second time, read-only, for consumers to read
+    /// payloads through (LAYOUT.md §1: consumers write nothing in the slot
+    /// area). Idempotent; concurrent callers keep one mapping.
+    pub(crate) fn map_read_only(&self) -> Result<(), RegionError> {
+        if self.ro.get().is_none() {
+            let map = MmapOptions::new()
+                .len(self.layout.total_size)
+                .map_raw_read_only(&self.file)
+                .map_err(io_err("mmap read-only"))?;
+            // A racing caller's mapping may have won; ours is then dropped.
+            let _ = self.ro.set(map);
+        }
+        Ok(())
+    }
+
+    /// Base address consumers read payloads at: the read-only mapping once
+    /// [`Region::map_read_only`] made it, else the read-write one.
+    pub fn read_base(&self) -> *const u8 {
+        self.ro.get().map_or(self.map.as_ptr(), |m| m.as_ptr())
     }
 
     /// A copy of the whole region's bytes (for tests, vectors and tools).

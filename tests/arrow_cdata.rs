@@ -16,9 +16,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use alloy_shm::arrow::testdata::{self, ALL_KINDS, KINDS};
 use alloy_shm::arrow::{in_mapping_all, IpcReader};
 use alloy_shm::ring::{Ring, RingConfig};
+use alloy_testkit::testdata::{self, ALL_KINDS, KINDS};
 use arrow_array::{RecordBatch, RecordBatchOptions};
 use arrow_schema::Schema;
 use proptest::prelude::*;

@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use alloy_shm::arrow::testdata::{self, KINDS};
 use alloy_shm::arrow::{in_mapping, IpcReader};
 use alloy_shm::ring::{Ring, RingConfig};
+use alloy_testkit::testdata::{self, KINDS};
 use arrow_array::RecordBatch;
 use proptest::prelude::*;
 
@@ -101,7 +101,7 @@ proptest! {
 /// reads and writes in IPC arrives equal and zero-copy.
 #[test]
 fn every_extended_type_goes_through_go() {
-    use alloy_shm::arrow::testdata::ALL_KINDS;
+    use alloy_testkit::testdata::ALL_KINDS;
     let Some(go) = support::go_cli("every_extended_type_goes_through_go") else {
         return;
     };
@@ -143,8 +143,8 @@ fn every_type_comes_back(cdata: bool) {
     use std::io::BufRead;
     use std::process::Stdio;
 
-    use alloy_shm::arrow::testdata::ALL_KINDS;
     use alloy_shm::arrow::{CDataWriter, IpcWriter};
+    use alloy_testkit::testdata::ALL_KINDS;
     let Some(go) = support::go_cli(&format!("every_type_comes_back (cdata {cdata})")) else {
         return;
     };

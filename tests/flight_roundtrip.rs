@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy_shm::arrow::testdata::{self, KINDS};
 use alloy_shm::arrow::{in_mapping, IpcReader, IpcWriter};
 use alloy_shm::flight::{FlightShmError, FlightWriter, Gateway, GatewayConfig};
 use alloy_shm::ring::{Ring, RingConfig, RingError};
+use alloy_testkit::testdata::{self, KINDS};
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};

@@ -14,7 +14,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
-use alloy_shm::arrow::{flags, testdata, ArrowShmError, IpcReader, IpcWriter};
+use alloy_shm::arrow::{flags, ArrowShmError, IpcReader, IpcWriter};
+use alloy_testkit::testdata;
 use alloy_shm::ring::{Ring, RingConfig};
 use arrow_array::RecordBatch;
 use libfuzzer_sys::fuzz_target;

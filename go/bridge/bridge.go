@@ -4,7 +4,7 @@ package bridge
 
 /*
 #cgo CFLAGS: -I${SRCDIR}/../../cshim
-#cgo LDFLAGS: ${SRCDIR}/../../target/release/liballoy_shm.a -lgcc_s -lutil -lrt -lpthread -lm -ldl
+#cgo LDFLAGS: ${SRCDIR}/../../target/release/liballoy_ffi.a -lgcc_s -lutil -lrt -lpthread -lm -ldl
 #include <stdlib.h>
 #include "alloy.h"
 */

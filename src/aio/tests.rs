@@ -6,8 +6,9 @@ use arrow_array::RecordBatch;
 use futures::StreamExt;
 
 use super::*;
-use crate::arrow::{testdata, IpcWriter};
+use crate::arrow::IpcWriter;
 use crate::ring::{Ring, WaitStrategy};
+use alloy_testkit::testdata;
 
 fn ring(slots: u32, slot_size: u32) -> Ring {
     Ring::anonymous_builder()

@@ -224,8 +224,9 @@ mod tests {
     use arrow_array::{Int32Array, RecordBatch, RecordBatchReader};
     use arrow_schema::ArrowError;
 
-    use super::super::{testdata, ArrowShmError};
+    use super::super::ArrowShmError;
     use crate::ring::Ring;
+    use alloy_testkit::testdata;
 
     #[test]
     fn implements_record_batch_reader_and_reports_ring_errors_as_external() {

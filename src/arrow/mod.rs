@@ -40,14 +40,10 @@
 mod batch_reader;
 pub(crate) mod cdata;
 mod cdata_writer;
-#[doc(hidden)]
-pub mod cli;
 pub(crate) mod frame;
 mod owned;
 pub(crate) mod reader;
 mod stream;
-#[doc(hidden)]
-pub mod testdata;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -63,11 +59,11 @@ use crate::ring::{Ring, RingError};
 pub use batch_reader::BatchReader;
 pub use cdata::in_mapping_all;
 pub use cdata_writer::CDataWriter;
-pub use owned::{copy_array, copy_batch};
-pub(crate) use owned::{detach_dictionaries, has_dictionary};
+pub(crate) use owned::has_dictionary;
+pub use owned::{copy_array, copy_batch, detach_dictionaries};
 pub use reader::IpcReader;
 pub use stream::{InterruptCheck, RingStream};
-pub use writer::IpcWriter;
+pub use writer::{write_split, IpcWriter, Summary};
 
 /// Slot flag values of the Arrow layer (LAYOUT.md §8): bits 0–7 name the
 /// encoding, bits 8–31 must be zero.
@@ -186,9 +182,11 @@ impl ArrowShmError {
     }
 }
 
-/// The address range of the ring's mapping (for zero-copy checks).
+/// The address range consumers of this process read the ring at (for
+/// zero-copy checks): the read-only mapping made when the first consumer
+/// attached, where the buffers of batches read in place lie.
 pub fn mapped_range(ring: &Ring) -> std::ops::Range<usize> {
-    let base = ring.region().base() as usize;
+    let base = ring.region().read_base() as usize;
     base..base + ring.region().layout().total_size
 }
 

@@ -104,7 +104,7 @@ pub(crate) fn has_dictionary(dt: &DataType) -> bool {
 /// columns of what they wrote to compare with the next batch (arrow-ipc's
 /// `DictionaryTracker` keeps the whole column, keys included): given a
 /// batch read in place, they would hold its slot for the rest of the stream.
-pub(crate) fn detach_dictionaries(batch: &RecordBatch) -> RecordBatch {
+pub fn detach_dictionaries(batch: &RecordBatch) -> RecordBatch {
     if !batch
         .schema()
         .fields()

@@ -3,9 +3,9 @@ use std::sync::Arc;
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
 use proptest::prelude::*;
 
-use super::testdata::{self, KINDS};
 use super::*;
 use crate::ring::{Backpressure, RingConfig, WaitStrategy};
+use alloy_testkit::testdata::{self, KINDS};
 
 fn ring(slots: u32, slot_size: u32) -> Ring {
     Ring::create_anonymous(&RingConfig {

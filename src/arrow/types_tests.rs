@@ -1,9 +1,9 @@
 //! Every extended Arrow type (`testdata::KINDS..ALL_KINDS`) through the ring
 //! in IPC mode, Rust → Rust: values equal, buffers in the mapping.
 
-use super::testdata::{self, ALL_KINDS, KINDS};
 use super::{in_mapping, IpcReader, IpcWriter};
 use crate::ring::Ring;
+use alloy_testkit::testdata::{self, ALL_KINDS, KINDS};
 
 /// Sends `batches` through a fresh ring; returns the received batches or
 /// the first error, as text.
@@ -129,7 +129,7 @@ fn delta_dictionaries_are_sent_when_asked_and_applied_by_the_reader() {
 }
 
 /// A batch too large for a slot whose dictionary changed: the split halves
-/// (cli::write_split) must still be decoded with the new dictionary.
+/// (write_split) must still be decoded with the new dictionary.
 #[test]
 fn a_split_batch_keeps_its_new_dictionary() {
     use std::sync::Arc;
@@ -155,8 +155,8 @@ fn a_split_batch_keeps_its_new_dictionary() {
     let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
     let mut w = IpcWriter::new(ring.producer().unwrap(), small.schema()).unwrap();
     let sender = std::thread::spawn(move || {
-        super::cli::write_split(&mut w, &small).unwrap();
-        super::cli::write_split(&mut w, &big).unwrap();
+        super::write_split(&mut w, &small).unwrap();
+        super::write_split(&mut w, &big).unwrap();
         w.close().unwrap();
         (small, big)
     });

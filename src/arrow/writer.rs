@@ -199,3 +199,41 @@ pub(crate) fn publish_schema(
 pub(crate) fn message_len(e: &EncodedData) -> usize {
     padded_header_len(e.ipc_message.len()) + e.arrow_data.len()
 }
+
+/// What a transfer moved: record batches, rows, ring messages and their
+/// payload bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Record batches: read from the input (`send`; a batch split to fit
+    /// the slots is still one) or received and written out (`recv`).
+    pub batches: u64,
+    /// Rows over all batches.
+    pub rows: u64,
+    /// Ring messages: the schema, dictionary batches, and every piece of a
+    /// split batch count one each.
+    pub messages: u64,
+    /// Payload bytes of all messages (schema, dictionaries, batches).
+    pub bytes: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{{\"batches\":{},\"rows\":{},\"messages\":{},\"bytes\":{}}}",
+            self.batches, self.rows, self.messages, self.bytes
+        )
+    }
+}
+
+/// Writes `batch`, halving it (recursively) when it does not fit in a slot.
+pub fn write_split(w: &mut IpcWriter, batch: &RecordBatch) -> Result<(), ArrowShmError> {
+    match w.write(batch) {
+        Err(ArrowShmError::Ring(RingError::MessageTooLarge { .. })) if batch.num_rows() > 1 => {
+            let half = batch.num_rows() / 2;
+            write_split(w, &batch.slice(0, half))?;
+            write_split(w, &batch.slice(half, batch.num_rows() - half))
+        }
+        other => other,
+    }
+}

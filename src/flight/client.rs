@@ -16,7 +16,7 @@ use futures::{SinkExt, Stream, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::{endpoint_of, parse_summary, ring_descriptor, FlightShmError};
-use crate::arrow::cli::Summary;
+use crate::arrow::Summary;
 use crate::region::validate_name;
 
 /// Largest `FlightData` message the writer sends; bigger batches are split

@@ -42,8 +42,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#[doc(hidden)]
-pub mod cli;
 mod client;
 mod server;
 
@@ -52,7 +50,7 @@ use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::FlightDescriptor;
 use thiserror::Error;
 
-use crate::arrow::cli::Summary;
+use crate::arrow::Summary;
 use crate::region::validate_name;
 pub use client::FlightWriter;
 pub use server::{Gateway, GatewayConfig};

@@ -23,8 +23,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{ring_of, summary_json, FlightShmError};
-use crate::arrow::cli::{write_split, Summary};
 use crate::arrow::{detach_dictionaries, ArrowShmError, IpcReader, IpcWriter};
+use crate::arrow::{write_split, Summary};
 use crate::layout::{Layout, LayoutError, RingConfig};
 use crate::region::{validate_name, RegionError};
 use crate::ring::{Ring, RingError};

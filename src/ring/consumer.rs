@@ -111,6 +111,9 @@ impl Consumer {
         history: u32,
     ) -> Result<Consumer, RingError> {
         let sh = &*shared;
+        // Payloads are read through a read-only mapping, so a consumer
+        // bug cannot scribble over a slot (LAYOUT.md §1).
+        sh.region.map_read_only()?;
         let cfg = sh.layout.config;
         let now = sh.ident.now_ns();
         // Our identity word (LAYOUT.md §11.1): pid and start time in one u64.
@@ -578,8 +581,9 @@ impl Consumer {
             Ok((slot, len, flags)) => {
                 let off = sh.layout.payload(slot);
                 // SAFETY: `off + len` ≤ slot end (len ≤ slot_size was
-                // checked) inside the mapping, kept alive by the Arc.
-                let ptr = unsafe { sh.region.base().add(off) };
+                // checked) inside the mapping, kept alive by the Arc. The
+                // read-only mapping (made in `join`) covers the same bytes.
+                let ptr = unsafe { sh.region.read_base().add(off) };
                 // Relaxed: ordered after the stamp's Acquire load in
                 // `check_slot` (LAYOUT.md §4.1).
                 let gen = sh

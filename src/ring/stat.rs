@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
+#[cfg(feature = "serde")]
 use serde::Serialize;
 
 use super::liveness::{identity_dead, identity_pid, stalled};
@@ -183,7 +184,8 @@ impl Ring {
 /// The state of a ring at one instant, as `alloy stat --json` prints it.
 /// The JSON field names are defined in doc/README.md ("Inspection") and
 /// shared with `alloy-go stat --json` (Go: `ring.Stat`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct RingStat {
     /// Ring name ("" for an anonymous ring).
     pub name: String,
@@ -223,12 +225,13 @@ pub struct RingStat {
     /// Messages published per second since the previous sample.
     pub messages_per_s: Option<f64>,
     /// CLOCK_MONOTONIC of the sample, for rates (not printed).
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub sampled_ns: u64,
 }
 
 /// One subscriber entry: a broadcast consumer or a whole work-queue group.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct ConsumerStat {
     /// Subscriber entry index.
     pub index: u32,
@@ -262,7 +265,8 @@ pub struct ConsumerStat {
 }
 
 /// One attached consumer handle of a subscriber.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct MemberStat {
     /// Member entry index.
     pub index: u32,
@@ -430,94 +434,12 @@ impl RingStat {
         }
         self
     }
-
-    /// The human-readable form `alloy stat` prints without `--json`.
-    pub fn render(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.1}/s"));
-        let name = if self.name.is_empty() {
-            "(anonymous)"
-        } else {
-            &self.name
-        };
-        let _ = writeln!(
-            s,
-            "ring {name}: layout v{}, {} slots x {} bytes ({} bytes total)",
-            self.version, self.slot_count, self.slot_size, self.total_size
-        );
-        let producer = match (self.producer_pid, self.producer_alive) {
-            (0, _) => "none".to_string(),
-            (pid, true) => format!("pid {pid} (alive)"),
-            (pid, false) => format!("pid {pid} (DEAD)"),
-        };
-        let _ = writeln!(
-            s,
-            "producer: {producer}, published {}{}, {}",
-            self.published,
-            if self.closed { " (closed)" } else { "" },
-            rate(self.messages_per_s)
-        );
-        let _ = writeln!(
-            s,
-            "fill: {}/{} slots in use ({:.0}%)",
-            self.slots_in_use,
-            self.slot_count,
-            self.fill * 100.0
-        );
-        let _ = writeln!(
-            s,
-            "consumers: {} of {} entries",
-            self.consumers.len(),
-            self.max_subscribers
-        );
-        if !self.consumers.is_empty() {
-            let _ = writeln!(
-                s,
-                "  {:>3} {:<9} {:>5} {:<7} {:<14} {:>10} {:>8} {:>6} {:>10}",
-                "#", "kind", "group", "state", "pids", "cursor", "lag", "leases", "rate"
-            );
-        }
-        for c in &self.consumers {
-            let pids = if c.members.is_empty() {
-                format!("({})", c.owner_pid)
-            } else {
-                c.members
-                    .iter()
-                    .map(|m| {
-                        // `!` dead, `?` alive but stalled (LAYOUT.md §11.1).
-                        let mark = match (m.alive, m.stalled) {
-                            (false, _) => "!",
-                            (true, true) => "?",
-                            (true, false) => "",
-                        };
-                        format!("{}{mark}", m.pid)
-                    })
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            let st = if c.alive { c.state } else { "DEAD" };
-            let _ = writeln!(
-                s,
-                "  {:>3} {:<9} {:>5} {:<7} {:<14} {:>10} {:>8} {:>6} {:>10}",
-                c.index,
-                c.kind,
-                c.group,
-                st,
-                pids,
-                c.cursor,
-                c.lag,
-                c.leases_held,
-                rate(c.consumed_per_s)
-            );
-        }
-        s
-    }
 }
 
 /// One file under the shared-memory directory that carries the Alloy magic,
 /// as `alloy ls --json` prints it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
 pub struct RingListing {
     /// File name (the ring name).
     pub name: String,

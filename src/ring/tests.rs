@@ -94,7 +94,9 @@ fn payloads_are_64_byte_aligned_views_into_the_mapping() {
     for _ in 0..6 {
         p.send(b"x", 0).unwrap();
         let m = c.recv().unwrap().unwrap();
-        let base = r.region().base() as usize;
+        // Consumers read through the read-only mapping (LAYOUT.md §1).
+        let base = r.region().read_base() as usize;
+        assert_ne!(base, r.region().base() as usize);
         let at = m.as_ptr() as usize;
         assert_eq!(at % 64, 0);
         assert!(at >= base && at + m.len() <= base + r.region().layout().total_size);

@@ -1,7 +1,7 @@
 //! Helpers shared by the cross-process ring tests.
 
-use alloy_shm::checked::Spec;
 use alloy_shm::ring::{Ring, RingConfig};
+use alloy_testkit::checked::Spec;
 
 /// The checked-message parameters every test process uses (doc/TESTING.md).
 pub const SPEC: Spec = Spec {

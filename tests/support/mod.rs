@@ -31,7 +31,7 @@ pub fn skip(test: &str, why: &str) {
 /// The Go CLI, `bin/alloy-go` at the repository root (built by `make
 /// build`), or `None` after [`skip`] when it is missing.
 pub fn go_cli(test: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bin/alloy-go"));
+    let p = repo_root().join("bin/alloy-go");
     if p.is_file() {
         return Some(p);
     }
@@ -40,6 +40,18 @@ pub fn go_cli(test: &str) -> Option<PathBuf> {
         &format!("{} is missing (run make build)", p.display()),
     );
     None
+}
+
+/// The repository root (where `bin/` and `go/` are): the nearest directory
+/// above the test crate's manifest that holds `go/go.mod` (this module is
+/// shared by the root package and `crates/alloy-cli`).
+pub fn repo_root() -> PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .find(|d| d.join("go/go.mod").is_file())
+        .unwrap_or(manifest)
+        .to_path_buf()
 }
 
 /// Polls `cond` every 2 ms until it holds; panics after 10 s naming `what`.

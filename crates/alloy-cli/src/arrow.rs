@@ -1,5 +1,5 @@
 //! The work behind `alloy send` (IPC or C-Data-offsets mode) and `alloy
-//! recv`, kept in the library so tests and the CLI share it.
+//! recv`.
 
 use std::fs::File;
 use std::io::{BufReader, IsTerminal, Read, Seek, SeekFrom};
@@ -8,43 +8,17 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use arrow_array::{RecordBatch, RecordBatchReader};
-use arrow_ipc::reader::{FileReader, StreamReader};
+use alloy_shm::arrow_array::{RecordBatch, RecordBatchReader};
+use alloy_shm::arrow_ipc::reader::{FileReader, StreamReader};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{ArrowShmError, CDataWriter, IpcWriter};
-use crate::layout::LayoutError;
-use crate::region::RegionError;
-use crate::ring::{Ring, RingError};
+use alloy_shm::arrow::{write_split, ArrowShmError, CDataWriter, IpcWriter, Summary};
+use alloy_shm::layout::LayoutError;
+use alloy_shm::region::RegionError;
+use alloy_shm::ring::{Ring, RingError};
 
 mod recv;
-pub use recv::{parse_compression, parse_duration, recv, RecvEnd, RecvOptions, RecvReport};
-
-/// What a transfer moved: record batches, rows, ring messages and their
-/// payload bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Record batches: read from the input (`send`; a batch split to fit
-    /// the slots is still one) or received and written out (`recv`).
-    pub batches: u64,
-    /// Rows over all batches.
-    pub rows: u64,
-    /// Ring messages: the schema, dictionary batches, and every piece of a
-    /// split batch count one each.
-    pub messages: u64,
-    /// Payload bytes of all messages (schema, dictionaries, batches).
-    pub bytes: u64,
-}
-
-impl std::fmt::Display for Summary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{{\"batches\":{},\"rows\":{},\"messages\":{},\"bytes\":{}}}",
-            self.batches, self.rows, self.messages, self.bytes
-        )
-    }
-}
+pub use recv::{parse_compression, parse_duration, recv, RecvEnd, RecvOptions};
 
 /// A live progress line on stderr for a long `send` or `recv`: batches,
 /// rows, bytes and throughput. It is drawn only when stderr is a terminal,
@@ -217,18 +191,6 @@ pub fn open_arrow(path: &Path) -> Result<Box<dyn RecordBatchReader + Send>, Stri
     ))
 }
 
-/// Writes `batch`, halving it (recursively) when it does not fit in a slot.
-pub fn write_split(w: &mut IpcWriter, batch: &RecordBatch) -> Result<(), ArrowShmError> {
-    match w.write(batch) {
-        Err(ArrowShmError::Ring(RingError::MessageTooLarge { .. })) if batch.num_rows() > 1 => {
-            let half = batch.num_rows() / 2;
-            write_split(w, &batch.slice(0, half))?;
-            write_split(w, &batch.slice(half, batch.num_rows() - half))
-        }
-        other => other,
-    }
-}
-
 /// What `alloy send` does besides `ring`, `input` and `mode`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SendOptions {
@@ -246,6 +208,7 @@ pub struct SendOptions {
 /// IPC mode halves batches too large for a slot; C-Data-offsets mode does
 /// not split batches, so one that does not fit is an error (as is a type
 /// the mode does not carry, refused before the ring is touched).
+#[cfg(test)]
 pub fn send(ring: &str, input: &Path, mode: &str) -> Result<Summary, String> {
     send_with(ring, input, mode, SendOptions::default())
 }
@@ -371,6 +334,9 @@ fn send_all<W>(
     close(w).map_err(|e| e.to_string())?;
     Ok(s)
 }
+
+#[cfg(test)]
+mod send_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,12 @@
-//! The work behind `alloy serve-flight` and `alloy send --flight`, kept in
-//! the library so tests and the CLI share it.
+//! The work behind `alloy serve-flight` and `alloy send --flight`.
 
 use std::io::Write;
 use std::path::Path;
 
-use super::{FlightWriter, Gateway, GatewayConfig};
-use crate::arrow::cli::{check_mode, open_arrow, Mode, Summary};
+use alloy_shm::arrow::Summary;
+use alloy_shm::flight::{FlightWriter, Gateway, GatewayConfig};
+
+use crate::arrow::{check_mode, open_arrow, Mode};
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()

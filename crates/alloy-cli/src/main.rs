@@ -3,9 +3,14 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use alloy_shm::checked::Spec;
 use alloy_shm::ring::{Backpressure, Ring, RingConfig, WaitStrategy};
+use alloy_testkit::checked::Spec;
 use clap::{Args, Parser, Subcommand};
+
+mod arrow;
+#[cfg(feature = "flight")]
+mod flight;
+mod stat;
 
 #[derive(Parser)]
 #[command(
@@ -116,7 +121,7 @@ enum Cmd {
         out: std::path::PathBuf,
         /// Stop (exit 124) after this long without a message: 500ms, 2s,
         /// 1.5m, 1h; a bare number is seconds.
-        #[arg(long, value_name = "DURATION", value_parser = alloy_shm::arrow::cli::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = crate::arrow::parse_duration)]
         timeout: Option<std::time::Duration>,
         /// Compress the record batches of the file written: lz4, zstd or
         /// none.
@@ -177,42 +182,7 @@ enum Cmd {
     },
     /// Receive and verify checked test messages until end-of-stream.
     #[command(hide = true)]
-    TestConsume {
-        /// Ring name.
-        #[arg(long)]
-        ring: String,
-        /// Join as a broadcast consumer.
-        #[arg(long, conflicts_with = "queue", required_unless_present = "queue")]
-        broadcast: bool,
-        /// Join work-queue group G.
-        #[arg(long, value_name = "G")]
-        queue: Option<u32>,
-        /// Write the received message numbers here (little-endian u64s).
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
-        /// Busy-poll instead of parking on the futex.
-        #[arg(long)]
-        spin: bool,
-        /// Keep the N most recent messages' leases unreleased (to test a
-        /// consumer that dies holding leases).
-        #[arg(long, default_value_t = 0)]
-        hold: usize,
-        /// Log each message number as it is received, before its lease is
-        /// released, into this existing file (sized 8 + 8×N bytes by the
-        /// caller): the count as a u64 at offset 0, then the numbers, all
-        /// little-endian, bit 63 set on a message flagged redelivered.
-        /// Written through a shared mapping, so it survives a SIGKILL (the
-        /// soak test reads it after killing consumers).
-        #[arg(long)]
-        record: Option<std::path::PathBuf>,
-        /// Write the numbers of the messages received flagged as redelivered
-        /// (work-queue redelivery after a member died) here at the end
-        /// (little-endian u64s).
-        #[arg(long, value_name = "PATH")]
-        redelivered: Option<std::path::PathBuf>,
-        #[command(flatten)]
-        spec: SpecArgs,
-    },
+    TestConsume(TestConsumeArgs),
     /// Benchmark helper: republish every message of --in onto --out
     /// (first 8 bytes echoed, same length) until end-of-stream.
     #[command(hide = true)]
@@ -238,6 +208,45 @@ enum Cmd {
         #[arg(long)]
         spin: bool,
     },
+}
+
+// The arguments of `test-consume` (a struct: too many for one function).
+#[derive(Args)]
+struct TestConsumeArgs {
+    /// Ring name.
+    #[arg(long)]
+    ring: String,
+    /// Join as a broadcast consumer.
+    #[arg(long, conflicts_with = "queue", required_unless_present = "queue")]
+    broadcast: bool,
+    /// Join work-queue group G.
+    #[arg(long, value_name = "G")]
+    queue: Option<u32>,
+    /// Write the received message numbers here (little-endian u64s).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Busy-poll instead of parking on the futex.
+    #[arg(long)]
+    spin: bool,
+    /// Keep the N most recent messages' leases unreleased (to test a
+    /// consumer that dies holding leases).
+    #[arg(long, default_value_t = 0)]
+    hold: usize,
+    /// Log each message number as it is received, before its lease is
+    /// released, into this existing file (sized 8 + 8×N bytes by the
+    /// caller): the count as a u64 at offset 0, then the numbers, all
+    /// little-endian, bit 63 set on a message flagged redelivered.
+    /// Written through a shared mapping, so it survives a SIGKILL (the
+    /// soak test reads it after killing consumers).
+    #[arg(long)]
+    record: Option<std::path::PathBuf>,
+    /// Write the numbers of the messages received flagged as redelivered
+    /// (work-queue redelivery after a member died) here at the end
+    /// (little-endian u64s).
+    #[arg(long, value_name = "PATH")]
+    redelivered: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    spec: SpecArgs,
 }
 
 /// A ring name given as the one argument or with --ring (both tools accept
@@ -323,7 +332,7 @@ fn recv(
     timeout: Option<std::time::Duration>,
     compression: &str,
 ) -> Result<ExitCode, String> {
-    use alloy_shm::arrow::cli::{parse_compression, RecvEnd, RecvOptions};
+    use crate::arrow::{parse_compression, RecvEnd, RecvOptions};
     let to_stdout = out.as_os_str() == "-";
     catch_stop_signals();
     let stop = || match STOP.load(std::sync::atomic::Ordering::SeqCst) {
@@ -337,7 +346,7 @@ fn recv(
         compression: parse_compression(compression)?,
         stop: &stop,
     };
-    let report = alloy_shm::arrow::cli::recv(&opts, || {
+    let report = crate::arrow::recv(&opts, || {
         // With --out - the data owns stdout.
         if to_stdout {
             eprintln!("ready");
@@ -359,7 +368,6 @@ fn recv(
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
-    let e = |e: alloy_shm::ring::RingError| e.to_string();
     match cli.cmd {
         Cmd::Version => println!("alloy {}", version()),
         Cmd::Create {
@@ -369,27 +377,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             max_subscribers,
             max_members,
             schema_capacity,
-        } => {
-            let cfg = RingConfig {
+        } => create(
+            &name.get()?,
+            RingConfig {
                 slot_count: slots,
                 slot_size,
                 max_subscribers,
                 max_members,
                 schema_capacity,
-            };
-            let ring = name.get()?;
-            if ring.starts_with('-') {
-                return Err(format!(
-                    "ring name {ring:?} begins with '-': ring names may not (it reads as an option)"
-                ));
-            }
-            let r = Ring::create(&ring, &cfg).map_err(e)?;
-            println!(
-                "created ring {ring:?}: {slots} slots x {slot_size} bytes, {} bytes total",
-                r.region().layout().total_size
-            );
-        }
-        Cmd::Rm { name } => Ring::unlink(&name.get()?).map_err(e)?,
+            },
+        )?,
+        Cmd::Rm { name } => Ring::unlink(&name.get()?).map_err(err)?,
         Cmd::Send {
             ring,
             mode,
@@ -405,11 +403,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             file,
             ..
         } => {
-            let opts = alloy_shm::arrow::cli::SendOptions { resume, new_stream };
-            println!(
-                "{}",
-                alloy_shm::arrow::cli::send_with(&ring, &file, &mode, opts)?
-            );
+            let opts = crate::arrow::SendOptions { resume, new_stream };
+            println!("{}", crate::arrow::send_with(&ring, &file, &mode, opts)?);
         }
         #[cfg(feature = "flight")]
         Cmd::ServeFlight {
@@ -417,17 +412,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             slots,
             slot_size,
             max_message,
-        } => {
-            let config = alloy_shm::flight::GatewayConfig {
-                ring: RingConfig {
-                    slot_count: slots,
-                    slot_size,
-                    ..RingConfig::default()
-                },
-                max_message_bytes: max_message,
-            };
-            alloy_shm::flight::cli::serve_flight(&listen, config)?;
-        }
+        } => serve_flight(&listen, slots, slot_size, max_message)?,
         Cmd::Recv {
             ring,
             out,
@@ -451,149 +436,212 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             count,
             reclaim_after,
             spec,
-        } => {
-            let spec = spec.spec()?;
-            let r = Ring::open(&ring).map_err(e)?;
-            if spec.max > r.config().slot_size as usize {
-                return Err(format!(
-                    "--max-size {} exceeds the slot size {}",
-                    spec.max,
-                    r.config().slot_size
-                ));
-            }
-            let mut p = r
-                .producer_with(Backpressure::default(), WaitStrategy::Blocking)
-                .map_err(e)?;
-            if let Some(ms) = reclaim_after {
-                p.set_reclaim_after(std::time::Duration::from_millis(ms));
-            }
-            let mut bytes = 0u64;
-            for j in 0..count {
-                let mut slot = p.reserve(spec.max).map_err(e)?;
-                let n = spec.write(j, &mut slot);
-                slot.publish(n, 0).map_err(e)?;
-                bytes += n as u64;
-            }
-            p.close();
-            println!("{{\"sent\":{count},\"bytes\":{bytes}}}");
-        }
-        Cmd::TestConsume {
-            ring,
-            broadcast,
-            queue,
-            out,
-            spin,
-            hold,
-            record,
-            redelivered,
-            spec,
-        } => {
-            let spec = spec.spec()?;
-            let mut record = record.map(|p| Record::open(&p)).transpose()?;
-            let r = Ring::open(&ring).map_err(e)?;
-            let mut c = match queue {
-                Some(g) => r.join_queue(g).map_err(e)?,
-                None => {
-                    debug_assert!(broadcast);
-                    r.subscribe().map_err(e)?
-                }
-            };
-            if spin {
-                c.set_wait_strategy(WaitStrategy::Spin);
-            }
-            println!("ready");
-            std::io::stdout().flush().map_err(|e| e.to_string())?;
-            let mut seen = Vec::new();
-            let (mut received, mut bytes) = (0u64, 0u64);
-            let mut expect_next: Option<u64> = None;
-            let mut held = std::collections::VecDeque::with_capacity(hold + 1);
-            let mut again = Vec::new();
-            while let Some(m) = c.recv().map_err(e)? {
-                let j = spec.verify(&m)?;
-                if broadcast {
-                    if let Some(n) = expect_next {
-                        if j != n {
-                            return Err(format!("out of order: got message {j}, expected {n}"));
-                        }
-                    }
-                    expect_next = Some(j + 1);
-                }
-                bytes += m.len() as u64;
-                received += 1;
-                if m.redelivered() {
-                    again.push(j);
-                }
-                if out.is_some() {
-                    // Only kept for --out: a long soak must not grow.
-                    seen.push(j);
-                }
-                if let Some(r) = record.as_mut() {
-                    // Bit 63 flags a redelivered message (the soak's
-                    // at-least-once accounting reads it after a kill).
-                    r.push(j | (u64::from(m.redelivered()) << 63))?;
-                }
-                if hold > 0 {
-                    held.push_back(m);
-                    if held.len() > hold {
-                        held.pop_front();
-                    }
-                }
-            }
-            for (path, nums) in [(out, &seen), (redelivered, &again)] {
-                if let Some(path) = path {
-                    let raw: Vec<u8> = nums.iter().flat_map(|j| j.to_le_bytes()).collect();
-                    std::fs::write(&path, raw).map_err(|e| format!("{}: {e}", path.display()))?;
-                }
-            }
-            println!("{{\"received\":{received},\"bytes\":{bytes}}}");
-        }
+        } => test_produce(&ring, count, reclaim_after, spec)?,
+        Cmd::TestConsume(args) => test_consume(args)?,
         Cmd::Echo {
             input,
             output,
             spin,
-        } => {
-            let wait = if spin {
-                WaitStrategy::Spin
-            } else {
-                WaitStrategy::Blocking
-            };
-            let mut rx = Ring::open(&input).map_err(e)?.subscribe().map_err(e)?;
-            rx.set_wait_strategy(wait);
-            let out = Ring::open(&output).map_err(e)?;
-            let mut tx = out
-                .producer_with(Backpressure::default(), wait)
-                .map_err(e)?;
-            println!("ready");
-            std::io::stdout().flush().map_err(|e| e.to_string())?;
-            while let Some(m) = rx.recv().map_err(e)? {
-                let n = m.len();
-                let mut r = tx.reserve(n).map_err(e)?;
-                let k = n.min(8);
-                r[..k].copy_from_slice(&m[..k]);
-                drop(m);
-                r.publish(n, 0).map_err(e)?;
-            }
-            tx.close();
-        }
-        Cmd::Sink { ring, spin } => {
-            let mut rx = Ring::open(&ring).map_err(e)?.subscribe().map_err(e)?;
-            if spin {
-                rx.set_wait_strategy(WaitStrategy::Spin);
-            }
-            println!("ready");
-            std::io::stdout().flush().map_err(|e| e.to_string())?;
-            let (mut n, mut bytes, mut sum) = (0u64, 0u64, 0u64);
-            while let Some(m) = rx.recv().map_err(e)? {
-                for w in m.chunks_exact(8) {
-                    sum = sum.wrapping_add(u64::from_le_bytes(w.try_into().expect("8 bytes")));
-                }
-                n += 1;
-                bytes += m.len() as u64;
-            }
-            println!("{{\"messages\":{n},\"bytes\":{bytes},\"sum\":{sum}}}");
-        }
+        } => echo(&input, &output, spin)?,
+        Cmd::Sink { ring, spin } => sink(&ring, spin)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A ring error as the tool prints it.
+fn err(e: alloy_shm::ring::RingError) -> String {
+    e.to_string()
+}
+
+/// `alloy create`.
+fn create(ring: &str, cfg: RingConfig) -> Result<(), String> {
+    if ring.starts_with('-') {
+        return Err(format!(
+            "ring name {ring:?} begins with '-': ring names may not (it reads as an option)"
+        ));
+    }
+    let r = Ring::create(ring, &cfg).map_err(err)?;
+    println!(
+        "created ring {ring:?}: {} slots x {} bytes, {} bytes total",
+        cfg.slot_count,
+        cfg.slot_size,
+        r.region().layout().total_size
+    );
+    Ok(())
+}
+
+/// `alloy serve-flight`.
+#[cfg(feature = "flight")]
+fn serve_flight(
+    listen: &str,
+    slots: u32,
+    slot_size: u32,
+    max_message: usize,
+) -> Result<(), String> {
+    let config = alloy_shm::flight::GatewayConfig {
+        ring: RingConfig {
+            slot_count: slots,
+            slot_size,
+            ..RingConfig::default()
+        },
+        max_message_bytes: max_message,
+    };
+    crate::flight::serve_flight(listen, config)
+}
+
+/// `alloy test-produce`: checked messages (doc/TESTING.md).
+fn test_produce(
+    ring: &str,
+    count: u64,
+    reclaim_after: Option<u64>,
+    spec: SpecArgs,
+) -> Result<(), String> {
+    let spec = spec.spec()?;
+    let r = Ring::open(ring).map_err(err)?;
+    if spec.max > r.config().slot_size as usize {
+        return Err(format!(
+            "--max-size {} exceeds the slot size {}",
+            spec.max,
+            r.config().slot_size
+        ));
+    }
+    let mut p = r
+        .producer_with(Backpressure::default(), WaitStrategy::Blocking)
+        .map_err(err)?;
+    if let Some(ms) = reclaim_after {
+        p.set_reclaim_after(std::time::Duration::from_millis(ms));
+    }
+    let mut bytes = 0u64;
+    for j in 0..count {
+        let mut slot = p.reserve(spec.max).map_err(err)?;
+        let n = spec.write(j, &mut slot);
+        slot.publish(n, 0).map_err(err)?;
+        bytes += n as u64;
+    }
+    p.close();
+    println!("{{\"sent\":{count},\"bytes\":{bytes}}}");
+    Ok(())
+}
+
+/// `alloy test-consume`: receives and verifies checked messages.
+fn test_consume(args: TestConsumeArgs) -> Result<(), String> {
+    let TestConsumeArgs {
+        ring,
+        broadcast,
+        queue,
+        out,
+        spin,
+        hold,
+        record,
+        redelivered,
+        spec,
+    } = args;
+    let spec = spec.spec()?;
+    let mut record = record.map(|p| Record::open(&p)).transpose()?;
+    let r = Ring::open(&ring).map_err(err)?;
+    let mut c = match queue {
+        Some(g) => r.join_queue(g).map_err(err)?,
+        None => {
+            debug_assert!(broadcast);
+            r.subscribe().map_err(err)?
+        }
+    };
+    if spin {
+        c.set_wait_strategy(WaitStrategy::Spin);
+    }
+    println!("ready");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let mut seen = Vec::new();
+    let (mut received, mut bytes) = (0u64, 0u64);
+    let mut expect_next: Option<u64> = None;
+    let mut held = std::collections::VecDeque::with_capacity(hold + 1);
+    let mut again = Vec::new();
+    while let Some(m) = c.recv().map_err(err)? {
+        let j = spec.verify(&m)?;
+        if broadcast {
+            if let Some(n) = expect_next {
+                if j != n {
+                    return Err(format!("out of order: got message {j}, expected {n}"));
+                }
+            }
+            expect_next = Some(j + 1);
+        }
+        bytes += m.len() as u64;
+        received += 1;
+        if m.redelivered() {
+            again.push(j);
+        }
+        if out.is_some() {
+            // Only kept for --out: a long soak must not grow.
+            seen.push(j);
+        }
+        if let Some(r) = record.as_mut() {
+            // Bit 63 flags a redelivered message (the soak's
+            // at-least-once accounting reads it after a kill).
+            r.push(j | (u64::from(m.redelivered()) << 63))?;
+        }
+        if hold > 0 {
+            held.push_back(m);
+            if held.len() > hold {
+                held.pop_front();
+            }
+        }
+    }
+    for (path, nums) in [(out, &seen), (redelivered, &again)] {
+        if let Some(path) = path {
+            let raw: Vec<u8> = nums.iter().flat_map(|j| j.to_le_bytes()).collect();
+            std::fs::write(&path, raw).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    println!("{{\"received\":{received},\"bytes\":{bytes}}}");
+    Ok(())
+}
+
+/// `alloy echo` (benchmark helper).
+fn echo(input: &str, output: &str, spin: bool) -> Result<(), String> {
+    let wait = if spin {
+        WaitStrategy::Spin
+    } else {
+        WaitStrategy::Blocking
+    };
+    let mut rx = Ring::open(input).map_err(err)?.subscribe().map_err(err)?;
+    rx.set_wait_strategy(wait);
+    let out = Ring::open(output).map_err(err)?;
+    let mut tx = out
+        .producer_with(Backpressure::default(), wait)
+        .map_err(err)?;
+    println!("ready");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    while let Some(m) = rx.recv().map_err(err)? {
+        let n = m.len();
+        let mut r = tx.reserve(n).map_err(err)?;
+        let k = n.min(8);
+        r[..k].copy_from_slice(&m[..k]);
+        drop(m);
+        r.publish(n, 0).map_err(err)?;
+    }
+    tx.close();
+    Ok(())
+}
+
+/// `alloy sink` (benchmark helper).
+fn sink(ring: &str, spin: bool) -> Result<(), String> {
+    let mut rx = Ring::open(ring).map_err(err)?.subscribe().map_err(err)?;
+    if spin {
+        rx.set_wait_strategy(WaitStrategy::Spin);
+    }
+    println!("ready");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let (mut n, mut bytes, mut sum) = (0u64, 0u64, 0u64);
+    while let Some(m) = rx.recv().map_err(err)? {
+        for w in m.chunks_exact(8) {
+            sum = sum.wrapping_add(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        }
+        n += 1;
+        bytes += m.len() as u64;
+    }
+    println!("{{\"messages\":{n},\"bytes\":{bytes},\"sum\":{sum}}}");
+    Ok(())
 }
 
 /// `alloy send --flight`.
@@ -604,7 +652,7 @@ fn send_flight(
     file: &std::path::Path,
     mode: &str,
 ) -> Result<String, String> {
-    Ok(alloy_shm::flight::cli::send(url, ring, file, mode)?.to_string())
+    Ok(crate::flight::send(url, ring, file, mode)?.to_string())
 }
 
 /// `alloy send --flight` in a build without Flight.
@@ -621,7 +669,7 @@ mod inspect {
     use std::path::Path;
     use std::time::Duration;
 
-    use alloy_shm::arrow::cli::region_error;
+    use crate::arrow::region_error;
     use alloy_shm::ring::{stat::list_rings, RingView};
 
     /// The ring name, given as an argument or with --ring.
@@ -640,7 +688,7 @@ mod inspect {
         if json {
             println!("{}", serde_json::to_string(&s).map_err(|e| e.to_string())?);
         } else {
-            print!("{}", s.render());
+            print!("{}", crate::stat::render(&s));
         }
         Ok(())
     }
@@ -676,10 +724,10 @@ mod inspect {
             let frame = if tty {
                 format!(
                     "\x1b[H\x1b[2J{}\n(every {interval_ms} ms; Ctrl-C to quit)\n",
-                    s.render()
+                    crate::stat::render(&s)
                 )
             } else {
-                format!("{}\n", s.render())
+                format!("{}\n", crate::stat::render(&s))
             };
             out.write_all(frame.as_bytes())
                 .and_then(|()| out.flush())

@@ -5,6 +5,8 @@
 //! leaves a complete Arrow IPC stream of the two batches (read back with
 //! arrow-rs). The other endings are in tests/cli_tools.py (pyarrow).
 
+// The root package's test helpers: one copy for both test suites.
+#[path = "../../../tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader, Read};

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use alloy_shm::ring::{Backpressure, ConsumerStat, Ring, RingError, WaitStrategy};
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
+// The root package's test helpers: one copy for both test suites.
+#[path = "../../../tests/support/mod.rs"]
 mod support;
 use common::{new_ring, SPEC};
 use support::wait_until;

@@ -10,6 +10,8 @@
 //! The CLI reproduction of the issue (`alloy-go send` → `alloy recv`, both
 //! modes) runs the real binaries (`make build`).
 
+// The root package's test helpers: one copy for both test suites.
+#[path = "../../../tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ use alloy_shm::ring::Consumer;
 
 const COUNT: u64 = 1_000_000;
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 use common::{new_ring, SPEC};
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use alloy_shm::ring::{Ring, RingError};
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 use common::{new_ring, SPEC};
 

@@ -11,6 +11,7 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 use common::SPEC;
 

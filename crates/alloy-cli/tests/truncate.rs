@@ -5,6 +5,8 @@
 //! test; `bin/alloy-go` comes from `make build` (a missing one fails the
 //! test under CI / `ALLOY_REQUIRE_CROSS`, see `tests/support`).
 
+// The root package's test helpers: one copy for both test suites.
+#[path = "../../../tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader};

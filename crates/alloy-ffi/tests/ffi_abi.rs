@@ -1,12 +1,12 @@
-//! The C ABI of `src/ffi.rs`, driven the way a C caller would: arrow-rs
+//! The C ABI of `crates/alloy-ffi/src/ffi.rs`, driven the way a C caller would: arrow-rs
 //! plays the foreign producer and consumer of the C Data Interface.
 
 use std::ffi::{c_char, CStr, CString};
 use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use alloy_shm::ffi::*;
-use alloy_shm::oneshot::{self, Request};
+use alloy_ffi::ffi::*;
+use alloy_ffi::oneshot::{self, Request};
 use arrow_array::ffi::{from_ffi, to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::{Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, StructArray};
 

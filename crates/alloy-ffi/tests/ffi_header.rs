@@ -1,17 +1,23 @@
-//! `cshim/alloy.h` must be what cbindgen generates from `src/ffi.rs` now.
+//! `cshim/alloy.h` must be what cbindgen generates from `crates/alloy-ffi/src/ffi.rs` now.
 //! Set `ALLOY_BLESS=1` to rewrite the header instead of failing.
 
 use std::path::Path;
 
+/// The repository root: cshim/ is shared with the Go bridge, two levels
+/// above this crate.
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
 fn generate() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = cbindgen::Config::from_file(root.join("cshim/cbindgen.toml"))
+    let krate = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = cbindgen::Config::from_file(repo().join("cshim/cbindgen.toml"))
         .expect("cshim/cbindgen.toml parses");
     // Only src/ffi.rs: the ABI lives there, and other modules' public
     // constants must not leak into the header.
     let bindings = cbindgen::Builder::new()
         .with_config(config)
-        .with_src(root.join("src/ffi.rs"))
+        .with_src(krate.join("src/ffi.rs"))
         .generate()
         .expect("cbindgen generates the header");
     let mut out = Vec::new();
@@ -21,7 +27,7 @@ fn generate() -> String {
 
 #[test]
 fn header_is_up_to_date() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cshim/alloy.h");
+    let path = repo().join("cshim/alloy.h");
     let fresh = generate();
     if std::env::var_os("ALLOY_BLESS").is_some() {
         std::fs::write(&path, &fresh).expect("write cshim/alloy.h");
@@ -31,7 +37,7 @@ fn header_is_up_to_date() {
     assert!(
         current == fresh,
         "cshim/alloy.h is out of date with src/ffi.rs; regenerate it with \
-         `ALLOY_BLESS=1 cargo test --release --test ffi_header`"
+         `ALLOY_BLESS=1 cargo test --release -p alloy-ffi --test ffi_header`"
     );
 }
 

@@ -21,9 +21,10 @@ use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_ipc::CompressionType;
 use arrow_schema::SchemaRef;
 
-use super::{Progress, Summary};
-use crate::arrow::{detach_dictionaries, IpcReader};
-use crate::ring::{Ring, RingError};
+use alloy_shm::arrow::{detach_dictionaries, IpcReader, Summary};
+use alloy_shm::ring::{Ring, RingError};
+
+use super::Progress;
 
 /// How often the receive loop wakes without a message to look at signals,
 /// the ring's file and `--timeout`: a removed ring is noticed within this.
@@ -167,7 +168,7 @@ pub fn parse_compression(s: &str) -> Result<Option<CompressionType>, String> {
 
 /// The inode of named ring `name`'s file, `None` once it is gone.
 fn inode(name: &str) -> Option<u64> {
-    std::fs::metadata(crate::region::named_path(name))
+    std::fs::metadata(alloy_shm::region::named_path(name))
         .ok()
         .map(|m| m.ino())
 }

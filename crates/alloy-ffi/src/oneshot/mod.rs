@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use alloy_shm::oneshot::{self, Request};
+//! use alloy_ffi::oneshot::{self, Request};
 //! use arrow_array::{Array, Int64Array, RecordBatch};
 //!
 //! // A handler that answers with the length of every array it was sent.
