@@ -12,7 +12,7 @@ FEATURES ?= --features tokio,flight
 # built by maturin) joins these targets only when it is listed here.
 PACKAGES ?= -p alloy-shm -p alloy-cli -p alloy-ffi -p alloy-testkit -p alloy-examples $(FEATURES)
 
-.PHONY: test-reliability all deps build doc test test-rust test-go test-py demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools bench-doc loom miri fuzz soak clean lint
+.PHONY: test-reliability all deps build doc test test-rust test-go test-py test-python demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools bench-doc loom miri fuzz soak clean lint
 
 all: build
 
@@ -33,7 +33,7 @@ build: deps
 # All tests of both languages: Rust unit/integration/doc tests (including the
 # cross-process ring tests), Go tests under the race detector, and the
 # cross-language tests (which use bin/alloy and bin/alloy-go).
-test: build doc test-rust test-go test-py bench-smoke
+test: build doc test-rust test-go test-py test-python bench-smoke
 
 # The API docs with every feature, warnings (unresolved intra-doc links
 # included) as errors.
@@ -67,6 +67,14 @@ test-go: build
 # tests/cli_tools.py: both CLIs as a user meets them (issue #18: endings, pipes, compression, grammar).
 test-py: build
 	python3 -m pytest -q -p no:cacheprovider tests/pyarrow_roundtrip.py tests/cli_tools.py
+
+# The Python package alloy_shm (python/, issue #16): built by maturin into
+# target/wheels, installed, then tests/python (pyarrow, Polars, DuckDB,
+# DataFusion over live Go/Rust streams; zero copy, leases, Ctrl-C).
+test-python: build
+	maturin build --release -q -m python/Cargo.toml -o target/wheels
+	python3 -m pip install --quiet --force-reinstall --no-deps target/wheels/alloy_shm-*.whl
+	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) python3 -m pytest -q -p no:cacheprovider tests/python
 
 demo: build
 	@bash scripts/demo.sh
