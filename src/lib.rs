@@ -123,6 +123,7 @@
 //! command-line tool is the crate `alloy-cli` (doc/README.md, "Crates and
 //! packages").
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 #[cfg(all(feature = "tokio", not(loom)))]

@@ -1,4 +1,5 @@
 //! `alloy`: create, inspect, feed and drain Alloy shared-memory rings.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -10,6 +10,7 @@
 //! It is its own crate (issue #15) so that users of the `alloy-shm` ring
 //! library never build a C library or the bridge's logging stack.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 pub mod ffi;

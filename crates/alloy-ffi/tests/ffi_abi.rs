@@ -308,15 +308,11 @@ fn null_pointers_are_rejected() {
     assert_eq!(code, ALLOY_ERR_NULL_POINTER);
     assert!(a.is_released() && s.release().is_none());
     // SAFETY: NULL is documented as accepted.
-    assert_eq!(
-        unsafe { alloy_has_handler(ptr::null()) },
-        ALLOY_ERR_NULL_POINTER
-    );
+    let code = unsafe { alloy_has_handler(ptr::null()) };
+    assert_eq!(code, ALLOY_ERR_NULL_POINTER);
     // SAFETY: NULL is documented as accepted.
-    assert_eq!(
-        unsafe { alloy_live_counts(ptr::null_mut()) },
-        ALLOY_ERR_NULL_POINTER
-    );
+    let code = unsafe { alloy_live_counts(ptr::null_mut()) };
+    assert_eq!(code, ALLOY_ERR_NULL_POINTER);
     // Zero inputs with NULL pointers are a valid empty call.
     // SAFETY: n == 0, nothing is read.
     let code = unsafe {

@@ -9,6 +9,7 @@
 //! It depends on arrow-rs only, never on `alloy-shm`, so the library's unit
 //! tests can use it as a dev-dependency.
 #![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 pub mod checked;
