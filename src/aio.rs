@@ -308,11 +308,25 @@ impl AsyncProducer {
     }
 
     async fn space(&mut self) -> Result<(), RingError> {
+        if self.producer.poll_space()? {
+            return Ok(());
+        }
+        // The ring is full: counted as the blocking producer counts it
+        // (LAYOUT.md §2.1), a refusal or one wait.
+        let start = Instant::now();
+        let r = self.wait_space(start).await;
+        match r {
+            Err(RingError::Full { .. }) => self.producer.note_full(),
+            _ => self.producer.note_wait(start.elapsed()),
+        }
+        r
+    }
+
+    async fn wait_space(&mut self, start: Instant) -> Result<(), RingError> {
         let timeout = match self.producer.backpressure() {
             Backpressure::Fail => None,
             Backpressure::Block { timeout } => Some(timeout),
         };
-        let start = Instant::now();
         loop {
             if self.producer.poll_space()? {
                 return Ok(());

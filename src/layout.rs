@@ -83,6 +83,11 @@ pub mod off {
     /// `stream_gen` (u32): generation of the current stream, 0 for the
     /// first (LAYOUT.md §4.1).
     pub const STREAM_GEN: usize = 104;
+    /// `data_wakes` (u64): futex wake-ups the producer issued on publish
+    /// (LAYOUT.md §2.1, informational).
+    pub const DATA_WAKES: usize = 112;
+    /// `full_refusals` (u64): reservations refused with `Full`.
+    pub const FULL_REFUSALS: usize = 120;
     /// `data_waiters` (u32).
     pub const DATA_WAITERS: usize = 128;
     /// `data_futex` (u32).
@@ -103,6 +108,12 @@ pub mod off {
     pub const LOST_COUNT: usize = 160;
     /// `lost_pid` (u32): pid of the last consumer reclaimed.
     pub const LOST_PID: usize = 168;
+    /// `reclaims` (u32): reclaims that freed an entry (LAYOUT.md §2.1).
+    pub const RECLAIMS: usize = 172;
+    /// `backpressure_waits` (u64): reservations that waited for space.
+    pub const BACKPRESSURE_WAITS: usize = 176;
+    /// `backpressure_ns` (u64): total time of those waits.
+    pub const BACKPRESSURE_NS: usize = 184;
     /// `schema_seq` (u32).
     pub const SCHEMA_SEQ: usize = 192;
     /// `schema_len` (u32).
@@ -142,6 +153,13 @@ pub mod off {
     pub const MEM_START: usize = 12;
     /// Member entry: `heartbeat` (u64).
     pub const MEM_HEARTBEAT: usize = 16;
+    /// Member entry: `parks` (u64): futex waits for data (LAYOUT.md §2.1).
+    pub const MEM_PARKS: usize = 24;
+    /// Member entry: `park_ns` (u64): total time of those waits.
+    pub const MEM_PARK_NS: usize = 32;
+    /// Member entry: `space_wakes` (u64): futex wake-ups its releases
+    /// issued to a producer waiting for space.
+    pub const MEM_SPACE_WAKES: usize = 40;
 
     /// Slot header: `stamp` (u64).
     pub const SLOT_STAMP: usize = 0;

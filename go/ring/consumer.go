@@ -189,7 +189,9 @@ func (l *Lease) Release() {
 		// means another releaser advanced it: look again.
 		c.release.CompareAndSwap(r, r+1)
 	}
-	c.r.wakeSpace()
+	if c.r.wakeSpace() {
+		c.r.bumpMember(c.mem, memSpaceWakes, 1) // counters (§2.1)
+	}
 	l.data = nil
 	if c.outstanding.Add(-1) == 0 && c.closing.Load() {
 		c.detach()
@@ -414,7 +416,9 @@ func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error)
 		f := c.dataFutex.Load()
 		l, err := c.poll()
 		if l == nil && err == nil && ctx.Err() == nil {
+			t := time.Now()
 			futexWaitOn(c.dataFutex, f, slice)
+			c.r.notePark(c.mem, time.Since(t)) // counters (§2.1)
 		}
 		c.dataWaiters.Add(^uint32(0))
 		if l != nil || err != nil {

@@ -64,16 +64,21 @@ const (
 	offProducerHeartbeat = 88
 	offStreamStart       = 96  // first sequence of the current stream (§4.1)
 	offStreamGen         = 104 // generation of the current stream (§4.1)
+	offDataWakes         = 112 // counters (§2.1): futex wake-ups issued on publish
+	offFullRefusals      = 120 // reservations refused with ErrFull
 
-	offDataWaiters    = 128
-	offDataFutex      = 132
-	offSpaceWaiters   = 136
-	offSpaceFutex     = 140
-	offTableEpoch     = 144
-	offTableLock      = 152 // with offTableLockStart, the holder's identity word
-	offTableLockStart = 156
-	offLostCount      = 160 // consumer members reclaimed as dead (§11.3)
-	offLostPid        = 168 // pid of the last one
+	offDataWaiters       = 128
+	offDataFutex         = 132
+	offSpaceWaiters      = 136
+	offSpaceFutex        = 140
+	offTableEpoch        = 144
+	offTableLock         = 152 // with offTableLockStart, the holder's identity word
+	offTableLockStart    = 156
+	offLostCount         = 160 // consumer members reclaimed as dead (§11.3)
+	offLostPid           = 168 // pid of the last one
+	offReclaims          = 172 // counters (§2.1), u32: reclaims that freed an entry
+	offBackpressureWaits = 176 // reservations that waited for space
+	offBackpressureNs    = 184 // total time of those waits
 
 	offSchemaSeq = 192
 	offSchemaLen = 196
@@ -97,6 +102,9 @@ const (
 	memPid        = 8 // with memStart, the member's identity word
 	memStart      = 12
 	memHeartbeat  = 16
+	memParks      = 24 // counters (§2.1): futex waits for data
+	memParkNs     = 32 // total time of those waits
+	memSpaceWakes = 40 // wake-ups its releases issued to a waiting producer
 
 	slotStamp = 0
 	slotLen   = 8

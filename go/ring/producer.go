@@ -253,9 +253,10 @@ func (p *Producer) ReserveContext(ctx context.Context, n int) ([]byte, error) {
 			// A Fail producer whose caller keeps retrying is as stuck on a
 			// dead consumer as a blocked one, so it reclaims too.
 			if !p.reclaimIfDue() {
+				p.bump(offFullRefusals, 1)
 				return nil, fmt.Errorf("%w: message %d waits for sequence %d to be released", ErrFull, p.next, p.next-uint64(p.r.lay.SlotCount))
 			}
-		} else if err := p.waitSpace(ctx); err != nil {
+		} else if err := p.countedWaitSpace(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -405,6 +406,7 @@ func (p *Producer) Publish(n int, flags uint32) error {
 	if p.dataWaiters.Load() != 0 {
 		p.dataFutex.Add(1)
 		futexWakeAll(p.dataFutex)
+		p.bump(offDataWakes, 1) // the slow path only: a consumer was parked (§2.1)
 	}
 	return nil
 }

@@ -178,6 +178,7 @@ func (r *Ring) reclaimGroup(k uint32) uint64 {
 	m := r.mem
 	r.lockTable(r.env.id())
 	var moved uint64
+	freed := false
 	members := u32At(m, l.subOff(k)+subMembers)
 	for j := uint32(0); j < l.MaxMembers; j++ {
 		off := l.memberOff(j)
@@ -187,10 +188,14 @@ func (r *Ring) reclaimGroup(k uint32) uint64 {
 			continue
 		}
 		moved += r.reclaimMember(k, j)
+		freed = true
 		u32At(m, off+memState).Store(stateFree)
 		members.Add(^uint32(0))
 		r.noteLost(identityPid(u64At(m, off+memPid).Load()))
 		u64At(m, offTableEpoch).Add(1) // SeqCst; the producer notices the loss
+	}
+	if freed {
+		r.noteReclaim()
 	}
 	r.unlockTable()
 	if moved > 0 {

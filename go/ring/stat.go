@@ -52,6 +52,23 @@ type Stat struct {
 	Fill float64 `json:"fill"`
 	// Consumers lists every subscriber entry that is not FREE.
 	Consumers []ConsumerStat `json:"consumers"`
+	// DataWakes counts the futex wake-ups the producer issued on publish,
+	// to parked consumers (LAYOUT §2.1; 0 from writers that predate the
+	// counters).
+	DataWakes uint64 `json:"data_wakes"`
+	// FullRefusals counts reservations refused with ErrFull (Fail).
+	FullRefusals uint64 `json:"full_refusals"`
+	// BackpressureWaits counts reservations that found the ring full and
+	// waited (Block).
+	BackpressureWaits uint64 `json:"backpressure_waits"`
+	// BackpressureNs is the total time of those waits in nanoseconds.
+	BackpressureNs uint64 `json:"backpressure_ns"`
+	// Reclaims counts reclaims (LAYOUT §11.3) that freed a dead
+	// consumer's entry.
+	Reclaims uint32 `json:"reclaims"`
+	// ConsumersLost is lost_count: consumer members detached because their
+	// process died.
+	ConsumersLost uint64 `json:"consumers_lost"`
 	// IntervalMs is the time since the previous sample (nil for one sample).
 	IntervalMs *float64 `json:"interval_ms"`
 	// MessagesPerS is the publish rate since the previous sample.
@@ -109,6 +126,13 @@ type MemberStat struct {
 	// never a reason to detach it (LAYOUT §11.3 "No eviction"); such a
 	// member holding leases gates the producer.
 	Stalled bool `json:"stalled"`
+	// Parks counts its futex waits for data since it attached (LAYOUT §2.1).
+	Parks uint64 `json:"parks"`
+	// ParkNs is the total time of those waits in nanoseconds.
+	ParkNs uint64 `json:"park_ns"`
+	// SpaceWakes counts the futex wake-ups its releases issued to a
+	// producer waiting for space.
+	SpaceWakes uint64 `json:"space_wakes"`
 }
 
 // Stat takes a snapshot of the ring. It changes nothing in the region.
@@ -185,6 +209,9 @@ func statOf(m []byte, l Layout, name string, now uint64) Stat {
 		CreatorPid: u32(offCreatorPid), Published: published, Closed: u32(offClosed) == 1,
 		ProducerPid: ppid, ProducerAlive: producerAlive(pid),
 		Consumers: []ConsumerStat{}, sampledNs: now,
+		DataWakes: u64(offDataWakes), FullRefusals: u64(offFullRefusals),
+		BackpressureWaits: u64(offBackpressureWaits), BackpressureNs: u64(offBackpressureNs),
+		Reclaims: u32(offReclaims), ConsumersLost: u64(offLostCount),
 	}
 	type member struct {
 		sub uint32
@@ -199,7 +226,8 @@ func statOf(m []byte, l Layout, name string, now uint64) Stat {
 		id := u64(o + memPid)
 		alive := !identityDead(id)
 		members = append(members, member{u32(o + memSubscriber),
-			MemberStat{j, identityPid(id), alive, alive && stalled(u64(o+memHeartbeat), now)}})
+			MemberStat{Index: j, Pid: identityPid(id), Alive: alive, Stalled: alive && stalled(u64(o+memHeartbeat), now),
+				Parks: u64(o + memParks), ParkNs: u64(o + memParkNs), SpaceWakes: u64(o + memSpaceWakes)}})
 	}
 	slowest, any := uint64(0), false
 	for k := uint32(0); k < l.MaxSubscribers; k++ {
@@ -312,6 +340,16 @@ func (s Stat) Render() string {
 	}
 	out += fmt.Sprintf("producer: %s, published %d%s, %s\n", producer, s.Published, closed, rate(s.MessagesPerS))
 	out += fmt.Sprintf("fill: %d/%d slots in use (%.0f%%)\n", s.SlotsInUse, s.SlotCount, s.Fill*100)
+	var parks, parkNs, spaceWakes uint64
+	for _, c := range s.Consumers {
+		for _, m := range c.Members {
+			parks, parkNs, spaceWakes = parks+m.Parks, parkNs+m.ParkNs, spaceWakes+m.SpaceWakes
+		}
+	}
+	out += fmt.Sprintf("counters: wakes %d (producer) + %d (consumers), parks %d (%.1f ms), "+
+		"back-pressure waits %d (%.1f ms), full refusals %d, reclaims %d, consumers lost %d\n",
+		s.DataWakes, spaceWakes, parks, float64(parkNs)/1e6, s.BackpressureWaits,
+		float64(s.BackpressureNs)/1e6, s.FullRefusals, s.Reclaims, s.ConsumersLost)
 	out += fmt.Sprintf("consumers: %d of %d entries\n", len(s.Consumers), s.MaxSubscribers)
 	row := "  %3v %-9v %5v %-7v %-14v %10v %8v %6v %10v\n"
 	if len(s.Consumers) > 0 {

@@ -36,12 +36,15 @@ func (r *Ring) unlockTable() {
 
 // wakeSpace is §5.2 step 3: wake a producer parked on a full ring, paying a
 // system call only when one is parked.
-func (r *Ring) wakeSpace() {
+// It reports whether it issued a wake-up.
+func (r *Ring) wakeSpace() bool {
 	if u32At(r.mem, offSpaceWaiters).Load() != 0 { // SeqCst; pairs with the producer's increment
 		f := u32At(r.mem, offSpaceFutex)
 		f.Add(1)
 		futexWakeAll(f)
+		return true
 	}
+	return false
 }
 
 // join attaches one consumer handle: a new broadcast subscriber, or a member
@@ -96,6 +99,7 @@ func (r *Ring) newMember(j, k uint32, id uint64) {
 	u32At(m, off+memSubscriber).Store(k)
 	u64At(m, off+memPid).Store(id) // pid and start time in one store
 	u64At(m, off+memHeartbeat).Store(r.env.monoNs())
+	r.resetMemberCounters(j) // an earlier member's counts are not ours (§2.1)
 	u32At(m, off+memState).Store(stateActive)
 }
 
@@ -209,6 +213,11 @@ func (r *Ring) reclaim() int {
 		if freed > 0 {
 			// SeqCst; counts and gates are recomputed (LAYOUT §5.3).
 			u64At(m, offTableEpoch).Add(1)
+		}
+	}()
+	defer func() {
+		if freed > 0 {
+			r.noteReclaim() // under the table lock: deferred before the unlock runs
 		}
 	}()
 	for j := uint32(0); j < l.MaxMembers; j++ {

@@ -11,7 +11,7 @@ use crossbeam_utils::Backoff;
 use super::liveness::{self, Heartbeat};
 use super::proto::{self, Claim, Words};
 use super::redeliver::{self, QueueClaim};
-use super::{RingError, Shared};
+use super::{counters, RingError, Shared};
 use crate::layout::{done, kind, off, state};
 use crate::signal::{futex_wait, EventFd, WaitStrategy};
 use crate::sync::Ordering;
@@ -113,7 +113,6 @@ impl Consumer {
         let sh = &*shared;
         // Payloads are read through a read-only mapping, so a consumer
         // bug cannot scribble over a slot (LAYOUT.md §1).
-        sh.region.map_read_only()?;
         let cfg = sh.layout.config;
         let now = sh.ident.now_ns();
         // Our identity word (LAYOUT.md §11.1): pid and start time in one u64.
@@ -142,6 +141,8 @@ impl Consumer {
             sh.hdr64(m + off::MEM_PID).store(me, Ordering::SeqCst);
             sh.hdr64(m + off::MEM_HEARTBEAT)
                 .store(now, Ordering::SeqCst);
+            // An earlier member's counts are not ours (LAYOUT.md §2.1).
+            counters::reset_member(sh, member);
             sh.hdr32(m + off::MEM_STATE)
                 .store(state::ACTIVE, Ordering::SeqCst);
         };
@@ -466,7 +467,12 @@ impl Consumer {
         waiters.fetch_add(1, Ordering::SeqCst);
         let seen = futex.load(Ordering::SeqCst);
         if !self.ready() {
+            let t = Instant::now();
             futex_wait(futex, seen, remaining);
+            // A park is the slow path by definition (LAYOUT.md §2.1).
+            let j = self.member.member;
+            counters::bump_member(sh, j, off::MEM_PARKS, 1);
+            counters::bump_member(sh, j, off::MEM_PARK_NS, t.elapsed().as_nanos() as u64);
         }
         waiters.fetch_sub(1, Ordering::SeqCst);
     }
@@ -583,7 +589,7 @@ impl Consumer {
                 // SAFETY: `off + len` ≤ slot end (len ≤ slot_size was
                 // checked) inside the mapping, kept alive by the Arc. The
                 // read-only mapping (made in `join`) covers the same bytes.
-                let ptr = unsafe { sh.region.read_base().add(off) };
+                let ptr = unsafe { sh.region.base().add(off) };
                 // Relaxed: ordered after the stamp's Acquire load in
                 // `check_slot` (LAYOUT.md §4.1).
                 let gen = sh
@@ -603,8 +609,8 @@ impl Consumer {
             }
             Err(bad) => {
                 // Release it so the ring keeps flowing, then report.
-                if release(m, !self.exclusive, seq) {
-                    sh.wake_space();
+                if release(m, !self.exclusive, seq) && sh.wake_space() {
+                    counters::bump_member(sh, m.member, off::MEM_SPACE_WAKES, 1);
                 }
                 Err(RingError::Corrupt {
                     seq,
@@ -650,6 +656,7 @@ fn reclaim_dead_members(sh: &Shared, k: usize) -> u64 {
     let g = sh.lock_table();
     let s = l.sub(k);
     let mut moved = 0;
+    let mut freed = false;
     for j in 0..l.config.max_members as usize {
         let m = l.member(j);
         if sh.hdr32(m + off::MEM_STATE).load(Ordering::SeqCst) != state::ACTIVE
@@ -666,6 +673,7 @@ fn reclaim_dead_members(sh: &Shared, k: usize) -> u64 {
             continue;
         }
         moved += redeliver::reclaim_member(sh, k, j as u32);
+        freed = true;
         sh.hdr32(m + off::MEM_STATE)
             .store(state::FREE, Ordering::SeqCst);
         members.fetch_sub(1, Ordering::SeqCst);
@@ -678,6 +686,9 @@ fn reclaim_dead_members(sh: &Shared, k: usize) -> u64 {
             subscriber = k,
             "a queue member detached a dead member of its group"
         );
+    }
+    if freed {
+        counters::note_reclaim(sh);
     }
     drop(g);
     if moved > 0 {
@@ -858,8 +869,9 @@ impl std::fmt::Debug for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if release(&self.member, self.queue, self.seq) {
-            self.member.shared.wake_space();
+        let m = &self.member;
+        if release(m, self.queue, self.seq) && m.shared.wake_space() {
+            counters::bump_member(&m.shared, m.member, off::MEM_SPACE_WAKES, 1);
         }
         self.member
             .held

@@ -18,6 +18,7 @@
 
 mod builder;
 mod consumer;
+mod counters;
 // The damaged-ring exerciser of the fuzz target `damaged_ring`: it needs
 // crate internals (raw header words), so it stays here, hidden and only
 // compiled for the crate's tests and the non-default `fuzzing` feature.
@@ -326,14 +327,17 @@ impl Shared {
     }
 
     /// Wakes a producer parked for space, if any (LAYOUT.md §5.2 step 3).
-    pub(crate) fn wake_space(&self) {
+    /// Returns whether it issued a wake-up (a producer was waiting).
+    pub(crate) fn wake_space(&self) -> bool {
         // SeqCst: pairs with the producer's increment of `space_waiters`
         // before its final gate rescan (LAYOUT.md §6.2).
         if self.hdr32(off::SPACE_WAITERS).load(Ordering::SeqCst) != 0 {
             let f = self.hdr32(off::SPACE_FUTEX);
             f.fetch_add(1, Ordering::SeqCst);
             crate::signal::futex_wake_all(f);
+            return true;
         }
+        false
     }
 
     /// Wakes every parked consumer (after close).

@@ -9,7 +9,7 @@ use crossbeam_utils::Backoff;
 use super::liveness::{self, Heartbeat};
 use super::proto::ProducerCursor;
 use super::watch::{self, start_stream, Receivers, Watch};
-use super::{redeliver, seqlock, RingError, Shared};
+use super::{counters, redeliver, seqlock, RingError, Shared};
 use crate::layout::{kind, off, state};
 use crate::signal::{futex_wait, futex_wake_all, WaitStrategy};
 use crate::sync::Ordering;
@@ -226,6 +226,7 @@ impl Producer {
             // SeqCst: the table changed; counts and gates are recomputed
             // (LAYOUT.md §5.3).
             sh.hdr64(off::TABLE_EPOCH).fetch_add(1, Ordering::SeqCst);
+            counters::note_reclaim(sh);
         }
         drop(g);
         if redelivered > 0 {
@@ -379,7 +380,13 @@ impl Producer {
             return Err(RingError::Closed);
         }
         self.watch_due();
-        let slot = self.wait_for_space()?;
+        let slot = match self.wait_for_space() {
+            Err(e @ RingError::Full { .. }) => {
+                self.note_full();
+                return Err(e);
+            }
+            r => r?,
+        };
         self.check_consumers()?;
         let off = self.shared.layout.payload(slot);
         // SAFETY: the gate guarantees no subscriber can still hold this slot
@@ -437,6 +444,18 @@ impl Producer {
             "back-pressure: producer blocked on a full ring"
         );
         let start = Instant::now();
+        let r = self.wait_blocked(timeout, start);
+        self.note_wait(start.elapsed());
+        r
+    }
+
+    /// The `Block` back-pressure wait of [`Producer::wait_for_space`],
+    /// started at `start`.
+    fn wait_blocked(
+        &mut self,
+        timeout: Option<Duration>,
+        start: Instant,
+    ) -> Result<usize, RingError> {
         let mut last_reclaim = start;
         let backoff = Backoff::new();
         loop {
@@ -463,6 +482,16 @@ impl Producer {
             }
             self.park_for_space(remaining.min(self.reclaim_after));
         }
+    }
+
+    /// Counts a reservation refused with `Full` (LAYOUT.md §2.1).
+    pub(crate) fn note_full(&self) {
+        counters::bump(&self.shared, off::FULL_REFUSALS, 1);
+    }
+
+    /// Counts one wait for space of `waited` (LAYOUT.md §2.1).
+    pub(crate) fn note_wait(&self, waited: Duration) {
+        counters::note_backpressure(&self.shared, waited);
     }
 
     /// Number of slots of the ring.
@@ -542,6 +571,8 @@ impl Producer {
             let f = sh.hdr32(off::DATA_FUTEX);
             f.fetch_add(1, Ordering::SeqCst);
             futex_wake_all(f);
+            // The slow path only: a consumer was parked (LAYOUT.md §2.1).
+            counters::bump(sh, off::DATA_WAKES, 1);
         }
         Ok(seq)
     }

@@ -219,6 +219,19 @@ pub struct RingStat {
     pub fill: f64,
     /// Every subscriber entry that is not FREE.
     pub consumers: Vec<ConsumerStat>,
+    /// Futex wake-ups the producer issued on publish, to parked consumers
+    /// (LAYOUT.md §2.1; 0 from writers that predate the counters).
+    pub data_wakes: u64,
+    /// Reservations refused with `Full` (`Fail` back-pressure).
+    pub full_refusals: u64,
+    /// Reservations that found the ring full and waited (`Block`).
+    pub backpressure_waits: u64,
+    /// Total nanoseconds of those waits.
+    pub backpressure_ns: u64,
+    /// Reclaims (LAYOUT.md §11.3) that freed a dead consumer's entry.
+    pub reclaims: u32,
+    /// Consumer members detached because their process died (`lost_count`).
+    pub consumers_lost: u64,
     /// Milliseconds between the previous sample and this one; `None`
     /// (JSON `null`) for a single sample.
     pub interval_ms: Option<f64>,
@@ -279,6 +292,12 @@ pub struct MemberStat {
     /// never a reason to detach it (LAYOUT.md §11.3 "No eviction"); such a
     /// member holding leases gates the producer.
     pub stalled: bool,
+    /// Futex waits for data (parks) since it attached (LAYOUT.md §2.1).
+    pub parks: u64,
+    /// Total nanoseconds of those parks.
+    pub park_ns: u64,
+    /// Futex wake-ups its releases issued to a producer waiting for space.
+    pub space_wakes: u64,
 }
 
 fn kind_name(k: u32) -> &'static str {
@@ -319,6 +338,9 @@ fn snapshot(w: &impl Words, name: &str) -> RingStat {
                     pid,
                     alive,
                     stalled: alive && stalled(w.u64(b + off::MEM_HEARTBEAT), now),
+                    parks: w.u64(b + off::MEM_PARKS),
+                    park_ns: w.u64(b + off::MEM_PARK_NS),
+                    space_wakes: w.u64(b + off::MEM_SPACE_WAKES),
                 },
             ))
         })
@@ -401,6 +423,12 @@ fn snapshot(w: &impl Words, name: &str) -> RingStat {
         slots_in_use,
         fill: slots_in_use as f64 / n as f64,
         consumers,
+        data_wakes: w.u64(off::DATA_WAKES),
+        full_refusals: w.u64(off::FULL_REFUSALS),
+        backpressure_waits: w.u64(off::BACKPRESSURE_WAITS),
+        backpressure_ns: w.u64(off::BACKPRESSURE_NS),
+        reclaims: w.u32(off::RECLAIMS),
+        consumers_lost: w.u64(off::LOST_COUNT),
         interval_ms: None,
         messages_per_s: None,
         sampled_ns: now,

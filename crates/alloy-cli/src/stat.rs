@@ -37,6 +37,25 @@ pub fn render(st: &RingStat) -> String {
         st.slot_count,
         st.fill * 100.0
     );
+    let (parks, park_ns, space_wakes) = st
+        .consumers
+        .iter()
+        .flat_map(|c| &c.members)
+        .fold((0, 0, 0), |(p, n, w), m| {
+            (p + m.parks, n + m.park_ns, w + m.space_wakes)
+        });
+    let _ = writeln!(
+        s,
+        "counters: wakes {} (producer) + {space_wakes} (consumers), parks {parks} ({:.1} ms), \
+         back-pressure waits {} ({:.1} ms), full refusals {}, reclaims {}, consumers lost {}",
+        st.data_wakes,
+        park_ns as f64 / 1e6,
+        st.backpressure_waits,
+        st.backpressure_ns as f64 / 1e6,
+        st.full_refusals,
+        st.reclaims,
+        st.consumers_lost
+    );
     let _ = writeln!(
         s,
         "consumers: {} of {} entries",
