@@ -203,11 +203,7 @@ pub struct SendOptions {
     pub new_stream: bool,
 }
 
-/// `alloy send`: sends every batch of the Arrow file or stream at `input`
-/// to the named ring in `mode` (`ipc` or `cdata`), then closes the stream.
-/// IPC mode halves batches too large for a slot; C-Data-offsets mode does
-/// not split batches, so one that does not fit is an error (as is a type
-/// the mode does not carry, refused before the ring is touched).
+/// [`send_with`] with the default [`SendOptions`] (the tests' shorthand).
 #[cfg(test)]
 pub fn send(ring: &str, input: &Path, mode: &str) -> Result<Summary, String> {
     send_with(ring, input, mode, SendOptions::default())
@@ -239,8 +235,13 @@ pub fn check_can_send(name: &str, r: &Ring, opts: SendOptions) -> Result<(), Str
     Ok(())
 }
 
-/// [`send`] with [`SendOptions`]. `input` may be `-` (standard input) or
-/// a FIFO: each batch is sent as soon as it has been read.
+/// `alloy send`: sends every batch of the Arrow file or stream at `input`
+/// to the named ring in `mode` (`ipc` or `cdata`), then closes the stream.
+/// IPC mode halves batches too large for a slot; C-Data-offsets mode does
+/// not split batches, so one that does not fit is an error (as is a type
+/// the mode does not carry, refused before the ring is touched). `input`
+/// may be `-` (standard input) or a FIFO: each batch is sent as soon as it
+/// has been read.
 pub fn send_with(
     ring: &str,
     input: &Path,

@@ -52,7 +52,7 @@ impl Rng {
 /// (`0..KINDS`): the types every path (Rust and Go, IPC) carries.
 pub const KINDS: u64 = 24;
 
-/// The further kinds [`column`] knows (`KINDS..ALL_KINDS`): the rest of the
+/// The further kinds [`column()`] knows (`KINDS..ALL_KINDS`): the rest of the
 /// Arrow type system (float16, decimal256, intervals, durations, large and
 /// fixed-size binary/list, map, unions, run-end encoded, view types, null,
 /// list views),
