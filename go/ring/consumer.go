@@ -41,6 +41,9 @@ type Consumer struct {
 	kind uint32
 	sub  uint32 // subscriber entry k
 	mem  uint32 // member entry j
+	// payload is the mapping leases point into: the region's read-only
+	// mapping (the read-write one for in-memory test rings).
+	payload []byte
 
 	claim, release *atomic.Uint64
 	published      *atomic.Uint64
@@ -91,15 +94,24 @@ func (r *Ring) attach(kind, group uint32, opts ConsumerOptions) (*Consumer, erro
 	if err := r.acquire(); err != nil {
 		return nil, err
 	}
+	m := r.mem
+	payload := m
+	if r.reg != nil {
+		ro, err := r.reg.mapReadOnly()
+		if err != nil {
+			r.release()
+			return nil, err
+		}
+		payload = ro[:len(m)]
+	}
 	k, j, err := r.join(kind, group, opts.History)
 	if err != nil {
 		r.release()
 		return nil, err
 	}
-	m := r.mem
 	off := r.lay.subOff(k)
 	c := &Consumer{
-		r: r, opts: opts, kind: kind, sub: k, mem: j,
+		r: r, opts: opts, kind: kind, sub: k, mem: j, payload: payload,
 		claim:       u64At(m, off+subClaim),
 		release:     u64At(m, off+subRelease),
 		published:   u64At(m, offPublished),
@@ -319,7 +331,8 @@ func (c *Consumer) lease(seq uint64) (*Lease, error) {
 	}
 	c.outstanding.Add(1)
 	p := slot + SlotHeaderSize
-	return &Lease{c: c, seq: seq, gen: u32At(m, slot+slotGen).Load(), data: m[p : p+uint64(n) : p+uint64(n)], flags: u32At(m, slot+slotFlags).Load()}, nil
+	d := c.payload[p : p+uint64(n) : p+uint64(n)]
+	return &Lease{c: c, seq: seq, gen: u32At(m, slot+slotGen).Load(), data: d, flags: u32At(m, slot+slotFlags).Load()}, nil
 }
 
 // TryRecv returns the next message without waiting: ErrEmpty when there is

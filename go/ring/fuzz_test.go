@@ -270,7 +270,8 @@ func FuzzConsumeDamagedRing(f *testing.F) {
 		}
 
 		m, l := r.mem, &r.lay
-		base := uintptr(unsafe.Pointer(&m[0]))
+		// Leases point into the consumer's read-only mapping (LAYOUT §1).
+		base := uintptr(unsafe.Pointer(&c.payload[0]))
 		var leases []*Lease
 		recvs := 0
 		tryRecv := func() {

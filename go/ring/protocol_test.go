@@ -53,8 +53,9 @@ func TestLeaseIsZeroCopy(t *testing.T) {
 	mustSend(t, p, []byte("abc"), 0)
 	l := recvOK(t, c)
 	slot := r.lay.SlotsOff + SlotHeaderSize
-	if &l.Bytes()[0] != &r.mem[slot] {
-		t.Fatal("lease bytes do not point into slot 0 of the mapping")
+	// Leases point into the consumer's read-only mapping (LAYOUT §1).
+	if &l.Bytes()[0] != &c.payload[slot] || &c.payload[0] == &r.mem[0] {
+		t.Fatal("lease bytes do not point into slot 0 of the read-only mapping")
 	}
 	l.Release()
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -82,6 +83,33 @@ type region struct {
 	mem  []byte
 	fd   int
 	name string // empty for anonymous regions
+
+	roMu sync.Mutex
+	ro   []byte // the PROT_READ mapping consumers read payloads through
+}
+
+// mapReadOnly maps the region a second time, PROT_READ, for consumers to
+// read payloads through (LAYOUT §1: consumers write nothing in the slot
+// area), so a consumer writing into a received message faults instead of
+// corrupting what other readers see. Made once, on the first consumer.
+func (r *region) mapReadOnly() ([]byte, error) {
+	r.roMu.Lock()
+	defer r.roMu.Unlock()
+	if r.ro == nil {
+		mem, err := unix.Mmap(r.fd, 0, len(r.mem), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			return nil, fmt.Errorf("alloy: mmap %d bytes read-only: %w", len(r.mem), err)
+		}
+		r.ro = mem
+	}
+	return r.ro, nil
+}
+
+// readOnly returns the read-only mapping, or nil before mapReadOnly.
+func (r *region) readOnly() []byte {
+	r.roMu.Lock()
+	defer r.roMu.Unlock()
+	return r.ro
 }
 
 // checkName enforces LAYOUT §1's name rule, which also keeps names from
@@ -320,6 +348,11 @@ func mapAndValidate(fd int) (*region, Layout, error) {
 // close unmaps the region and closes its fd. The file itself stays.
 func (r *region) close() error {
 	err := unix.Munmap(r.mem)
+	if ro := r.readOnly(); ro != nil {
+		if rerr := unix.Munmap(ro); err == nil {
+			err = rerr
+		}
+	}
 	if cerr := unix.Close(r.fd); err == nil {
 		err = cerr
 	}

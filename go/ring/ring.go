@@ -148,16 +148,21 @@ func OpenFd(fd int) (*Ring, error) {
 // Layout returns the region's geometry.
 func (r *Ring) Layout() Layout { return r.lay }
 
-// Contains reports whether b lies entirely inside the ring's mapping: for
+// Contains reports whether b lies entirely inside the ring's mappings (the
+// read-write one or the read-only one consumers read through): for
 // checking that data was not copied out of shared memory (zero-copy
 // assertions, like Rust's arrow::in_mapping). An empty b is contained.
 func (r *Ring) Contains(b []byte) bool {
 	if len(b) == 0 {
 		return true
 	}
-	start := uintptr(unsafe.Pointer(unsafe.SliceData(r.mem)))
 	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	return p >= start && p+uintptr(len(b)) <= start+uintptr(len(r.mem))
+	in := func(m []byte) bool {
+		start := uintptr(unsafe.Pointer(unsafe.SliceData(m)))
+		return len(m) > 0 && p >= start && p+uintptr(len(b)) <= start+uintptr(len(m))
+	}
+	// Leases point into the read-only mapping (LAYOUT §1).
+	return in(r.mem) || r.reg != nil && in(r.reg.readOnly())
 }
 
 // Fd returns the region's file descriptor (close-on-exec), or -1 for a ring

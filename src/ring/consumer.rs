@@ -113,6 +113,7 @@ impl Consumer {
         let sh = &*shared;
         // Payloads are read through a read-only mapping, so a consumer
         // bug cannot scribble over a slot (LAYOUT.md §1).
+        sh.region.map_read_only()?;
         let cfg = sh.layout.config;
         let now = sh.ident.now_ns();
         // Our identity word (LAYOUT.md §11.1): pid and start time in one u64.
@@ -589,7 +590,7 @@ impl Consumer {
                 // SAFETY: `off + len` ≤ slot end (len ≤ slot_size was
                 // checked) inside the mapping, kept alive by the Arc. The
                 // read-only mapping (made in `join`) covers the same bytes.
-                let ptr = unsafe { sh.region.base().add(off) };
+                let ptr = unsafe { sh.region.read_base().add(off) };
                 // Relaxed: ordered after the stamp's Acquire load in
                 // `check_slot` (LAYOUT.md §4.1).
                 let gen = sh

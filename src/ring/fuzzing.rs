@@ -41,7 +41,8 @@ pub fn exercise_damaged_ring(damage: &[(u32, u8)]) -> Result<(), String> {
             return Err("accepted a layout larger than the file".into());
         }
     }
-    let lo = base as usize;
+    // Leases point into the consumer's read-only mapping (LAYOUT.md §1).
+    let lo = ring.region().read_base() as usize;
     let hi = lo + total;
     let mut held = Vec::new();
     for _ in 0..16 {
