@@ -20,6 +20,11 @@ mod stat;
     after_help = "The Go tool alloy-go takes the same commands and arguments."
 )]
 struct Cli {
+    /// Directory of named rings instead of /dev/shm (sets ALLOY_SHM_DIR,
+    /// which both languages' libraries read): a Kubernetes emptyDir with
+    /// medium: Memory, a Docker tmpfs volume.
+    #[arg(long, global = true, value_name = "DIR")]
+    shm_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -28,7 +33,7 @@ struct Cli {
 enum Cmd {
     /// Print the tool and layout version.
     Version,
-    /// Create a named ring under /dev/shm.
+    /// Create a named ring under /dev/shm (or --shm-dir / $ALLOY_SHM_DIR).
     Create {
         #[command(flatten)]
         name: RingName,
@@ -47,6 +52,10 @@ enum Cmd {
         /// Bytes reserved for the stream schema.
         #[arg(long, default_value_t = 64 << 10)]
         schema_capacity: u32,
+        /// Share the ring with this group (mode 0660): consumers run by
+        /// other users in the group may attach.
+        #[arg(long, value_name = "NAME|GID")]
+        group: Option<String>,
     },
     /// Remove a named ring.
     Rm {
@@ -163,8 +172,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// Directory to scan instead of /dev/shm.
-        #[arg(long, hide = true, default_value = alloy_shm::region::SHM_DIR)]
-        dir: std::path::PathBuf,
+        #[arg(long, hide = true)]
+        dir: Option<std::path::PathBuf>,
     },
     /// Send checked test messages (doc/TESTING.md), then close the stream.
     #[command(hide = true)]
@@ -378,8 +387,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             max_subscribers,
             max_members,
             schema_capacity,
+            group,
         } => create(
             &name.get()?,
+            group.as_deref(),
             RingConfig {
                 slot_count: slots,
                 slot_size,
@@ -431,7 +442,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             ring,
             interval,
         } => inspect::watch(&inspect::ring_name(name, ring)?, interval)?,
-        Cmd::Ls { json, dir } => inspect::ls(&dir, json)?,
+        Cmd::Ls { json, dir } => {
+            inspect::ls(&dir.unwrap_or_else(alloy_shm::region::shm_dir), json)?
+        }
         Cmd::TestProduce {
             ring,
             count,
@@ -455,13 +468,17 @@ fn err(e: alloy_shm::ring::RingError) -> String {
 }
 
 /// `alloy create`.
-fn create(ring: &str, cfg: RingConfig) -> Result<(), String> {
+fn create(ring: &str, group: Option<&str>, cfg: RingConfig) -> Result<(), String> {
     if ring.starts_with('-') {
         return Err(format!(
             "ring name {ring:?} begins with '-': ring names may not (it reads as an option)"
         ));
     }
-    let r = Ring::create(ring, &cfg).map_err(err)?;
+    let mut b = Ring::builder(ring).config(cfg);
+    if let Some(g) = group {
+        b = b.group(alloy_shm::region::resolve_group(g).map_err(|e| e.to_string())?);
+    }
+    let r = b.create().map_err(err)?;
     println!(
         "created ring {ring:?}: {} slots x {} bytes, {} bytes total",
         cfg.slot_count,
@@ -832,6 +849,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if let Some(dir) = &cli.shm_dir {
+        // Still one thread: nothing reads the environment concurrently.
+        std::env::set_var(alloy_shm::region::SHM_DIR_ENV, dir);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(msg) => {

@@ -140,8 +140,11 @@ func inode(name string) (uint64, bool) {
 func ls(args []string) error {
 	fs := newFlags("ls")
 	asJSON := fs.Bool("json", false, "print JSON")
-	dir := fs.String("dir", ring.ShmDir(), "directory to scan")
+	dir := fs.String("dir", "", "directory to scan (default: --shm-dir, $ALLOY_SHM_DIR or /dev/shm)")
 	parseFlags(fs, args, 0)
+	if *dir == "" {
+		*dir = ring.ShmDir()
+	}
 	all, err := ring.ListDir(*dir)
 	if err != nil {
 		return err

@@ -21,11 +21,12 @@ commands (the Rust tool alloy takes the same):
   create    create a named ring: NAME (or --ring NAME) [--slots N (64)]
             [--slot-size BYTES (1048576)] [--max-subscribers S (16)]
             [--max-members M (32)] [--schema-capacity C (65536)]
+            [--group NAME|GID: share with a group, mode 0660]
   rm        remove a named ring: NAME (or --ring NAME)
   stat      print a ring's producer, consumers (lag, leases), fill and rates:
             NAME [--json] [--interval MS (200)] [--raw: every header field as JSON]
   watch     redraw stat live until Ctrl-C or the ring is removed: NAME [--interval MS (1000)]
-  ls        list the Alloy rings under /dev/shm: [--json]
+  ls        list the Alloy rings under /dev/shm (or --shm-dir): [--json]
   send      send an Arrow IPC file or stream (LZ4/ZSTD-compressed too), then close
             the stream: --ring NAME [--mode ipc|cdata] [--resume] [--new-stream] FILE
             (FILE - is standard input; a pipe or FIFO is sent batch by batch),
@@ -40,7 +41,11 @@ commands (the Rust tool alloy takes the same):
             line saying what happened; if the file cannot be written (disk full)
             or no schema arrived, no file is left. Exit status: 0 at end of
             stream, 124 after --timeout, 128+N after signal N, else 1.
-  help      this text`
+  help      this text
+
+Every command takes --shm-dir DIR: named rings live in DIR instead of
+/dev/shm (the same as setting ALLOY_SHM_DIR=DIR, which both tools and
+both libraries read).`
 
 func usage() { fmt.Fprintln(os.Stderr, usageText) }
 
@@ -140,7 +145,12 @@ func run(cmd string, args []string) (err error) {
 
 // newFlags makes a subcommand's flag set; a parse error exits with status 2.
 func newFlags(cmd string) *flag.FlagSet {
-	return flag.NewFlagSet("alloy-go "+cmd, flag.ExitOnError)
+	fs := flag.NewFlagSet("alloy-go "+cmd, flag.ExitOnError)
+	// Every command takes it, as the Rust tool's global --shm-dir.
+	fs.Func("shm-dir", "directory of named rings instead of /dev/shm (sets $"+ring.ShmDirEnv+", which both languages read)", func(dir string) error {
+		return os.Setenv(ring.ShmDirEnv, dir)
+	})
+	return fs
 }
 
 func requireRing(name string) error {
@@ -159,6 +169,7 @@ func create(args []string) error {
 	subs := fs.Uint("max-subscribers", uint(def.MaxSubscribers), "subscriber entries (broadcast consumers + queue groups)")
 	members := fs.Uint("max-members", uint(def.MaxMembers), "member entries (attached consumer handles)")
 	schema := fs.Uint("schema-capacity", uint(def.SchemaCapacity), "bytes reserved for the stream schema")
+	group := fs.String("group", "", "share the ring with this group, NAME or GID (mode 0660): consumers of other users in it may attach")
 	n, err := name(parseFlags(fs, args, 1))
 	if err != nil {
 		return err
@@ -173,7 +184,7 @@ func create(args []string) error {
 	if uint64(*slots) != uint64(cfg.SlotCount) || uint64(*slotSize) != uint64(cfg.SlotSize) {
 		return fmt.Errorf("--slots or --slot-size out of range")
 	}
-	r, err := ring.Create(n, cfg)
+	r, err := ring.CreateWith(n, cfg, ring.Options{Group: *group})
 	if err != nil {
 		return err
 	}
