@@ -43,6 +43,8 @@ fi
 py_need() { python3 -c "import $1" >/dev/null 2>&1 || { echo "deps: $2 missing; installing" >&2; python3 -m pip install --quiet "$2"; }; }
 command -v maturin >/dev/null 2>&1 || { echo "deps: maturin missing; installing maturin==1.16.0" >&2; python3 -m pip install --quiet maturin==1.16.0; }
 py_need pytest pytest==9.2.0
+# tests/deploy_yaml.py parses the Kubernetes and Compose examples of doc/README.md.
+py_need yaml PyYAML==6.0.3
 py_need polars polars==2.1.0
 py_need duckdb duckdb==2.0.0
 py_need datafusion datafusion==55.0.0
