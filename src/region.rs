@@ -563,7 +563,7 @@ impl Region {
     }
 
     /// Base address consumers read payloads at: the read-only mapping once
-    /// [`Region::map_read_only`] made it, else the read-write one.
+    /// the first consumer attached made it, else the read-write one.
     pub fn read_base(&self) -> *const u8 {
         self.ro.get().map_or(self.map.as_ptr(), |m| m.as_ptr())
     }
