@@ -18,7 +18,7 @@ use alloy_shm::region::RegionError;
 use alloy_shm::ring::{Ring, RingError};
 
 mod recv;
-pub use recv::{parse_compression, parse_duration, recv, RecvEnd, RecvOptions};
+pub use recv::{parse_compression, parse_duration, read_times, recv, RecvEnd, RecvOptions};
 
 /// A live progress line on stderr for a long `send` or `recv`: batches,
 /// rows, bytes and throughput. It is drawn only when stderr is a terminal,
@@ -248,6 +248,18 @@ pub fn send_with(
     mode: &str,
     opts: SendOptions,
 ) -> Result<Summary, String> {
+    send_paced(ring, input, mode, opts, &mut |_| {})
+}
+
+/// [`send_with`] calling `before(i)` before record batch `i` is written
+/// (`alloy replay` sleeps there to keep a rate or the recorded pacing).
+pub fn send_paced(
+    ring: &str,
+    input: &Path,
+    mode: &str,
+    opts: SendOptions,
+    before: &mut dyn FnMut(u64),
+) -> Result<Summary, String> {
     let mode = check_mode(mode)?;
     let r = Ring::open(ring).map_err(|e| ring_error(&e))?;
     // The input's schema first (an unreadable input is the error to
@@ -264,6 +276,7 @@ pub fn send_with(
         .create()
         .map_err(|e| e.to_string())?;
     let first = producer.next_seq();
+    let mut next = 0u64; // the input batch `before` is told about
     let mut s = match mode {
         Mode::Ipc => {
             let w = IpcWriter::new(producer, reader.schema()).map_err(|e| e.to_string())?;
@@ -272,7 +285,11 @@ pub fn send_with(
                 input,
                 mode,
                 w,
-                write_split,
+                |w: &mut IpcWriter, b: &RecordBatch| {
+                    before(next);
+                    next += 1;
+                    write_split(w, b)
+                },
                 IpcWriter::bytes_sent,
                 IpcWriter::close,
             )
@@ -284,7 +301,11 @@ pub fn send_with(
                 input,
                 mode,
                 w,
-                CDataWriter::write,
+                |w: &mut CDataWriter, b: &RecordBatch| {
+                    before(next);
+                    next += 1;
+                    w.write(b)
+                },
                 CDataWriter::bytes_sent,
                 CDataWriter::close,
             )
@@ -308,7 +329,7 @@ fn send_all<W>(
     input: &Path,
     mode: Mode,
     mut w: W,
-    write: impl Fn(&mut W, &RecordBatch) -> Result<(), ArrowShmError>,
+    mut write: impl FnMut(&mut W, &RecordBatch) -> Result<(), ArrowShmError>,
     bytes_sent: impl Fn(&W) -> u64,
     close: impl FnOnce(W) -> Result<(), ArrowShmError>,
 ) -> Result<Summary, String> {

@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 mod arrow;
 #[cfg(feature = "flight")]
 mod flight;
+mod metrics;
+mod record;
 mod stat;
 
 #[derive(Parser)]
@@ -137,6 +139,77 @@ enum Cmd {
         /// none.
         #[arg(long, value_name = "CODEC", default_value = "none")]
         compression: String,
+    },
+    /// Record a ring's stream into an Arrow IPC stream file, with the time
+    /// each batch was received in OUT.times (for `replay --pace`).
+    ///
+    /// A broadcast subscriber like `recv` (same endings, `ready` line and
+    /// exit status): other consumers see no difference, and like any
+    /// consumer it holds the producer back if it cannot keep up.
+    Record {
+        /// Ring name.
+        #[arg(long)]
+        ring: String,
+        /// Output Arrow IPC stream file (receive times go to OUT.times).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Stop (exit 124) after this long without a message.
+        #[arg(long, value_name = "DURATION", value_parser = crate::arrow::parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Send an Arrow IPC file or stream (e.g. a recording) to a ring, then
+    /// close the stream, as `send` does, at a given rate or with the
+    /// recorded pacing.
+    Replay {
+        /// Arrow IPC file or stream to send.
+        file: std::path::PathBuf,
+        /// Ring name.
+        #[arg(long)]
+        ring: String,
+        /// Record batches per second: N or N/s.
+        #[arg(long, value_parser = crate::record::parse_rate)]
+        rate: Option<f64>,
+        /// Keep the pacing `alloy record` saw (needs FILE.times).
+        #[arg(long, conflicts_with = "rate")]
+        pace: bool,
+        /// Start a new stream on a ring whose stream ended.
+        #[arg(long)]
+        new_stream: bool,
+        /// Encoding: ipc or cdata.
+        #[arg(long, default_value = "ipc")]
+        mode: String,
+    },
+    /// Print messages/s and bytes/s of a ring, one line per window, like
+    /// `rostopic hz` (a broadcast subscriber releasing every message at
+    /// once).
+    Hz {
+        /// Ring name (or --ring NAME).
+        name: Option<String>,
+        /// Ring name.
+        #[arg(long = "ring", conflicts_with = "name")]
+        ring: Option<String>,
+        /// Length of each window reported.
+        #[arg(long, default_value = "1s", value_parser = crate::arrow::parse_duration)]
+        window: std::time::Duration,
+        /// Stop after N windows.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Stop after this long.
+        #[arg(long, value_name = "DURATION", value_parser = crate::arrow::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Print one JSON object per window.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the state and counters of rings as Prometheus metrics
+    /// (OpenMetrics text) over HTTP; prints `listening on http://ADDR/metrics`.
+    Metrics {
+        /// Address to listen on (HOST:PORT; port 0 picks a free one).
+        #[arg(long)]
+        listen: String,
+        /// Rings to report (none: every ring in the shared-memory directory,
+        /// looked up at each scrape).
+        rings: Vec<String>,
     },
     /// Print a ring's state: producer, consumers (lag, leases held), fill
     /// and rates (doc/README.md, "Inspection"). Maps the ring read-only.
@@ -341,6 +414,7 @@ fn recv(
     out: &std::path::Path,
     timeout: Option<std::time::Duration>,
     compression: &str,
+    times: Option<std::path::PathBuf>,
 ) -> Result<ExitCode, String> {
     use crate::arrow::{parse_compression, RecvEnd, RecvOptions};
     let to_stdout = out.as_os_str() == "-";
@@ -355,6 +429,7 @@ fn recv(
         timeout,
         compression: parse_compression(compression)?,
         stop: &stop,
+        times: times.as_deref(),
     };
     let report = crate::arrow::recv(&opts, || {
         // With --out - the data owns stdout.
@@ -375,6 +450,32 @@ fn recv(
         eprintln!("alloy recv: {}", report.message(ring));
     }
     Ok(ExitCode::from(report.exit_code()))
+}
+
+/// `alloy hz`: lines on stdout until the count, duration, end of stream or
+/// Ctrl-C.
+fn hz(
+    ring: &str,
+    window: std::time::Duration,
+    count: Option<u64>,
+    duration: Option<std::time::Duration>,
+    json: bool,
+) -> Result<(), String> {
+    catch_stop_signals();
+    let stop = || STOP.load(std::sync::atomic::Ordering::SeqCst) != 0;
+    let opts = crate::record::HzOptions {
+        ring,
+        window,
+        count,
+        duration,
+        json,
+        stop: &stop,
+    };
+    crate::record::hz(&opts, &mut |line| {
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+    })?;
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
@@ -430,7 +531,50 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             out,
             timeout,
             compression,
-        } => return recv(&ring, &out, timeout, &compression),
+        } => return recv(&ring, &out, timeout, &compression, None),
+        Cmd::Record { ring, out, timeout } => {
+            if out.as_os_str() == "-" {
+                return Err("record writes a file (with OUT.times next to it), not -".into());
+            }
+            let times = crate::record::times_path(&out);
+            return recv(&ring, &out, timeout, "none", Some(times));
+        }
+        Cmd::Replay {
+            file,
+            ring,
+            rate,
+            pace,
+            new_stream,
+            mode,
+        } => {
+            let opts = crate::arrow::SendOptions {
+                resume: false,
+                new_stream,
+            };
+            println!(
+                "{}",
+                crate::record::replay(&file, &ring, &mode, rate, pace, opts)?
+            );
+        }
+        Cmd::Hz {
+            name,
+            ring,
+            window,
+            count,
+            duration,
+            json,
+        } => hz(
+            &inspect::ring_name(name, ring)?,
+            window,
+            count,
+            duration,
+            json,
+        )?,
+        Cmd::Metrics { listen, rings } => {
+            catch_stop_signals();
+            let stop = || STOP.load(std::sync::atomic::Ordering::SeqCst) != 0;
+            crate::metrics::serve(&listen, &rings, &stop)?;
+        }
         Cmd::Stat {
             name,
             ring,
@@ -524,7 +668,7 @@ fn test_produce(
         ));
     }
     let mut p = r
-        .producer_with(Backpressure::default(), WaitStrategy::Blocking)
+        .producer_builder().backpressure(Backpressure::default()).wait(WaitStrategy::Blocking).create()
         .map_err(err)?;
     if let Some(ms) = reclaim_after {
         p.set_reclaim_after(std::time::Duration::from_millis(ms));
@@ -626,7 +770,7 @@ fn echo(input: &str, output: &str, spin: bool) -> Result<(), String> {
     rx.set_wait_strategy(wait);
     let out = Ring::open(output).map_err(err)?;
     let mut tx = out
-        .producer_with(Backpressure::default(), wait)
+        .producer_builder().backpressure(Backpressure::default()).wait(wait).create()
         .map_err(err)?;
     println!("ready");
     std::io::stdout().flush().map_err(|e| e.to_string())?;

@@ -43,6 +43,45 @@ pub struct RecvOptions<'a> {
     /// Polled between messages and at least every 200 ms: `Some(signal
     /// number)` ends the receive (the CLI's SIGINT/SIGTERM flag).
     pub stop: &'a dyn Fn() -> Option<i32>,
+    /// `alloy record`: also write the receive time of every batch here
+    /// (see [`write_times`]), when the stream file is written.
+    pub times: Option<&'a Path>,
+}
+
+/// Writes the receive times of a recording (`alloy record`, doc/README.md
+/// "Monitoring and recording"): a text file, two `#` header lines, then one
+/// line per record batch of the stream file, in order: nanoseconds since
+/// the first batch was received (CLOCK_MONOTONIC). Written to `PATH.partial`
+/// and renamed, as the stream file is.
+pub fn write_times(path: &Path, start_unix_ns: u128, times: &[u64]) -> Result<(), String> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let err = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut text = format!(
+        "# alloy record: receive time of each record batch, ns since the first\n\
+         # first batch received at unix ns {start_unix_ns}\n"
+    );
+    for t in times {
+        text.push_str(&t.to_string());
+        text.push('\n');
+    }
+    std::fs::write(&tmp, text).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Reads a file written by [`write_times`]: the offsets in nanoseconds.
+pub fn read_times(path: &Path) -> Result<Vec<u64>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            l.trim()
+                .parse()
+                .map_err(|e| format!("{} line {}: {e}", path.display(), i + 3))
+        })
+        .collect()
 }
 
 /// Why a receive ended.
@@ -321,9 +360,12 @@ pub fn recv(opts: &RecvOptions<'_>, ready: impl FnOnce()) -> Result<RecvReport, 
     if r.is_closed() && r.published() == before {
         return Err(ended(&r));
     }
-    let mut reader = IpcReader::new(&r, consumer);
+    let mut reader = IpcReader::new(consumer);
     ready();
     let mut s = Summary::default();
+    // Receive times of the batches written (`alloy record`).
+    let mut times: Vec<u64> = Vec::new();
+    let mut first: Option<(Instant, u128)> = None;
     let progress = Progress::new("receiving");
     let (mut last_msg, mut last_look) = (Instant::now(), Instant::now());
     let end = loop {
@@ -337,6 +379,15 @@ pub fn recv(opts: &RecvOptions<'_>, ready: impl FnOnce()) -> Result<RecvReport, 
                 match reader.decode(lease) {
                     Ok(Some(batch)) => {
                         sink.write(&batch)?;
+                        if opts.times.is_some() {
+                            let (t0, _) = *first.get_or_insert_with(|| {
+                                let unix = std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map_or(0, |d| d.as_nanos());
+                                (Instant::now(), unix)
+                            });
+                            times.push(t0.elapsed().as_nanos() as u64);
+                        }
                         s.batches += 1;
                         s.rows += batch.num_rows() as u64;
                         progress.update(&s, reader.bytes_received());
@@ -375,6 +426,9 @@ pub fn recv(opts: &RecvOptions<'_>, ready: impl FnOnce()) -> Result<RecvReport, 
         Some(Arc::new(schema))
     });
     let written = sink.finish(schema)?;
+    if let (Some(path), Some(_)) = (opts.times, &written) {
+        write_times(path, first.map_or(0, |f| f.1), &times)?;
+    }
     Ok(RecvReport {
         summary: s,
         end,
