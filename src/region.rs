@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
+#[cfg(target_os = "linux")]
 use rustix::fs::{MemfdFlags, SealFlags};
 use thiserror::Error;
 
@@ -135,6 +136,11 @@ pub enum RegionError {
     /// and seal seals that protect against SIGBUS.
     #[error("fd is not a memfd sealed against shrink/grow/reseal; refusing to map it")]
     NotSealed,
+    /// This system is not Linux: the crate compiles elsewhere (so a service
+    /// that deploys on Linux builds on a macOS laptop), but rings need the
+    /// futex, memfd and `/dev/shm` (doc/README.md, "Other systems").
+    #[error("alloy rings need Linux (futex, memfd); this is {}/{}", std::env::consts::OS, std::env::consts::ARCH)]
+    UnsupportedPlatform,
     /// Any other system error.
     #[error("{what}: {source}")]
     Io {
@@ -144,6 +150,52 @@ pub enum RegionError {
         #[source]
         source: io::Error,
     },
+}
+
+/// A memfd of `size` bytes, reserved, sealed against shrink, grow and
+/// further sealing.
+#[cfg(target_os = "linux")]
+fn sealed_memfd(label: &str, size: usize) -> Result<OwnedFd, RegionError> {
+    let fd = rustix::fs::memfd_create(
+        format!("alloy:{label}"),
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .map_err(|e| io_err("memfd_create")(e.into()))?;
+    rustix::fs::ftruncate(&fd, size as u64).map_err(|e| io_err("sizing memfd")(e.into()))?;
+    reserve(&fd, size, None)?;
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+        .map_err(|e| io_err("sealing memfd")(e.into()))?;
+    Ok(fd)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sealed_memfd(_label: &str, _size: usize) -> Result<OwnedFd, RegionError> {
+    Err(RegionError::UnsupportedPlatform)
+}
+
+/// Not a memfd (EINVAL) or missing a seal: `NotSealed`.
+#[cfg(target_os = "linux")]
+fn check_sealed(fd: &OwnedFd) -> Result<(), RegionError> {
+    let seals = rustix::fs::fcntl_get_seals(fd).map_err(|_| RegionError::NotSealed)?;
+    if !seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL) {
+        return Err(RegionError::NotSealed);
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn check_sealed(_fd: &OwnedFd) -> Result<(), RegionError> {
+    Err(RegionError::UnsupportedPlatform)
+}
+
+/// `Err(UnsupportedPlatform)` on every system but Linux: the first step of
+/// every entry point that creates, opens or removes a region.
+fn unsupported_platform() -> Result<(), RegionError> {
+    if cfg!(target_os = "linux") {
+        Ok(())
+    } else {
+        Err(RegionError::UnsupportedPlatform)
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RegionError {
@@ -157,6 +209,12 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RegionError {
 /// label the [`RegionError::NoSpace`] error of a named region.
 fn reserve(fd: impl AsFd, len: usize, named: Option<(&str, &Path)>) -> Result<(), RegionError> {
     let fd = fd.as_fd();
+    #[cfg(not(target_os = "linux"))]
+    return {
+        let _ = (fd, len, named);
+        Err(RegionError::UnsupportedPlatform)
+    };
+    #[cfg(target_os = "linux")]
     match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len as u64) {
         Ok(()) => Ok(()),
         // A filesystem without fallocate: keep the sparse file.
@@ -296,6 +354,7 @@ impl Region {
         opts: &NamedOptions,
         stamp: Stamp,
     ) -> Result<Region, RegionError> {
+        unsupported_platform()?;
         validate_name(name)?;
         let layout = Layout::compute(*config).map_err(|source| RegionError::Layout {
             name: name.to_string(),
@@ -349,20 +408,12 @@ impl Region {
         config: &RingConfig,
         stamp: Stamp,
     ) -> Result<Region, RegionError> {
+        unsupported_platform()?;
         let layout = Layout::compute(*config).map_err(|source| RegionError::Layout {
             name: format!("memfd {label:?}"),
             source,
         })?;
-        let fd = rustix::fs::memfd_create(
-            format!("alloy:{label}"),
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )
-        .map_err(|e| io_err("memfd_create")(e.into()))?;
-        rustix::fs::ftruncate(&fd, layout.total_size as u64)
-            .map_err(|e| io_err("sizing memfd")(e.into()))?;
-        reserve(&fd, layout.total_size, None)?;
-        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
-            .map_err(|e| io_err("sealing memfd")(e.into()))?;
+        let fd = sealed_memfd(label, layout.total_size)?;
         Self::init(File::from(fd), layout, None, stamp)
     }
 
@@ -414,6 +465,7 @@ impl Region {
 
     /// Opens the named region in `opts.dir` (see [`Region::open_named`]).
     pub fn open_named_opts(name: &str, opts: &NamedOptions) -> Result<Region, RegionError> {
+        unsupported_platform()?;
         validate_name(name)?;
         let path = opts.dir().join(name);
         let file = OpenOptions::new()
@@ -456,10 +508,8 @@ impl Region {
     pub fn from_fd(fd: OwnedFd) -> Result<Region, RegionError> {
         // Not a memfd (EINVAL) or missing a seal: a peer could resize it
         // under us and SIGBUS every reader.
-        let seals = rustix::fs::fcntl_get_seals(&fd).map_err(|_| RegionError::NotSealed)?;
-        if !seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL) {
-            return Err(RegionError::NotSealed);
-        }
+        unsupported_platform()?;
+        check_sealed(&fd)?;
         Self::open_file(File::from(fd), None)
     }
 
@@ -516,6 +566,7 @@ impl Region {
 
     /// Removes the named region `name` from `dir`.
     pub fn unlink_named_in(dir: &Path, name: &str) -> Result<(), RegionError> {
+        unsupported_platform()?;
         validate_name(name)?;
         let path = dir.join(name);
         std::fs::remove_file(&path).map_err(|e| match e.kind() {

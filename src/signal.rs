@@ -6,7 +6,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
+#[cfg(target_os = "linux")]
 use rustix::event::{eventfd, EventfdFlags};
+#[cfg(target_os = "linux")]
 use rustix::thread::futex;
 
 /// Longest single futex sleep: waits are re-checked at least this often, so
@@ -28,6 +30,7 @@ pub enum WaitStrategy {
 /// Parks on the shared futex `word` while it still holds `expected`, for at
 /// most `timeout` (capped at [`PARK_SLICE`]). Spurious returns are fine:
 /// callers always re-check their condition.
+#[cfg(target_os = "linux")]
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let t = timeout.min(PARK_SLICE);
     let ts = futex::Timespec {
@@ -40,9 +43,27 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 }
 
 /// Wakes every waiter parked on the shared futex `word`.
+#[cfg(target_os = "linux")]
 pub fn futex_wake_all(word: &AtomicU32) {
     let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
 }
+
+// Other systems: the crate compiles (so a service that deploys on Linux builds
+// on a developer's macOS laptop), but every ring entry point refuses with
+// `RegionError::UnsupportedPlatform` before any of this can run. doc/README.md
+// ("Other systems") sketches a real port: a wake-up primitive in place of the
+// futex (`os_sync_wait_on_address` / `__ulock_wait` on macOS).
+/// Other systems: a short sleep (never reached: rings refuse to open).
+#[cfg(not(target_os = "linux"))]
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    if word.load(std::sync::atomic::Ordering::Acquire) == expected {
+        std::thread::sleep(timeout.min(Duration::from_millis(1)));
+    }
+}
+
+/// Other systems: nothing to wake (never reached: rings refuse to open).
+#[cfg(not(target_os = "linux"))]
+pub fn futex_wake_all(_word: &AtomicU32) {}
 
 /// A non-blocking, close-on-exec eventfd in counter mode.
 #[derive(Debug)]
@@ -51,6 +72,12 @@ pub struct EventFd(OwnedFd);
 impl EventFd {
     /// Creates an eventfd with counter 0.
     pub fn new() -> std::io::Result<EventFd> {
+        #[cfg(not(target_os = "linux"))]
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "eventfd needs Linux",
+        ));
+        #[cfg(target_os = "linux")]
         Ok(EventFd(eventfd(
             0,
             EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
