@@ -66,7 +66,7 @@ test-go: build
 # Arrow IPC CLI round trip (alloy-go send -> alloy recv and back), checked by pyarrow;
 # tests/cli_tools.py: both CLIs as a user meets them (issue #18: endings, pipes, compression, grammar).
 test-py: build
-	python3 -m pytest -q -p no:cacheprovider tests/pyarrow_roundtrip.py tests/cli_tools.py tests/deploy_yaml.py
+	python3 -m pytest -q -p no:cacheprovider tests/pyarrow_roundtrip.py tests/cli_tools.py tests/deploy_yaml.py tests/record_replay.py
 
 # The Python package alloy_shm (python/, issue #16): built by maturin into
 # target/wheels, installed, then tests/python (pyarrow, Polars, DuckDB,

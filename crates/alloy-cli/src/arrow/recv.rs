@@ -380,13 +380,14 @@ pub fn recv(opts: &RecvOptions<'_>, ready: impl FnOnce()) -> Result<RecvReport, 
                     Ok(Some(batch)) => {
                         sink.write(&batch)?;
                         if opts.times.is_some() {
+                            let now = Instant::now();
                             let (t0, _) = *first.get_or_insert_with(|| {
                                 let unix = std::time::SystemTime::now()
                                     .duration_since(std::time::UNIX_EPOCH)
                                     .map_or(0, |d| d.as_nanos());
-                                (Instant::now(), unix)
+                                (now, unix)
                             });
-                            times.push(t0.elapsed().as_nanos() as u64);
+                            times.push(now.duration_since(t0).as_nanos() as u64);
                         }
                         s.batches += 1;
                         s.rows += batch.num_rows() as u64;
