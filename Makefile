@@ -12,7 +12,7 @@ FEATURES ?= --features tokio,flight
 # built by maturin) joins these targets only when it is listed here.
 PACKAGES ?= -p alloy-shm -p alloy-cli -p alloy-ffi -p alloy-testkit -p alloy-examples $(FEATURES)
 
-.PHONY: test-reliability all deps build doc test test-rust test-go test-py test-python demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools bench-doc loom miri fuzz soak clean lint
+.PHONY: check-rust-cross test-reliability all deps build doc test test-rust test-go test-py test-python demo bench bench-quick bench-iceoryx2 bench-ring bench-smoke bench-tools bench-doc loom miri fuzz soak clean lint
 
 all: build
 
@@ -49,6 +49,20 @@ REQUIRE_CROSS ?= 1
 test-rust: build
 	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(CARGO) test --release $(PACKAGES) --all-targets
 	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(CARGO) test --release $(PACKAGES) --doc
+	@$(MAKE) --no-print-directory check-rust-cross
+
+# The library must compile for a developer's macOS laptop too (every ring
+# entry point there fails with RegionError::UnsupportedPlatform). `cargo
+# check` needs only the target's standard library (scripts/deps.sh adds it),
+# no macOS linker; nothing here can run the result.
+RUST_CROSS ?= aarch64-apple-darwin
+check-rust-cross:
+	@for t in $(RUST_CROSS); do \
+	  if rustup target list --installed 2>/dev/null | grep -qx "$$t"; then \
+	    $(CARGO) check --release -q -p alloy-shm --features tokio --target $$t || exit 1; \
+	    echo "check-rust-cross: alloy-shm compiles for $$t"; \
+	  else echo "check-rust-cross: NOT CHECKED for $$t (rustup target add $$t failed in scripts/deps.sh)"; fi; \
+	done
 
 # GO_CROSS: every Go package that needs no cgo (all but go/bridge, which is
 # behind the tag) must build and vet on developers' machines too; ring and
