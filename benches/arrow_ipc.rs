@@ -58,14 +58,17 @@ fn bench_ring(name: &str, size: usize) -> Ring {
         slot_size: (size + size / 8 + (64 << 10)).next_multiple_of(64) as u32,
         ..Default::default()
     };
-    Ring::create(name, &cfg).expect("create ring")
+    Ring::builder(name)
+        .config(cfg)
+        .create()
+        .expect("create ring")
 }
 
 /// One Go → Rust transfer of `count` batches of about `size` bytes.
 fn go_to_rust(go: &str, size: usize, count: usize, validate: bool, mode: &str) -> Run {
     let name = format!("alloy-bench-arrow-{}-{size}-{mode}", std::process::id());
     let ring = bench_ring(&name, size);
-    let mut reader = IpcReader::new(&ring, ring.subscribe().expect("subscribe"));
+    let mut reader = IpcReader::new(ring.subscribe().expect("subscribe"));
     if !validate {
         // SAFETY: the producer is our own arrow-go writer (trusted), and the
         // sums below only read values and null bitmaps.

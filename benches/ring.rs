@@ -75,14 +75,24 @@ fn ring_pingpong(size: usize, iters: u64, wait: WaitStrategy) -> Lat {
         max_members: 2,
         schema_capacity: 0,
     };
-    let ping = Ring::create_anonymous(&cfg).unwrap();
-    let pong = Ring::create_anonymous(&cfg).unwrap();
+    let ping = Ring::anonymous_builder().config(cfg).create().unwrap();
+    let pong = Ring::anonymous_builder().config(cfg).create().unwrap();
     let mut ping_rx = ping.subscribe().unwrap();
     let mut pong_rx = pong.subscribe().unwrap();
     ping_rx.set_wait_strategy(wait);
     pong_rx.set_wait_strategy(wait);
-    let mut ping_tx = ping.producer_with(Default::default(), wait).unwrap();
-    let mut pong_tx = pong.producer_with(Default::default(), wait).unwrap();
+    let mut ping_tx = ping
+        .producer_builder()
+        .backpressure(Default::default())
+        .wait(wait)
+        .create()
+        .unwrap();
+    let mut pong_tx = pong
+        .producer_builder()
+        .backpressure(Default::default())
+        .wait(wait)
+        .create()
+        .unwrap();
     let echo = std::thread::spawn(move || {
         while let Some(m) = ping_rx.recv().unwrap() {
             let mut r = pong_tx.reserve(m.len()).unwrap();
@@ -127,10 +137,15 @@ fn ring_throughput(size: usize, total: usize, wait: WaitStrategy) -> (f64, f64) 
         max_members: 1,
         schema_capacity: 0,
     };
-    let ring = Ring::create_anonymous(&cfg).unwrap();
+    let ring = Ring::anonymous_builder().config(cfg).create().unwrap();
     let mut rx = ring.subscribe().unwrap();
     rx.set_wait_strategy(wait);
-    let mut tx = ring.producer_with(Default::default(), wait).unwrap();
+    let mut tx = ring
+        .producer_builder()
+        .backpressure(Default::default())
+        .wait(wait)
+        .create()
+        .unwrap();
     let count = (total / size).max(1);
     let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
     let consumer = std::thread::spawn(move || {

@@ -292,7 +292,7 @@ impl Named {
     fn create(tag: &str, cfg: &RingConfig) -> Res<Named> {
         let name = format!("alloy-bench-{}-{tag}", std::process::id());
         let _ = Ring::unlink(&name);
-        let ring = Ring::create(&name, cfg).map_err(err)?;
+        let ring = Ring::builder(&name).config(*cfg).create().map_err(err)?;
         Ok(Named { name, ring })
     }
 }
@@ -444,7 +444,10 @@ fn lat(size: usize, iters: u64, spin: bool, pause_us: u64) -> Res<String> {
     let peer = Peer::spawn(&args)?;
     let mut tx = data
         .ring
-        .producer_with(Backpressure::default(), wait_of(spin))
+        .producer_builder()
+        .backpressure(Backpressure::default())
+        .wait(wait_of(spin))
+        .create()
         .map_err(err)?;
     let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
     // At least two laps of the 4-slot ring: first-touch page faults.
@@ -486,7 +489,10 @@ fn lat_consumer(ring: &str, ack: &str, spin: bool, count_parks: bool) -> Res<Str
     rx.set_wait_strategy(wait_of(spin));
     let ack_ring = Ring::open(ack).map_err(err)?;
     let mut tx = ack_ring
-        .producer_with(Backpressure::default(), wait_of(spin))
+        .producer_builder()
+        .backpressure(Backpressure::default())
+        .wait(wait_of(spin))
+        .create()
         .map_err(err)?;
     let mut h = hist();
     let mut parked = 0u64;
@@ -646,7 +652,10 @@ fn tput(size: usize, total: usize, consumers: u32, queue: bool, spin: bool) -> R
         .collect::<Res<Vec<_>>>()?;
     let mut tx = ring
         .ring
-        .producer_with(Backpressure::default(), wait_of(spin))
+        .producer_builder()
+        .backpressure(Backpressure::default())
+        .wait(wait_of(spin))
+        .create()
         .map_err(err)?;
     let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
     let count = (total / size).max(1) as u64;
@@ -716,7 +725,7 @@ fn arrow_sink(ring: &str, spin: bool) -> Res<String> {
     let mut rx = r.subscribe().map_err(err)?;
     rx.set_wait_strategy(wait_of(spin));
     ready()?;
-    let mut reader = IpcReader::new(&r, rx);
+    let mut reader = IpcReader::new(rx);
     let (mut n, mut rows, mut sum, mut last) = (0u64, 0u64, 0i64, 0u64);
     while let Some(batch) = reader.next_batch().map_err(err)? {
         if !in_mapping(&r, &batch) {
@@ -834,9 +843,12 @@ fn arrow_lat_consumer(ring: &str, ack: &str, spin: bool, unchecked: bool) -> Res
     rx.set_wait_strategy(wait_of(spin));
     let ack_ring = Ring::open(ack).map_err(err)?;
     let mut tx = ack_ring
-        .producer_with(Backpressure::default(), wait_of(spin))
+        .producer_builder()
+        .backpressure(Backpressure::default())
+        .wait(wait_of(spin))
+        .create()
         .map_err(err)?;
-    let mut reader = IpcReader::new(&r, rx);
+    let mut reader = IpcReader::new(rx);
     if unchecked {
         // SAFETY: the producer is this suite's Go driver, which writes
         // valid arrays; the row measures what skipping validation saves.
@@ -899,7 +911,10 @@ fn arrow_lat_producer(
     let (schema, mut vals, others) = shape(shape_name)?;
     let r = Ring::open(ring).map_err(err)?;
     let tx = r
-        .producer_with(Backpressure::default(), wait_of(spin))
+        .producer_builder()
+        .backpressure(Backpressure::default())
+        .wait(wait_of(spin))
+        .create()
         .map_err(err)?;
     let mut w = match mode {
         "ipc" => AnyWriter::Ipc(Box::new(IpcWriter::new(tx, schema.clone()).map_err(err)?)),
@@ -940,10 +955,13 @@ fn arrow_echo(ring: &str, reply: &str, spin: bool) -> Res<String> {
     rx.set_wait_strategy(wait_of(spin));
     let out = Ring::open(reply).map_err(err)?;
     let mut tx = Some(
-        out.producer_with(Backpressure::default(), wait_of(spin))
+        out.producer_builder()
+            .backpressure(Backpressure::default())
+            .wait(wait_of(spin))
+            .create()
             .map_err(err)?,
     );
-    let mut reader = IpcReader::new(&r, rx);
+    let mut reader = IpcReader::new(rx);
     let mut w: Option<IpcWriter> = None;
     let mut n = 0u64;
     ready()?;

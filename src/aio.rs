@@ -23,7 +23,7 @@
 //! use futures::StreamExt;
 //!
 //! let ring = Ring::anonymous_builder().slot_count(4).slot_size(4096).create()?;
-//! let mut batches = AsyncIpcReader::new(IpcReader::new(&ring, ring.subscribe()?))?;
+//! let mut batches = AsyncIpcReader::new(IpcReader::new(ring.subscribe()?))?;
 //! let producer = ring.producer()?;
 //! let sender = tokio::task::spawn_blocking(move || {
 //!     let batch = RecordBatch::try_from_iter([("n", Arc::new(Int32Array::from(vec![1, 2])) as _)])?;

@@ -50,8 +50,8 @@ fn cdata_send(go: &Path, batches: &[RecordBatch]) -> Result<(), String> {
         slot_size: 1 << 20,
         ..Default::default()
     };
-    let ring = Ring::create(&name, &cfg).unwrap();
-    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let ring = Ring::builder(&name).config(cfg).create().unwrap();
+    let mut reader = IpcReader::new(ring.subscribe().unwrap());
     let out = Command::new(go)
         .args(["send", "--mode", "cdata", "--ring", &name])
         .arg(&input)

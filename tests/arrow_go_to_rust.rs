@@ -45,8 +45,8 @@ fn go_send(go: &Path, batches: &[RecordBatch]) -> Result<(), TestCaseError> {
         slot_size: 1 << 20,
         ..Default::default()
     };
-    let ring = Ring::create(&name, &cfg).unwrap();
-    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let ring = Ring::builder(&name).config(cfg).create().unwrap();
+    let mut reader = IpcReader::new(ring.subscribe().unwrap());
     let mut child = Command::new(go)
         .args(["send", "--ring", &name])
         .arg(&input)
@@ -164,15 +164,14 @@ fn every_type_comes_back(cdata: bool) {
         sent += 1;
         let name = format!("alloy-arrow-r2g-{}-{kind}-{cdata}", std::process::id());
         let out = std::env::temp_dir().join(format!("{name}.arrows"));
-        let ring = Ring::create(
-            &name,
-            &RingConfig {
+        let ring = Ring::builder(&name)
+            .config(RingConfig {
                 slot_count: 8,
                 slot_size: 1 << 20,
                 ..Default::default()
-            },
-        )
-        .unwrap();
+            })
+            .create()
+            .unwrap();
         let mut child = Command::new(&go)
             .args(["recv", "--ring", &name, "--out"])
             .arg(&out)
@@ -239,16 +238,15 @@ fn go_delta_dictionaries_are_applied() {
     let input = dir.join("in.arrows");
     write_stream(&input, &batches);
     let name = format!("alloy-arrow-delta-{}", std::process::id());
-    let ring = Ring::create(
-        &name,
-        &RingConfig {
+    let ring = Ring::builder(&name)
+        .config(RingConfig {
             slot_count: 64,
             slot_size: 1 << 16,
             ..Default::default()
-        },
-    )
-    .unwrap();
-    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+        })
+        .create()
+        .unwrap();
+    let mut reader = IpcReader::new(ring.subscribe().unwrap());
     let mut raw = ring.subscribe().unwrap();
     let status = Command::new(&go)
         .args(["send", "--dictionary-deltas", "--ring", &name])

@@ -90,8 +90,8 @@ async fn through_gateway(tag: &str, slot_size: u32, sent: &[RecordBatch]) -> Vec
         slot_size,
         ..Default::default()
     };
-    let ring = Ring::create(&name, &cfg).unwrap();
-    let rx = drain(&ring, IpcReader::new(&ring, ring.subscribe().unwrap()));
+    let ring = Ring::builder(&name).config(cfg).create().unwrap();
+    let rx = drain(&ring, IpcReader::new(ring.subscribe().unwrap()));
     let schema = sent[0].schema();
     let mut w = FlightWriter::connect(&url, &name, schema.clone())
         .await
@@ -176,7 +176,7 @@ async fn gateway_creates_missing_ring() {
     // The schema stays in the schema area, and a late joiner of the ended
     // stream is told so (LAYOUT §4.1), not handed an empty stream.
     assert!(ring.schema().unwrap().is_some());
-    let mut r = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let mut r = IpcReader::new(ring.subscribe().unwrap());
     match r.next_batch() {
         Err(alloy_shm::arrow::ArrowShmError::Ring(RingError::StreamEnded { .. })) => {}
         other => panic!("expected StreamEnded, got {other:?}"),
@@ -228,7 +228,10 @@ async fn refusals_are_grpc_statuses() {
 
     // One DoPut per ring at a time.
     let (name, _c) = ring_name("busy");
-    let ring = Ring::create(&name, &RingConfig::default()).unwrap();
+    let ring = Ring::builder(&name)
+        .config(RingConfig::default())
+        .create()
+        .unwrap();
     let mut first = FlightWriter::connect(&url, &name, b.schema())
         .await
         .unwrap();
@@ -254,7 +257,10 @@ async fn refusals_are_grpc_statuses() {
 
     // A ring keeps one schema.
     let (name2, _c2) = ring_name("schema");
-    let ring2 = Ring::create(&name2, &RingConfig::default()).unwrap();
+    let ring2 = Ring::builder(&name2)
+        .config(RingConfig::default())
+        .create()
+        .unwrap();
     let mut local = IpcWriter::new(ring2.producer().unwrap(), b.schema()).unwrap();
     local.write(&b).unwrap();
     drop(local); // detaches without closing
@@ -284,8 +290,11 @@ async fn refusals_are_grpc_statuses() {
 async fn cancelled_put_leaves_the_stream_open_for_a_retry() {
     let url = gateway(GatewayConfig::default()).await;
     let (name, _c) = ring_name("resume");
-    let ring = Ring::create(&name, &RingConfig::default()).unwrap();
-    let rx = drain(&ring, IpcReader::new(&ring, ring.subscribe().unwrap()));
+    let ring = Ring::builder(&name)
+        .config(RingConfig::default())
+        .create()
+        .unwrap();
+    let rx = drain(&ring, IpcReader::new(ring.subscribe().unwrap()));
     let (a, b, c) = (small("v", 5), small("v", 7), small("v", 9));
 
     let mut w = FlightWriter::connect(&url, &name, a.schema())
@@ -314,7 +323,10 @@ async fn cancelled_put_leaves_the_stream_open_for_a_retry() {
 async fn do_get_streams_a_ring_out() {
     let url = gateway(GatewayConfig::default()).await;
     let (name, _c) = ring_name("get");
-    let ring = Ring::create(&name, &RingConfig::default()).unwrap();
+    let ring = Ring::builder(&name)
+        .config(RingConfig::default())
+        .create()
+        .unwrap();
     let kinds: Vec<u64> = (0..KINDS).collect();
     let sent: Vec<RecordBatch> = (0..4u64)
         .map(|i| testdata::batch(7 + i, &kinds, 50, 0, true))

@@ -24,7 +24,7 @@ fn a_consumer_writing_into_a_payload_faults() {
         max_members: 2,
         schema_capacity: 0,
     };
-    let ring = Ring::create(&name, &cfg).unwrap();
+    let ring = Ring::builder(&name).config(cfg).create().unwrap();
     let mut witness = ring.subscribe().unwrap();
     let mut tx = ring
         .producer_builder()

@@ -62,7 +62,7 @@ fn published(r: &Region) -> u64 {
 /// Creates the ring `name` with [`CFG`] and publishes [`PUBLISHED`] messages.
 fn create_and_publish(name: &str) -> Ring {
     let _ = Ring::unlink(name);
-    let ring = Ring::create(name, &CFG).expect("create");
+    let ring = Ring::builder(name).config(CFG).create().expect("create");
     let mut p = ring.producer().expect("producer");
     for i in 0..PUBLISHED {
         p.send(&i.to_le_bytes(), 0).expect("send");

@@ -78,7 +78,7 @@ fn builder_dir_creates_opens_and_unlinks_there() {
     assert!(!dir.0.join(&name).exists());
 }
 
-/// `ALLOY_SHM_DIR` moves `Ring::create`/`open`/`unlink` without any code
+/// `ALLOY_SHM_DIR` moves `RingBuilder::create`, `Ring::open` and `Ring::unlink` without any code
 /// change. The variable is set for a child (this binary's ignored
 /// `env_child`), not in this multi-threaded process.
 #[test]
@@ -249,7 +249,7 @@ fn go_producer_rust_consumer_in_custom_dir() {
         .slot_size(1 << 16)
         .create()
         .unwrap();
-    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let mut reader = IpcReader::new(ring.subscribe().unwrap());
     let mut child = Command::new(go)
         .args(["send", "--ring", &name])
         .arg(&input)

@@ -139,7 +139,7 @@ fn arrow_ring_reused_for_a_second_stream_with_another_schema() {
     w.close().unwrap();
 
     // A reader joining the ended stream is told so.
-    let mut ended = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let mut ended = IpcReader::new(ring.subscribe().unwrap());
     match ended.next_batch() {
         Err(ArrowShmError::Ring(RingError::StreamEnded { seq: 2, .. })) => {}
         other => panic!("reader of an ended stream: {other:?}"),
@@ -154,7 +154,7 @@ fn arrow_ring_reused_for_a_second_stream_with_another_schema() {
         .new_stream(true)
         .ipc_writer(second.schema())
         .unwrap();
-    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let mut reader = IpcReader::new(ring.subscribe().unwrap());
     w.write(&second).unwrap();
     w.write(&second).unwrap();
     w.close().unwrap();

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
 use alloy_shm::arrow::{flags, ArrowShmError, IpcReader, IpcWriter};
-use alloy_testkit::testdata;
 use alloy_shm::ring::{Ring, RingConfig};
+use alloy_testkit::testdata;
 use arrow_array::RecordBatch;
 use libfuzzer_sys::fuzz_target;
 
@@ -46,13 +46,15 @@ fn install_hook() {
 }
 
 fn ring() -> Ring {
-    Ring::create_anonymous(&RingConfig {
-        slot_count: 4,
-        slot_size: 1 << 16,
-        schema_capacity: 4096,
-        ..Default::default()
-    })
-    .expect("ring")
+    Ring::anonymous_builder()
+        .config(RingConfig {
+            slot_count: 4,
+            slot_size: 1 << 16,
+            schema_capacity: 4096,
+            ..Default::default()
+        })
+        .create()
+        .expect("ring")
 }
 
 /// Publishes `payload` with `flag` after `batch`'s schema and decodes it.
@@ -62,7 +64,7 @@ fn decode(
     flag: u32,
 ) -> Result<Option<RecordBatch>, ArrowShmError> {
     let r = ring();
-    let mut reader = IpcReader::new(&r, r.subscribe().expect("subscribe"));
+    let mut reader = IpcReader::new(r.subscribe().expect("subscribe"));
     let mut w = IpcWriter::new(r.producer().expect("producer"), batch.schema()).expect("writer");
     w.write(batch).expect("write");
     let first = reader

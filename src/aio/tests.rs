@@ -166,7 +166,7 @@ async fn async_ipc_reader_streams_zero_copy_batches() {
     // Every received batch holds its slot until dropped, and the test keeps
     // them all: the ring must hold the whole stream.
     let ring = ring(64, 1 << 16);
-    let mut reader = AsyncIpcReader::new(IpcReader::new(&ring, ring.subscribe().unwrap())).unwrap();
+    let mut reader = AsyncIpcReader::new(IpcReader::new(ring.subscribe().unwrap())).unwrap();
     let batches: Vec<RecordBatch> = (0..40)
         .map(|i| testdata::batch(i, &[3, 9, 10, 11, 12], 50 + i as usize, 0, true))
         .collect();

@@ -163,8 +163,7 @@ impl ConsumerBuilder {
     /// record batches.
     pub fn ipc_reader(self) -> Result<IpcReader, ArrowShmError> {
         let skip = self.skips_validation();
-        let ring = self.ring().clone();
-        let reader = IpcReader::new(&ring, self.create()?);
+        let reader = IpcReader::new(self.create()?);
         // SAFETY: `skip` is only true if the caller called the unsafe
         // `skip_validation`, promising a trusted producer.
         Ok(unsafe { reader.with_skip_validation(skip) })

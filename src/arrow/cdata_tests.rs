@@ -211,14 +211,16 @@ proptest! {
 /// (dictionary values too), and the slot is held until the batch drops.
 #[test]
 fn ring_batch_is_zero_copy_and_holds_its_slot() {
-    let ring = Ring::create_anonymous(&RingConfig {
-        slot_count: 2,
-        slot_size: 1 << 14,
-        schema_capacity: 4096,
-        ..Default::default()
-    })
-    .unwrap();
-    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let ring = Ring::anonymous_builder()
+        .config(RingConfig {
+            slot_count: 2,
+            slot_size: 1 << 14,
+            schema_capacity: 4096,
+            ..Default::default()
+        })
+        .create()
+        .unwrap();
+    let mut reader = IpcReader::new(ring.subscribe().unwrap());
     let mut p = ring.producer().unwrap();
     p.set_backpressure(crate::ring::Backpressure::Fail);
     let schema_msg = vector("schema.bin");
@@ -242,7 +244,7 @@ fn ring_batch_is_zero_copy_and_holds_its_slot() {
     assert!(in_mapping_all(&ring, &second));
     drop(second);
     // A late joiner (schema from the schema area) reads the next one.
-    let mut late = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let mut late = IpcReader::new(ring.subscribe().unwrap());
     p.send(&msg, flags::CDATA_OFFSETS).unwrap();
     p.close();
     let got = late.next_batch().unwrap().unwrap();

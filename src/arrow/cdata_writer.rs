@@ -64,7 +64,7 @@ const ALIGN: usize = 64;
 /// use arrow_array::{Int64Array, RecordBatch, StringArray};
 ///
 /// let ring = Ring::anonymous_builder().slot_count(8).slot_size(1 << 16).create()?;
-/// let mut reader = IpcReader::new(&ring, ring.subscribe()?);
+/// let mut reader = IpcReader::new(ring.subscribe()?);
 /// let batch = RecordBatch::try_from_iter([
 ///     ("id", Arc::new(Int64Array::from(vec![1, 2, 3])) as _),
 ///     ("name", Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])) as _),

@@ -23,13 +23,15 @@ use crate::ring::{Backpressure, Ring, RingConfig, WaitStrategy};
 use alloy_testkit::testdata::{self, ALL_KINDS, KINDS};
 
 fn ring(slots: u32, slot_size: u32) -> Ring {
-    Ring::create_anonymous(&RingConfig {
-        slot_count: slots,
-        slot_size,
-        schema_capacity: 1 << 16,
-        ..Default::default()
-    })
-    .expect("ring")
+    Ring::anonymous_builder()
+        .config(RingConfig {
+            slot_count: slots,
+            slot_size,
+            schema_capacity: 1 << 16,
+            ..Default::default()
+        })
+        .create()
+        .expect("ring")
 }
 
 /// Sends `batches` through a fresh ring with a `CDataWriter` and reads them
@@ -37,10 +39,13 @@ fn ring(slots: u32, slot_size: u32) -> Ring {
 /// schema included) and lie wholly in the mapping, dictionaries included;
 /// then the stream ends. Returns the first problem as text.
 fn round_trip_in(r: &Ring, batches: &[RecordBatch]) -> Result<(), String> {
-    let mut reader = IpcReader::new(r, r.subscribe().map_err(|e| e.to_string())?);
+    let mut reader = IpcReader::new(r.subscribe().map_err(|e| e.to_string())?);
     let schema = batches.first().map(|b| b.schema()).ok_or("no batches")?;
     let p = r
-        .producer_with(Backpressure::Fail, WaitStrategy::Spin)
+        .producer_builder()
+        .backpressure(Backpressure::Fail)
+        .wait(WaitStrategy::Spin)
+        .create()
         .map_err(|e| e.to_string())?;
     let mut w = CDataWriter::new(p, schema).map_err(|e| e.to_string())?;
     for (i, want) in batches.iter().enumerate() {
@@ -192,7 +197,7 @@ fn empty_and_zero_column_batches() {
     round_trip(&[zero, testdata::batch(4, &[], 0, 0, false)]).unwrap();
     // The row count of a zero-column batch is all its message says.
     let r = ring(4, 1 << 16);
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let mut w = CDataWriter::new(r.producer().unwrap(), Arc::new(Schema::empty())).unwrap();
     let opts = RecordBatchOptions::new().with_row_count(Some(123));
     let b = RecordBatch::try_new_with_options(Arc::new(Schema::empty()), vec![], &opts).unwrap();
@@ -482,7 +487,7 @@ fn message_length_is_exact_and_bytes_match() {
 #[test]
 fn too_large_batch_is_refused_and_nothing_is_published() {
     let r = ring(4, 4096);
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let big = testdata::batch(1, &[3, 11], 2000, 0, true);
     let mut w = CDataWriter::new(r.producer().unwrap(), big.schema()).unwrap();
     match w.write(&big) {
@@ -504,7 +509,7 @@ fn too_large_batch_is_refused_and_nothing_is_published() {
     let small = big.slice(100, 20);
     let mut w = CDataWriter::new(r.producer().unwrap(), big.schema()).unwrap();
     assert!(w.write(&big).is_err());
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     w.write(&small).unwrap();
     w.close().unwrap();
     assert_eq!(reader.next_batch().unwrap().unwrap(), small);
@@ -577,7 +582,7 @@ fn producer_builder_makes_a_cdata_writer() {
         Err(ArrowShmError::UnsupportedType { .. })
     ));
     assert_eq!(r.producer_pid(), 0, "a producer attached");
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let b = testdata::batch(8, &[11, 23], 20, 3, true);
     let mut w = r
         .producer_builder()
@@ -601,15 +606,18 @@ fn producer_builder_makes_a_cdata_writer() {
 #[test]
 fn writer_keeps_no_reference_to_written_batches() {
     let b = ring(8, 1 << 16);
-    let mut from_b = IpcReader::new(&b, b.subscribe().unwrap());
+    let mut from_b = IpcReader::new(b.subscribe().unwrap());
     // No dictionary column: in IPC mode it would need a third slot.
     let batch = testdata::batch(4, &[3, 11, 21, 22], 30, 2, true);
     let mut wb = CDataWriter::new(b.producer().unwrap(), batch.schema()).unwrap();
     for ipc in [false, true] {
         let a = ring(2, 1 << 16);
-        let mut from_a = IpcReader::new(&a, a.subscribe().unwrap());
+        let mut from_a = IpcReader::new(a.subscribe().unwrap());
         let pa = a
-            .producer_with(Backpressure::Fail, WaitStrategy::Spin)
+            .producer_builder()
+            .backpressure(Backpressure::Fail)
+            .wait(WaitStrategy::Spin)
+            .create()
             .unwrap();
         // Schema, then the batch: both of a's slots.
         type Write = Box<dyn FnMut(&RecordBatch) -> Result<(), ArrowShmError>>;
@@ -636,7 +644,7 @@ fn writer_keeps_no_reference_to_written_batches() {
 #[test]
 fn batch_with_another_schema_is_refused() {
     let r = ring(4, 1 << 16);
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let a = testdata::batch(1, &[3, 11], 10, 0, true);
     let mut w = CDataWriter::new(r.producer().unwrap(), a.schema()).unwrap();
     for other in [
@@ -659,7 +667,7 @@ fn batch_with_another_schema_is_refused() {
 #[test]
 fn close_without_batches_publishes_the_schema() {
     let r = ring(4, 1 << 16);
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let schema = testdata::batch(1, &[23, 22], 1, 0, true).schema();
     let w = CDataWriter::new(r.producer().unwrap(), schema.clone()).unwrap();
     w.close().unwrap();
@@ -674,7 +682,7 @@ fn late_joiner_reads_the_schema_area() {
     let b = testdata::batch(2, &[23, 11, 10], 30, 1, true);
     let mut w = CDataWriter::new(r.producer().unwrap(), b.schema()).unwrap();
     w.write(&b).unwrap();
-    let mut late = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut late = IpcReader::new(r.subscribe().unwrap());
     w.write(&b.slice(3, 9)).unwrap();
     w.close().unwrap();
     let got = late.next_batch().unwrap().unwrap();
@@ -703,9 +711,12 @@ fn extension_fields_go_as_their_storage_type() {
 #[test]
 fn held_batches_hold_their_slots() {
     let r = ring(2, 1 << 16);
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let p = r
-        .producer_with(Backpressure::Fail, WaitStrategy::Spin)
+        .producer_builder()
+        .backpressure(Backpressure::Fail)
+        .wait(WaitStrategy::Spin)
+        .create()
         .unwrap();
     let b = testdata::batch(3, &[3, 23], 50, 0, true);
     let mut w = CDataWriter::new(p, b.schema()).unwrap();

@@ -11,8 +11,8 @@
 //! use alloy_shm::ring::{Ring, RingConfig};
 //! use arrow_array::{cast::AsArray, types::Int64Type, Int64Array, RecordBatch, StringArray};
 //!
-//! let ring = Ring::create_anonymous(&RingConfig { slot_count: 8, slot_size: 1 << 16, ..Default::default() })?;
-//! let mut reader = IpcReader::new(&ring, ring.subscribe()?); // join before the producer starts
+//! let ring = Ring::anonymous_builder().config(RingConfig { slot_count: 8, slot_size: 1 << 16, ..Default::default() }).create()?;
+//! let mut reader = IpcReader::new(ring.subscribe()?); // join before the producer starts
 //! let batch = RecordBatch::try_from_iter([
 //!     ("id", Arc::new(Int64Array::from(vec![1, 2, 3])) as _),
 //!     ("name", Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])) as _),

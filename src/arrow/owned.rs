@@ -20,8 +20,8 @@ use arrow_schema::DataType;
 /// use alloy_shm::ring::{Ring, RingConfig};
 /// use arrow_array::{Int64Array, RecordBatch};
 ///
-/// let ring = Ring::create_anonymous(&RingConfig { slot_count: 4, slot_size: 4096, ..Default::default() })?;
-/// let mut reader = IpcReader::new(&ring, ring.subscribe()?);
+/// let ring = Ring::anonymous_builder().config(RingConfig { slot_count: 4, slot_size: 4096, ..Default::default() }).create()?;
+/// let mut reader = IpcReader::new(ring.subscribe()?);
 /// let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1, 2])) as _)])?;
 /// let mut writer = IpcWriter::new(ring.producer()?, batch.schema())?;
 /// writer.write(&batch)?;

@@ -55,8 +55,8 @@ pub(crate) fn lease_buffer(lease: Lease) -> Buffer {
 /// use alloy_shm::ring::{Ring, RingConfig};
 /// use arrow_array::{Int64Array, RecordBatch};
 ///
-/// let ring = Ring::create_anonymous(&RingConfig { slot_count: 4, slot_size: 4096, ..Default::default() })?;
-/// let mut reader = IpcReader::new(&ring, ring.subscribe()?);
+/// let ring = Ring::anonymous_builder().config(RingConfig { slot_count: 4, slot_size: 4096, ..Default::default() }).create()?;
+/// let mut reader = IpcReader::new(ring.subscribe()?);
 /// let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1, 2, 3])) as _)])?;
 /// let mut writer = IpcWriter::new(ring.producer()?, batch.schema())?;
 /// writer.write(&batch)?;
@@ -87,10 +87,11 @@ impl std::fmt::Debug for IpcReader {
 }
 
 impl IpcReader {
-    /// Reads the stream `consumer` (joined to `ring`) receives.
-    pub fn new(ring: &Ring, consumer: Consumer) -> IpcReader {
+    /// Reads the stream `consumer` receives (from the ring it joined; see
+    /// also [`ConsumerBuilder::ipc_reader`](crate::ring::ConsumerBuilder::ipc_reader)).
+    pub fn new(consumer: Consumer) -> IpcReader {
         IpcReader {
-            ring: ring.clone(),
+            ring: consumer.ring(),
             consumer,
             schema: None,
             dictionaries: HashMap::new(),

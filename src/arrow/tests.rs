@@ -8,13 +8,15 @@ use crate::ring::{Backpressure, RingConfig, WaitStrategy};
 use alloy_testkit::testdata::{self, KINDS};
 
 fn ring(slots: u32, slot_size: u32) -> Ring {
-    Ring::create_anonymous(&RingConfig {
-        slot_count: slots,
-        slot_size,
-        schema_capacity: 4096,
-        ..Default::default()
-    })
-    .expect("ring")
+    Ring::anonymous_builder()
+        .config(RingConfig {
+            slot_count: slots,
+            slot_size,
+            schema_capacity: 4096,
+            ..Default::default()
+        })
+        .create()
+        .expect("ring")
 }
 
 fn simple(n: i64) -> RecordBatch {
@@ -33,7 +35,7 @@ fn simple(n: i64) -> RecordBatch {
 /// Sends `batches` on a fresh ring and decodes them, checking zero-copy.
 fn round_trip(batches: &[RecordBatch]) -> Vec<RecordBatch> {
     let r = ring(8, 1 << 20);
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let schema = batches[0].schema();
     let mut w = IpcWriter::new(r.producer().unwrap(), schema).unwrap();
     let mut out = Vec::new();
@@ -60,9 +62,12 @@ fn round_trip(batches: &[RecordBatch]) -> Vec<RecordBatch> {
 #[test]
 fn batches_point_into_the_mapping_and_hold_their_slot() {
     let r = ring(2, 1 << 16);
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let p = r
-        .producer_with(Backpressure::Fail, WaitStrategy::Spin)
+        .producer_builder()
+        .backpressure(Backpressure::Fail)
+        .wait(WaitStrategy::Spin)
+        .create()
         .unwrap();
     let b = simple(100);
     let mut w = IpcWriter::new(p, b.schema()).unwrap();
@@ -114,7 +119,7 @@ fn late_joiner_reads_the_schema_area() {
     let b = simple(10);
     let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
     w.write(&b).unwrap();
-    let mut late = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut late = IpcReader::new(r.subscribe().unwrap());
     w.write(&b).unwrap();
     w.close().unwrap();
     assert_eq!(late.next_batch().unwrap().unwrap(), b);
@@ -125,7 +130,7 @@ fn late_joiner_reads_the_schema_area() {
 #[test]
 fn writer_refuses_another_schema_and_reader_a_changed_one() {
     let r = ring(8, 1 << 16);
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let b = simple(10);
     let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
     let other = testdata::batch(3, &[2], 4, 0, false);
@@ -161,7 +166,7 @@ fn decode_raw(
     flag: u32,
 ) -> Result<Option<RecordBatch>, ArrowShmError> {
     let r = ring(8, 1 << 16);
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
     w.write(b).unwrap();
     assert_eq!(reader.next_batch().unwrap().as_ref(), Some(b));
@@ -261,7 +266,7 @@ fn invalid_utf8_is_caught_by_validation() {
 fn batches_larger_than_a_slot_are_split_by_rows() {
     // As the Go Writer: one write, several record batches, the same rows.
     let r = ring(4, 4096);
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let b = simple(2000);
     let p = r.producer().unwrap();
     let max = p.max_message();
@@ -286,7 +291,7 @@ fn batches_larger_than_a_slot_are_split_by_rows() {
     // A dictionary column: the dictionary goes once, before the first part,
     // and every part decodes with it; the second batch replaces it.
     let r = ring(4, 4096);
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let dict = |words: &[&str], n: usize| {
         let keys: Vec<&str> = (0..n).map(|i| words[i % words.len()]).collect();
         let d: arrow_array::DictionaryArray<arrow_array::types::Int32Type> =

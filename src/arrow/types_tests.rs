@@ -13,7 +13,7 @@ fn round_trip(batches: &[arrow_array::RecordBatch]) -> Result<(), String> {
         .slot_size(1 << 20)
         .create()
         .map_err(|e| e.to_string())?;
-    let mut reader = IpcReader::new(&ring, ring.subscribe().map_err(|e| e.to_string())?);
+    let mut reader = IpcReader::new(ring.subscribe().map_err(|e| e.to_string())?);
     let mut w = IpcWriter::new(
         ring.producer().map_err(|e| e.to_string())?,
         batches[0].schema(),
@@ -99,7 +99,7 @@ fn delta_dictionaries_are_sent_when_asked_and_applied_by_the_reader() {
             .slot_size(1 << 16)
             .create()
             .unwrap();
-        let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+        let mut reader = IpcReader::new(ring.subscribe().unwrap());
         let mut raw = ring.subscribe().unwrap();
         let batches = testdata::growing_dictionary_batches(6);
         let mut w = IpcWriter::new(ring.producer().unwrap(), batches[0].schema())
@@ -152,7 +152,7 @@ fn a_split_batch_keeps_its_new_dictionary() {
         .slot_size(4096)
         .create()
         .unwrap();
-    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let mut reader = IpcReader::new(ring.subscribe().unwrap());
     let mut w = IpcWriter::new(ring.producer().unwrap(), small.schema()).unwrap();
     let sender = std::thread::spawn(move || {
         super::write_split(&mut w, &small).unwrap();

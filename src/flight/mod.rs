@@ -21,8 +21,8 @@
 //! # rt.block_on(async {
 //! // Receiving side: a ring with its consumer, and the gateway.
 //! let name = format!("alloy-doc-flight-{}", std::process::id());
-//! let ring = Ring::create(&name, &RingConfig { slot_count: 8, slot_size: 1 << 16, ..Default::default() })?;
-//! let mut reader = IpcReader::new(&ring, ring.subscribe()?);
+//! let ring = Ring::builder(&name).config(RingConfig { slot_count: 8, slot_size: 1 << 16, ..Default::default() }).create()?;
+//! let mut reader = IpcReader::new(ring.subscribe()?);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let url = format!("grpc://{}", listener.local_addr()?);
 //! tokio::spawn(Gateway::new(GatewayConfig::default())?.serve(listener));

@@ -170,7 +170,7 @@ impl Gateway {
     fn open_or_create(&self, name: &str) -> Result<Ring, Status> {
         match Ring::open(name) {
             Err(RingError::Region(RegionError::NotFound(_))) => {
-                match Ring::create(name, &self.inner.config.ring) {
+                match Ring::builder(name).config(self.inner.config.ring).create() {
                     // Created by someone else in between: use theirs.
                     Err(RingError::Region(RegionError::AlreadyExists(_))) => Ring::open(name),
                     other => other,
@@ -411,7 +411,7 @@ impl FlightService for Gateway {
         let schema = ring_schema(&name, &ring)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(2);
         tokio::task::spawn_blocking(move || {
-            let mut reader = IpcReader::new(&ring, consumer);
+            let mut reader = IpcReader::new(consumer);
             loop {
                 let item = match reader.next_batch() {
                     // The Flight encoder keeps the dictionary columns it

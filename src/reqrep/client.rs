@@ -103,12 +103,14 @@ impl Client {
             std::thread::sleep(Duration::from_millis(10));
         };
         let req = Ring::open(&request_ring(name))?;
-        let producer = match req.producer_with(
-            Backpressure::Block {
+        let producer = match req
+            .producer_builder()
+            .backpressure(Backpressure::Block {
                 timeout: Some(SLICE),
-            },
-            WaitStrategy::default(),
-        ) {
+            })
+            .wait(WaitStrategy::default())
+            .create()
+        {
             Ok(p) => p,
             Err(RingError::ProducerExists { pid }) => {
                 return Err(ReqRepError::Busy {

@@ -52,13 +52,15 @@ fn env(kind: Kind) -> Envelope {
 }
 
 fn ring() -> Ring {
-    Ring::create_anonymous(&RingConfig {
-        slot_count: 4,
-        slot_size: 1 << 16,
-        schema_capacity: 0,
-        ..Default::default()
-    })
-    .unwrap()
+    Ring::anonymous_builder()
+        .config(RingConfig {
+            slot_count: 4,
+            slot_size: 1 << 16,
+            schema_capacity: 0,
+            ..Default::default()
+        })
+        .create()
+        .unwrap()
 }
 
 #[test]
@@ -93,7 +95,7 @@ fn codec_round_trip_is_zero_copy_and_aligned() {
 #[test]
 fn plain_ipc_reader_refuses_channel_messages() {
     let ring = ring();
-    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let mut reader = IpcReader::new(ring.subscribe().unwrap());
     let mut tx = ring.producer().unwrap();
     let mut enc = Encoder::new();
     let e = enc.encode(&request(vec![1, 2, 3])).unwrap();

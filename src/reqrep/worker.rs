@@ -165,21 +165,24 @@ impl Worker {
             schema_capacity: 0,
         };
         let mut cleanup = Unlink(Vec::new());
-        let req = Ring::create(&req_name, &geometry(2, config.threads as u32 + 2))?;
+        let req = Ring::builder(&req_name)
+            .config(geometry(2, config.threads as u32 + 2))
+            .create()?;
         cleanup.0.push(&req_name);
         let consumers = (0..config.threads)
             .map(|_| req.join_queue(QUEUE_GROUP))
             .collect::<Result<Vec<_>, _>>()?;
         // Dead clients' subscriber entries are only reclaimed once the
         // reply ring fills (§11.3): leave room for a few.
-        let rep = Ring::create(&rep_name, &geometry(16, 16))?;
+        let rep = Ring::builder(&rep_name).config(geometry(16, 16)).create()?;
         cleanup.0.push(&rep_name);
-        let producer = rep.producer_with(
-            Backpressure::Block {
+        let producer = rep
+            .producer_builder()
+            .backpressure(Backpressure::Block {
                 timeout: Some(config.reply_timeout),
-            },
-            WaitStrategy::default(),
-        )?;
+            })
+            .wait(WaitStrategy::default())
+            .create()?;
         cleanup.0.clear();
         tracing::info!(channel = name, threads = config.threads, "worker ready");
         Ok(Worker {

@@ -229,6 +229,14 @@ impl Consumer {
         })
     }
 
+    /// The ring this consumer joined (readers are built from a consumer
+    /// alone, so the two cannot be mismatched).
+    pub(crate) fn ring(&self) -> super::Ring {
+        super::Ring {
+            shared: self.member.shared.clone(),
+        }
+    }
+
     /// Generation of the stream this consumer is reading (LAYOUT.md §4.1).
     pub fn stream_gen(&self) -> u32 {
         self.gen

@@ -63,12 +63,14 @@ mod tests {
     use crate::ring::{Backpressure, Ring, RingConfig, WaitStrategy};
 
     fn ring() -> Ring {
-        Ring::create_anonymous(&RingConfig {
-            slot_count: 2,
-            slot_size: 64,
-            ..Default::default()
-        })
-        .unwrap()
+        Ring::anonymous_builder()
+            .config(RingConfig {
+                slot_count: 2,
+                slot_size: 64,
+                ..Default::default()
+            })
+            .create()
+            .unwrap()
     }
 
     /// A busy producer and a consumer that never waits touch no counter.
@@ -77,7 +79,10 @@ mod tests {
         let r = ring();
         let mut c = r.subscribe().unwrap();
         let mut p = r
-            .producer_with(Backpressure::Fail, WaitStrategy::Spin)
+            .producer_builder()
+            .backpressure(Backpressure::Fail)
+            .wait(WaitStrategy::Spin)
+            .create()
             .unwrap();
         for i in 0..1000u32 {
             p.send(&i.to_le_bytes(), 0).unwrap();
@@ -104,7 +109,10 @@ mod tests {
         let r = ring();
         let mut c = r.subscribe().unwrap();
         let mut p = r
-            .producer_with(Backpressure::Fail, WaitStrategy::Blocking)
+            .producer_builder()
+            .backpressure(Backpressure::Fail)
+            .wait(WaitStrategy::Blocking)
+            .create()
             .unwrap();
         p.send(b"a", 0).unwrap();
         p.send(b"b", 0).unwrap();

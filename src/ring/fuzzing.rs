@@ -18,10 +18,16 @@ pub fn exercise_damaged_ring(damage: &[(u32, u8)]) -> Result<(), String> {
         max_members: 4,
         schema_capacity: 64,
     };
-    let ring = Ring::create_anonymous(&cfg).map_err(|e| e.to_string())?;
+    let ring = Ring::anonymous_builder()
+        .config(cfg)
+        .create()
+        .map_err(|e| e.to_string())?;
     let mut c = ring.subscribe().map_err(|e| e.to_string())?;
     let mut p = ring
-        .producer_with(Backpressure::Fail, WaitStrategy::Spin)
+        .producer_builder()
+        .backpressure(Backpressure::Fail)
+        .wait(WaitStrategy::Spin)
+        .create()
         .map_err(|e| e.to_string())?;
     for j in 0..3u8 {
         p.send(&[j; 10], j as u32).map_err(|e| e.to_string())?;

@@ -236,12 +236,14 @@ mod tests {
     fn takeover_needs_death_not_a_stale_heartbeat() {
         use crate::layout::off;
         use crate::ring::{Ring, RingConfig, RingError};
-        let ring = Ring::create_anonymous(&RingConfig {
-            slot_count: 4,
-            slot_size: 64,
-            ..Default::default()
-        })
-        .unwrap();
+        let ring = Ring::anonymous_builder()
+            .config(RingConfig {
+                slot_count: 4,
+                slot_size: 64,
+                ..Default::default()
+            })
+            .create()
+            .unwrap();
         let sh = &*ring.shared;
         let ppid = rustix::process::getppid().unwrap().as_raw_nonzero().get() as u32;
         let parent = identity(ppid, start_of(ppid));

@@ -4,7 +4,7 @@
 //! ```
 //! use alloy_shm::ring::{Ring, RingConfig};
 //!
-//! let ring = Ring::create_anonymous(&RingConfig { slot_count: 8, slot_size: 4096, ..Default::default() })?;
+//! let ring = Ring::anonymous_builder().config(RingConfig { slot_count: 8, slot_size: 4096, ..Default::default() }).create()?;
 //! let mut consumer = ring.subscribe()?;
 //! let mut producer = ring.producer()?;
 //! producer.send(b"hello", 0)?;
@@ -42,7 +42,7 @@ use crossbeam_utils::Backoff;
 use thiserror::Error;
 
 pub use crate::layout::RingConfig;
-use crate::layout::{kind, off, state, Layout};
+use crate::layout::{off, state, Layout};
 #[cfg(test)]
 use crate::region::Stamp;
 use crate::region::{NamedOptions, Region, RegionError};
@@ -425,16 +425,9 @@ impl Ring {
         }
     }
 
-    /// Creates the named ring `<shm_dir>/<name>` (fails if it exists); the
-    /// directory is `/dev/shm` or `$ALLOY_SHM_DIR` ([`crate::region::shm_dir`]).
-    pub fn create(name: &str, config: &RingConfig) -> Result<Ring, RingError> {
-        Self::create_opts(name, config, &NamedOptions::default())
-    }
-
-    /// Creates the named ring with directory and group options (see
-    /// [`RingBuilder::dir`](builder::RingBuilder::dir) and
-    /// [`RingBuilder::group`](builder::RingBuilder::group)).
-    pub fn create_opts(
+    /// Creates the named ring `<dir>/<name>` (fails if it exists); what
+    /// [`RingBuilder::create`] runs.
+    pub(crate) fn create_opts(
         name: &str,
         config: &RingConfig,
         opts: &NamedOptions,
@@ -452,21 +445,25 @@ impl Ring {
         Ok(ring)
     }
 
-    /// Opens the existing named ring `<shm_dir>/<name>`.
+    /// Opens the existing named ring `<shm_dir>/<name>`; the directory is
+    /// `/dev/shm` or `$ALLOY_SHM_DIR` ([`crate::region::shm_dir`]). A
+    /// shortcut for [`Ring::builder`]`(name).open()`, which also takes a
+    /// directory, an owner check and the geometry to expect.
     pub fn open(name: &str) -> Result<Ring, RingError> {
         Self::open_opts(name, &NamedOptions::default())
     }
 
-    /// Opens the existing named ring with directory and owner options.
-    pub fn open_opts(name: &str, opts: &NamedOptions) -> Result<Ring, RingError> {
+    /// Opens the existing named ring with directory and owner options; what
+    /// [`RingBuilder::open`] runs.
+    pub(crate) fn open_opts(name: &str, opts: &NamedOptions) -> Result<Ring, RingError> {
         let ring = Self::wrap(Region::open_named_opts(name, opts)?, Ident::real());
         tracing::debug!(name, "ring opened");
         Ok(ring)
     }
 
-    /// Creates an anonymous ring in a sealed memfd; share it with
-    /// [`Ring::region`]`().fd()`.
-    pub fn create_anonymous(config: &RingConfig) -> Result<Ring, RingError> {
+    /// Creates an anonymous ring in a sealed memfd; what
+    /// [`RingBuilder::create`] runs for [`Ring::anonymous_builder`].
+    pub(crate) fn create_anonymous(config: &RingConfig) -> Result<Ring, RingError> {
         let ring = Self::wrap(Region::create_anonymous("ring", config)?, Ident::real());
         tracing::debug!(
             slots = config.slot_count,
@@ -552,23 +549,10 @@ impl Ring {
     }
 
     /// Attaches the ring's single producer with default options (blocking
-    /// back-pressure without timeout, spin-then-park waiting).
+    /// back-pressure without timeout, spin-then-park waiting): a shortcut
+    /// for [`Ring::producer_builder`]`().create()`.
     pub fn producer(&self) -> Result<Producer, RingError> {
-        Producer::attach(
-            self.shared.clone(),
-            Backpressure::default(),
-            WaitStrategy::default(),
-            Default::default(),
-        )
-    }
-
-    /// Attaches the producer with explicit back-pressure and wait strategy.
-    pub fn producer_with(
-        &self,
-        backpressure: Backpressure,
-        wait: WaitStrategy,
-    ) -> Result<Producer, RingError> {
-        Producer::attach(self.shared.clone(), backpressure, wait, Default::default())
+        self.producer_builder().create()
     }
 
     pub(crate) fn producer_opts(
@@ -599,32 +583,17 @@ impl Ring {
     }
 
     /// Joins as a new broadcast consumer, starting at the current head: it
-    /// will see every message published from now on.
+    /// will see every message published from now on. A shortcut for
+    /// [`Ring::consumer_builder`]`().create()`.
     pub fn subscribe(&self) -> Result<Consumer, RingError> {
-        Consumer::join(
-            self.shared.clone(),
-            kind::BROADCAST,
-            0,
-            WaitStrategy::default(),
-            0,
-        )
+        self.consumer_builder().create()
     }
 
     /// Joins (or creates) work-queue group `group` (≥ 1): each message goes
-    /// to exactly one member of the group.
+    /// to exactly one member of the group. A shortcut for
+    /// [`Ring::consumer_builder`]`().queue(group).create()`.
     pub fn join_queue(&self, group: u32) -> Result<Consumer, RingError> {
-        if group == 0 {
-            return Err(RingError::InvalidArgument(
-                "queue group must be >= 1".into(),
-            ));
-        }
-        Consumer::join(
-            self.shared.clone(),
-            kind::QUEUE,
-            group,
-            WaitStrategy::default(),
-            0,
-        )
+        self.consumer_builder().queue(group).create()
     }
 
     /// Reads the schema the producer published (LAYOUT.md §9); `None` if

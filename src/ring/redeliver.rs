@@ -244,14 +244,16 @@ mod tests {
     use crate::ring::{Ring, RingConfig};
 
     fn ring(n: u32) -> Ring {
-        Ring::create_anonymous(&RingConfig {
-            slot_count: n,
-            slot_size: 64,
-            max_subscribers: 2,
-            max_members: 4,
-            schema_capacity: 0,
-        })
-        .unwrap()
+        Ring::anonymous_builder()
+            .config(RingConfig {
+                slot_count: n,
+                slot_size: 64,
+                max_subscribers: 2,
+                max_members: 4,
+                schema_capacity: 0,
+            })
+            .create()
+            .unwrap()
     }
 
     #[test]

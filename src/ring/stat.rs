@@ -11,7 +11,7 @@
 //! ```
 //! use alloy_shm::ring::{Ring, RingConfig};
 //!
-//! let ring = Ring::create_anonymous(&RingConfig { slot_count: 4, slot_size: 64, ..Default::default() })?;
+//! let ring = Ring::anonymous_builder().config(RingConfig { slot_count: 4, slot_size: 64, ..Default::default() }).create()?;
 //! let consumer = ring.subscribe()?;
 //! let mut producer = ring.producer()?;
 //! producer.send(b"one", 0)?;

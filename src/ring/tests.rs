@@ -28,7 +28,10 @@ fn cfg(slots: u32, size: u32) -> RingConfig {
 }
 
 fn fail_producer(r: &Ring) -> Producer {
-    r.producer_with(Backpressure::Fail, WaitStrategy::Blocking)
+    r.producer_builder()
+        .backpressure(Backpressure::Fail)
+        .wait(WaitStrategy::Blocking)
+        .create()
         .unwrap()
 }
 
@@ -38,7 +41,10 @@ fn unique(tag: &str) -> String {
 
 #[test]
 fn messages_arrive_in_order_with_flags_and_sizes() {
-    let r = Ring::create_anonymous(&cfg(4, 128)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 128))
+        .create()
+        .unwrap();
     let mut c = r.subscribe().unwrap();
     let mut p = r.producer().unwrap();
     let t = std::thread::spawn(move || {
@@ -67,7 +73,10 @@ fn messages_arrive_in_order_with_flags_and_sizes() {
 
 #[test]
 fn zero_length_and_max_size_messages_and_too_large_is_refused() {
-    let r = Ring::create_anonymous(&cfg(4, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 64))
+        .create()
+        .unwrap();
     let mut c = r.subscribe().unwrap();
     let mut p = r.producer().unwrap();
     p.send(&[], 0).unwrap();
@@ -88,7 +97,10 @@ fn zero_length_and_max_size_messages_and_too_large_is_refused() {
 
 #[test]
 fn payloads_are_64_byte_aligned_views_into_the_mapping() {
-    let r = Ring::create_anonymous(&cfg(4, 192)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 192))
+        .create()
+        .unwrap();
     let mut c = r.subscribe().unwrap();
     let mut p = r.producer().unwrap();
     for _ in 0..6 {
@@ -105,7 +117,10 @@ fn payloads_are_64_byte_aligned_views_into_the_mapping() {
 
 #[test]
 fn a_held_lease_blocks_reuse_of_its_slot_until_dropped() {
-    let r = Ring::create_anonymous(&cfg(2, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(2, 64))
+        .create()
+        .unwrap();
     let mut c = r.subscribe().unwrap();
     let mut p = fail_producer(&r);
     p.send(b"a", 0).unwrap();
@@ -125,15 +140,18 @@ fn a_held_lease_blocks_reuse_of_its_slot_until_dropped() {
 
 #[test]
 fn blocking_backpressure_times_out_then_resumes() {
-    let r = Ring::create_anonymous(&cfg(2, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(2, 64))
+        .create()
+        .unwrap();
     let mut c = r.subscribe().unwrap();
     let mut p = r
-        .producer_with(
-            Backpressure::Block {
-                timeout: Some(Duration::from_millis(50)),
-            },
-            WaitStrategy::Blocking,
-        )
+        .producer_builder()
+        .backpressure(Backpressure::Block {
+            timeout: Some(Duration::from_millis(50)),
+        })
+        .wait(WaitStrategy::Blocking)
+        .create()
         .unwrap();
     p.send(b"1", 0).unwrap();
     p.send(b"2", 0).unwrap();
@@ -162,7 +180,10 @@ fn blocking_backpressure_times_out_then_resumes() {
 
 #[test]
 fn queue_members_get_each_message_exactly_once() {
-    let r = Ring::create_anonymous(&cfg(8, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(8, 64))
+        .create()
+        .unwrap();
     let members: Vec<Consumer> = (0..3).map(|_| r.join_queue(5).unwrap()).collect();
     assert_eq!(r.subscribers().len(), 1, "one entry for the whole group");
     assert_eq!(r.subscribers()[0].members, 3);
@@ -193,7 +214,10 @@ fn queue_members_get_each_message_exactly_once() {
 
 #[test]
 fn broadcast_and_queue_each_see_everything() {
-    let r = Ring::create_anonymous(&cfg(4, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 64))
+        .create()
+        .unwrap();
     let b1 = r.subscribe().unwrap();
     let b2 = r.subscribe().unwrap();
     let q = r.join_queue(1).unwrap();
@@ -219,7 +243,10 @@ fn broadcast_and_queue_each_see_everything() {
 
 #[test]
 fn late_joiner_starts_at_head_and_leaving_frees_the_gate() {
-    let r = Ring::create_anonymous(&cfg(2, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(2, 64))
+        .create()
+        .unwrap();
     let mut p = fail_producer(&r);
     for _ in 0..5 {
         p.send(b"early", 0).unwrap(); // nobody subscribed: overwritten freely
@@ -239,7 +266,10 @@ fn late_joiner_starts_at_head_and_leaving_frees_the_gate() {
 
 #[test]
 fn end_of_stream_after_drain_and_send_after_close_fails() {
-    let r = Ring::create_anonymous(&cfg(4, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 64))
+        .create()
+        .unwrap();
     let mut c = r.subscribe().unwrap();
     let mut p = r.producer().unwrap();
     p.send(b"1", 0).unwrap();
@@ -258,7 +288,10 @@ fn end_of_stream_after_drain_and_send_after_close_fails() {
 
 #[test]
 fn one_producer_at_a_time_and_reattach_continues() {
-    let r = Ring::create_anonymous(&cfg(4, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 64))
+        .create()
+        .unwrap();
     let mut c = r.subscribe().unwrap();
     let mut p = r.producer().unwrap();
     assert!(matches!(
@@ -275,7 +308,10 @@ fn one_producer_at_a_time_and_reattach_continues() {
 
 #[test]
 fn parked_consumer_is_woken_by_publish_and_close() {
-    let r = Ring::create_anonymous(&cfg(4, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 64))
+        .create()
+        .unwrap();
     let mut c = r.subscribe().unwrap();
     let (got, woken) = std::sync::mpsc::channel();
     let t = std::thread::spawn(move || {
@@ -298,7 +334,10 @@ fn parked_consumer_is_woken_by_publish_and_close() {
 
 #[test]
 fn recv_timeout_times_out() {
-    let r = Ring::create_anonymous(&cfg(4, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 64))
+        .create()
+        .unwrap();
     let mut c = r.subscribe().unwrap();
     let t0 = Instant::now();
     assert!(matches!(
@@ -310,7 +349,10 @@ fn recv_timeout_times_out() {
 
 #[test]
 fn eventfd_becomes_readable_on_publish() {
-    let r = Ring::create_anonymous(&cfg(4, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 64))
+        .create()
+        .unwrap();
     let mut c = r.subscribe().unwrap();
     let efd = c.eventfd().unwrap().try_clone_to_owned().unwrap();
     let poll = |ms: i32| {
@@ -333,7 +375,10 @@ fn eventfd_becomes_readable_on_publish() {
 
 #[test]
 fn corrupt_slot_is_a_typed_error_and_the_ring_keeps_flowing() {
-    let r = Ring::create_anonymous(&cfg(4, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 64))
+        .create()
+        .unwrap();
     let mut c = r.subscribe().unwrap();
     let mut p = r.producer().unwrap();
     p.send(b"ok", 0).unwrap();
@@ -362,7 +407,10 @@ fn corrupt_slot_is_a_typed_error_and_the_ring_keeps_flowing() {
 
 #[test]
 fn schema_round_trips_and_oversize_is_refused() {
-    let r = Ring::create_anonymous(&cfg(4, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 64))
+        .create()
+        .unwrap();
     assert_eq!(r.schema().unwrap(), None);
     let mut p = r.producer().unwrap();
     p.set_schema(b"schema-v1").unwrap();
@@ -377,12 +425,14 @@ fn schema_round_trips_and_oversize_is_refused() {
 
 #[test]
 fn tables_fill_up_with_a_clear_error() {
-    let r = Ring::create_anonymous(&RingConfig {
-        max_subscribers: 2,
-        max_members: 3,
-        ..cfg(4, 64)
-    })
-    .unwrap();
+    let r = Ring::anonymous_builder()
+        .config(RingConfig {
+            max_subscribers: 2,
+            max_members: 3,
+            ..cfg(4, 64)
+        })
+        .create()
+        .unwrap();
     let _a = r.subscribe().unwrap();
     let _b = r.join_queue(3).unwrap();
     assert!(matches!(
@@ -410,12 +460,12 @@ fn tables_fill_up_with_a_clear_error() {
 fn named_region_is_0600_reopenable_and_validated() {
     use std::os::unix::fs::PermissionsExt;
     let name = unique("named");
-    let r = Ring::create(&name, &cfg(4, 64)).unwrap();
+    let r = Ring::builder(&name).config(cfg(4, 64)).create().unwrap();
     let path = crate::region::named_path(&name);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     assert!(matches!(
-        Ring::create(&name, &cfg(4, 64)),
+        Ring::builder(&name).config(cfg(4, 64)).create(),
         Err(RingError::Region(RegionError::AlreadyExists(_)))
     ));
     let mut c = Ring::open(&name).unwrap().subscribe().unwrap();
@@ -464,7 +514,10 @@ fn named_region_is_0600_reopenable_and_validated() {
 
 #[test]
 fn memfd_is_sealed_against_resizing_and_shares_by_fd() {
-    let r = Ring::create_anonymous(&cfg(4, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 64))
+        .create()
+        .unwrap();
     let fd = r.region().fd();
     let size = r.region().layout().total_size as u64;
     assert!(
@@ -491,7 +544,10 @@ fn memfd_is_sealed_against_resizing_and_shares_by_fd() {
 
 #[test]
 fn leases_released_on_other_threads_in_any_order() {
-    let r = Ring::create_anonymous(&cfg(16, 64)).unwrap();
+    let r = Ring::anonymous_builder()
+        .config(cfg(16, 64))
+        .create()
+        .unwrap();
     let mut c = r.subscribe().unwrap();
     let mut p = r.producer().unwrap();
     let total = 5_000u64;
@@ -529,7 +585,12 @@ fn leases_released_on_other_threads_in_any_order() {
 
 #[test]
 fn consumer_threads_share_a_ring_handle() {
-    let r = Arc::new(Ring::create_anonymous(&cfg(4, 64)).unwrap());
+    let r = Arc::new(
+        Ring::anonymous_builder()
+            .config(cfg(4, 64))
+            .create()
+            .unwrap(),
+    );
     let r2 = r.clone();
     let h = std::thread::spawn(move || r2.subscribe().map(|_| ()));
     h.join().unwrap().unwrap();

@@ -29,5 +29,8 @@ pub fn new_ring(tag: &str, slots: u32) -> (Ring, Cleanup) {
         slot_size: 4096,
         ..Default::default()
     };
-    (Ring::create(&name, &cfg).expect("create"), Cleanup(name))
+    (
+        Ring::builder(&name).config(cfg).create().expect("create"),
+        Cleanup(name),
+    )
 }

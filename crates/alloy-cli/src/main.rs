@@ -668,7 +668,10 @@ fn test_produce(
         ));
     }
     let mut p = r
-        .producer_builder().backpressure(Backpressure::default()).wait(WaitStrategy::Blocking).create()
+        .producer_builder()
+        .backpressure(Backpressure::default())
+        .wait(WaitStrategy::Blocking)
+        .create()
         .map_err(err)?;
     if let Some(ms) = reclaim_after {
         p.set_reclaim_after(std::time::Duration::from_millis(ms));
@@ -770,7 +773,10 @@ fn echo(input: &str, output: &str, spin: bool) -> Result<(), String> {
     rx.set_wait_strategy(wait);
     let out = Ring::open(output).map_err(err)?;
     let mut tx = out
-        .producer_builder().backpressure(Backpressure::default()).wait(wait).create()
+        .producer_builder()
+        .backpressure(Backpressure::default())
+        .wait(wait)
+        .create()
         .map_err(err)?;
     println!("ready");
     std::io::stdout().flush().map_err(|e| e.to_string())?;

@@ -36,7 +36,7 @@ fn refused_message_leaves_a_complete_stream(tool: PathBuf, tag: &str) {
         slot_size: 1 << 16,
         ..Default::default()
     };
-    let ring = Ring::create(&name, &cfg).unwrap();
+    let ring = Ring::builder(&name).config(cfg).create().unwrap();
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("out.arrows");

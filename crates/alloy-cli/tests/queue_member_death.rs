@@ -112,12 +112,12 @@ fn messages_held_by_a_killed_queue_member_are_redelivered_flagged() {
     assert_eq!(group(&ring).members.len(), 2);
 
     let mut p = ring
-        .producer_with(
-            Backpressure::Block {
-                timeout: Some(Duration::from_secs(10)),
-            },
-            WaitStrategy::Blocking,
-        )
+        .producer_builder()
+        .backpressure(Backpressure::Block {
+            timeout: Some(Duration::from_secs(10)),
+        })
+        .wait(WaitStrategy::Blocking)
+        .create()
         .unwrap();
     p.set_reclaim_after(Duration::from_millis(100));
     let mut buf = vec![0u8; SPEC.max];
@@ -228,12 +228,12 @@ fn a_member_killed_mid_stream_loses_nothing() {
             ],
         );
         let mut p = ring
-            .producer_with(
-                Backpressure::Block {
-                    timeout: Some(Duration::from_millis(300)),
-                },
-                WaitStrategy::Blocking,
-            )
+            .producer_builder()
+            .backpressure(Backpressure::Block {
+                timeout: Some(Duration::from_millis(300)),
+            })
+            .wait(WaitStrategy::Blocking)
+            .create()
             .unwrap();
         p.set_reclaim_after(Duration::from_millis(50));
         let mut buf = vec![0u8; SPEC.max];

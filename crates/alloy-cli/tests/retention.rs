@@ -152,13 +152,15 @@ fn drain(ring: &Ring, mut reader: IpcReader, keep: Keep) -> Result<Vec<RecordBat
 
 /// Rust → Rust: a producer thread writes `sent`, this side reads.
 fn rust_to_rust(slots: u32, cdata: bool, deltas: bool, keep: Keep, sent: Vec<RecordBatch>) {
-    let ring = Ring::create_anonymous(&RingConfig {
-        slot_count: slots,
-        slot_size: 1 << 16,
-        ..Default::default()
-    })
-    .unwrap();
-    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+    let ring = Ring::anonymous_builder()
+        .config(RingConfig {
+            slot_count: slots,
+            slot_size: 1 << 16,
+            ..Default::default()
+        })
+        .create()
+        .unwrap();
+    let mut reader = IpcReader::new(ring.subscribe().unwrap());
     if matches!(keep, Keep::CopyAll) {
         reader = reader.with_copy(true);
     }
@@ -248,16 +250,15 @@ fn go_to_rust(go: &Path, slots: u32, cdata: bool, keep: Keep, sent: &[RecordBatc
     let input = dir.join("in.arrows");
     write_stream(&input, sent);
     let name = unique("g2r");
-    let ring = Ring::create(
-        &name,
-        &RingConfig {
+    let ring = Ring::builder(&name)
+        .config(RingConfig {
             slot_count: slots,
             slot_size: 1 << 16,
             ..Default::default()
-        },
-    )
-    .unwrap();
-    let mut reader = IpcReader::new(&ring, ring.subscribe().unwrap());
+        })
+        .create()
+        .unwrap();
+    let mut reader = IpcReader::new(ring.subscribe().unwrap());
     if matches!(keep, Keep::CopyAll) {
         reader = reader.with_copy(true);
     }
@@ -319,18 +320,20 @@ fn keeping_every_batch_in_place_is_a_clear_error_not_a_hang() {
     for cdata in [false, true] {
         within(Duration::from_secs(30), move || {
             let slots = 4;
-            let ring = Ring::create_anonymous(&RingConfig {
-                slot_count: slots,
-                slot_size: 1 << 16,
-                ..Default::default()
-            })
-            .unwrap();
+            let ring = Ring::anonymous_builder()
+                .config(RingConfig {
+                    slot_count: slots,
+                    slot_size: 1 << 16,
+                    ..Default::default()
+                })
+                .create()
+                .unwrap();
             let consumer = ring
                 .consumer_builder()
                 .held_lease_timeout(Some(Duration::from_millis(200)))
                 .create()
                 .unwrap();
-            let mut reader = IpcReader::new(&ring, consumer);
+            let mut reader = IpcReader::new(consumer);
             let sent = batches(Dict::Same, 3 * slots as usize, 50, true, 7);
             let schema = sent[0].schema();
             let producer = ring.producer().unwrap();
@@ -386,12 +389,14 @@ fn keeping_every_batch_in_place_is_a_clear_error_not_a_hang() {
 #[test]
 fn a_queue_member_holding_the_ring_is_told() {
     within(Duration::from_secs(30), || {
-        let ring = Ring::create_anonymous(&RingConfig {
-            slot_count: 4,
-            slot_size: 64,
-            ..Default::default()
-        })
-        .unwrap();
+        let ring = Ring::anonymous_builder()
+            .config(RingConfig {
+                slot_count: 4,
+                slot_size: 64,
+                ..Default::default()
+            })
+            .create()
+            .unwrap();
         let builder = || {
             ring.consumer_builder()
                 .queue(1)

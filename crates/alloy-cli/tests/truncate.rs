@@ -44,7 +44,7 @@ impl NamedRing {
             slot_size: 1 << 16,
             ..Default::default()
         };
-        drop(Ring::create(&name, &cfg).unwrap());
+        drop(Ring::builder(&name).config(cfg).create().unwrap());
         NamedRing(name)
     }
 

@@ -21,7 +21,7 @@ fn unique(tag: &str) -> String {
 /// on a ring in a known state.
 #[test]
 fn stat_reports_lag_leases_and_fill() {
-    let ring = Ring::create_anonymous(&cfg()).unwrap();
+    let ring = Ring::anonymous_builder().config(cfg()).create().unwrap();
     let mut a = ring.subscribe().unwrap();
     let mut b = ring.subscribe().unwrap();
     let q1 = ring.join_queue(7).unwrap();
@@ -90,7 +90,7 @@ fn stat_reports_lag_leases_and_fill() {
 
 #[test]
 fn rates_come_from_two_samples() {
-    let ring = Ring::create_anonymous(&cfg()).unwrap();
+    let ring = Ring::anonymous_builder().config(cfg()).create().unwrap();
     let mut c = ring.subscribe().unwrap();
     let mut p = ring.producer().unwrap();
     let first = ring.stat();
@@ -119,7 +119,7 @@ fn rates_come_from_two_samples() {
 #[test]
 fn view_is_read_only_and_matches_ring_stat() {
     let name = unique("view");
-    let ring = Ring::create(&name, &cfg()).unwrap();
+    let ring = Ring::builder(&name).config(cfg()).create().unwrap();
     let _guard = Unlink(name.clone());
     let mut c = ring.subscribe().unwrap();
     let mut p = ring.producer().unwrap();
@@ -173,7 +173,7 @@ fn ls_lists_rings_and_skips_other_files() {
     std::fs::create_dir(&dir).unwrap();
     let _cleanup = RmDir(dir.clone());
     // A ring: copy a real region's bytes into the directory.
-    let ring = Ring::create_anonymous(&cfg()).unwrap();
+    let ring = Ring::anonymous_builder().config(cfg()).create().unwrap();
     let _p = ring.producer().unwrap();
     std::fs::write(dir.join("a-ring"), ring.region().snapshot()).unwrap();
     std::fs::write(dir.join("not-alloy"), b"just some bytes, no magic").unwrap();

@@ -48,8 +48,8 @@ fn run(
         slot_size,
         ..Default::default()
     };
-    let r = Ring::create(&name, &cfg).unwrap();
-    let mut reader = IpcReader::new(&r, r.subscribe().unwrap());
+    let r = Ring::builder(&name).config(cfg).create().unwrap();
+    let mut reader = IpcReader::new(r.subscribe().unwrap());
     let (n, i, m) = (name.clone(), input.clone(), mode.to_string());
     let sender = std::thread::spawn(move || send(&n, &i, &m));
     let mut got = Vec::new();
