@@ -31,7 +31,7 @@ pub enum WaitStrategy {
 /// most `timeout` (capped at [`PARK_SLICE`]). Spurious returns are fine:
 /// callers always re-check their condition.
 #[cfg(target_os = "linux")]
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let t = timeout.min(PARK_SLICE);
     let ts = futex::Timespec {
         tv_sec: t.as_secs() as _,
@@ -44,7 +44,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 
 /// Wakes every waiter parked on the shared futex `word`.
 #[cfg(target_os = "linux")]
-pub fn futex_wake_all(word: &AtomicU32) {
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
     let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
 }
 
@@ -55,7 +55,7 @@ pub fn futex_wake_all(word: &AtomicU32) {
 // futex (`os_sync_wait_on_address` / `__ulock_wait` on macOS).
 /// Other systems: a short sleep (never reached: rings refuse to open).
 #[cfg(not(target_os = "linux"))]
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     if word.load(std::sync::atomic::Ordering::Acquire) == expected {
         std::thread::sleep(timeout.min(Duration::from_millis(1)));
     }
@@ -63,15 +63,15 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 
 /// Other systems: nothing to wake (never reached: rings refuse to open).
 #[cfg(not(target_os = "linux"))]
-pub fn futex_wake_all(_word: &AtomicU32) {}
+pub(crate) fn futex_wake_all(_word: &AtomicU32) {}
 
 /// A non-blocking, close-on-exec eventfd in counter mode.
 #[derive(Debug)]
-pub struct EventFd(OwnedFd);
+pub(crate) struct EventFd(OwnedFd);
 
 impl EventFd {
     /// Creates an eventfd with counter 0.
-    pub fn new() -> std::io::Result<EventFd> {
+    pub(crate) fn new() -> std::io::Result<EventFd> {
         #[cfg(not(target_os = "linux"))]
         return Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
@@ -85,15 +85,9 @@ impl EventFd {
     }
 
     /// Adds 1 to the counter, making the fd readable.
-    pub fn notify(&self) {
+    pub(crate) fn notify(&self) {
         // EAGAIN only when the counter would overflow: it is readable anyway.
         let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
-    }
-
-    /// Resets the counter; returns whether it was non-zero.
-    pub fn drain(&self) -> bool {
-        let mut b = [0u8; 8];
-        rustix::io::read(&self.0, &mut b).is_ok()
     }
 }
 

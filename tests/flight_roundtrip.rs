@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use alloy_shm::arrow::{in_mapping, IpcReader, IpcWriter};
 use alloy_shm::flight::{FlightShmError, FlightWriter, Gateway, GatewayConfig};
+use alloy_shm::region::RegionError;
 use alloy_shm::ring::{Ring, RingConfig, RingError};
 use alloy_testkit::testdata::{self, KINDS};
 use arrow_array::{Int64Array, RecordBatch, StringArray};
@@ -192,7 +193,10 @@ async fn refusals_are_grpc_statuses() {
     let e = FlightWriter::connect(&url, "../etc", b.schema())
         .await
         .unwrap_err();
-    assert!(matches!(e, FlightShmError::InvalidName(_)), "{e}");
+    assert!(
+        matches!(e, FlightShmError::Region(RegionError::InvalidName(_))),
+        "{e}"
+    );
     // … and the gateway refuses bad descriptors from any client.
     let endpoint = url.replace("grpc://", "http://");
     for (desc, want) in [

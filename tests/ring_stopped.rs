@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alloy_shm::ring::liveness::STALE_AFTER;
+use alloy_shm::ring::STALE_AFTER;
 use alloy_shm::ring::{Backpressure, ConsumerStat, Producer, Ring, RingError};
 
 mod common;

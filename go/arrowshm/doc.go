@@ -36,7 +36,7 @@
 // closing a Writer ends the stream, closing a Reader closes its consumer.
 //
 // Errors wrap sentinels, so test for them with errors.Is: this package's
-// ErrCorrupt, ErrUnknownFlags, ErrNotImplemented, ErrNoSchema and
+// ErrCorrupt, ErrUnknownFlags, ErrNoSchema and
 // ErrSchemaChanged for what a Reader receives, and package ring's
 // sentinels (ring.ErrMessageTooLarge, ring.ErrProducerGone, ring.ErrClosed,
 // …) for the ring underneath.
@@ -78,9 +78,6 @@ var (
 	ErrCorrupt = errors.New("arrowshm: corrupt Arrow message")
 	// ErrUnknownFlags means a message's flags are not an Arrow IPC encoding.
 	ErrUnknownFlags = errors.New("arrowshm: not an Arrow IPC message")
-	// ErrNotImplemented means a specified feature is not built yet. No
-	// reader path returns it any more; it is kept for compatibility.
-	ErrNotImplemented = errors.New("arrowshm: not implemented yet")
 	// ErrNoSchema means no schema message was received and the ring's
 	// schema area is empty.
 	ErrNoSchema = errors.New("arrowshm: no schema published")

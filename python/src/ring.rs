@@ -130,16 +130,22 @@ impl PyRing {
     /// hand out, `release`: every sequence below it is released).
     fn subscribers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         self.ring
-            .subscribers()
+            .stat()
+            .consumers
             .into_iter()
             .map(|s| {
                 let d = PyDict::new(py);
                 d.set_item("index", s.index)?;
-                d.set_item("kind", s.kind)?;
+                let kind: u32 = match s.kind {
+                    "broadcast" => 1,
+                    "queue" => 2,
+                    _ => 0,
+                };
+                d.set_item("kind", kind)?;
                 d.set_item("group", s.group)?;
-                d.set_item("members", s.members)?;
-                d.set_item("claim", s.claim)?;
-                d.set_item("release", s.release)?;
+                d.set_item("members", s.members.len())?;
+                d.set_item("claim", s.cursor)?;
+                d.set_item("release", s.released)?;
                 Ok(d)
             })
             .collect()

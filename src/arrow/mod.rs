@@ -120,9 +120,6 @@ pub enum ArrowShmError {
         /// The flags found.
         flags: u32,
     },
-    /// A feature that is specified but not built yet.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
     /// No schema message was received and the schema area is empty.
     #[error("no schema: the stream has not published one")]
     NoSchema,

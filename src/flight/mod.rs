@@ -66,9 +66,11 @@ pub enum FlightShmError {
         /// What is wrong.
         reason: String,
     },
-    /// The ring name breaks LAYOUT.md §1 (`[A-Za-z0-9._-]`, 1–200 bytes).
+    /// A region operation failed; a ring name that breaks LAYOUT.md §1
+    /// (`[A-Za-z0-9._-]`, 1–200 bytes) is
+    /// [`RegionError::InvalidName`](crate::region::RegionError::InvalidName).
     #[error(transparent)]
-    InvalidName(#[from] crate::region::RegionError),
+    Region(#[from] crate::region::RegionError),
     /// Connecting to the server failed.
     #[error("cannot connect to {url}: {source}")]
     Connect {

@@ -103,6 +103,7 @@ pub const fn identity_start(word: u64) -> u32 {
 /// Whether process `pid` is gone: no `/proc/<pid>/stat`, or a zombie.
 /// Any other error reading it counts as alive. Without a recorded start
 /// time this cannot tell a reused pid; prefer [`is_dead`].
+#[cfg(test)]
 pub fn process_dead(pid: u32) -> bool {
     probe(pid) == ProcState::Gone
 }

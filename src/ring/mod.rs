@@ -25,14 +25,14 @@ mod counters;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod liveness;
+pub(crate) mod liveness;
 mod producer;
 pub(crate) mod proto;
 pub(crate) mod redeliver;
 mod seqlock;
 use seqlock::SeqRead;
 pub mod stat;
-pub mod watch;
+mod watch;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -50,6 +50,9 @@ pub use crate::signal::WaitStrategy;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 pub use builder::{ConsumerBuilder, ProducerBuilder, RingBuilder};
 pub use consumer::{Consumer, Lease, DEFAULT_HELD_LEASE_TIMEOUT};
+/// Peer-liveness timing (LAYOUT.md §11): how often heartbeats are written,
+/// when a heartbeat counts as stalled, how often a waiting consumer checks its producer.
+pub use liveness::{HEARTBEAT_PERIOD, PRODUCER_CHECK, STALE_AFTER};
 pub use producer::{Backpressure, Producer, Reservation};
 pub use stat::{ConsumerStat, MemberStat, RingListing, RingStat, RingView};
 pub use watch::Receivers;
@@ -630,8 +633,10 @@ impl Ring {
         }
     }
 
-    /// Occupancy of every subscriber entry (for inspection tools).
-    pub fn subscribers(&self) -> Vec<SubscriberInfo> {
+    /// Occupancy of every subscriber entry (tests; tools read
+    /// [`Ring::stat`]).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn subscribers(&self) -> Vec<SubscriberInfo> {
         let sh = &self.shared;
         (0..sh.layout.config.max_subscribers as usize)
             .filter_map(|k| {
@@ -652,7 +657,7 @@ impl Ring {
 
 /// A snapshot of one subscriber entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SubscriberInfo {
+pub(crate) struct SubscriberInfo {
     /// Entry index.
     pub index: usize,
     /// 1 broadcast, 2 queue.

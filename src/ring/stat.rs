@@ -287,7 +287,7 @@ pub struct MemberStat {
     pub pid: u32,
     /// Whether it is alive (LAYOUT.md §11.1).
     pub alive: bool,
-    /// Alive, but its heartbeat is older than [`STALE_AFTER`](super::liveness::STALE_AFTER)
+    /// Alive, but its heartbeat is older than [`STALE_AFTER`](super::STALE_AFTER)
     /// (3 s): stopped (SIGSTOP, a debugger), frozen or starved. A hint,
     /// never a reason to detach it (LAYOUT.md §11.3 "No eviction"); such a
     /// member holding leases gates the producer.

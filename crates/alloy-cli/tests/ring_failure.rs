@@ -144,7 +144,7 @@ fn a_consumer_killed_holding_leases_is_reclaimed() {
     assert_eq!(reader.join().unwrap(), count);
     victim.wait().unwrap();
     assert_eq!(
-        ring.subscribers().len(),
+        ring.stat().consumers.len(),
         0,
         "both subscribers gone at the end"
     );
