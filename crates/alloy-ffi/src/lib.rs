@@ -7,6 +7,10 @@
 //!   package `go/bridge` links (`cargo build --release -p alloy-ffi`, which
 //!   `make build` runs) and as a `cdylib`.
 //!
+//! - [`stream`]: rings as Arrow C streams (`alloy_ring_open_stream`,
+//!   `alloy_ring_publish_stream`), so a C or C++ engine can consume or
+//!   produce a ring (issue #16); in the same header.
+//!
 //! It is its own crate (issue #15) so that users of the `alloy-shm` ring
 //! library never build a C library or the bridge's logging stack.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -15,3 +19,4 @@
 
 pub mod ffi;
 pub mod oneshot;
+pub mod stream;
