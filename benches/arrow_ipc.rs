@@ -52,7 +52,7 @@ struct Run {
 /// A named ring of 8 slots with room for a batch of about `size` bytes and
 /// its IPC metadata (a leftover of that name is removed first).
 fn bench_ring(name: &str, size: usize) -> Ring {
-    let _ = Ring::unlink(name);
+    let _ = Ring::remove(name);
     let cfg = RingConfig {
         slot_count: 8,
         slot_size: (size + size / 8 + (64 << 10)).next_multiple_of(64) as u32,
@@ -104,7 +104,7 @@ fn go_to_rust(go: &str, size: usize, count: usize, validate: bool, mode: &str) -
         "alloy-go arrow-gen failed"
     );
     drop(reader);
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     // Check the consumer really read the data: ids are 0..rows per batch.
     let per = rows / batches;
     assert_eq!(sum, (per * (per - 1) / 2) as i64 * batches as i64);
@@ -183,7 +183,7 @@ fn rust_to_go(go: &str, size: usize, count: usize, mode: &str, reader: GoReader)
         sink.wait().expect("wait").success(),
         "alloy-go arrow-sink failed"
     );
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let per = batch.num_rows() as u64;
     let batches = field(&line, "batches") as u64;
     assert_eq!(batches, count as u64);

@@ -291,7 +291,7 @@ struct Named {
 impl Named {
     fn create(tag: &str, cfg: &RingConfig) -> Res<Named> {
         let name = format!("alloy-bench-{}-{tag}", std::process::id());
-        let _ = Ring::unlink(&name);
+        let _ = Ring::remove(&name);
         let ring = Ring::builder(&name).config(*cfg).create().map_err(err)?;
         Ok(Named { name, ring })
     }
@@ -299,7 +299,7 @@ impl Named {
 
 impl Drop for Named {
     fn drop(&mut self) {
-        let _ = Ring::unlink(&self.name);
+        let _ = Ring::remove(&self.name);
     }
 }
 

@@ -289,7 +289,7 @@ impl AsyncProducer {
     /// Awaits a free slot, then reserves it for a message of at most `len`
     /// bytes (see [`Producer::reserve`]).
     pub async fn reserve(&mut self, len: usize) -> Result<Reservation<'_>, RingError> {
-        let max = self.producer.max_message();
+        let max = self.producer.max_message_size();
         if len > max {
             return Err(RingError::MessageTooLarge { len, max });
         }

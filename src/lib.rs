@@ -28,7 +28,7 @@
 //!     assert!(alloy_shm::arrow::in_mapping(&ring, &got));
 //!     assert_eq!(got, batch);
 //! }                                          // dropping a batch releases its slot
-//! Ring::unlink(&name)?;
+//! Ring::remove(&name)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -40,7 +40,7 @@
 //! - **Ring**: a shared-memory region ([`ring::Ring`]) that several
 //!   processes map: a header, a table of consumers, a schema area and a
 //!   fixed number of equal **slots**. It is a file under `/dev/shm`
-//!   ([`ring::Ring::builder`], removed with [`ring::Ring::unlink`]) or an
+//!   ([`ring::Ring::builder`], removed with [`ring::Ring::remove`]) or an
 //!   anonymous sealed memfd ([`ring::Ring::anonymous_builder`]) whose
 //!   descriptor is inherited or passed over a Unix socket.
 //! - **Slot**: holds one message (at most `slot_size` bytes, never split

@@ -560,12 +560,12 @@ impl Region {
 
     /// Removes the named region `name` from [`shm_dir`]. Processes that
     /// have it mapped keep using it; new `open`s fail.
-    pub fn unlink_named(name: &str) -> Result<(), RegionError> {
-        Self::unlink_named_in(&shm_dir(), name)
+    pub fn remove_named(name: &str) -> Result<(), RegionError> {
+        Self::remove_named_in(&shm_dir(), name)
     }
 
     /// Removes the named region `name` from `dir`.
-    pub fn unlink_named_in(dir: &Path, name: &str) -> Result<(), RegionError> {
+    pub fn remove_named_in(dir: &Path, name: &str) -> Result<(), RegionError> {
         unsupported_platform()?;
         validate_name(name)?;
         let path = dir.join(name);

@@ -81,7 +81,7 @@ fn cdata_send(go: &Path, batches: &[RecordBatch]) -> Result<(), String> {
         Ok(())
     })();
     let output = out.wait_with_output().unwrap();
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     if !output.status.success() {

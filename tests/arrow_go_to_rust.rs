@@ -67,7 +67,7 @@ fn go_send(go: &Path, batches: &[RecordBatch]) -> Result<(), TestCaseError> {
         Ok(())
     })();
     let status = child.wait().unwrap();
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     prop_assert!(status.success(), "alloy-go send failed");
@@ -197,7 +197,7 @@ fn every_type_comes_back(cdata: bool) {
             w.close().unwrap();
         }
         let status = child.wait().unwrap();
-        let _ = Ring::unlink(&name);
+        let _ = Ring::remove(&name);
         let result = (|| -> Result<(), String> {
             if !status.success() {
                 return Err(format!("alloy-go recv failed: {status}"));
@@ -253,7 +253,7 @@ fn go_delta_dictionaries_are_applied() {
         .arg(&input)
         .status()
         .unwrap();
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(status.success());
     for (i, want) in batches.iter().enumerate() {

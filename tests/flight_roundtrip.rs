@@ -24,13 +24,13 @@ struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Ring::unlink(&self.0);
+        let _ = Ring::remove(&self.0);
     }
 }
 
 fn ring_name(tag: &str) -> (String, Cleanup) {
     let name = format!("alloy-flight-{tag}-{}", std::process::id());
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     (name.clone(), Cleanup(name))
 }
 

@@ -38,7 +38,7 @@ struct Cleanup(String, PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Ring::unlink(&self.0);
+        let _ = Ring::remove(&self.0);
         let _ = std::fs::remove_dir_all(&self.1);
     }
 }
@@ -121,7 +121,7 @@ fn group_members_attach_and_others_are_refused() {
     }
     let (dir, bin) = runnable_copy();
     let name = format!("alloy-group-{}", std::process::id());
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let _cleanup = Cleanup(name.clone(), dir);
     let ring = Ring::builder(&name)
         .slot_count(8)

@@ -16,7 +16,7 @@ const CHILD_ENV: &str = "ALLOY_READONLY_CHILD";
 #[test]
 fn a_consumer_writing_into_a_payload_faults() {
     let name = format!("alloy-readonly-{}", std::process::id());
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let cfg = RingConfig {
         slot_count: 4,
         slot_size: 128,
@@ -38,7 +38,7 @@ fn a_consumer_writing_into_a_payload_faults() {
         .env(CHILD_ENV, &name)
         .output()
         .unwrap();
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

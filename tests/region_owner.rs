@@ -46,7 +46,7 @@ struct Cleanup(String, Option<PathBuf>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Ring::unlink(&self.0);
+        let _ = Ring::remove(&self.0);
         if let Some(dir) = &self.1 {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -61,7 +61,7 @@ fn published(r: &Region) -> u64 {
 
 /// Creates the ring `name` with [`CFG`] and publishes [`PUBLISHED`] messages.
 fn create_and_publish(name: &str) -> Ring {
-    let _ = Ring::unlink(name);
+    let _ = Ring::remove(name);
     let ring = Ring::builder(name).config(CFG).create().expect("create");
     let mut p = ring.producer().expect("producer");
     for i in 0..PUBLISHED {
@@ -185,7 +185,7 @@ fn ring_created_by_another_user_is_refused_unless_allowed() {
     }
     let (dir, bin) = binary_for_nobody("a");
     let name = format!("alloy-owner-a-{}", std::process::id());
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let _cleanup = Cleanup(name.clone(), Some(dir));
     as_nobody(&bin, "create", &name);
 

@@ -112,8 +112,8 @@ fn connecting_to_a_killed_worker_fails_at_once() {
     let t0 = Instant::now();
     let got = Client::connect(&name, Duration::from_secs(5));
     let took = t0.elapsed();
-    let _ = Ring::unlink(&request_ring(&name));
-    let _ = Ring::unlink(&reply_ring(&name));
+    let _ = Ring::remove(&request_ring(&name));
+    let _ = Ring::remove(&reply_ring(&name));
     match got {
         Err(ReqRepError::WorkerDead { pid: p, .. }) => assert_eq!(p, pid),
         other => panic!("expected WorkerDead, got {other:?}"),

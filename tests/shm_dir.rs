@@ -74,11 +74,11 @@ fn builder_dir_creates_opens_and_unlinks_there() {
     tx.send(b"in a custom dir", 0).unwrap();
     assert_eq!(&*rx.recv().unwrap().unwrap(), b"in a custom dir");
     drop((rx, tx));
-    Ring::unlink_in(&dir.0, &name).unwrap();
+    Ring::remove_in(&dir.0, &name).unwrap();
     assert!(!dir.0.join(&name).exists());
 }
 
-/// `ALLOY_SHM_DIR` moves `RingBuilder::create`, `Ring::open` and `Ring::unlink` without any code
+/// `ALLOY_SHM_DIR` moves `RingBuilder::create`, `Ring::open` and `Ring::remove` without any code
 /// change. The variable is set for a child (this binary's ignored
 /// `env_child`), not in this multi-threaded process.
 #[test]
@@ -103,7 +103,7 @@ fn env_var_moves_named_rings() {
     let ring = Ring::builder(&name).dir(&dir.0).open().unwrap();
     assert_eq!(ring.published(), 3, "the child's three messages");
     assert_eq!(ring.config().slot_size, 128);
-    Ring::unlink_in(&dir.0, &name).unwrap();
+    Ring::remove_in(&dir.0, &name).unwrap();
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn env_child() {
     drop(Ring::open(&name).unwrap());
     drop(tx);
     drop(ring);
-    Ring::unlink(&name).unwrap();
+    Ring::remove(&name).unwrap();
     assert!(!dir.join(&name).exists());
     let ring = Ring::builder(&name)
         .slot_count(4)
@@ -208,7 +208,7 @@ fn too_small_dir_fails_naming_shm_size_and_emptydir() {
         .unwrap();
     assert!(small.region().layout().total_size < 1 << 20);
     drop(small);
-    Ring::unlink_in(&mnt.0 .0, &name).unwrap();
+    Ring::remove_in(&mnt.0 .0, &name).unwrap();
 }
 
 /// A Go producer (`bin/alloy-go send`, told the directory by
@@ -265,5 +265,5 @@ fn go_producer_rust_consumer_in_custom_dir() {
     assert!(child.wait().unwrap().success(), "alloy-go send failed");
     assert_eq!(got, 3);
     assert!(!Path::new("/dev/shm").join(&name).exists());
-    Ring::unlink_in(&dir.0, &name).unwrap();
+    Ring::remove_in(&dir.0, &name).unwrap();
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // The batch of testdata/cdata/small.* (LAYOUT.md §8.3 test vectors); the
-// Rust test src/arrow/cdata_tests.rs builds the same values.
+// Rust test src/arrow/cdata_reader_tests.rs builds the same values.
 var vectorSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "i32", Type: arrow.PrimitiveTypes.Int32, Nullable: true},
 	{Name: "s", Type: arrow.BinaryTypes.String, Nullable: true},

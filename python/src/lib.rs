@@ -53,7 +53,7 @@ pub(crate) fn arrow_err(e: ArrowShmError) -> PyErr {
 /// their mapping).
 #[pyfunction]
 fn remove(name: &str) -> PyResult<()> {
-    alloy_shm::ring::Ring::unlink(name).map_err(ring_err)
+    alloy_shm::ring::Ring::remove(name).map_err(ring_err)
 }
 
 /// Arrow record batches between processes through a shared-memory ring,

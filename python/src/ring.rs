@@ -85,7 +85,7 @@ impl PyRing {
     /// Removes the named ring from /dev/shm (open mappings stay valid).
     #[staticmethod]
     fn remove(name: &str) -> PyResult<()> {
-        Ring::unlink(name).map_err(ring_err)
+        Ring::remove(name).map_err(ring_err)
     }
 
     /// The ring's name.

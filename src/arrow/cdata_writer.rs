@@ -27,7 +27,7 @@ use arrow_data::{layout, ArrayData, BufferSpec};
 use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator};
 use arrow_schema::{ArrowError, DataType, Schema, SchemaRef, UnionFields, UnionMode};
 
-use super::cdata::{Node, BUFFER_SIZE, HEADER_SIZE, MAGIC, MAX_DEPTH, NODE_SIZE, VERSION};
+use super::cdata_reader::{Node, BUFFER_SIZE, HEADER_SIZE, MAGIC, MAX_DEPTH, NODE_SIZE, VERSION};
 use super::writer::{publish_schema, write_options};
 use super::{flags, ArrowShmError};
 use crate::ring::{Producer, RingError};
@@ -172,7 +172,7 @@ impl CDataWriter {
                 .map_err(|e| ArrowShmError::Encode(ArrowError::InvalidArgumentError(e)))?;
         }
         let len = self.plan.message_len();
-        let max = self.producer.max_message();
+        let max = self.producer.max_message_size();
         if len > max {
             return Err(RingError::MessageTooLarge { len, max }.into());
         }

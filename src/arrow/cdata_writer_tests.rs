@@ -17,7 +17,7 @@ use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use proptest::prelude::*;
 
 use super::*;
-use crate::arrow::cdata::{decode, parse_header};
+use crate::arrow::cdata_reader::{decode, parse_header};
 use crate::arrow::{in_mapping_all, IpcReader, IpcWriter};
 use crate::ring::{Backpressure, Ring, RingConfig, WaitStrategy};
 use alloy_testkit::testdata::{self, ALL_KINDS, KINDS};

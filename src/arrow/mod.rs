@@ -38,7 +38,7 @@
 //! [`in_mapping_all`] for the zero-copy check, dictionaries included).
 
 mod batch_reader;
-pub(crate) mod cdata;
+pub(crate) mod cdata_reader;
 mod cdata_writer;
 pub(crate) mod frame;
 mod owned;
@@ -57,7 +57,7 @@ use thiserror::Error;
 
 use crate::ring::{Ring, RingError};
 pub use batch_reader::BatchReader;
-pub use cdata::in_mapping_all;
+pub use cdata_reader::in_mapping_all;
 pub use cdata_writer::CDataWriter;
 pub(crate) use owned::has_dictionary;
 pub use owned::{copy_array, copy_batch, detach_dictionaries};

@@ -236,8 +236,14 @@ impl IpcReader {
                 }
                 let schema = self.schema.clone().ok_or(ArrowShmError::NoSchema)?;
                 let whole = self.payload(lease);
-                return super::cdata::decode(&whole, &schema, seq, slot, &self.skip_validation)
-                    .map(Some);
+                return super::cdata_reader::decode(
+                    &whole,
+                    &schema,
+                    seq,
+                    slot,
+                    &self.skip_validation,
+                )
+                .map(Some);
             }
             _ => {
                 return Err(ArrowShmError::UnknownFlags {

@@ -269,7 +269,7 @@ fn batches_larger_than_a_slot_are_split_by_rows() {
     let mut reader = IpcReader::new(r.subscribe().unwrap());
     let b = simple(2000);
     let p = r.producer().unwrap();
-    let max = p.max_message();
+    let max = p.max_message_size();
     let mut w = IpcWriter::new(p, b.schema()).unwrap();
     let writer = std::thread::spawn(move || {
         w.write(&b).unwrap();

@@ -120,7 +120,7 @@ impl IpcWriter {
         for d in dictionaries {
             self.send(d, flags::IPC_DICTIONARY_BATCH)?;
         }
-        let max = self.producer.max_message();
+        let max = self.producer.max_message_size();
         let len = message_len(&encoded);
         if len > max {
             let rows = batch.num_rows();

@@ -36,7 +36,7 @@
 //!
 //! let got = tokio::task::spawn_blocking(move || reader.next_batch()).await??;
 //! assert_eq!(got.expect("a batch"), batch);
-//! Ring::unlink(&name)?;
+//! Ring::remove(&name)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # })?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -260,7 +260,7 @@ fn pump(
 ) -> Result<Option<Summary>, Status> {
     let name = &claim.name;
     let mut s = Summary::default();
-    let first = w.producer_mut().next_seq();
+    let first = w.producer_mut().published();
     while let Some(item) = rx.blocking_recv() {
         match item {
             Item::Batch(b) => {
@@ -271,7 +271,7 @@ fn pump(
             Item::End => {
                 s.bytes = w.bytes_sent();
                 // Without a batch the schema goes out at close: one more.
-                s.messages = w.producer_mut().next_seq() - first + u64::from(s.batches == 0);
+                s.messages = w.producer_mut().published() - first + u64::from(s.batches == 0);
                 w.close().map_err(|e| arrow_status(name, e))?;
                 return Ok(Some(s));
             }

@@ -122,7 +122,7 @@ impl Encoder {
     ) -> Result<u64, ReqRepError> {
         let (schema_len, batch_len) = enc.lens();
         let len = ENVELOPE_LEN + schema_len + batch_len;
-        let max = producer.max_message();
+        let max = producer.max_message_size();
         if len > max {
             return Err(RingError::MessageTooLarge { len, max }.into());
         }
@@ -153,7 +153,7 @@ pub(crate) fn publish_error(
     status: u32,
     text: &str,
 ) -> Result<u64, ReqRepError> {
-    let room = producer.max_message().saturating_sub(ENVELOPE_LEN);
+    let room = producer.max_message_size().saturating_sub(ENVELOPE_LEN);
     let mut end = text.len().min(room);
     while !text.is_char_boundary(end) {
         end -= 1;

@@ -122,7 +122,7 @@ struct Unlink<'a>(Vec<&'a str>);
 impl Drop for Unlink<'_> {
     fn drop(&mut self) {
         for n in &self.0 {
-            let _ = Ring::unlink(n);
+            let _ = Ring::remove(n);
         }
     }
 }
@@ -153,7 +153,7 @@ impl Worker {
         }
         for stale in [&req_name, &rep_name] {
             // An error means it was not there.
-            if Ring::unlink(stale).is_ok() {
+            if Ring::remove(stale).is_ok() {
                 tracing::info!(ring = %stale, "removed a stale channel ring");
             }
         }
@@ -376,8 +376,8 @@ impl Drop for Worker {
             p.close(); // clients see end of stream: PeerGone
         }
         self.consumers.clear();
-        let _ = Ring::unlink(&request_ring(&self.name));
-        let _ = Ring::unlink(&reply_ring(&self.name));
+        let _ = Ring::remove(&request_ring(&self.name));
+        let _ = Ring::remove(&reply_ring(&self.name));
         tracing::info!(channel = %self.name, "worker stopped");
     }
 }

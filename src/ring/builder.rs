@@ -15,7 +15,7 @@
 //! let mut workers = ring.consumer_builder().queue(1).wait(WaitStrategy::Spin).create()?;
 //! tx.send(b"job", 0)?;
 //! assert_eq!(&*workers.recv()?.unwrap(), b"job");
-//! Ring::unlink(&name)?;
+//! Ring::remove(&name)?;
 //! # Ok::<(), alloy_shm::ring::RingError>(())
 //! ```
 
@@ -181,7 +181,7 @@ impl RingBuilder {
     pub fn open(self) -> Result<Ring, RingError> {
         let Some(name) = &self.name else {
             return Err(RingError::InvalidArgument(
-                "an anonymous ring cannot be opened by name; pass its fd to Ring::from_fd".into(),
+                "an anonymous ring cannot be opened by name; pass its fd to Ring::open_fd".into(),
             ));
         };
         let ring = Ring::open_opts(name, &self.named)?;
@@ -443,7 +443,7 @@ mod tests {
     #[test]
     fn open_checks_only_the_fields_that_were_set() {
         let name = unique("check");
-        let _ = Ring::unlink(&name);
+        let _ = Ring::remove(&name);
         let ring = Ring::builder(&name)
             .slot_count(4)
             .slot_size(128)
@@ -471,13 +471,13 @@ mod tests {
         ));
         let again = Ring::builder(&name).slot_count(4).open_or_create().unwrap();
         assert_eq!(again.config(), ring.config());
-        Ring::unlink(&name).unwrap();
+        Ring::remove(&name).unwrap();
     }
 
     #[test]
     fn open_or_create_creates_and_bad_geometry_is_refused() {
         let name = unique("new");
-        let _ = Ring::unlink(&name);
+        let _ = Ring::remove(&name);
         let ring = Ring::builder(&name)
             .slot_count(2)
             .slot_size(64)
@@ -497,7 +497,7 @@ mod tests {
             ),
             (2, 64, 2, 3, 0)
         );
-        Ring::unlink(&name).unwrap();
+        Ring::remove(&name).unwrap();
         assert!(Ring::builder(&name).slot_count(3).create().is_err());
         assert!(Ring::builder(&name).slot_size(100).create().is_err());
         assert!(Ring::builder("bad/name").create().is_err());

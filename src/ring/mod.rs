@@ -477,19 +477,19 @@ impl Ring {
     }
 
     /// Opens a ring from a descriptor inherited from or sent by its creator.
-    pub fn from_fd(fd: OwnedFd) -> Result<Ring, RingError> {
+    pub fn open_fd(fd: OwnedFd) -> Result<Ring, RingError> {
         Ok(Self::wrap(Region::from_fd(fd)?, Ident::real()))
     }
 
     /// Removes the named ring from [`crate::region::shm_dir`] (mapped
     /// handles keep working).
-    pub fn unlink(name: &str) -> Result<(), RingError> {
-        Ok(Region::unlink_named(name)?)
+    pub fn remove(name: &str) -> Result<(), RingError> {
+        Ok(Region::remove_named(name)?)
     }
 
     /// Removes the named ring from `dir`.
-    pub fn unlink_in(dir: &std::path::Path, name: &str) -> Result<(), RingError> {
-        Ok(Region::unlink_named_in(dir, name)?)
+    pub fn remove_in(dir: &std::path::Path, name: &str) -> Result<(), RingError> {
+        Ok(Region::remove_named_in(dir, name)?)
     }
 
     /// A ring with fixed pid/clock values, for reproducing the test vectors.

@@ -359,12 +359,14 @@ impl Producer {
     }
 
     /// Largest message this ring accepts (the slot size).
-    pub fn max_message(&self) -> usize {
+    pub fn max_message_size(&self) -> usize {
         self.shared.layout.config.slot_size as usize
     }
 
-    /// Sequence number the next published message will get.
-    pub fn next_seq(&self) -> u64 {
+    /// Messages published so far (LAYOUT.md's `published`, as this
+    /// producer has written it): the sequence number the next published
+    /// message will get. Go: `Producer.Published`.
+    pub fn published(&self) -> u64 {
         self.cursor.next
     }
 
@@ -372,7 +374,7 @@ impl Producer {
     /// for space according to the back-pressure policy. Write into the
     /// returned [`Reservation`] and call [`Reservation::publish`].
     pub fn reserve(&mut self, len: usize) -> Result<Reservation<'_>, RingError> {
-        let max = self.max_message();
+        let max = self.max_message_size();
         if len > max {
             return Err(RingError::MessageTooLarge { len, max });
         }
@@ -550,7 +552,7 @@ impl Producer {
     }
 
     fn publish_reserved(&mut self, len: usize, flags: u32) -> Result<u64, RingError> {
-        let max = self.max_message();
+        let max = self.max_message_size();
         if len > max {
             return Err(RingError::MessageTooLarge { len, max });
         }

@@ -480,7 +480,7 @@ fn named_region_is_0600_reopenable_and_validated() {
         mutate(&mut b);
         std::fs::write(crate::region::named_path(&bad), &b).unwrap();
         let got = Ring::open(&bad);
-        Ring::unlink(&bad).unwrap();
+        Ring::remove(&bad).unwrap();
         match got {
             Err(RingError::Region(RegionError::Layout { source, .. })) if want(&source) => {}
             other => panic!("unexpected {other:?}"),
@@ -509,7 +509,7 @@ fn named_region_is_0600_reopenable_and_validated() {
         Ring::open("../etc/passwd"),
         Err(RingError::Region(RegionError::InvalidName(_)))
     ));
-    Ring::unlink(&name).unwrap();
+    Ring::remove(&name).unwrap();
 }
 
 #[test]
@@ -529,7 +529,7 @@ fn memfd_is_sealed_against_resizing_and_shares_by_fd() {
         "grow must fail"
     );
     // A second mapping from the fd sees the same ring.
-    let other = Ring::from_fd(fd.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    let other = Ring::open_fd(fd.as_fd().try_clone_to_owned().unwrap()).unwrap();
     let mut c = other.subscribe().unwrap();
     r.producer().unwrap().send(b"via fd", 0).unwrap();
     assert_eq!(&*c.recv().unwrap().unwrap(), b"via fd");
@@ -537,7 +537,7 @@ fn memfd_is_sealed_against_resizing_and_shares_by_fd() {
     let raw = rustix::fs::memfd_create("plain", rustix::fs::MemfdFlags::ALLOW_SEALING).unwrap();
     rustix::fs::ftruncate(&raw, size).unwrap();
     assert!(matches!(
-        Ring::from_fd(raw),
+        Ring::open_fd(raw),
         Err(RingError::Region(RegionError::NotSealed))
     ));
 }

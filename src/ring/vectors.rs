@@ -328,7 +328,7 @@ fn open_bytes(bytes: &[u8]) -> Result<Ring, RingError> {
     let name = format!("alloy-vec-{}-{}", std::process::id(), monotonic_ns());
     std::fs::write(crate::region::named_path(&name), bytes).unwrap();
     let r = Ring::open(&name);
-    Ring::unlink(&name).unwrap();
+    Ring::remove(&name).unwrap();
     r
 }
 

@@ -15,7 +15,7 @@ pub struct Cleanup(pub String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Ring::unlink(&self.0);
+        let _ = Ring::remove(&self.0);
     }
 }
 
@@ -23,7 +23,7 @@ impl Drop for Cleanup {
 /// (removing a leftover of that name first).
 pub fn new_ring(tag: &str, slots: u32) -> (Ring, Cleanup) {
     let name = format!("alloy-{tag}-{}", std::process::id());
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let cfg = RingConfig {
         slot_count: slots,
         slot_size: 4096,

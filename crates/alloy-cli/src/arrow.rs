@@ -275,7 +275,7 @@ pub fn send_paced(
         .new_stream(opts.new_stream)
         .create()
         .map_err(|e| e.to_string())?;
-    let first = producer.next_seq();
+    let first = producer.published();
     let mut next = 0u64; // the input batch `before` is told about
     let mut s = match mode {
         Mode::Ipc => {

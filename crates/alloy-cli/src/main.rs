@@ -500,7 +500,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 schema_capacity,
             },
         )?,
-        Cmd::Rm { name } => Ring::unlink(&name.get()?).map_err(err)?,
+        Cmd::Rm { name } => Ring::remove(&name.get()?).map_err(err)?,
         Cmd::Send {
             ring,
             mode,

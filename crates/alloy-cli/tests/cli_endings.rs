@@ -30,7 +30,7 @@ fn batch(from: i64) -> RecordBatch {
 
 fn refused_message_leaves_a_complete_stream(tool: PathBuf, tag: &str) {
     let name = format!("alloy-cli-end-{}-{tag}", std::process::id());
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let cfg = RingConfig {
         slot_count: 8,
         slot_size: 1 << 16,
@@ -67,7 +67,7 @@ fn refused_message_leaves_a_complete_stream(tool: PathBuf, tag: &str) {
     let mut err = String::new();
     rx.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     drop(w); // the producer stayed attached: the refusal ended the receive
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     assert_eq!(status.code(), Some(1), "{}: {err}", tool.display());
     let lines: Vec<&str> = err.trim().lines().collect();
     assert_eq!(lines.len(), 1, "{err}");

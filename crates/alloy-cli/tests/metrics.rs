@@ -87,7 +87,7 @@ fn scrape_during_a_go_to_rust_stream() {
         return;
     };
     let name = format!("alloy-metrics-{}", std::process::id());
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let ring = Ring::builder(&name)
         .config(RingConfig {
             slot_count: 8,
@@ -206,6 +206,6 @@ fn scrape_during_a_go_to_rust_stream() {
     assert_eq!(s[&format!("alloy_ring_consumers{r}")], 0.0);
     println!("{text}");
     drop(metrics);
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -275,7 +275,7 @@ fn go_to_rust(go: &Path, slots: u32, cdata: bool, keep: Keep, sent: &[RecordBatc
         .unwrap();
     let got = drain(&ring, reader, keep);
     let status = child.wait().unwrap();
-    let _ = Ring::unlink(&name);
+    let _ = Ring::remove(&name);
     let _ = std::fs::remove_dir_all(&dir);
     let got = got.unwrap();
     assert!(status.success(), "alloy-go send failed");
@@ -492,7 +492,7 @@ fn cli_recv_of_a_dictionary_stream_longer_than_the_ring() {
                 .status()
                 .unwrap();
             let received = recv.wait().unwrap();
-            let _ = Ring::unlink(&name);
+            let _ = Ring::remove(&name);
             assert!(
                 send.success(),
                 "{} send --mode {mode} failed",

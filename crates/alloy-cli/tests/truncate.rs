@@ -38,7 +38,7 @@ struct NamedRing(String);
 impl NamedRing {
     fn new(tag: &str) -> NamedRing {
         let name = format!("alloy-trunc-{}-{tag}", std::process::id());
-        let _ = Ring::unlink(&name);
+        let _ = Ring::remove(&name);
         let cfg = RingConfig {
             slot_count: 8,
             slot_size: 1 << 16,
@@ -72,7 +72,7 @@ impl NamedRing {
 
 impl Drop for NamedRing {
     fn drop(&mut self) {
-        let _ = Ring::unlink(&self.0);
+        let _ = Ring::remove(&self.0);
     }
 }
 

@@ -163,7 +163,7 @@ fn mask_heartbeats(ring: &Ring, mut b: Vec<u8>) -> Vec<u8> {
 struct Unlink(String);
 impl Drop for Unlink {
     fn drop(&mut self) {
-        let _ = Ring::unlink(&self.0);
+        let _ = Ring::remove(&self.0);
     }
 }
 

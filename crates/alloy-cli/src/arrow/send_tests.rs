@@ -79,7 +79,7 @@ fn run(
     };
     drop(reader);
     drop(r);
-    Ring::unlink(&name).unwrap();
+    Ring::remove(&name).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     (result, got)
 }

@@ -442,5 +442,5 @@ pub fn in_mapping_all(ring: &crate::ring::Ring, batch: &RecordBatch) -> bool {
 }
 
 #[cfg(test)]
-#[path = "cdata_tests.rs"]
+#[path = "cdata_reader_tests.rs"]
 mod tests;
