@@ -90,7 +90,15 @@ test-python: build
 	python3 -m pip install --quiet --force-reinstall --no-deps target/wheels/alloy_shm-*.whl
 	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) python3 -m pytest -q -p no:cacheprovider tests/python
 
-demo: build
+# The demo's last step needs the alloy_shm package: built and installed only
+# when python/ or the library changed since the last install (the stamp).
+PY_PKG_SOURCES := $(shell find src python/src -name '*.rs') Cargo.toml python/Cargo.toml python/pyproject.toml
+target/wheels/.installed: $(PY_PKG_SOURCES)
+	maturin build --release -q -m python/Cargo.toml -o target/wheels
+	python3 -m pip install --quiet --force-reinstall --no-deps target/wheels/alloy_shm-*.whl
+	@touch $@
+
+demo: build target/wheels/.installed
 	@bash scripts/demo.sh
 
 # The microbenchmark suite (doc/BENCHMARKS.md): all transports in one run,

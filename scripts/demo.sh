@@ -46,3 +46,11 @@ worker_pid=$!
 trap './bin/alloy rm --ring "$ring" 2>/dev/null || true; kill "$worker_pid" 2>/dev/null || true; rm -f "/dev/shm/$channel.req" "/dev/shm/$channel.rep" "$worker_out"' EXIT
 for _ in $(seq 100); do grep -q ready "$worker_out" && break; sleep 0.05; done
 ./bin/alloy-reqrep --name "$channel" --calls 8
+
+# Any Arrow engine (issue #16): a Go producer streams a generated Arrow file
+# into a ring while DuckDB (Python, the alloy_shm package) aggregates the
+# live subscription in place; printed next to the same aggregate computed by
+# pyarrow from the source file (scripts/demo_duckdb.py fails if they differ).
+echo
+echo "== SQL over a live Go stream: Go producer -> ring -> DuckDB (Python alloy_shm) =="
+python3 scripts/demo_duckdb.py
