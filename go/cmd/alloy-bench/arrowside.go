@@ -19,6 +19,8 @@ import (
 //
 //	shm-go-ipc:   arrowshm.Writer, Arrow IPC written into the slot (the
 //	              record's buffers are copied once, into the slot)
+//	shm-go-ipc-python: shm-go-ipc read by Python instead (python_sink.py,
+//	              pythonsink.go)
 //	shm-go-cdata: arrowshm.CDataWriter.Build, the int64 builder allocates
 //	              inside the slot: the values are written once, in place,
 //	              and nothing is copied after building (LAYOUT.md §8.3)
@@ -39,7 +41,11 @@ func shmGoArrow(helper, transport string, size, total int64, busy bool) (Result,
 		return Result{}, err
 	}
 	defer func() { rg.Close(); ring.Remove(name) }()
-	p, err := startPeer(true, append([]string{helper, "arrow-sink", "--ring", name}, spinArg(busy)...)...)
+	argv := append([]string{helper, "arrow-sink", "--ring", name}, spinArg(busy)...)
+	if transport == pythonTransport {
+		argv = pythonPeerArgv(name)
+	}
+	p, err := startPeer(true, argv...)
 	if err != nil {
 		return Result{}, err
 	}
@@ -57,7 +63,7 @@ func shmGoArrow(helper, transport string, size, total int64, busy bool) (Result,
 	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.PrimitiveTypes.Int64}}, nil)
 	var t0 int64
 	switch transport {
-	case "shm-go-ipc":
+	case "shm-go-ipc", pythonTransport:
 		rec := int64Record(size)
 		defer rec.Release()
 		w := arrowshm.NewWriter(prod, schema)

@@ -319,6 +319,11 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 				})
 			}
 		}
+		if size == pythonSize(g) && s.want(pythonTransport) && s.pythonReady() {
+			s.stepMedian(pythonTransport, sizeName(size)+" blocking", func() (Result, error) {
+				return shmGoArrow(h, pythonTransport, size, g.total(size), false)
+			})
+		}
 		s.stepMedian("uds-ipc", sizeName(size), func() (Result, error) { return udsThroughput(h, size, g.total(size), nil) })
 		s.stepMedian("cgo-oneshot", sizeName(size), func() (Result, error) { return cgoThroughput(size, g.total(size)) })
 		s.stepMedian("flight-localhost", sizeName(size), func() (Result, error) { return flightThroughput(h, size, g.flightTotal(size)) })

@@ -70,6 +70,9 @@ func ratioDefs(rep *Report, g grid) []ratioDef {
 	add("shm-go/memcpy throughput "+T+" busy", goTp, mc, tput)
 	add("shm-go-ipc/memcpy throughput "+T, rep.find("shm-go-ipc", "busy", "throughput", tp, 0), mc, tput)
 	add("shm-go-cdata/memcpy throughput "+T, rep.find("shm-go-cdata", "busy", "throughput", tp, 0), mc, tput)
+	// Go → Python (pyarrow, in place) against Go → Rust, issue #16's goal ≥ 0.8×.
+	py := sizeName(pythonSize(g))
+	add("shm-go-ipc-python/shm-go-ipc throughput "+py+" blocking", rep.find(pythonTransport, "blocking", "throughput", pythonSize(g), 0), rep.find("shm-go-ipc", "blocking", "throughput", pythonSize(g), 0), tput)
 	// Arrow against Arrow: uds-ipc with a buffered writer and socket
 	// buffers sized to the batch (variant bufio) against shm-go-ipc.
 	for _, s := range g.tputSizes {

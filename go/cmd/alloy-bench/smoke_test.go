@@ -38,6 +38,12 @@ func TestSmoke(t *testing.T) {
 		}
 		testbin.Skip(t, "built without -tags alloy_ffi (the cgo bridge): run with -tags alloy_ffi after make build")
 	}
+	// The Python peer (shm-go-ipc-python) needs the alloy_shm package.
+	pythonSink = "python_sink.py"
+	withPython := pythonMissing() == ""
+	if !withPython && os.Getenv("ALLOY_BENCH_REQUIRE") == "1" {
+		t.Fatalf("shm-go-ipc-python: %s", pythonMissing())
+	}
 	rep, err := run(grids["smoke"], "smoke", helper, "")
 	if err != nil {
 		t.Fatal(err)
@@ -50,6 +56,16 @@ func TestSmoke(t *testing.T) {
 	md, err := os.ReadFile(filepath.Join(dir, "report.md"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if withPython {
+		if rep.find(pythonTransport, "blocking", "throughput", pythonSize(grids["smoke"]), 0) == nil {
+			t.Errorf("no %s result", pythonTransport)
+		}
+		if r := rep.Ratios["shm-go-ipc-python/shm-go-ipc throughput 64 KiB blocking"]; r == nil || *r <= 0 {
+			t.Errorf("ratio shm-go-ipc-python/shm-go-ipc missing: %v", rep.Ratios)
+		}
+	} else if !strings.Contains(string(mustRead(t, dir, "report.md")), pythonTransport) {
+		t.Errorf("report.md does not list %s as not measured", pythonTransport)
 	}
 	for _, want := range append(measured, "| transport | mode |", "## Ratios", "## Targets of issue 6", "## Goals of issue 13", "## Arrow one-way latency", "## Round trips", "shm-go-ipc", "shm-go-cdata") {
 		if !strings.Contains(string(md), want) {
@@ -69,6 +85,15 @@ func TestSmoke(t *testing.T) {
 // not measured yet).
 var measured = []string{"memcpy", "atomic-pingpong", "shm-rust", "shm-go", "cgo-oneshot", "uds-ipc", "flight-localhost",
 	"shm-go-ipc", "shm-go-cdata-write", "shm-go-cdata", "shm-rust-ipc", "shm-rust-cdata", "shm-rr", "futex-pingpong"}
+
+func mustRead(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
 
 func checkJSON(t *testing.T, path string) {
 	t.Helper()
