@@ -506,6 +506,13 @@ pub fn write_header(buf: &mut [u8], layout: &Layout, creator_pid: u32, created_n
     put_u64(buf, off::CREATED_NS, created_ns);
 }
 
+/// Reads a little-endian u16 at `at` (the one reader of little-endian
+/// fields for the whole crate: layout, C-Data-offsets descriptors and
+/// request/reply envelopes).
+pub fn get_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
+}
+
 /// Reads a little-endian u32 at `at`.
 pub fn get_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))

@@ -143,6 +143,19 @@ pub mod ring;
 pub mod signal;
 mod sync;
 
+/// The text of a caught panic's payload (`panic!("…")` gives a `&str` or a
+/// `String`): how the decoders, the request/reply worker and the C ABI
+/// (`alloy-ffi`) report a panic they caught instead of unwinding. Not part of
+/// the transport API.
+#[doc(hidden)]
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("panic with a non-string payload")
+}
+
 // The arrow-rs crates whose types the API takes and returns (arrow-rs 60),
 // so users need not pin the same versions themselves.
 #[cfg(not(loom))]

@@ -139,7 +139,11 @@ pub enum RegionError {
     /// This system is not Linux: the crate compiles elsewhere (so a service
     /// that deploys on Linux builds on a macOS laptop), but rings need the
     /// futex, memfd and `/dev/shm` (doc/README.md, "Other systems").
-    #[error("alloy rings need Linux (futex, memfd); this is {}/{}", std::env::consts::OS, std::env::consts::ARCH)]
+    #[error(
+        "alloy rings need Linux (futex, memfd); this is {}/{}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )]
     UnsupportedPlatform,
     /// Any other system error.
     #[error("{what}: {source}")]

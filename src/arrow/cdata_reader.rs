@@ -67,15 +67,7 @@ pub(crate) struct Node {
     pub flags: u32,
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
+use crate::layout::{get_u16 as u16_at, get_u32 as u32_at, get_u64 as u64_at};
 
 /// Parses and checks the header of a `len`-byte payload.
 pub(crate) fn parse_header(p: &[u8]) -> Result<Header, String> {
@@ -368,11 +360,7 @@ pub(crate) fn decode(
         Ok(Err(Issue::Corrupt(reason))) => Err(ArrowShmError::Corrupt { seq, slot, reason }),
         Ok(Err(Issue::Decode(source))) => Err(ArrowShmError::Decode { seq, slot, source }),
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
+            let what = crate::panic_message(&*panic);
             Err(ArrowShmError::Corrupt {
                 seq,
                 slot,

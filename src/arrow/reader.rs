@@ -302,11 +302,7 @@ impl IpcReader {
             }
         }));
         result.unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
+            let what = crate::panic_message(&*panic);
             Err(ArrowShmError::Corrupt {
                 seq,
                 slot,

@@ -232,11 +232,7 @@ impl Decoder {
         // reported as a bad message, like IpcReader does.
         std::panic::catch_unwind(AssertUnwindSafe(|| self.decode_batch(env, &whole)))
             .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
+                let what = crate::panic_message(&*panic);
                 Err(ReqRepError::BadMessage(format!("decoder panicked: {what}")))
             })
     }

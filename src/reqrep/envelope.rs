@@ -121,15 +121,7 @@ impl EnvelopeError {
     }
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
+use crate::layout::{get_u16 as u16_at, get_u32 as u32_at, get_u64 as u64_at};
 
 impl Envelope {
     /// Length of the whole message this envelope announces.

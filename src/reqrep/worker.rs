@@ -304,11 +304,7 @@ impl Worker {
             Ok(Ok(reply)) => reply,
             Ok(Err(text)) => return self.reply_error(env, status::HANDLER, &text),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
+                let what = crate::panic_message(&*panic);
                 return self.reply_error(env, status::PANIC, &format!("handler panicked: {what}"));
             }
         };

@@ -299,13 +299,7 @@ unsafe fn entry(
 }
 
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
+    alloy_shm::panic_message(payload).to_owned()
 }
 
 /// # Safety
