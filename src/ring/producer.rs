@@ -497,6 +497,7 @@ impl Producer {
     }
 
     /// Number of slots of the ring.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))] // the async producer's
     pub(crate) fn max_slots(&self) -> u32 {
         self.shared.layout.config.slot_count
     }
