@@ -496,8 +496,8 @@ impl Producer {
         counters::note_backpressure(&self.shared, waited);
     }
 
-    /// Number of slots of the ring.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))] // the async producer's
+    /// Number of slots of the ring (used by the async producer only).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn max_slots(&self) -> u32 {
         self.shared.layout.config.slot_count
     }
