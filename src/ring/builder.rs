@@ -22,8 +22,8 @@
 use std::time::Duration;
 
 use super::producer::AttachOptions;
-use super::{Backpressure, Consumer, Producer, Ring, RingError};
-use crate::layout::{kind, RingConfig};
+use super::{Backpressure, Consumer, ConsumerKind, Producer, Ring, RingError};
+use crate::layout::RingConfig;
 use crate::region::{NamedOptions, RegionError};
 use crate::signal::WaitStrategy;
 
@@ -85,7 +85,7 @@ impl Ring {
     pub fn consumer_builder(&self) -> ConsumerBuilder {
         ConsumerBuilder {
             ring: self.clone(),
-            group: None,
+            kind: ConsumerKind::Broadcast,
             wait: WaitStrategy::default(),
             held_lease_timeout: Some(super::DEFAULT_HELD_LEASE_TIMEOUT),
             skip_validation: false,
@@ -331,7 +331,7 @@ impl ProducerBuilder {
 #[must_use = "a builder does nothing until create is called"]
 pub struct ConsumerBuilder {
     ring: Ring,
-    group: Option<u32>,
+    kind: ConsumerKind,
     wait: WaitStrategy,
     held_lease_timeout: Option<Duration>,
     /// For the Arrow readers made from this builder (`arrow` module).
@@ -343,14 +343,14 @@ impl ConsumerBuilder {
     /// A broadcast consumer: sees every message published after it joins
     /// (the default).
     pub fn broadcast(mut self) -> Self {
-        self.group = None;
+        self.kind = ConsumerKind::Broadcast;
         self
     }
 
     /// A member of work-queue group `group` (≥ 1): each message goes to
     /// exactly one member of the group.
     pub fn queue(mut self, group: u32) -> Self {
-        self.group = Some(group);
+        self.kind = ConsumerKind::Queue(group);
         self
     }
 
@@ -405,27 +405,12 @@ impl ConsumerBuilder {
 
     /// Joins the ring.
     pub fn create(self) -> Result<Consumer, RingError> {
-        let mut c = match self.group {
-            None => Consumer::join(
-                self.ring.shared.clone(),
-                kind::BROADCAST,
-                0,
-                self.wait,
-                self.history,
-            )?,
-            Some(0) => {
-                return Err(RingError::InvalidArgument(
-                    "queue group must be >= 1".into(),
-                ))
-            }
-            Some(g) => Consumer::join(
-                self.ring.shared.clone(),
-                kind::QUEUE,
-                g,
-                self.wait,
-                self.history,
-            )?,
-        };
+        if self.kind == ConsumerKind::Queue(0) {
+            return Err(RingError::InvalidArgument(
+                "queue group must be >= 1".into(),
+            ));
+        }
+        let mut c = Consumer::join(self.ring.shared.clone(), self.kind, self.wait, self.history)?;
         c.set_wait_strategy(self.wait);
         c.set_held_lease_timeout(self.held_lease_timeout);
         Ok(c)
@@ -438,6 +423,26 @@ mod tests {
 
     fn unique(tag: &str) -> String {
         format!("alloy-builder-{tag}-{}", std::process::id())
+    }
+
+    #[test]
+    fn consumer_kind_is_what_was_built() {
+        let ring = Ring::anonymous_builder().slot_count(4).create().unwrap();
+        let b = ring.consumer_builder().create().unwrap();
+        assert_eq!(b.kind(), ConsumerKind::Broadcast);
+        let q = ring.consumer_builder().queue(7).create().unwrap();
+        assert_eq!(q.kind(), ConsumerKind::Queue(7));
+        let also = ring.join_queue(7).unwrap();
+        assert_eq!(also.kind(), ConsumerKind::Queue(7));
+        // Both members share the group's one subscriber entry.
+        assert_eq!(q.subscriber_index(), also.subscriber_index());
+        assert_ne!(b.subscriber_index(), q.subscriber_index());
+        let back = ring.consumer_builder().queue(7).broadcast();
+        assert_eq!(back.create().unwrap().kind(), ConsumerKind::Broadcast);
+        assert!(matches!(
+            ring.consumer_builder().queue(0).create(),
+            Err(RingError::InvalidArgument(_))
+        ));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crossbeam_utils::Backoff;
 use super::liveness::{self, Heartbeat};
 use super::proto::{self, Claim, Words};
 use super::redeliver::{self, QueueClaim};
-use super::{counters, RingError, Shared};
+use super::{counters, ConsumerKind, RingError, Shared};
 use crate::layout::{done, kind, off, state};
 use crate::signal::{futex_wait, EventFd, WaitStrategy};
 use crate::sync::Ordering;
@@ -69,7 +69,7 @@ impl Drop for Member {
 /// member of a work-queue group (sees its share).
 pub struct Consumer {
     member: Arc<Member>,
-    exclusive: bool,
+    kind: ConsumerKind,
     wait: WaitStrategy,
     notifier: Option<Notifier>,
     /// When this queue member last looked for dead members of its group.
@@ -97,7 +97,7 @@ impl std::fmt::Debug for Consumer {
         f.debug_struct("Consumer")
             .field("subscriber", &self.member.sub)
             .field("member", &self.member.member)
-            .field("broadcast", &self.exclusive)
+            .field("kind", &self.kind)
             .finish()
     }
 }
@@ -105,11 +105,11 @@ impl std::fmt::Debug for Consumer {
 impl Consumer {
     pub(super) fn join(
         shared: Arc<Shared>,
-        kind_: u32,
-        group: u32,
+        kind: ConsumerKind,
         wait: WaitStrategy,
         history: u32,
     ) -> Result<Consumer, RingError> {
+        let (kind_, group) = (kind.word(), kind.group());
         let sh = &*shared;
         // Payloads are read through a read-only mapping, so a consumer
         // bug cannot scribble over a slot (LAYOUT.md §1).
@@ -216,7 +216,7 @@ impl Consumer {
                 heartbeat: Some(heartbeat),
                 held: AtomicUsize::new(0),
             }),
-            exclusive: kind_ == kind::BROADCAST,
+            kind,
             wait,
             notifier: None,
             group_checked: None,
@@ -235,6 +235,15 @@ impl Consumer {
         super::Ring {
             shared: self.member.shared.clone(),
         }
+    }
+
+    /// Broadcast consumer or work-queue member (and of which group).
+    pub fn kind(&self) -> ConsumerKind {
+        self.kind
+    }
+
+    fn is_broadcast(&self) -> bool {
+        self.kind == ConsumerKind::Broadcast
     }
 
     /// Generation of the stream this consumer is reading (LAYOUT.md §4.1).
@@ -430,7 +439,7 @@ impl Consumer {
         let w = sh.done(m.sub, (r % n) as usize).load(Ordering::SeqCst);
         // A broadcast subscriber has one member, so an unreleased `r` below
         // our claim is ours; a queue member checks the holder marker.
-        let ours = if self.exclusive {
+        let ours = if self.is_broadcast() {
             w != r + 1
         } else {
             w == done::held(m.member as u32, r)
@@ -445,7 +454,7 @@ impl Consumer {
     /// which it may never be again. Returns whether anything now waits for
     /// redelivery.
     fn check_group(&mut self, at_end: bool) -> bool {
-        if self.exclusive {
+        if self.is_broadcast() {
             return false;
         }
         let m = &self.member;
@@ -496,7 +505,7 @@ impl Consumer {
     fn claim(&self) -> Result<(u64, bool), Polled> {
         let m = &self.member;
         let sh = &*m.shared;
-        if self.exclusive {
+        if self.is_broadcast() {
             return match proto::try_claim(sh, m.sub, true) {
                 Claim::Empty => Err(Polled::Empty),
                 Claim::Ended => Err(Polled::Ended),
@@ -612,13 +621,13 @@ impl Consumer {
                     ptr,
                     len: len as usize,
                     flags,
-                    queue: !self.exclusive,
+                    queue: !self.is_broadcast(),
                     redelivered,
                 }))
             }
             Err(bad) => {
                 // Release it so the ring keeps flowing, then report.
-                if release(m, !self.exclusive, seq) && sh.wake_space() {
+                if release(m, !self.is_broadcast(), seq) && sh.wake_space() {
                     counters::bump_member(sh, m.member, off::MEM_SPACE_WAKES, 1);
                 }
                 Err(RingError::Corrupt {

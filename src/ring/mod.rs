@@ -42,7 +42,7 @@ use crossbeam_utils::Backoff;
 use thiserror::Error;
 
 pub use crate::layout::RingConfig;
-use crate::layout::{off, state, Layout};
+use crate::layout::{kind, off, state, Layout};
 #[cfg(test)]
 use crate::region::Stamp;
 use crate::region::{NamedOptions, Region, RegionError};
@@ -397,6 +397,35 @@ impl Drop for TableGuard<'_> {
         self.shared
             .hdr64(off::TABLE_LOCK)
             .store(0, Ordering::Release);
+    }
+}
+
+/// What a consumer is: the `kind` and `group` of its subscriber entry
+/// (LAYOUT.md §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConsumerKind {
+    /// A broadcast consumer: sees every message published after it joined.
+    Broadcast,
+    /// A member of work-queue group `n` (≥ 1): each message goes to exactly
+    /// one member of the group.
+    Queue(u32),
+}
+
+impl ConsumerKind {
+    /// The subscriber entry's `kind` word.
+    pub(crate) fn word(self) -> u32 {
+        match self {
+            ConsumerKind::Broadcast => kind::BROADCAST,
+            ConsumerKind::Queue(_) => kind::QUEUE,
+        }
+    }
+
+    /// The subscriber entry's `group` word (0 for broadcast).
+    pub(crate) fn group(self) -> u32 {
+        match self {
+            ConsumerKind::Broadcast => 0,
+            ConsumerKind::Queue(g) => g,
+        }
     }
 }
 
