@@ -246,93 +246,16 @@ pub(crate) fn join_cursors_at<W: Words>(w: &W, k: usize, at: impl Fn(u64) -> u64
     }
 }
 
+/// The model-checked ring every loom model runs on.
+#[cfg(all(test, loom))]
+#[path = "loom_heap.rs"]
+pub(crate) mod loom_heap;
+
 #[cfg(all(test, loom))]
 mod loom_tests {
+    use super::loom_heap::Heap;
     use super::*;
-    use loom::cell::UnsafeCell;
     use loom::sync::Arc;
-
-    /// A ring held in ordinary (model-checked) memory: N slots, S subscribers.
-    struct Heap {
-        n: u64,
-        published: AtomicU64,
-        closed: AtomicU32,
-        epoch: AtomicU64,
-        sub_state: Vec<AtomicU32>,
-        claim: Vec<AtomicU64>,
-        release: Vec<AtomicU64>,
-        done: Vec<AtomicU64>,
-        stamp: Vec<AtomicU64>,
-        len: Vec<AtomicU32>,
-        flags: Vec<AtomicU32>,
-        /// The payloads: loom flags any unsynchronised access to these.
-        payload: Vec<UnsafeCell<u64>>,
-    }
-
-    impl Heap {
-        fn new(n: usize, subs: usize) -> Heap {
-            let v64 = |c| (0..c).map(|_| AtomicU64::new(0)).collect();
-            let v32 = |c| (0..c).map(|_| AtomicU32::new(0)).collect();
-            Heap {
-                n: n as u64,
-                published: AtomicU64::new(0),
-                closed: AtomicU32::new(0),
-                epoch: AtomicU64::new(0),
-                sub_state: v32(subs),
-                claim: v64(subs),
-                release: v64(subs),
-                done: v64(subs * n),
-                stamp: v64(n),
-                len: v32(n),
-                flags: v32(n),
-                payload: (0..n).map(|_| UnsafeCell::new(0)).collect(),
-            }
-        }
-        fn activate(&self, k: usize) {
-            self.sub_state[k].store(state::JOINING, Ordering::SeqCst);
-            join_cursors(self, k);
-            self.sub_state[k].store(state::ACTIVE, Ordering::SeqCst);
-        }
-    }
-
-    impl Words for Heap {
-        fn slot_count(&self) -> u64 {
-            self.n
-        }
-        fn subscribers(&self) -> usize {
-            self.sub_state.len()
-        }
-        fn published(&self) -> &AtomicU64 {
-            &self.published
-        }
-        fn closed(&self) -> &AtomicU32 {
-            &self.closed
-        }
-        fn table_epoch(&self) -> &AtomicU64 {
-            &self.epoch
-        }
-        fn sub_state(&self, k: usize) -> &AtomicU32 {
-            &self.sub_state[k]
-        }
-        fn sub_claim(&self, k: usize) -> &AtomicU64 {
-            &self.claim[k]
-        }
-        fn sub_release(&self, k: usize) -> &AtomicU64 {
-            &self.release[k]
-        }
-        fn done(&self, k: usize, i: usize) -> &AtomicU64 {
-            &self.done[k * self.n as usize + i]
-        }
-        fn stamp(&self, i: usize) -> &AtomicU64 {
-            &self.stamp[i]
-        }
-        fn slot_len(&self, i: usize) -> &AtomicU32 {
-            &self.len[i]
-        }
-        fn slot_flags(&self, i: usize) -> &AtomicU32 {
-            &self.flags[i]
-        }
-    }
 
     fn produce(h: &Heap, count: u64) {
         let mut cur = ProducerCursor::attach(h);

@@ -7,95 +7,23 @@
 //!
 //! Included from `redeliver.rs` under `--cfg loom`; run with `make loom`.
 
+use super::proto::loom_heap::Heap;
 use super::proto::{check_slot, ProducerCursor};
 use super::*;
 use crate::layout::{done, state};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use loom::cell::UnsafeCell;
+use crate::sync::{AtomicU64, Ordering};
 use loom::sync::Arc;
 
-/// A ring in model-checked memory: N slots, one queue subscriber (entry 0).
-struct Heap {
-    n: u64,
-    published: AtomicU64,
-    closed: AtomicU32,
-    epoch: AtomicU64,
-    sub_state: AtomicU32,
-    claim: AtomicU64,
-    release: AtomicU64,
-    redeliver: AtomicU64,
-    done: Vec<AtomicU64>,
-    stamp: Vec<AtomicU64>,
-    len: Vec<AtomicU32>,
-    flags: Vec<AtomicU32>,
-    /// The payloads: loom flags any unsynchronised access to these.
-    payload: Vec<UnsafeCell<u64>>,
-}
-
-impl Heap {
-    fn new(n: usize) -> Heap {
-        let v64 = |c| (0..c).map(|_| AtomicU64::new(0)).collect();
-        let v32 = |c| (0..c).map(|_| AtomicU32::new(0)).collect();
-        Heap {
-            n: n as u64,
-            published: AtomicU64::new(0),
-            closed: AtomicU32::new(0),
-            epoch: AtomicU64::new(0),
-            sub_state: AtomicU32::new(state::ACTIVE),
-            claim: AtomicU64::new(0),
-            release: AtomicU64::new(0),
-            redeliver: AtomicU64::new(0),
-            done: v64(n),
-            stamp: v64(n),
-            len: v32(n),
-            flags: v32(n),
-            payload: (0..n).map(|_| UnsafeCell::new(0)).collect(),
-        }
-    }
-}
-
-impl Words for Heap {
-    fn slot_count(&self) -> u64 {
-        self.n
-    }
-    fn subscribers(&self) -> usize {
-        1
-    }
-    fn published(&self) -> &AtomicU64 {
-        &self.published
-    }
-    fn closed(&self) -> &AtomicU32 {
-        &self.closed
-    }
-    fn table_epoch(&self) -> &AtomicU64 {
-        &self.epoch
-    }
-    fn sub_state(&self, _k: usize) -> &AtomicU32 {
-        &self.sub_state
-    }
-    fn sub_claim(&self, _k: usize) -> &AtomicU64 {
-        &self.claim
-    }
-    fn sub_release(&self, _k: usize) -> &AtomicU64 {
-        &self.release
-    }
-    fn done(&self, _k: usize, i: usize) -> &AtomicU64 {
-        &self.done[i]
-    }
-    fn stamp(&self, i: usize) -> &AtomicU64 {
-        &self.stamp[i]
-    }
-    fn slot_len(&self, i: usize) -> &AtomicU32 {
-        &self.len[i]
-    }
-    fn slot_flags(&self, i: usize) -> &AtomicU32 {
-        &self.flags[i]
-    }
+/// One queue subscriber (entry 0), ACTIVE from the start.
+fn queue_heap(n: usize) -> Heap {
+    let h = Heap::new(n, 1);
+    h.sub_state[0].store(state::ACTIVE, Ordering::SeqCst);
+    h
 }
 
 impl QueueWords for Heap {
-    fn sub_redeliver(&self, _k: usize) -> &AtomicU64 {
-        &self.redeliver
+    fn sub_redeliver(&self, k: usize) -> &AtomicU64 {
+        &self.redeliver[k]
     }
 }
 
@@ -154,14 +82,14 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 #[test]
 fn loom_dead_member_sequences_are_redelivered() {
     model(|| {
-        let h = Arc::new(Heap::new(2));
+        let h = Arc::new(queue_heap(2));
         let mut cur = ProducerCursor::attach(&*h);
         assert!(publish(&h, &mut cur, 0) && publish(&h, &mut cur, 1));
         assert!(matches!(
             try_claim(&*h, 0, 1),
             QueueClaim::Got { seq: 0, .. }
         ));
-        h.claim.store(2, Ordering::SeqCst); // member 1 won 1, then died
+        h.claim[0].store(2, Ordering::SeqCst); // member 1 won 1, then died
         let producer = {
             let h = h.clone();
             loom::thread::spawn(move || {
@@ -204,8 +132,8 @@ fn loom_dead_member_sequences_are_redelivered() {
         for (seq, again) in got {
             assert_eq!(again, seq < 2, "seq {seq}: redelivered flag");
         }
-        assert_eq!(h.redeliver.load(Ordering::SeqCst), 0);
-        assert_eq!(h.release.load(Ordering::SeqCst), published);
+        assert_eq!(h.redeliver[0].load(Ordering::SeqCst), 0);
+        assert_eq!(h.release[0].load(Ordering::SeqCst), published);
     });
 }
 
@@ -224,7 +152,7 @@ fn publish_next(h: &Heap, cur: &mut ProducerCursor) -> bool {
 #[test]
 fn loom_reclaim_races_live_claimers() {
     model(|| {
-        let h = Arc::new(Heap::new(2));
+        let h = Arc::new(queue_heap(2));
         let mut cur = ProducerCursor::attach(&*h);
         assert!(publish(&h, &mut cur, 0) && publish(&h, &mut cur, 1));
         assert!(matches!(
@@ -264,7 +192,7 @@ fn loom_reclaim_races_live_claimers() {
         );
         assert_eq!(h.done[0].load(Ordering::SeqCst), 1);
         assert_eq!(h.done[1].load(Ordering::SeqCst), 2);
-        assert_eq!(h.redeliver.load(Ordering::SeqCst), 0);
+        assert_eq!(h.redeliver[0].load(Ordering::SeqCst), 0);
         assert_ne!(h.done[0].load(Ordering::SeqCst), done::redeliver(0));
     });
 }
