@@ -111,7 +111,7 @@ func TestRoundTripRandomRecords(t *testing.T) {
 			want = append(want, randomRecord(mem, seed+uint64(i), kinds, rows, off, nulls))
 		}
 		r := newRing(t, 8, 1<<20)
-		rd := NewReader(r, subscribe(t, r))
+		rd := NewReader(subscribe(t, r))
 		done := sendAll(NewWriter(producer(t, r), want[0].Schema()), want)
 		got, err := receiveAll(rd)
 		if err != nil {
@@ -189,7 +189,7 @@ func TestOversizedRecordIsSplit(t *testing.T) {
 	rec := randomRecord(memory.DefaultAllocator, 1, []int{3, 11}, 5000, 0, true)
 	defer rec.Release()
 	r := newRing(t, 8, 16<<10)
-	rd := NewReader(r, subscribe(t, r))
+	rd := NewReader(subscribe(t, r))
 	w := NewWriter(producer(t, r), rec.Schema())
 	done := sendAll(w, []arrow.RecordBatch{rec})
 	got, err := receiveAll(rd)
@@ -227,7 +227,7 @@ func TestLateJoinerReadsTheSchemaArea(t *testing.T) {
 	if err := w.Write(rec); err != nil {
 		t.Fatal(err)
 	}
-	rd := NewReader(r, subscribe(t, r))
+	rd := NewReader(subscribe(t, r))
 	if err := w.Write(rec); err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestLateJoinerReadsTheSchemaArea(t *testing.T) {
 // producer and returns the reader's error.
 func damagedStream(t *testing.T, schemaMsg, bytes []byte, flags uint32) error {
 	r := newRing(t, 8, 1<<16)
-	rd := NewReader(r, subscribe(t, r))
+	rd := NewReader(subscribe(t, r))
 	p := producer(t, r)
 	if err := p.Send(schemaMsg, FlagIPCSchema); err != nil {
 		t.Fatal(err)

@@ -96,7 +96,7 @@ func TestCDataGoToGo(t *testing.T) {
 		if zeroCopy {
 			opts = append(opts, WithZeroCopy())
 		}
-		rd := NewReader(r, subscribe(t, r), opts...)
+		rd := NewReader(subscribe(t, r), opts...)
 		w, err := NewCDataWriter(producer(t, r), schema.Schema())
 		if err != nil {
 			rt.Fatal(err)
@@ -158,7 +158,7 @@ func TestCDataLateJoinerAndMixedStream(t *testing.T) {
 	}
 	defer release(recs)
 	r := newRing(t, 16, 1<<16)
-	early := NewReader(r, subscribe(t, r))
+	early := NewReader(subscribe(t, r))
 	defer early.Release()
 	p := producer(t, r)
 	cw, err := NewCDataWriter(p, recs[0].Schema())
@@ -168,7 +168,7 @@ func TestCDataLateJoinerAndMixedStream(t *testing.T) {
 	if err := cw.Write(recs[0]); err != nil {
 		t.Fatal(err)
 	}
-	late := NewReader(r, subscribe(t, r), WithZeroCopy())
+	late := NewReader(subscribe(t, r), WithZeroCopy())
 	defer late.Release()
 	iw := NewWriter(p, recs[0].Schema())
 	// IPC, C-Data-offsets, IPC: the readers switch back and forth.
@@ -299,7 +299,7 @@ func TestCDataReaderVectors(t *testing.T) {
 // ring and reads them with a zero-copy Reader.
 func cdataStream(t *testing.T, schemaMsg, payload []byte, opts ...ReaderOption) ([]arrow.RecordBatch, error) {
 	r := newRing(t, 8, 1<<16)
-	rd := NewReader(r, subscribe(t, r), append([]ReaderOption{WithZeroCopy()}, opts...)...)
+	rd := NewReader(subscribe(t, r), append([]ReaderOption{WithZeroCopy()}, opts...)...)
 	defer rd.Release()
 	p := producer(t, r)
 	if err := p.Send(schemaMsg, FlagIPCSchema); err != nil {
@@ -378,7 +378,7 @@ func cdataRoundTrip(t *testing.T, schema *arrow.Schema, want []arrow.RecordBatch
 		if zeroCopy {
 			opts = append(opts, WithZeroCopy())
 		}
-		rd := NewReader(r, subscribe(t, r), opts...)
+		rd := NewReader(subscribe(t, r), opts...)
 		w, err := NewCDataWriter(producer(t, r), schema)
 		if err != nil {
 			t.Fatal(err)
@@ -469,7 +469,7 @@ func TestCDataCorruptMessageReleasesItsSlot(t *testing.T) {
 		b := bytes.Clone(msg)
 		binary.LittleEndian.PutUint64(b[c.at:], c.value)
 		r := newRing(t, 8, 1<<16)
-		rd := NewReader(r, subscribe(t, r), WithZeroCopy())
+		rd := NewReader(subscribe(t, r), WithZeroCopy())
 		p := producer(t, r)
 		if err := p.Send(schema, FlagIPCSchema); err != nil {
 			t.Fatal(err)

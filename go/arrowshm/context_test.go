@@ -40,7 +40,7 @@ func TestNextContextReturnsPromptlyOnCancel(t *testing.T) {
 	c := subscribe(t, r)
 	p := producer(t, r)
 	defer p.Close()
-	rd := NewReader(r, c)
+	rd := NewReader(c)
 	defer rd.Close()
 	// Blocked before the schema, then (in a second reader) between records.
 	ctx, at := cancelLater(100 * time.Millisecond)
@@ -58,7 +58,7 @@ func TestNextContextReturnsPromptlyOnCancel(t *testing.T) {
 	}
 
 	c2 := subscribe(t, r)
-	rd2 := NewReader(r, c2)
+	rd2 := NewReader(c2)
 	defer rd2.Close()
 	w := NewWriter(p, int64Record(t).Schema())
 	rec := int64Record(t, 1, 2, 3)
@@ -117,7 +117,7 @@ func TestReaderIsARecordReader(t *testing.T) {
 	w := NewWriter(p, rec.Schema())
 	done := sendAll(w, []arrow.RecordBatch{rec, rec})
 
-	var rr array.RecordReader = NewReader(r, c)
+	var rr array.RecordReader = NewReader(c)
 	if !rr.Schema().Equal(rec.Schema()) {
 		t.Fatalf("schema %v", rr.Schema())
 	}

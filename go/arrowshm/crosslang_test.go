@@ -173,7 +173,7 @@ func checkRustToGo(t *testing.T, mode string) {
 		if zeroCopy {
 			opts = append(opts, WithZeroCopy())
 		}
-		rd := NewReader(r, subscribe(t, r), opts...)
+		rd := NewReader(subscribe(t, r), opts...)
 		defer rd.Release()
 		var out bytes.Buffer
 		cmd := exec.Command(bin, "send", "--ring", r.Name(), "--mode", mode, in)

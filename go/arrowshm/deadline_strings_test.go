@@ -20,7 +20,7 @@ import (
 // Reader usable, and a schema published later is read.
 func TestSchemaContext(t *testing.T) {
 	r := newRing(t, 4, 1<<14)
-	rd := NewReader(r, subscribe(t, r))
+	rd := NewReader(subscribe(t, r))
 	defer rd.Close()
 
 	// No producer ever attached: the deadline, not a hang.
@@ -147,7 +147,7 @@ func testStrings(t *testing.T, mode string, copied bool) {
 	if copied {
 		opt = WithCopiedStrings()
 	}
-	rd := NewReader(r, subscribe(t, r), opt)
+	rd := NewReader(subscribe(t, r), opt)
 	defer rd.Close()
 	recs := make([]arrow.RecordBatch, n)
 	for k := range recs {

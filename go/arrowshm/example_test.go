@@ -48,7 +48,7 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	rd := arrowshm.NewReader(r, c)
+	rd := arrowshm.NewReader(c)
 	defer rd.Close() // closes the consumer too
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -109,7 +109,7 @@ func ExampleWithCopiedStrings() {
 		done <- w.Close()
 	}()
 
-	rd := arrowshm.NewReader(r, c, arrowshm.WithCopiedStrings())
+	rd := arrowshm.NewReader(c, arrowshm.WithCopiedStrings())
 	defer rd.Close()
 	seen := map[string]bool{} // keys stay valid after the records go
 	for rd.Next() {

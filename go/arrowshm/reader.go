@@ -119,10 +119,11 @@ func WithTrustedProducer() ReaderOption {
 	return func(m *slotMessages) { m.trusted = true }
 }
 
-// NewReader reads the stream c (a consumer of r) receives. Nothing is
-// received before the first Next (or Schema).
-func NewReader(r *ring.Ring, c *ring.Consumer, opts ...ReaderOption) *Reader {
-	rd := &Reader{msgs: &slotMessages{r: r, c: c}}
+// NewReader reads the stream the consumer c receives (from c's ring, so a
+// reader cannot be given another ring's consumer). Nothing is received
+// before the first Next (or Schema).
+func NewReader(c *ring.Consumer, opts ...ReaderOption) *Reader {
+	rd := &Reader{msgs: &slotMessages{r: c.Ring(), c: c}}
 	for _, o := range opts {
 		o(rd.msgs)
 	}

@@ -81,7 +81,7 @@ func runRustToGo(t *testing.T, bin string, c retentionCase) {
 	if c.zeroCopy {
 		opts = append(opts, WithZeroCopy())
 	}
-	rd := NewReader(r, cons, opts...)
+	rd := NewReader(cons, opts...)
 	defer rd.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

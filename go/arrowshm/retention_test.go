@@ -254,7 +254,7 @@ func runRetentionCase(t fatalT, c retentionCase) {
 	if c.zeroCopy {
 		opts = append(opts, WithZeroCopy())
 	}
-	rd := NewReader(r, cons, opts...)
+	rd := NewReader(cons, opts...)
 	defer rd.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -340,7 +340,7 @@ func TestReaderRetentionStall(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rd := NewReader(r, cons, WithZeroCopy())
+			rd := NewReader(cons, WithZeroCopy())
 			defer rd.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			wait := startSend(ctx, producer(t, r), s, cdata, false)
@@ -406,9 +406,9 @@ func TestRelayKeepsNoSlotOfItsInput(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			src := NewReader(in, cin, WithZeroCopy())
+			src := NewReader(cin, WithZeroCopy())
 			defer src.Close()
-			dst := NewReader(out, subscribe(t, out))
+			dst := NewReader(subscribe(t, out))
 			defer dst.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			wait := startSend(ctx, producer(t, in), s, true, false)

@@ -60,7 +60,7 @@ type vtb interface {
 func readMsgs(t vtb, msgs []slotMsg, opts ...ReaderOption) ([]arrow.RecordBatch, error) {
 	t.Helper()
 	r := newRing(t, 16, 1<<16)
-	rd := NewReader(r, subscribe(t, r), opts...)
+	rd := NewReader(subscribe(t, r), opts...)
 	defer rd.Release()
 	p := producer(t, r)
 	for _, m := range msgs {

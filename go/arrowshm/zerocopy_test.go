@@ -56,7 +56,7 @@ func TestZeroCopyReaderDecodesInPlace(t *testing.T) {
 		// Every retained record holds its slot: the ring holds them all.
 		r := newRing(t, 16, 1<<20)
 		c := subscribe(t, r)
-		rd := NewReader(r, c, WithZeroCopy())
+		rd := NewReader(c, WithZeroCopy())
 		done := sendAll(NewWriter(producer(t, r), want[0].Schema()), want)
 		got, err := receiveAll(rd)
 		if err != nil {
@@ -118,7 +118,7 @@ func TestZeroCopySlotOutlivesTheRecordThroughItsArrays(t *testing.T) {
 	}
 	defer release(want)
 	r := newRing(t, 4, 1<<16)
-	rd := NewReader(r, subscribe(t, r), WithZeroCopy())
+	rd := NewReader(subscribe(t, r), WithZeroCopy())
 	defer rd.Release()
 	if err := <-sendAll(NewWriter(producer(t, r), want[0].Schema()), want); err != nil {
 		t.Fatal(err)

@@ -29,7 +29,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	rd := arrowshm.NewReader(r, c, arrowshm.WithZeroCopy())
+	rd := arrowshm.NewReader(c, arrowshm.WithZeroCopy())
 
 	// A producer (any process) writes a batch and ends the stream.
 	schema := arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Int64}}, nil)

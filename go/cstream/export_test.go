@@ -65,7 +65,7 @@ func TestExportRoundTrip(t *testing.T) {
 				if zeroCopy {
 					opts = append(opts, arrowshm.WithZeroCopy())
 				}
-				rd := arrowshm.NewReader(r, subscribe(t, r, ring.ConsumerOptions{}), opts...)
+				rd := arrowshm.NewReader(subscribe(t, r, ring.ConsumerOptions{}), opts...)
 				done := sendAll(producer(t, r), mode, want)
 				rr := importStream(t, rd, Options{Timeout: 30 * time.Second})
 				if !rr.Schema().Equal(schema) {
@@ -135,7 +135,7 @@ func TestExportedArrayOutlivesTheStream(t *testing.T) {
 	want := makeBatches(7, 2, 50)
 	defer release(want)
 	r := newRing(t, 16, 1<<18) // the whole stream fits
-	rd := arrowshm.NewReader(r, subscribe(t, r, ring.ConsumerOptions{}), arrowshm.WithZeroCopy())
+	rd := arrowshm.NewReader(subscribe(t, r, ring.ConsumerOptions{}), arrowshm.WithZeroCopy())
 	if err := <-sendAll(producer(t, r), IPC, want); err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestExportRetentionStall(t *testing.T) {
 	defer release(want)
 	r := newRing(t, slots, 1<<18)
 	c := subscribe(t, r, ring.ConsumerOptions{HeldLeaseTimeout: 200 * time.Millisecond})
-	rd := arrowshm.NewReader(r, c, arrowshm.WithZeroCopy())
+	rd := arrowshm.NewReader(c, arrowshm.WithZeroCopy())
 	done := sendAll(producer(t, r), CData, want)
 	rr := importStream(t, rd, Options{})
 	var kept []arrow.RecordBatch
@@ -198,7 +198,7 @@ func TestExportRetentionStall(t *testing.T) {
 // Reader); a stream with no producer times out within Options.Timeout.
 func TestExportWithoutSchema(t *testing.T) {
 	r := newRing(t, 4, 1<<16)
-	rd := arrowshm.NewReader(r, subscribe(t, r, ring.ConsumerOptions{}))
+	rd := arrowshm.NewReader(subscribe(t, r, ring.ConsumerOptions{}))
 	p := producer(t, r)
 	if err := p.Close(); err != nil { // ends the stream with nothing sent
 		t.Fatal(err)
@@ -213,7 +213,7 @@ func TestExportWithoutSchema(t *testing.T) {
 	}
 
 	r = newRing(t, 4, 1<<16)
-	rd = arrowshm.NewReader(r, subscribe(t, r, ring.ConsumerOptions{}))
+	rd = arrowshm.NewReader(subscribe(t, r, ring.ConsumerOptions{}))
 	start := time.Now()
 	err = Export(rd, &s, Options{Timeout: 100 * time.Millisecond})
 	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
@@ -232,7 +232,7 @@ func TestExportNextTimeoutAndCancel(t *testing.T) {
 			want := makeBatches(5, 1, 10)
 			defer release(want)
 			r := newRing(t, 4, 1<<16)
-			rd := arrowshm.NewReader(r, subscribe(t, r, ring.ConsumerOptions{}), arrowshm.WithZeroCopy())
+			rd := arrowshm.NewReader(subscribe(t, r, ring.ConsumerOptions{}), arrowshm.WithZeroCopy())
 			p := producer(t, r)
 			w := arrowshm.NewWriter(p, schema)
 			defer w.Close()

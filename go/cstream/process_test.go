@@ -58,7 +58,7 @@ func TestChildProducer(t *testing.T) {
 // the dead producer (ring.ErrProducerGone).
 func TestExportProducerKilled(t *testing.T) {
 	r := newRing(t, 16, 1<<18)
-	rd := arrowshm.NewReader(r, subscribe(t, r, ring.ConsumerOptions{}), arrowshm.WithZeroCopy())
+	rd := arrowshm.NewReader(subscribe(t, r, ring.ConsumerOptions{}), arrowshm.WithZeroCopy())
 	dup, err := unix.FcntlInt(uintptr(r.Fd()), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +143,7 @@ func TestExportAlloySend(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { r.Close(); ring.Remove(name) })
-			rd := arrowshm.NewReader(r, subscribe(t, r, ring.ConsumerOptions{}), arrowshm.WithZeroCopy())
+			rd := arrowshm.NewReader(subscribe(t, r, ring.ConsumerOptions{}), arrowshm.WithZeroCopy())
 			var out bytes.Buffer
 			cmd := exec.Command(bin, "send", "--ring", name, "--mode", mode, in)
 			cmd.Stdout, cmd.Stderr = &out, &out

@@ -77,7 +77,7 @@ func TestPublishRoundTrip(t *testing.T) {
 				rows += rec.NumRows()
 			}
 			r := newRing(t, 4, 1<<18)
-			rd := arrowshm.NewReader(r, subscribe(t, r, ring.ConsumerOptions{}))
+			rd := arrowshm.NewReader(subscribe(t, r, ring.ConsumerOptions{}))
 			defer rd.Close()
 			type result struct {
 				n   Counts
@@ -121,7 +121,7 @@ func TestPublishSourceError(t *testing.T) {
 	want := makeBatches(13, 5, 50)
 	defer release(want)
 	r := newRing(t, 16, 1<<18)
-	rd := arrowshm.NewReader(r, subscribe(t, r, ring.ConsumerOptions{}))
+	rd := arrowshm.NewReader(subscribe(t, r, ring.ConsumerOptions{}))
 	defer rd.Close()
 	n, err := Publish(producer(t, r), exportRecords(t, want, 2), PublishOptions{})
 	if !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), "the source broke down") {

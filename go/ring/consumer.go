@@ -76,6 +76,10 @@ type Consumer struct {
 
 // Subscribe joins as a new broadcast subscriber. It starts at the current
 // head: messages published before the join are not delivered.
+// Ring is the ring this consumer reads (what readers built from the consumer
+// alone, such as arrowshm.NewReader, map their messages from).
+func (c *Consumer) Ring() *Ring { return c.r }
+
 func (r *Ring) Subscribe(opts ConsumerOptions) (*Consumer, error) {
 	return r.attach(kindBroadcast, 0, opts)
 }

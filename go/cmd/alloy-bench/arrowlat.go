@@ -276,7 +276,7 @@ func arrowRustGo(helper, transport string, sh arrowShape, iters int, busy, inPla
 	if inPlace {
 		opts = append(opts, arrowshm.WithZeroCopy())
 	}
-	rd := arrowshm.NewReader(data, c, opts...)
+	rd := arrowshm.NewReader(c, opts...)
 	defer rd.Release()
 	mode := map[string]string{"shm-rust-ipc": "ipc", "shm-rust-cdata": "cdata"}[transport]
 	p, err := startPeer(true, append([]string{helper, "arrow-lat-producer", "--ring", dataName, "--ack", ackName,
@@ -352,7 +352,7 @@ func ringRoundTrip(helper string, sh arrowShape, iters int, busy bool) (Result, 
 	if err != nil {
 		return Result{}, err
 	}
-	rd := arrowshm.NewReader(rep, c, arrowshm.WithZeroCopy())
+	rd := arrowshm.NewReader(c, arrowshm.WithZeroCopy())
 	defer rd.Release()
 	p, err := startPeer(true, append([]string{helper, "arrow-echo", "--ring", reqName, "--reply", repName}, spinArg(busy)...)...)
 	if err != nil {

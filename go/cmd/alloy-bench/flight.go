@@ -168,7 +168,7 @@ func flightLatency(helper string, size int64, iters int) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	rd := arrowshm.NewReader(rg, c, arrowshm.WithZeroCopy())
+	rd := arrowshm.NewReader(c, arrowshm.WithZeroCopy())
 	defer rd.Release()
 	rec := int64Record(size)
 	defer rec.Release()

@@ -223,7 +223,7 @@ func arrowSink(args []string) error {
 	if *trusted {
 		opts = append(opts, arrowshm.WithTrustedProducer())
 	}
-	rd := arrowshm.NewReader(r, c, opts...)
+	rd := arrowshm.NewReader(c, opts...)
 	defer rd.Close()
 	fmt.Println("ready")
 	var start time.Time

@@ -417,7 +417,7 @@ func recv(args []string) (err error) {
 	}()
 
 	fmt.Fprintln(info, "ready")
-	rd := arrowshm.NewReader(r, c, arrowshm.WithZeroCopy()) // each record is written out, then released
+	rd := arrowshm.NewReader(c, arrowshm.WithZeroCopy()) // each record is written out, then released
 	defer rd.Release()
 	// The ipc.Writer keeps the last dictionary of each field: it gets
 	// copies, as a dictionary read in place holds its batch's slot.

@@ -144,7 +144,7 @@ func goConsume(t *testing.T, r *ring.Ring) <-chan []arrow.RecordBatch {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rd := arrowshm.NewReader(r, c)
+	rd := arrowshm.NewReader(c)
 	done := make(chan []arrow.RecordBatch, 1)
 	go func() {
 		defer rd.Release()
