@@ -74,6 +74,14 @@ func goals13(rep *Report) []target {
 	return out
 }
 
+// goals16 are the goals of issue 16 (a live ring read by any Arrow engine).
+func goals16(rep *Report) []target {
+	_, tp := refSizesOf(rep)
+	T := sizeName(tp)
+	return []target{ratioTarget(rep, T+" batches Go → Python (pyarrow, in place) ≥ 0.8× Go → Rust, blocking, same run",
+		"shm-go-ipc-python/shm-go-ipc throughput "+T+" blocking", func(v float64) bool { return v >= 0.8 })}
+}
+
 // wakeTarget judges the wake-up of a parked consumer (shm-go, mode parked)
 // against the futex ping-pong floor and iceoryx2's event, all of one run;
 // a row whose consumer was not asleep for nearly every message does not
@@ -134,7 +142,7 @@ func targetsTable(b *strings.Builder, rep *Report) {
 	for _, sec := range []struct {
 		title string
 		ts    []target
-	}{{"Goals of issue 13 (Arrow, like for like)", goals13(rep)}, {"Targets of issue 6", targets6(rep)}} {
+	}{{"Goals of issue 13 (Arrow, like for like)", goals13(rep)}, {"Goals of issue 16 (any Arrow engine)", goals16(rep)}, {"Targets of issue 6", targets6(rep)}} {
 		fmt.Fprintf(b, "\n## %s\n\n| goal | this run | verdict |\n|---|---|---|\n", sec.title)
 		for _, t := range sec.ts {
 			fmt.Fprintf(b, "| %s | %s | %s |\n", t.what, t.value, t.verdict)
