@@ -89,6 +89,7 @@ test-python: build
 	maturin build --release -q -m python/Cargo.toml -o target/wheels
 	python3 -m pip install --quiet --force-reinstall --no-deps target/wheels/alloy_shm-*.whl
 	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) python3 -m pytest -q -p no:cacheprovider tests/python
+	@touch target/wheels/.installed
 
 # The demo's last step needs the alloy_shm package: built and installed only
 # when python/ or the library changed since the last install (the stamp).
