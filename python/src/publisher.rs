@@ -102,32 +102,42 @@ impl Publisher {
     /// while writing (and while blocked on a full ring).
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
         let source = capsule::import(data)?;
-        let mut guard = self.lock();
-        if guard.is_none() {
-            return Err(PyRuntimeError::new_err("the publisher is closed"));
-        }
-        let slot = &mut *guard;
-        py.detach(|| match source {
-            Source::Batch(b) => write(slot, &b).map(|()| 1),
-            Source::Stream(reader) => {
-                let mut n = 0;
-                for b in reader {
-                    write(slot, &b.map_err(ArrowShmError::Encode)?)?;
-                    n += 1;
+        // The lock is taken only after the GIL is released: a thread
+        // holding the GIL never waits for a write in progress (whose source
+        // may need the GIL to produce its next batch).
+        py.detach(|| {
+            let mut guard = self.lock();
+            let slot = &mut *guard;
+            if slot.is_none() {
+                return Err(None);
+            }
+            match source {
+                Source::Batch(b) => write(slot, &b).map(|()| 1).map_err(Some),
+                Source::Stream(reader) => {
+                    let mut n = 0;
+                    for b in reader {
+                        write(slot, &b.map_err(ArrowShmError::Encode).map_err(Some)?)
+                            .map_err(Some)?;
+                        n += 1;
+                    }
+                    Ok(n)
                 }
-                Ok(n)
             }
         })
-        .map_err(arrow_err)
+        .map_err(|e| match e {
+            None => PyRuntimeError::new_err("the publisher is closed"),
+            Some(e) => arrow_err(e),
+        })
     }
 
     /// Ends the stream (readers see its end after the last batch). Closing
     /// twice does nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        match self.lock().take() {
-            Some(state) => py.detach(|| state.close()).map_err(arrow_err),
+        py.detach(|| match self.lock().take() {
+            Some(state) => state.close(),
             None => Ok(()),
-        }
+        })
+        .map_err(arrow_err)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

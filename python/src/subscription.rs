@@ -90,18 +90,28 @@ impl Subscription {
         arrow_err(e)
     }
 
-    /// Runs `f` on the stream without the GIL.
+    /// Runs `f` on the stream without the GIL. The stream's lock is taken
+    /// only after the GIL is released (here and in every method): a thread
+    /// holding the GIL never waits for a receive in progress, whose signal
+    /// check needs the GIL.
     fn with_stream<T: Send>(
         &self,
         py: Python<'_>,
         f: impl FnOnce(&mut RingStream) -> Result<T, ArrowShmError> + Send,
     ) -> PyResult<T> {
-        let mut guard = self.lock();
-        let stream = guard.as_mut().ok_or_else(|| {
-            PyRuntimeError::new_err("the subscription was closed or exported as a C stream")
-        })?;
-        py.detach(|| f(stream)).map_err(|e| self.err(e))
+        py.detach(|| match self.lock().as_mut() {
+            None => Err(None),
+            Some(stream) => f(stream).map_err(Some),
+        })
+        .map_err(|e| match e {
+            None => closed(),
+            Some(e) => self.err(e),
+        })
     }
+}
+
+fn closed() -> PyErr {
+    PyRuntimeError::new_err("the subscription was closed or exported as a C stream")
 }
 
 fn seconds(t: Option<f64>) -> PyResult<Option<Duration>> {
@@ -163,16 +173,26 @@ impl Subscription {
         requested_schema: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let _ = requested_schema;
-        self.with_stream(py, |s| s.schema().map(drop))?;
-        let stream = self.lock().take().expect("checked by with_stream");
-        let ffi = stream.into_ffi().map_err(|e| self.err(e))?;
+        // The schema wait and the take under one lock: a close() from
+        // another thread cannot come in between.
+        let ffi = py
+            .detach(|| {
+                let mut guard = self.lock();
+                guard.as_mut().ok_or(None)?.schema().map_err(Some)?;
+                let stream = guard.take().ok_or(None)?;
+                stream.into_ffi().map_err(Some)
+            })
+            .map_err(|e| match e {
+                None => closed(),
+                Some(e) => self.err(e),
+            })?;
         capsule::stream_capsule(py, ffi)
     }
 
     /// Leases this subscriber holds: batches (and arrays taken from them)
     /// not dropped yet. 0 once exported as a C stream.
-    fn leases_held(&self) -> usize {
-        self.lock().as_mut().map_or(0, |s| s.leases_held())
+    fn leases_held(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.lock().as_mut().map_or(0, |s| s.leases_held()))
     }
 
     /// The address range `(start, end)` of the ring's mapping: buffers of
@@ -183,15 +203,20 @@ impl Subscription {
 
     /// Total payload bytes received so far.
     #[getter]
-    fn bytes_received(&self) -> u64 {
-        self.lock()
-            .as_mut()
-            .map_or(0, |s| s.reader_mut().bytes_received())
+    fn bytes_received(&self, py: Python<'_>) -> u64 {
+        py.detach(|| {
+            self.lock()
+                .as_mut()
+                .map_or(0, |s| s.reader_mut().bytes_received())
+        })
     }
 
     /// Leaves the ring (batches still held keep their slots until dropped).
-    fn close(&self) {
-        self.lock().take();
+    /// Called from another thread while a receive waits, it waits for that
+    /// receive to return (a batch, the end, or its timeout).
+    fn close(&self, py: Python<'_>) {
+        let stream = py.detach(|| self.lock().take());
+        drop(stream);
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -200,10 +225,11 @@ impl Subscription {
 
     fn __exit__(
         &self,
+        py: Python<'_>,
         _t: Option<Bound<'_, PyAny>>,
         _v: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
     ) {
-        self.close();
+        self.close(py);
     }
 }

@@ -394,3 +394,29 @@ proptest! {
         }
     }
 }
+
+/// `close` ends the stream even when the schema cannot be sent (here: the
+/// schema message is larger than a slot), so readers see end-of-stream
+/// instead of waiting for ever; the error is still returned.
+#[test]
+fn close_ends_the_stream_when_the_schema_cannot_be_sent() {
+    let schema = Arc::new(arrow_schema::Schema::new(
+        (0..40)
+            .map(|i| {
+                arrow_schema::Field::new(format!("column_{i}"), arrow_schema::DataType::Int64, true)
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let r = ring(2, 64);
+    let w = IpcWriter::new(r.producer().unwrap(), schema.clone()).unwrap();
+    assert!(matches!(
+        w.close(),
+        Err(ArrowShmError::Ring(RingError::MessageTooLarge { .. }))
+    ));
+    assert!(r.is_closed(), "IpcWriter::close left the stream open");
+
+    let r = ring(2, 64);
+    let w = CDataWriter::new(r.producer().unwrap(), schema).unwrap();
+    assert!(w.close().is_err());
+    assert!(r.is_closed(), "CDataWriter::close left the stream open");
+}

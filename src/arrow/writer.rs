@@ -161,11 +161,14 @@ impl IpcWriter {
         Ok(())
     }
 
-    /// Sends the schema if no batch was written, then ends the stream.
+    /// Sends the schema if no batch was written, then ends the stream. The
+    /// stream is ended even when the schema cannot be sent (full ring,
+    /// timeout): consumers see end-of-stream instead of waiting for ever,
+    /// and the error is returned.
     pub fn close(mut self) -> Result<(), ArrowShmError> {
-        self.start()?;
+        let schema = self.start();
         self.producer.close();
-        Ok(())
+        schema
     }
 }
 

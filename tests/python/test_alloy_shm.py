@@ -315,3 +315,38 @@ def test_gil_released_while_waiting(ring):
     stop.set()
     th.join()
     assert len(ticks) > 10, "the waiting receive held the GIL"
+
+
+def test_another_thread_touching_a_waiting_subscription_does_not_deadlock(ring):
+    # The main thread waits in recv() (its signal check needs the GIL every
+    # 50 ms); another thread, holding the GIL, asks the same subscription
+    # for leases_held() and then closes a publisher. The subscription's lock
+    # is taken only without the GIL, so both finish once a batch arrives.
+    code = textwrap.dedent(
+        f"""
+        import threading, time, alloy_shm, pyarrow as pa
+        ring = alloy_shm.Ring.open({ring.name!r})
+        sub = ring.subscribe()
+        pub = ring.publisher()
+        seen = []
+
+        def other():
+            time.sleep(0.2)                  # main is inside recv() by now
+            seen.append(sub.leases_held())   # waits for the receive, GIL released
+        def feed():
+            time.sleep(0.5)
+            pub.write(pa.record_batch({{"x": pa.array([1, 2, 3])}}))
+            pub.close()
+
+        ts = [threading.Thread(target=other), threading.Thread(target=feed)]
+        for t in ts:
+            t.start()
+        b = sub.recv()
+        for t in ts:
+            t.join()
+        print("done", b.num_rows, seen, flush=True)
+        """
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("done 3 ["), p.stdout
