@@ -74,12 +74,12 @@ type Consumer struct {
 	detachOnce  sync.Once
 }
 
-// Subscribe joins as a new broadcast subscriber. It starts at the current
-// head: messages published before the join are not delivered.
 // Ring is the ring this consumer reads (what readers built from the consumer
 // alone, such as arrowshm.NewReader, map their messages from).
 func (c *Consumer) Ring() *Ring { return c.r }
 
+// Subscribe joins as a new broadcast subscriber. It starts at the current
+// head: messages published before the join are not delivered.
 func (r *Ring) Subscribe(opts ConsumerOptions) (*Consumer, error) {
 	return r.attach(kindBroadcast, 0, opts)
 }
