@@ -10,7 +10,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use alloy_shm::ring::stat::{list_rings, ConsumerStat, RingStat};
+use alloy_shm::ring::stat::{list_rings, ConsumerStat, MemberStat, RingStat};
 use alloy_shm::ring::RingView;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -208,47 +208,67 @@ fn consumer_metrics(reg: &mut Registry, rings: &[RingStat]) {
             }
         }
     }
-    let counters: [Reading<ConsumerStat, u64>; 3] = [
-        (
-            "alloy_consumer_released",
-            "Messages this consumer released (its release cursor).",
-            |c| c.released,
-        ),
+    let released: U64Counter = family(
+        reg,
+        "alloy_consumer_released",
+        "Messages this consumer released (its release cursor).",
+    );
+    for s in rings {
+        for c in &s.consumers {
+            released
+                .get_or_create(&consumer_labels(s, c))
+                .inc_by(c.released);
+        }
+    }
+    // Per member (labels `member`, `pid`): a member's counters start at 0
+    // when it attaches and leave with it, so a sum over a consumer's
+    // members would go down when one leaves and read as a counter reset.
+    let members: [Reading<MemberStat, u64>; 2] = [
         (
             "alloy_consumer_parks",
-            "Futex waits for data by the consumer's members since they attached.",
-            |c| c.members.iter().map(|m| m.parks).sum(),
+            "Futex waits for data by this member since it attached.",
+            |m| m.parks,
         ),
         (
             "alloy_consumer_space_wakes",
-            "Futex wake-ups the consumer's releases issued to a producer waiting for space.",
-            |c| c.members.iter().map(|m| m.space_wakes).sum(),
+            "Futex wake-ups this member's releases issued to a producer waiting for space.",
+            |m| m.space_wakes,
         ),
     ];
-    for (name, help, get) in counters {
+    for (name, help, get) in members {
         let fam: U64Counter = family(reg, name, help);
         for s in rings {
             for c in &s.consumers {
-                fam.get_or_create(&consumer_labels(s, c)).inc_by(get(c));
+                for m in &c.members {
+                    fam.get_or_create(&member_labels(s, c, m)).inc_by(get(m));
+                }
             }
         }
     }
     let park: F64Counter = family(
         reg,
         "alloy_consumer_park_seconds",
-        "Total time the consumer's members were parked waiting for data.",
+        "Total time this member was parked waiting for data.",
     );
     for s in rings {
         for c in &s.consumers {
-            let ns: u64 = c.members.iter().map(|m| m.park_ns).sum();
-            park.get_or_create(&consumer_labels(s, c))
-                .inc_by(ns as f64 / 1e9);
+            for m in &c.members {
+                park.get_or_create(&member_labels(s, c, m))
+                    .inc_by(m.park_ns as f64 / 1e9);
+            }
         }
     }
 }
 
 fn ring_labels(s: &RingStat) -> RingLabels {
     vec![("ring", s.name.clone())]
+}
+
+fn member_labels(s: &RingStat, c: &ConsumerStat, m: &MemberStat) -> RingLabels {
+    let mut l = consumer_labels(s, c);
+    l.push(("member", m.index.to_string()));
+    l.push(("pid", m.pid.to_string()));
+    l
 }
 
 fn consumer_labels(s: &RingStat, c: &ConsumerStat) -> RingLabels {

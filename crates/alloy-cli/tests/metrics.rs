@@ -176,9 +176,16 @@ fn scrape_during_a_go_to_rust_stream() {
         (1.0..=(sent + 1) as f64).contains(&wakes),
         "data wakes {wakes}"
     );
-    let parks = v(&format!("alloy_consumer_parks_total{c}"));
+    // Member counters are per member (`member`, `pid` labels).
+    let st = ring.stat();
+    let mem = &st.consumers[0].members[0];
+    let m = format!(
+        "{{ring=\"{name}\",consumer=\"0\",kind=\"broadcast\",group=\"0\",member=\"{}\",pid=\"{}\"}}",
+        mem.index, mem.pid
+    );
+    let parks = v(&format!("alloy_consumer_parks_total{m}"));
     assert!(parks >= wakes, "parks {parks} < wakes {wakes}");
-    assert!(v(&format!("alloy_consumer_park_seconds_total{c}")) > 0.0);
+    assert!(v(&format!("alloy_consumer_park_seconds_total{m}")) > 0.0);
     // Never full, never blocked, nobody died.
     for k in [
         "alloy_ring_full_refusals_total",
@@ -189,7 +196,7 @@ fn scrape_during_a_go_to_rust_stream() {
     ] {
         assert_eq!(v(&format!("{k}{r}")), 0.0, "{k}");
     }
-    assert_eq!(v(&format!("alloy_consumer_space_wakes_total{c}")), 0.0);
+    assert_eq!(v(&format!("alloy_consumer_space_wakes_total{m}")), 0.0);
 
     // The end of the stream: closed, the producer gone, recv done.
     w.finish().unwrap();
