@@ -378,9 +378,12 @@ pub fn recv(opts: &RecvOptions<'_>, ready: impl FnOnce()) -> Result<RecvReport, 
                 s.messages += 1;
                 match reader.decode(lease) {
                     Ok(Some(batch)) => {
+                        // The receive time is the lease's arrival, before
+                        // the file write (disk and compression time must not
+                        // end up in the replay's pacing).
+                        let now = last_msg;
                         sink.write(&batch)?;
                         if opts.times.is_some() {
-                            let now = Instant::now();
                             let (t0, _) = *first.get_or_insert_with(|| {
                                 let unix = std::time::SystemTime::now()
                                     .duration_since(std::time::UNIX_EPOCH)
