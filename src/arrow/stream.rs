@@ -265,9 +265,18 @@ struct Exported {
 impl Iterator for Exported {
     type Item = Result<RecordBatch, ArrowError>;
 
+    /// Called from the exported stream's C `get_next`: a panic here (an
+    /// interrupt check, a bug) must not unwind into the foreign caller, which
+    /// would abort the process; it becomes the stream's error instead.
     fn next(&mut self) -> Option<Self::Item> {
-        self.stream
-            .next_batch()
+        let stream = &mut self.stream;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream.next_batch()))
+            .unwrap_or_else(|panic| {
+                Err(ArrowShmError::Interrupted(format!(
+                    "reading the ring panicked: {}",
+                    crate::panic_message(&*panic)
+                )))
+            })
             .map_err(|e| ArrowError::ExternalError(Box::new(e)))
             .transpose()
     }

@@ -204,6 +204,19 @@ fn errors_are_error_codes_with_a_last_error() {
     let err = next(&mut ffi).unwrap_err();
     assert!(err.contains("interrupted: KeyboardInterrupt"), "{err}");
     assert_eq!(calls.load(Ordering::Relaxed), 4);
+
+    // A panic inside get_next (here: the interrupt check) is the stream's
+    // error, never an unwind into the C caller (which aborts the process).
+    let stream = ring
+        .consumer_builder()
+        .ring_stream()
+        .unwrap()
+        .with_interrupt(Duration::from_millis(5), || -> Result<(), String> {
+            panic!("check failed")
+        });
+    let mut ffi = stream.into_ffi().unwrap();
+    let err = next(&mut ffi).unwrap_err();
+    assert!(err.contains("panicked: check failed"), "{err}");
 }
 
 /// The schema wait has the same deadline and keeps the stream usable.
