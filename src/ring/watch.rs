@@ -400,10 +400,12 @@ mod tests {
             }
             j
         });
-        let deadline = Instant::now() + Duration::from_millis(500);
+        // Enough joins against enough traffic, counted, not timed: a loaded
+        // machine only makes it take longer (the deadline is a hang guard).
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut joins = 0;
         let mut got = 0;
-        while Instant::now() < deadline {
+        while (joins < 200 || r.published() < 2000) && Instant::now() < deadline {
             let mut c = r.consumer_builder().history(3).create().unwrap();
             for _ in 0..4 {
                 match c.recv_timeout(Duration::from_secs(1)) {
@@ -418,7 +420,7 @@ mod tests {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let sent = producer.join().unwrap();
-        assert!(joins > 50 && sent > 1000, "{joins} joins, {sent} sent");
+        assert!(joins >= 200 && sent >= 2000, "{joins} joins, {sent} sent");
         eprintln!("{joins} joins with history 3 on 4 slots, {got} messages checked, {sent} sent");
     }
 }
