@@ -29,6 +29,23 @@ fn seconds(t: Option<f64>) -> PyResult<Option<Duration>> {
     .transpose()
 }
 
+/// The builder of a named ring with the sizes `create` and
+/// `open_or_create` take.
+fn sized(
+    name: &str,
+    slot_count: u32,
+    slot_size: u32,
+    max_subscribers: Option<u32>,
+) -> alloy_shm::ring::RingBuilder {
+    let b = Ring::builder(name)
+        .slot_count(slot_count)
+        .slot_size(slot_size);
+    match max_subscribers {
+        Some(n) => b.max_subscribers(n),
+        None => b,
+    }
+}
+
 #[pymethods]
 impl PyRing {
     /// Creates the named ring (fails if it exists).
@@ -40,12 +57,7 @@ impl PyRing {
         slot_size: u32,
         max_subscribers: Option<u32>,
     ) -> PyResult<PyRing> {
-        let mut b = Ring::builder(name)
-            .slot_count(slot_count)
-            .slot_size(slot_size);
-        if let Some(n) = max_subscribers {
-            b = b.max_subscribers(n);
-        }
+        let b = sized(name, slot_count, slot_size, max_subscribers);
         Ok(PyRing {
             ring: b.create().map_err(ring_err)?,
             name: name.to_owned(),
@@ -70,12 +82,7 @@ impl PyRing {
         slot_size: u32,
         max_subscribers: Option<u32>,
     ) -> PyResult<PyRing> {
-        let mut b = Ring::builder(name)
-            .slot_count(slot_count)
-            .slot_size(slot_size);
-        if let Some(n) = max_subscribers {
-            b = b.max_subscribers(n);
-        }
+        let b = sized(name, slot_count, slot_size, max_subscribers);
         Ok(PyRing {
             ring: b.open_or_create().map_err(ring_err)?,
             name: name.to_owned(),
