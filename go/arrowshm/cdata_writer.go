@@ -197,13 +197,22 @@ func (w *CDataWriter) WriteContext(ctx context.Context, rec arrow.RecordBatch) (
 }
 
 // Close publishes the schema if nothing was written, then ends the stream
-// and detaches the producer.
-func (w *CDataWriter) Close() (err error) {
+// and detaches the producer. It is CloseContext(context.Background()): the
+// schema's wait for a free slot has no end.
+func (w *CDataWriter) Close() error {
+	return w.CloseContext(context.Background())
+}
+
+// CloseContext is Close with ctx bounding the wait for a slot for the
+// schema: a done ctx ends the stream without it (and its error is
+// returned). A caller whose WriteContext gave up on ctx closes with the
+// same ctx, so it does not block again on the full ring.
+func (w *CDataWriter) CloseContext(ctx context.Context) (err error) {
 	defer w.p.CatchFault(ring.TrapFaults(), &err) // a truncated ring (ring/fault.go)
 	if w.closed {
 		return nil
 	}
-	err = w.start(context.Background())
+	err = w.start(ctx)
 	w.closed = true
 	if cerr := w.p.Close(); err == nil {
 		err = cerr

@@ -115,7 +115,15 @@ func Publish(p *ring.Producer, stream *cdata.CArrowArrayStream, opts PublishOpti
 			err = fmt.Errorf("cstream: the C stream failed after %d batches: %w", n.Batches, err)
 		}
 	}
-	cerr := w.Close()
+	// The C-Data writer sends the schema on Close when no batch got out:
+	// with the caller's context, or a ring full when the context ended
+	// would block Close for ever.
+	var cerr error
+	if cw, ok := w.(interface{ CloseContext(context.Context) error }); ok {
+		cerr = cw.CloseContext(ctx)
+	} else {
+		cerr = w.Close()
+	}
 	n.Messages, n.Bytes = w.Batches(), w.BytesSent()
 	if err != nil {
 		return n, err // Close repeats a Write's failure

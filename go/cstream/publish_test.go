@@ -3,11 +3,13 @@
 package cstream
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -150,5 +152,37 @@ func TestPublishClosedProducer(t *testing.T) {
 	n, err := Publish(p, exportRecords(t, want, -1), PublishOptions{})
 	if !errors.Is(err, ring.ErrClosed) || n.Batches != 0 {
 		t.Fatalf("Publish through a closed producer: %+v, %v, want ring.ErrClosed", n, err)
+	}
+}
+
+// Publish in C-Data mode whose context ends while the ring is full (a
+// consumer that does not read) returns the context's error: closing the
+// writer does not wait again, for ever, for a slot for the schema.
+func TestPublishCDataCancelledOnAFullRing(t *testing.T) {
+	want := makeBatches(19, 2, 10)
+	defer release(want)
+	r := newRing(t, 4, 1<<16)
+	c := subscribe(t, r, ring.ConsumerOptions{}) // never reads
+	defer c.Close()
+	p := producer(t, r)
+	for i := 0; i < 4; i++ {
+		if err := p.Send([]byte{byte(i)}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Publish(p, exportRecords(t, want, -1), PublishOptions{Mode: CData, Context: ctx})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Publish on a full ring: %v, want context.DeadlineExceeded", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Publish hung after its context ended (Close waited for a slot)")
 	}
 }
