@@ -312,48 +312,19 @@ impl AsyncProducer {
             return Ok(());
         }
         // The ring is full: counted as the blocking producer counts it
-        // (LAYOUT.md §2.1), a refusal or one wait.
-        let start = Instant::now();
-        let r = self.wait_space(start).await;
-        match r {
-            Err(RingError::Full { .. }) => self.producer.note_full(),
-            _ => self.producer.note_wait(start.elapsed()),
-        }
+        // (LAYOUT.md §2.1), a refusal or one wait. The guard counts the
+        // wait even when this future is dropped while awaiting (a
+        // `select!`, a `timeout`): a cancelled wait is a wait, as in Go.
+        let mut guard = WaitCount {
+            producer: &mut self.producer,
+            start: Instant::now(),
+            refused: false,
+        };
+        let start = guard.start;
+        let r = wait_space(guard.producer, start).await;
+        guard.refused = matches!(r, Err(RingError::Full { .. }));
         r
     }
-
-    async fn wait_space(&mut self, start: Instant) -> Result<(), RingError> {
-        let timeout = match self.producer.backpressure() {
-            Backpressure::Fail => None,
-            Backpressure::Block { timeout } => Some(timeout),
-        };
-        loop {
-            if self.producer.poll_space()? {
-                return Ok(());
-            }
-            let Some(limit) = timeout else {
-                return Err(RingError::Full {
-                    slots: self.producer.max_slots(),
-                });
-            };
-            let mut slice = SPACE_SLICE;
-            if let Some(t) = limit {
-                match t.checked_sub(start.elapsed()) {
-                    Some(r) if !r.is_zero() => slice = slice.min(r),
-                    _ => return Err(RingError::Timeout(t)),
-                }
-            }
-            tracing::trace!("async producer awaiting space");
-            let waiter = self.producer.space_waiter();
-            tokio::task::spawn_blocking(move || waiter.wait(slice))
-                .await
-                .map_err(|e| RingError::Io {
-                    what: "the space-waiter task",
-                    source: std::io::Error::other(e),
-                })?;
-        }
-    }
-
     /// The wrapped producer.
     pub fn get_mut(&mut self) -> &mut Producer {
         &mut self.producer
@@ -367,6 +338,58 @@ impl AsyncProducer {
     /// Ends the stream (see [`Producer::close`]).
     pub fn close(self) {
         self.producer.close();
+    }
+}
+
+/// Counts one back-pressure wait (or `Full` refusal) when dropped: at the
+/// end of [`AsyncProducer::space`]'s wait, or when its future is dropped
+/// mid-wait.
+struct WaitCount<'a> {
+    producer: &'a mut Producer,
+    start: Instant,
+    refused: bool,
+}
+
+impl Drop for WaitCount<'_> {
+    fn drop(&mut self) {
+        if self.refused {
+            self.producer.note_full();
+        } else {
+            self.producer.note_wait(self.start.elapsed());
+        }
+    }
+}
+
+/// Awaits space on `producer`'s full ring within its back-pressure policy.
+async fn wait_space(producer: &mut Producer, start: Instant) -> Result<(), RingError> {
+    let timeout = match producer.backpressure() {
+        Backpressure::Fail => None,
+        Backpressure::Block { timeout } => Some(timeout),
+    };
+    loop {
+        if producer.poll_space()? {
+            return Ok(());
+        }
+        let Some(limit) = timeout else {
+            return Err(RingError::Full {
+                slots: producer.max_slots(),
+            });
+        };
+        let mut slice = SPACE_SLICE;
+        if let Some(t) = limit {
+            match t.checked_sub(start.elapsed()) {
+                Some(r) if !r.is_zero() => slice = slice.min(r),
+                _ => return Err(RingError::Timeout(t)),
+            }
+        }
+        tracing::trace!("async producer awaiting space");
+        let waiter = producer.space_waiter();
+        tokio::task::spawn_blocking(move || waiter.wait(slice))
+            .await
+            .map_err(|e| RingError::Io {
+                what: "the space-waiter task",
+                source: std::io::Error::other(e),
+            })?;
     }
 }
 

@@ -144,6 +144,26 @@ async fn async_producer_honours_backpressure_timeout_and_fail() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_reserve_counts_as_a_backpressure_wait() {
+    // LAYOUT.md §2.1: a wait for space counts whether it ends in space, a
+    // timeout or the caller giving up (Go counts cancelled waits too).
+    let ring = ring(2, 64);
+    let _rx = ring.subscribe().unwrap();
+    let p = ring
+        .producer_builder()
+        .backpressure(Backpressure::Block { timeout: None })
+        .create()
+        .unwrap();
+    let mut tx = AsyncProducer::new(p);
+    tx.send(b"1", 0).await.unwrap();
+    tx.send(b"2", 0).await.unwrap();
+    assert_eq!(ring.stat().backpressure_waits, 0);
+    let cancelled = tokio::time::timeout(Duration::from_millis(50), tx.send(b"3", 0)).await;
+    assert!(cancelled.is_err(), "the ring is full: the send must wait");
+    assert_eq!(ring.stat().backpressure_waits, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_recv_loses_nothing() {
     let ring = ring(4, 64);
     let mut rx = AsyncConsumer::new(ring.subscribe().unwrap()).unwrap();
