@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -84,8 +85,11 @@ type region struct {
 	fd   int
 	name string // empty for anonymous regions
 
-	roMu sync.Mutex
-	ro   []byte // the PROT_READ mapping consumers read payloads through
+	roMu sync.Mutex // serialises making the read-only mapping
+	// ro is the PROT_READ mapping consumers read payloads through; an
+	// atomic pointer so readOnly (Ring.Contains, once per buffer on the
+	// retention and WithCopiedStrings paths) takes no lock.
+	ro atomic.Pointer[[]byte]
 }
 
 // mapReadOnly maps the region a second time, PROT_READ, for consumers to
@@ -93,23 +97,29 @@ type region struct {
 // area), so a consumer writing into a received message faults instead of
 // corrupting what other readers see. Made once, on the first consumer.
 func (r *region) mapReadOnly() ([]byte, error) {
+	if ro := r.ro.Load(); ro != nil {
+		return *ro, nil
+	}
 	r.roMu.Lock()
 	defer r.roMu.Unlock()
-	if r.ro == nil {
-		mem, err := unix.Mmap(r.fd, 0, len(r.mem), unix.PROT_READ, unix.MAP_SHARED)
-		if err != nil {
-			return nil, fmt.Errorf("alloy: mmap %d bytes read-only: %w", len(r.mem), err)
-		}
-		r.ro = mem
+	if ro := r.ro.Load(); ro != nil {
+		return *ro, nil
 	}
-	return r.ro, nil
+	mem, err := unix.Mmap(r.fd, 0, len(r.mem), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("alloy: mmap %d bytes read-only: %w", len(r.mem), err)
+	}
+	// Store publishes the slice header; pairs with the Load in readOnly.
+	r.ro.Store(&mem)
+	return mem, nil
 }
 
 // readOnly returns the read-only mapping, or nil before mapReadOnly.
 func (r *region) readOnly() []byte {
-	r.roMu.Lock()
-	defer r.roMu.Unlock()
-	return r.ro
+	if ro := r.ro.Load(); ro != nil {
+		return *ro
+	}
+	return nil
 }
 
 // checkName enforces LAYOUT §1's name rule, which also keeps names from
@@ -139,10 +149,15 @@ func mapFd(fd int, size uint64) ([]byte, error) {
 }
 
 // createNamed creates <dir>/<name> exclusively with mode 0600 (0660 and
-// group o.Group when set), sizes it and maps it. A directory too small for
-// the region is refused up front with ErrNoSpace. On failure the file is
-// removed again, so a half-made region never lingers under a name.
-func createNamed(name string, l Layout, o Options) (*region, error) {
+// group o.Group when set), sizes it, maps it and lets initHeader write the
+// header. A directory too small for the region is refused up front with
+// ErrNoSpace. The file is made under a hidden temporary name (a leading '.'
+// is never a ring name) and linked to <name> only once its mode, group,
+// size and header are final, so an opener never sees a group ring still at
+// 0600 (a member would be refused) or one without its magic; link fails
+// with EEXIST when the name is taken, as O_EXCL did. On failure nothing is
+// left under either name.
+func createNamed(name string, l Layout, o Options, initHeader func(mem []byte)) (*region, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
@@ -158,10 +173,12 @@ func createNamed(name string, l Layout, o Options) (*region, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, name)
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d.%d.tmp", name, os.Getpid(), tempSeq.Add(1)))
+	fd, err := unix.Open(tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("alloy: create %s: %w", path, err)
+		return nil, fmt.Errorf("alloy: create %s: %w", tmp, err)
 	}
+	defer unix.Unlink(tmp)
 	if gid >= 0 {
 		err = shareWithGroup(fd, name, gid)
 	}
@@ -174,14 +191,23 @@ func createNamed(name string, l Layout, o Options) (*region, error) {
 		unix.Fstatfs(fd, &st)
 		err = noSpace(name, dir, l.TotalSize, statfsFree(&st))
 	}
+	if err == nil {
+		initHeader(r.mem)
+		if err = unix.Link(tmp, path); err != nil {
+			unix.Munmap(r.mem)
+			err = fmt.Errorf("alloy: create %s: %w", path, err)
+		}
+	}
 	if err != nil {
 		unix.Close(fd)
-		unix.Unlink(path)
 		return nil, err
 	}
 	r.name = name
 	return r, nil
 }
+
+// tempSeq numbers this process's temporary region names.
+var tempSeq atomic.Uint64
 
 func noSpace(name, dir string, needed, free uint64) error {
 	return fmt.Errorf("%w: ring %q needs %d bytes but %s has %d free; on Docker raise --shm-size "+

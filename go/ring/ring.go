@@ -78,12 +78,11 @@ func CreateWith(name string, cfg Config, o Options) (*Ring, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg, err := createNamed(name, l, o)
+	e := newEnv()
+	reg, err := createNamed(name, l, o, func(mem []byte) { writeHeader(mem, l, e.pid(), e.realNs()) })
 	if err != nil {
 		return nil, err
 	}
-	e := newEnv()
-	writeHeader(reg.mem, l, e.pid(), e.realNs())
 	return newRing(reg.mem, l, e, reg), nil
 }
 
