@@ -81,6 +81,10 @@ pub enum RingError {
     /// A blocking call waited longer than its timeout.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The producer's interrupt check ([`Producer::set_interrupt`]) ended a
+    /// wait for space; the text is the check's.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// A message does not fit in one slot (messages never span slots).
     #[error("message of {len} bytes exceeds the slot size of {max} bytes")]
     MessageTooLarge {

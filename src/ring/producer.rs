@@ -50,7 +50,12 @@ pub struct Producer {
     /// stored in every slot it publishes.
     gen: u32,
     watch: Watch,
+    /// [`Producer::set_interrupt`]: how often a blocked wait runs the check.
+    interrupt: Option<(Duration, ProducerInterrupt)>,
 }
+
+/// The check of [`Producer::set_interrupt`]: an `Err` ends the wait.
+type ProducerInterrupt = Box<dyn FnMut() -> Result<(), String> + Send>;
 
 /// Options of [`Producer::attach`] beyond back-pressure and waiting; set
 /// through [`super::ProducerBuilder`].
@@ -146,6 +151,7 @@ impl Producer {
                 lost_epoch: u64::MAX,
                 next_reclaim: None,
             },
+            interrupt: None,
         })
     }
 
@@ -482,8 +488,24 @@ impl Producer {
                 backoff.snooze();
                 continue;
             }
-            self.park_for_space(remaining.min(self.reclaim_after));
+            let every = self.interrupt.as_ref().map_or(Duration::MAX, |i| i.0);
+            self.park_for_space(remaining.min(self.reclaim_after).min(every));
+            if let Some((_, check)) = self.interrupt.as_mut() {
+                check().map_err(RingError::Interrupted)?;
+            }
         }
+    }
+
+    /// Wakes every `every` while blocked on a full ring and runs `check`; an
+    /// `Err` ends the wait with [`RingError::Interrupted`] (nothing was
+    /// reserved: the producer stays usable). The Python package checks for
+    /// Ctrl-C this way, as consumers do with `RingStream::with_interrupt`.
+    pub fn set_interrupt(
+        &mut self,
+        every: Duration,
+        check: impl FnMut() -> Result<(), String> + Send + 'static,
+    ) {
+        self.interrupt = Some((every, Box::new(check)));
     }
 
     /// Counts a reservation refused with `Full` (LAYOUT.md §2.1).
