@@ -21,6 +21,10 @@ import (
 // aligned, and each buffer is copied once, from the record's memory into the
 // slot. Close ends the stream.
 //
+// Once the schema is sent, a record batch of a schema whose columns are
+// all fixed-width is written by a per-schema plan (ipc_plan.go) instead of
+// arrow-go's encoder: the same bytes, with no allocation per batch.
+//
 // A record whose message would not fit in a slot is split into row ranges
 // that do (so one Write may publish several batches). Writer is not safe
 // for concurrent use.
@@ -33,6 +37,14 @@ type Writer struct {
 	// field, copies: a record read in place elsewhere must not have its
 	// slot kept by this writer (doc/README.md "Holding batches").
 	dicts *DictionaryCopier
+	// schema is the stream's; plan its fast path (nil if none), built
+	// once planned is set.
+	schema  *arrow.Schema
+	plan    *ipcPlan
+	planned bool
+	// err is the failure of a planned write: like arrow-go's writer, the
+	// Writer repeats it.
+	err error
 }
 
 // WriterOption configures NewWriter.
@@ -58,7 +70,7 @@ func NewWriter(p *ring.Producer, schema *arrow.Schema, opts ...WriterOption) *Wr
 	sw := &slotWriter{p: p}
 	mem := memory.DefaultAllocator
 	return &Writer{
-		p: p, sw: sw, mem: mem, dicts: NewDictionaryCopier(mem),
+		p: p, sw: sw, mem: mem, dicts: NewDictionaryCopier(mem), schema: schema,
 		ipc: ipc.NewWriterWithPayloadWriter(sw, ipc.WithSchema(schema), ipc.WithAllocator(mem),
 			ipc.WithDictionaryDeltas(cfg.deltas)),
 	}
@@ -82,11 +94,52 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 // with any failed Write, the stream cannot continue afterwards: Close it.
 func (w *Writer) WriteContext(ctx context.Context, rec arrow.RecordBatch) (err error) {
 	defer w.p.CatchFault(ring.TrapFaults(), &err) // a truncated ring (ring/fault.go)
+	if w.err != nil {
+		return w.err
+	}
+	if w.sw.schemaSent {
+		if done, err := w.writePlanned(ctx, rec); done {
+			w.err = err
+			return err
+		}
+	}
 	w.sw.ctx = ctx
 	defer func() { w.sw.ctx = nil }()
 	rec = w.dicts.Copy(rec)
 	defer rec.Release()
 	return w.write(rec)
+}
+
+// writePlanned writes rec with the schema's plan if it applies; done
+// reports that it did (or failed trying: err).
+func (w *Writer) writePlanned(ctx context.Context, rec arrow.RecordBatch) (done bool, err error) {
+	if !w.planned {
+		w.planned = true
+		w.plan = newIPCPlan(w.schema)
+	}
+	p := w.plan
+	if p == nil || !rec.Schema().Equal(w.schema) || !p.prepare(rec) {
+		return false, nil
+	}
+	if p.tmpl == nil && !p.setTemplate(rec) {
+		w.plan = nil
+		return false, nil
+	}
+	total := p.layout()
+	if total > int64(w.p.MaxMessageSize()) {
+		return false, nil // the general path splits it
+	}
+	slot, err := w.p.ReserveContext(ctx, int(total))
+	if err != nil {
+		return true, err
+	}
+	p.write(slot[:total], rec.NumRows())
+	if err := w.p.Publish(int(total), FlagIPCRecordBatch); err != nil {
+		return true, err
+	}
+	w.sw.bytes += uint64(total)
+	w.sw.batches++
+	return true, nil
 }
 
 func (w *Writer) write(rec arrow.RecordBatch) error {
@@ -169,6 +222,9 @@ func dataBound(d arrow.ArrayData) int64 {
 func (w *Writer) Close() (err error) {
 	defer w.p.CatchFault(ring.TrapFaults(), &err) // a truncated ring (ring/fault.go)
 	err = w.ipc.Close()
+	if err == nil {
+		err = w.err
+	}
 	w.dicts.Release()
 	if !w.sw.closed {
 		// The ipc writer failed before reaching our Close: end the stream.
@@ -193,6 +249,8 @@ type slotWriter struct {
 	batches uint64
 	closed  bool
 	offsets []int64
+	// schemaSent: the schema message is published.
+	schemaSent bool
 }
 
 func (s *slotWriter) Start() error { return nil }
@@ -247,6 +305,7 @@ func (s *slotWriter) WritePayload(pl ipc.Payload) error {
 	if err := s.p.Publish(int(total), flag); err != nil {
 		return err
 	}
+	s.schemaSent = s.schemaSent || flag == FlagIPCSchema
 	s.bytes += uint64(total)
 	if flag == FlagIPCRecordBatch {
 		s.batches++

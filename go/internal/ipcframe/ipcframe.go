@@ -182,6 +182,13 @@ type Info struct {
 	BodyPos int // position of the bodyLength field, -1 if absent
 	BufsPos int // position of the first Buffer struct, -1 for none
 	NBufs   int
+	// LenPos is the position of the (record or dictionary) batch's
+	// length field, -1 if absent (a zero length); NodesPos the position of
+	// the first FieldNode struct (16 bytes: length, null count), -1 for
+	// none. Writers patch these in a copy of a message of the same shape.
+	LenPos   int
+	NodesPos int
+	NNodes   int
 }
 
 // Parse reads the header type, body length and Buffer structs of the IPC
@@ -189,7 +196,7 @@ type Info struct {
 // compressed body is refused (slots carry uncompressed buffers).
 func Parse(meta []byte) (Info, error) {
 	b := fbuf(meta)
-	info := Info{BodyPos: -1, BufsPos: -1}
+	info := Info{BodyPos: -1, BufsPos: -1, LenPos: -1, NodesPos: -1}
 	root, err := b.indirect(0)
 	if err != nil {
 		return info, err
@@ -234,6 +241,27 @@ func Parse(meta []byte) (Info, error) {
 	}
 	if cp, err := b.field(batch, 3); err != nil || cp >= 0 {
 		return info, fmt.Errorf("compressed bodies are not allowed in slots (%v)", err)
+	}
+	if info.LenPos, err = b.field(batch, 0); err != nil {
+		return info, err
+	}
+	if info.LenPos >= 0 && info.LenPos+8 > len(b) {
+		return info, fmt.Errorf("batch length outside the metadata")
+	}
+	np, err := b.field(batch, 1)
+	if err != nil {
+		return info, err
+	}
+	if np >= 0 {
+		nvec, err := b.indirect(np)
+		if err != nil {
+			return info, err
+		}
+		n, err := b.u32(nvec)
+		if err != nil || n < 0 || nvec+4+16*n > len(b) {
+			return info, fmt.Errorf("node vector outside the metadata: %v", err)
+		}
+		info.NodesPos, info.NNodes = nvec+4, n
 	}
 	vp, err := b.field(batch, 2)
 	if err != nil {

@@ -1,0 +1,144 @@
+package arrowshm
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"pgregory.net/rapid"
+
+	"github.com/ignalina/alloy/go/ring"
+)
+
+// planKinds are the columnTypes the IPC plan carries; the others send a
+// record the general way.
+var planKinds = func() (k []int) {
+	for i, dt := range columnTypes {
+		if planWidth(dt) != 0 {
+			k = append(k, i)
+		}
+	}
+	return k
+}()
+
+// plannedRuns counts the writtenMessages calls in which the plan wrote.
+var plannedRuns int
+
+// writtenMessages writes recs with a Writer, planned or not, and returns
+// every message it published.
+func writtenMessages(t tb, recs []arrow.RecordBatch, planned bool) [][]byte {
+	r := newRing(t, 16, 1<<20)
+	c := subscribe(t, r)
+	w := NewWriter(producer(t, r), recs[0].Schema())
+	if !planned {
+		w.planned = true // and no plan: arrow-go's encoder for every batch
+	}
+	for _, rec := range recs {
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if planned && w.plan != nil && w.plan.tmpl != nil {
+		plannedRuns++
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var msgs [][]byte
+	for {
+		l, err := c.Recv()
+		if err != nil {
+			break
+		}
+		msgs = append(msgs, bytes.Clone(l.Bytes()))
+		l.Release()
+	}
+	return msgs
+}
+
+// allNull replaces column i of rec by an all-null column of its type.
+func allNull(rec arrow.RecordBatch, i int) arrow.RecordBatch {
+	b := array.NewBuilder(memory.DefaultAllocator, rec.Schema().Field(i).Type)
+	defer b.Release()
+	b.AppendNulls(int(rec.NumRows()))
+	col := b.NewArray()
+	defer col.Release()
+	cols := append([]arrow.Array(nil), rec.Columns()...)
+	cols[i] = col
+	return array.NewRecordBatch(rec.Schema(), cols, rec.NumRows())
+}
+
+// The plan writes the very bytes arrow-go's encoder and ipcframe.Write
+// produce (the wire format of LAYOUT.md §8.1), for every fixed-width type,
+// with and without nulls, all-null columns, sliced records and zero rows
+// (which go the general way), and batches the plan does not carry.
+func TestIPCPlanMatchesArrowGo(t *testing.T) {
+	plannedRuns = 0
+	defer func() {
+		if !t.Failed() && plannedRuns == 0 {
+			t.Fatal("the plan never wrote a batch")
+		}
+	}()
+	rapid.Check(t, func(rt *rapid.T) {
+		kinds := rapid.SliceOfN(rapid.SampledFrom(planKinds), 1, 5).Draw(rt, "kinds")
+		if rapid.IntRange(0, 9).Draw(rt, "other") == 0 {
+			kinds = append(kinds, rapid.IntRange(0, len(columnTypes)-1).Draw(rt, "kind"))
+		}
+		var recs []arrow.RecordBatch
+		for i := range rapid.IntRange(1, 4).Draw(rt, "batches") {
+			rows := rapid.IntRange(0, 300).Draw(rt, "rows")
+			offset := rapid.SampledFrom([]int{0, 0, 3, 8, 17}).Draw(rt, "offset")
+			nulls := rapid.Bool().Draw(rt, "nulls")
+			rec := randomRecord(memory.DefaultAllocator, uint64(i)*7919+uint64(rows), kinds, rows, offset, nulls)
+			if rapid.IntRange(0, 3).Draw(rt, "all-null") == 0 {
+				nr := allNull(rec, 0)
+				rec.Release()
+				rec = nr
+			}
+			recs = append(recs, rec)
+		}
+		defer release(recs)
+		want := writtenMessages(rt, recs, false)
+		got := writtenMessages(rt, recs, true)
+		if len(got) != len(want) {
+			rt.Fatalf("%d messages, arrow-go's encoder %d", len(got), len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				rt.Fatalf("message %d differs from arrow-go's encoding:\n got %x\nwant %x", i, got[i], want[i])
+			}
+		}
+	})
+}
+
+// Once the schema is sent, Writer.Write of a fixed-width record allocates
+// nothing (the plan's hot path).
+func TestWriterPlanAllocatesNothing(t *testing.T) {
+	rec := randomRecord(memory.DefaultAllocator, 1, planKinds, 1024, 0, true)
+	defer rec.Release()
+	r := newRing(t, 4, 1<<20)
+	p, err := r.NewProducer(ring.ProducerOptions{}) // no consumer: nothing waits
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWriter(p, rec.Schema())
+	defer w.Close()
+	for range 2 { // the schema and a batch the general way, then one planned
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w.plan == nil || w.plan.tmpl == nil {
+		t.Fatal("no plan for a fixed-width schema")
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("Writer.Write allocates %.1f times per batch", allocs)
+	}
+}
