@@ -77,6 +77,9 @@ type CDataWriter struct {
 	batches uint64
 	copied  uint64
 	desc    []byte
+	// own is the allocator of Write's slots: reused, since no user code
+	// sees it (Build gives each callback a new one, sealed afterwards).
+	own slotAllocator
 }
 
 // NewCDataWriter returns a writer of records with the given schema through
@@ -126,6 +129,12 @@ func (w *CDataWriter) Build(build func(mem memory.Allocator) (arrow.RecordBatch,
 // waits for a free slot.
 func (w *CDataWriter) BuildContext(ctx context.Context, build func(mem memory.Allocator) (arrow.RecordBatch, error)) (err error) {
 	defer w.p.CatchFault(ring.TrapFaults(), &err) // a truncated ring (ring/fault.go)
+	return w.send(ctx, build, nil)
+}
+
+// send publishes the record build returns, or given (copied into the
+// slot) if not nil.
+func (w *CDataWriter) send(ctx context.Context, build func(mem memory.Allocator) (arrow.RecordBatch, error), given arrow.RecordBatch) (err error) {
 	if w.closed {
 		return ring.ErrClosed
 	}
@@ -137,17 +146,27 @@ func (w *CDataWriter) BuildContext(ctx context.Context, build func(mem memory.Al
 		return err
 	}
 	slot = slot[:cap(slot)]
-	alloc := newSlotAllocator(slot)
+	var alloc *slotAllocator
+	if given != nil {
+		w.own = slotAllocator{buf: slot, next: cdataHeaderSize, last: -1}
+		alloc = &w.own
+	} else {
+		alloc = newSlotAllocator(slot)
+	}
 	// The slot goes back to the ring whatever happens; a late use of the
 	// allocator (a builder kept after build returned) panics instead of
 	// writing into a published or reused slot.
 	defer func() { alloc.sealed = true }()
-	var rec arrow.RecordBatch
-	err = catchAlloc(func() error {
-		var err error
-		rec, err = build(alloc)
-		return err
-	})
+	rec := given
+	if rec != nil {
+		rec.Retain()
+	} else {
+		err = catchAlloc(func() error {
+			var err error
+			rec, err = build(alloc)
+			return err
+		})
+	}
 	if rec != nil {
 		defer rec.Release()
 	}
@@ -186,10 +205,7 @@ func (w *CDataWriter) Write(rec arrow.RecordBatch) error {
 // waits for a free slot.
 func (w *CDataWriter) WriteContext(ctx context.Context, rec arrow.RecordBatch) (err error) {
 	defer w.p.CatchFault(ring.TrapFaults(), &err) // a truncated ring (ring/fault.go)
-	err = w.BuildContext(ctx, func(memory.Allocator) (arrow.RecordBatch, error) {
-		rec.Retain()
-		return rec, nil
-	})
+	err = w.send(ctx, nil, rec)
 	if errors.Is(err, ErrSlotFull) {
 		return fmt.Errorf("%w: %w (C-Data-offsets mode does not split batches; send smaller ones)", ring.ErrMessageTooLarge, err)
 	}

@@ -142,3 +142,30 @@ func TestWriterPlanAllocatesNothing(t *testing.T) {
 		t.Fatalf("Writer.Write allocates %.1f times per batch", allocs)
 	}
 }
+
+// CDataWriter.Write of a record allocates nothing per batch either.
+func TestCDataWriteAllocatesNothing(t *testing.T) {
+	rec := randomRecord(memory.DefaultAllocator, 2, []int{3, 11, 21, 22}, 1024, 0, true)
+	defer rec.Release()
+	r := newRing(t, 4, 1<<20)
+	p, err := r.NewProducer(ring.ProducerOptions{}) // no consumer: nothing waits
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewCDataWriter(p, rec.Schema())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Write(rec); err != nil { // and the schema
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("CDataWriter.Write allocates %.1f times per batch", allocs)
+	}
+}
