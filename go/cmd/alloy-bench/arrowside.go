@@ -22,8 +22,12 @@ import (
 //	shm-go-ipc-python: shm-go-ipc read by Python instead (python_sink.py,
 //	              pythonsink.go)
 //	shm-go-cdata: arrowshm.CDataWriter.Build, the int64 builder allocates
-//	              inside the slot: the values are written once, in place,
-//	              and nothing is copied after building (LAYOUT.md §8.3)
+//	              inside the slot and takes the same values from a Go slice
+//	              (AppendValues, one copy, as the IPC row copies its
+//	              pre-built record): the values are written once, in place,
+//	              and nothing is copied after building (LAYOUT.md §8.3).
+//	              (Appending value by value, UnsafeAppend, cost about 5 ns a
+//	              row, 11× the IPC row at 1 MiB: the builder, not the ring.)
 //
 // Throughput is payload bytes (the int64 values) over the time until the
 // sink has read its last batch.
@@ -81,13 +85,15 @@ func shmGoArrow(helper, transport string, size, total int64, busy bool) (Result,
 		if w, err = arrowshm.NewCDataWriter(prod, schema); err != nil {
 			break
 		}
+		vals := make([]int64, rows)
+		for i := range vals {
+			vals[i] = int64(i)
+		}
 		build := func(mem memory.Allocator) (arrow.RecordBatch, error) {
 			b := array.NewInt64Builder(mem)
 			defer b.Release()
 			b.Resize(rows) // exactly rows elements, in the slot
-			for i := 0; i < rows; i++ {
-				b.UnsafeAppend(int64(i))
-			}
+			b.AppendValues(vals, nil)
 			col := b.NewArray()
 			defer col.Release()
 			return array.NewRecordBatch(schema, []arrow.Array{col}, int64(rows)), nil
