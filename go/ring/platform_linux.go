@@ -36,12 +36,12 @@ func statfsFree(st *unix.Statfs_t) uint64 { return st.Bavail * uint64(st.Frsize)
 
 // createAnonymous makes a sealed memfd region. The seals go on after the
 // size is final and before any peer can see the fd.
-func createAnonymous(label string, l Layout) (*region, error) {
-	fd, err := unix.MemfdCreate("alloy:"+label, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+func createAnonymous(label string, l Layout, o Options) (*region, error) {
+	fd, size, err := anonymousFd(label, l.TotalSize, o.HugePages)
 	if err != nil {
-		return nil, fmt.Errorf("alloy: memfd_create: %w", err)
+		return nil, err
 	}
-	r, err := sizeAndMap(fd, l.TotalSize)
+	r, err := sizeAndMap(fd, size)
 	if err == nil {
 		if _, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, requiredSeals); err != nil {
 			unix.Munmap(r.mem)
@@ -51,6 +51,10 @@ func createAnonymous(label string, l Layout) (*region, error) {
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
+	}
+	if o.Prefault {
+		prefault(r.mem, true)
+		r.prefault = true
 	}
 	return r, nil
 }

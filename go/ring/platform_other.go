@@ -29,7 +29,7 @@ func fallocate(int, uint64) error { return osSupported() }
 
 func statfsFree(st *unix.Statfs_t) uint64 { return st.Bavail * uint64(st.Bsize) }
 
-func createAnonymous(string, Layout) (*region, error) { return nil, osSupported() }
+func createAnonymous(string, Layout, Options) (*region, error) { return nil, osSupported() }
 
 func openFd(int) (*region, Layout, error) { return nil, Layout{}, osSupported() }
 

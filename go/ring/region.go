@@ -50,6 +50,51 @@ type Options struct {
 	// AllowForeign, on open, accepts a ring owned by another user whatever
 	// its mode (a ring shared with one of our groups is accepted anyway).
 	AllowForeign bool
+	// HugePages, on create, backs the ring with huge pages (Rust:
+	// RingBuilder::huge_pages): an anonymous ring uses a MFD_HUGETLB memfd,
+	// a named one needs Dir on a hugetlbfs mount (any ring made there uses
+	// huge pages). HugePagesRequire fails with ErrHugePages, naming
+	// /proc/sys/vm/nr_hugepages, when none are free; HugePagesPrefer falls
+	// back to normal pages. The byte layout is unchanged (LAYOUT §1); the
+	// file is rounded up to whole huge pages.
+	HugePages HugePages
+	// Prefault populates the mapping's page tables so the first messages
+	// take no page faults: writable on create (the pages are new),
+	// read-only on open of a live ring, so no byte is written
+	// (MADV_POPULATE_WRITE/READ, Linux 5.14; skipped on older kernels).
+	Prefault bool
+}
+
+// HugePages selects huge-page backing for a ring (Options.HugePages).
+type HugePages int
+
+const (
+	// HugePagesOff uses normal pages (a hugetlbfs Dir still gives huge ones).
+	HugePagesOff HugePages = iota
+	// HugePagesPrefer uses huge pages when free ones are reserved, else
+	// normal pages.
+	HugePagesPrefer
+	// HugePagesRequire uses huge pages or fails with ErrHugePages.
+	HugePagesRequire
+)
+
+// ErrHugePages: huge pages were required (or Dir is a hugetlbfs mount) and
+// the system cannot provide them; the message names the fix.
+var ErrHugePages = errors.New("alloy: huge pages unavailable")
+
+func roundUp(n, to uint64) uint64 {
+	if to == 0 {
+		return n
+	}
+	return (n + to - 1) / to * to
+}
+
+// hugePagesShort is the error of a region needing n bytes of huge pages of
+// page bytes when fewer are free.
+func hugePagesShort(n, page uint64) error {
+	return fmt.Errorf("%w: a %d-byte huge-page ring needs %d free huge pages of %d KiB; reserve them as root "+
+		"(echo N > /proc/sys/vm/nr_hugepages, see HugePages_Free in /proc/meminfo) or use HugePagesPrefer "+
+		"to fall back to normal pages", ErrHugePages, n, roundUp(n, page)/max(page, 1), page/1024)
 }
 
 func (o Options) dir() string {
@@ -84,6 +129,8 @@ type region struct {
 	mem  []byte
 	fd   int
 	name string // empty for anonymous regions
+	// prefault: populate the read-only mapping too when it is made.
+	prefault bool
 
 	roMu sync.Mutex // serialises making the read-only mapping
 	// ro is the PROT_READ mapping consumers read payloads through; an
@@ -108,6 +155,9 @@ func (r *region) mapReadOnly() ([]byte, error) {
 	mem, err := unix.Mmap(r.fd, 0, len(r.mem), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("alloy: mmap %d bytes read-only: %w", len(r.mem), err)
+	}
+	if r.prefault {
+		prefault(mem, false)
 	}
 	// Store publishes the slice header; pairs with the Load in readOnly.
 	r.ro.Store(&mem)
@@ -137,7 +187,10 @@ func checkName(name string) error {
 	return nil
 }
 
+// mapFd maps size bytes of fd read-write; a hugetlbfs file is mapped in
+// whole huge pages (the kernel would refuse to unmap a partial one).
 func mapFd(fd int, size uint64) ([]byte, error) {
+	size = roundUp(size, hugetlbfsPage(fd))
 	if size > uint64(^uint(0)>>1) {
 		return nil, fmt.Errorf("%w: region of %d bytes cannot be mapped", ErrInvalidLayout, size)
 	}
@@ -169,7 +222,14 @@ func createNamed(name string, l Layout, o Options, initHeader func(mem []byte)) 
 		}
 	}
 	dir := o.dir()
-	if err := checkSpace(name, dir, l.TotalSize); err != nil {
+	page := dirHugePage(dir)
+	if page == 0 && o.HugePages == HugePagesRequire {
+		return nil, fmt.Errorf("%w: huge pages required for ring %q but %s is not a hugetlbfs mount: reserve pages "+
+			"(echo N > /proc/sys/vm/nr_hugepages), mount one (mount -t hugetlbfs none /dev/hugepages) and "+
+			"give it as the ring's Dir or ALLOY_SHM_DIR", ErrHugePages, name, dir)
+	}
+	size := roundUp(l.TotalSize, page)
+	if err := checkSpace(name, dir, size); err != nil {
 		return nil, err
 	}
 	path := filepath.Join(dir, name)
@@ -184,14 +244,22 @@ func createNamed(name string, l Layout, o Options, initHeader func(mem []byte)) 
 	}
 	var r *region
 	if err == nil {
-		r, err = sizeAndMap(fd, l.TotalSize)
+		r, err = sizeAndMap(fd, size)
 	}
-	if errors.Is(err, unix.ENOSPC) {
+	if errors.Is(err, unix.ENOSPC) && page > 0 {
+		err = hugePagesShort(size, page)
+	} else if errors.Is(err, unix.ENOSPC) {
 		var st unix.Statfs_t
 		unix.Fstatfs(fd, &st)
 		err = noSpace(name, dir, l.TotalSize, statfsFree(&st))
 	}
 	if err == nil {
+		if o.Prefault {
+			// A new file nobody else maps: populating it writable
+			// overwrites nothing.
+			prefault(r.mem, true)
+			r.prefault = true
+		}
 		initHeader(r.mem)
 		if err = unix.Link(tmp, path); err != nil {
 			unix.Munmap(r.mem)
@@ -318,6 +386,11 @@ func openNamedWith(name string, o Options) (*region, Layout, error) {
 	if err != nil {
 		unix.Close(fd)
 		return nil, Layout{}, err
+	}
+	if o.Prefault {
+		// A live ring: read-only, so no byte is written.
+		prefault(r.mem, false)
+		r.prefault = true
 	}
 	r.name = name
 	return r, l, nil

@@ -114,6 +114,12 @@ func OpenWith(name string, o Options) (*Ring, error) {
 // CreateAnonymous makes a sealed memfd region named "alloy:<label>". Hand it
 // to other processes with Fd (inheritance) or SendFd (SCM_RIGHTS).
 func CreateAnonymous(label string, cfg Config) (*Ring, error) {
+	return CreateAnonymousWith(label, cfg, Options{})
+}
+
+// CreateAnonymousWith is CreateAnonymous with o.HugePages and o.Prefault
+// (its Dir, Group and AllowForeign do not apply).
+func CreateAnonymousWith(label string, cfg Config, o Options) (*Ring, error) {
 	if err := platformOK(); err != nil {
 		return nil, err
 	}
@@ -121,7 +127,7 @@ func CreateAnonymous(label string, cfg Config) (*Ring, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg, err := createAnonymous(label, l)
+	reg, err := createAnonymous(label, l, o)
 	if err != nil {
 		return nil, err
 	}
