@@ -185,6 +185,9 @@ func shmGoLatency(helper string, size int64, iters int, busy bool, pause time.Du
 // Throughput is published bytes over the time until the last consumer has
 // read its last message. wrap prefixes each sink's command (strace).
 func shmGoStream(helper string, size, total int64, consumers int, queue, busy bool, wrap []string) (Result, error) {
+	if size < 8 {
+		return Result{}, fmt.Errorf("size %d: a message holds at least its 8-byte index", size)
+	}
 	name, rg, done, err := newRing(streamSlots(size), uint32(size), consumers)
 	if err != nil {
 		return Result{}, err
@@ -220,12 +223,15 @@ func shmGoStream(helper string, size, total int64, consumers int, queue, busy bo
 	src := pattern(int(size))
 	count := max(1, total/size)
 	t0 := nanotime()
-	for range count {
+	for i := range count {
 		buf, err := prod.Reserve(int(size))
 		if err != nil {
 			return Result{}, err
 		}
 		copy(buf, src)
+		// The message's index in its first word: every message differs,
+		// so a sink that read a stale or torn slot gets a different sum.
+		binary.LittleEndian.PutUint64(buf, uint64(i))
 		if err := prod.Publish(int(size), 0); err != nil {
 			return Result{}, err
 		}
@@ -253,8 +259,12 @@ func shmGoStream(helper string, size, total int64, consumers int, queue, busy bo
 	if got != want {
 		return Result{}, fmt.Errorf("sinks saw %d messages, want %d", got, want)
 	}
-	// Each sink sums the u64 words of every message it read (wrapping).
-	if w := wordSum(src) * uint64(want); sum != w {
+	// Each sink sums the u64 words of every message it read (wrapping): the
+	// pattern's words after the first plus the message's index, for each
+	// message (a broadcast's consumers read them all, a queue's members
+	// split them).
+	c := uint64(count)
+	if w := (wordSum(src[8:])*c + c*(c-1)/2) * uint64(want/count); sum != w {
 		return Result{}, fmt.Errorf("sinks' sum %d, want %d", sum, w)
 	}
 	kind := "throughput"

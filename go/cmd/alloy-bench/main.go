@@ -7,7 +7,7 @@
 // `cargo build --release --example bench_peer`):
 //
 //	alloy-bench [--grid full|quick|smoke] [--out DIR] [--peer PATH] [--only a,b]
-//	            [--sections floors,latency,…] [--iceoryx2 PATH]
+//	            [--sections floors,latency,…] [--iceoryx2 PATH] [--pin P,C]
 //	alloy-bench doc [--check] [--doc doc/BENCHMARKS.md] [--root .]
 //
 // `doc` re-renders the generated regions of doc/BENCHMARKS.md from the
@@ -50,6 +50,7 @@ type grid struct {
 	parkIters          int      // messages of the parked wake-up rows (each after parkPause)
 	tputMaxMsgs        int64    // cap on messages per throughput point (small sizes)
 	reps               int      // throughput/fan-out runs per point; the median is kept
+	pairRounds         int      // rounds of the paired ratios (paired.go)
 }
 
 // total is the bytes to stream at size: tputTotal, capped at tputMaxMsgs
@@ -67,21 +68,21 @@ var grids = map[string]grid{
 		tputSizes: []int64{4 * kib, 64 * kib}, tputTotal: 8 * mib,
 		fanSize: 64 * kib, fanTotal: 8 * mib, pingIters: 2000,
 		sysLow: 100, sysHigh: 20100, syscallSize: 4 * kib, tputMaxMsgs: 10000, reps: 1,
-		arrowShapes: []string{"1-row", "mixed"}, parkIters: 30,
+		arrowShapes: []string{"1-row", "mixed"}, parkIters: 30, pairRounds: 3,
 	},
 	"quick": {
 		latSizes: []int64{64, 4 * kib, 64 * kib, mib, 16 * mib, 64 * mib}, latBudget: 2048 * mib, latMin: 30, latMax: 20000,
 		tputSizes: []int64{4 * kib, 64 * kib, mib, 16 * mib, 64 * mib}, tputTotal: 2048 * mib,
 		fanSize: mib, fanTotal: 1024 * mib, pingIters: 200000,
 		sysLow: 1000, sysHigh: 101000, syscallSize: 4 * kib, withFanoutBlocking: true,
-		tputMaxMsgs: 100000, reps: 3, arrowShapes: allShapes, parkIters: 2000,
+		tputMaxMsgs: 100000, reps: 3, arrowShapes: allShapes, parkIters: 2000, pairRounds: 9,
 	},
 	"full": {
 		latSizes: []int64{64, 512, 4 * kib, 32 * kib, 256 * kib, mib, 4 * mib, 16 * mib, 64 * mib}, latBudget: 16384 * mib, latMin: 200, latMax: 200000,
 		tputSizes: []int64{4 * kib, 16 * kib, 64 * kib, 256 * kib, mib, 4 * mib, 16 * mib, 64 * mib}, tputTotal: 8192 * mib,
 		fanSize: mib, fanTotal: 4096 * mib, pingIters: 2000000,
 		sysLow: 10000, sysHigh: 1010000, syscallSize: 4 * kib, withFanoutBlocking: true,
-		tputMaxMsgs: 1000000, reps: 3, arrowShapes: allShapes, parkIters: 10000,
+		tputMaxMsgs: 1000000, reps: 3, arrowShapes: allShapes, parkIters: 10000, pairRounds: 15,
 	},
 }
 
@@ -112,6 +113,7 @@ func main() {
 	helper := flag.String("peer", "target/release/examples/bench_peer", "the Rust helper binary")
 	only := flag.String("only", "", "comma-separated transports to run (default all)")
 	flag.StringVar(&iceoryx2Bin, "iceoryx2", iceoryx2Bin, "the iceoryx2 helper binary (make bench-iceoryx2); missing: iceoryx2 is skipped")
+	flag.StringVar(&pinCPUs, "pin", pinCPUs, "PRODUCER,CONSUMER: CPUs the paired ratios' producer and consumer threads are pinned to (empty: not pinned)")
 	flag.StringVar(&sectionsFlag, "sections", "", "comma-separated sections to run: floors, latency, arrow, throughput, fanout, syscalls (default all)")
 	flag.Parse()
 	g, ok := grids[*gridName]
@@ -266,6 +268,7 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		return runPeer(h, "lat", "--size", "64", "--iters", strconv.Itoa(pi), "--pause-us", itoa(pause.Microseconds()))
 	})
 	s.step("shm-go", what, func() (Result, error) { return shmGoLatency(h, 64, pi, false, pause) })
+	s.pairedLatency()
 
 	s.enter("arrow", "Arrow one-way latency and round trips")
 	for _, id := range g.arrowShapes {
@@ -302,6 +305,7 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		})
 		s.step("cgo-oneshot", what+" round trip", func() (Result, error) { return cgoRoundTrip(sh, n) })
 	}
+	s.pairedArrow()
 
 	s.enter("throughput", "streaming throughput")
 	for _, size := range g.tputSizes {
@@ -366,6 +370,7 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		}
 	}
 	rep.Ratios = ratios(rep, g)
+	applySpreads(rep)
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, s.err
 }

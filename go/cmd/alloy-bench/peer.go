@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 )
@@ -17,12 +18,19 @@ type peer struct {
 	name string
 }
 
+// peerEnv is added to the environment of the peers started while it is
+// set (withPin: ALLOY_BENCH_CPUS).
+var peerEnv []string
+
 // startPeer starts argv (the helper, possibly under strace) and, when
 // waitReady, waits for its "ready" line.
 func startPeer(waitReady bool, argv ...string) (*peer, error) {
 	p := &peer{name: strings.Join(argv, " ")}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Stderr = &p.errb
+	if peerEnv != nil {
+		p.cmd.Env = append(os.Environ(), peerEnv...)
+	}
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

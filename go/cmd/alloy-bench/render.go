@@ -266,6 +266,7 @@ func markdown(rep *Report) string {
 		fmt.Fprintf(&b, "| %s | %s |\n", k, v)
 	}
 
+	spreadsTable(&b, rep)
 	targetsTable(&b, rep)
 
 	if len(rep.Unavailable) > 0 {

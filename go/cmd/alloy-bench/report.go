@@ -76,11 +76,14 @@ type Env struct {
 
 // Report is report.json.
 type Report struct {
-	Env         Env                 `json:"env"`
-	Results     []Result            `json:"results"`
-	Ratios      map[string]*float64 `json:"ratios"`
-	Unavailable []Unavailable       `json:"unavailable"`
-	Seconds     float64             `json:"seconds"`
+	Env     Env                 `json:"env"`
+	Results []Result            `json:"results"`
+	Ratios  map[string]*float64 `json:"ratios"`
+	// Spreads are the paired ratios' per-round values (paired.go), keyed
+	// like Ratios, which holds their medians.
+	Spreads     map[string]*Spread `json:"ratio_spreads,omitempty"`
+	Unavailable []Unavailable      `json:"unavailable"`
+	Seconds     float64            `json:"seconds"`
 }
 
 func f64(v float64) *float64 { return &v }

@@ -105,6 +105,7 @@ func checkJSON(t *testing.T, path string) {
 		Env         map[string]any      `json:"env"`
 		Results     []map[string]any    `json:"results"`
 		Ratios      map[string]*float64 `json:"ratios"`
+		Spreads     map[string]Spread   `json:"ratio_spreads"`
 		Unavailable []map[string]string `json:"unavailable"`
 	}
 	if err := json.Unmarshal(b, &raw); err != nil {
@@ -182,6 +183,23 @@ func checkJSON(t *testing.T, path string) {
 		}
 	}
 	checkArrowRows(t, raw.Results)
+	// The paired ratios: every round measured, the summary ordered, and
+	// "ratios" holding the median.
+	for _, k := range []string{"shm-go/atomic-pingpong p50 64 B busy", "shm-rust/atomic-pingpong p50 64 B busy",
+		"shm-go parked/futex-pingpong p50 64 B", "shm-rust parked/futex-pingpong p50 64 B",
+		"shm-go-ipc/shm-go p50 1 row busy", "shm-rr/cgo-oneshot round trip p50 1 row busy", "shm-rr/cgo-oneshot round trip p50 1 row blocking"} {
+		sp, ok := raw.Spreads[k]
+		switch {
+		case !ok:
+			t.Errorf("no ratio_spreads entry %q", k)
+		case sp.Rounds != grids["smoke"].pairRounds || len(sp.Values) != sp.Rounds:
+			t.Errorf("%s: %d rounds, %d values, want %d", k, sp.Rounds, len(sp.Values), grids["smoke"].pairRounds)
+		case !(sp.Min > 0 && sp.Min <= sp.Q1 && sp.Q1 <= sp.Median && sp.Median <= sp.Q3 && sp.Q3 <= sp.Max):
+			t.Errorf("%s: spread not ordered: %+v", k, sp)
+		case raw.Ratios[k] == nil || *raw.Ratios[k] != sp.Median:
+			t.Errorf("%s: ratio %v, want the median %v", k, raw.Ratios[k], sp.Median)
+		}
+	}
 	for _, tr := range []string{"futex-pingpong", "shm-go", "shm-rust"} {
 		n := 0
 		for _, r := range raw.Results {
@@ -285,6 +303,18 @@ func TestQuantiles(t *testing.T) {
 	quantiles(&r, ns)
 	if *r.P50NS != 500 || *r.P99NS != 990 || *r.P999NS != 999 || *r.MaxNS != 1000 || r.Messages != 1000 {
 		t.Fatalf("quantiles: p50 %v p99 %v p999 %v max %v n %d", *r.P50NS, *r.P99NS, *r.P999NS, *r.MaxNS, r.Messages)
+	}
+}
+
+// TestSpread: nearest-rank quartiles of per-round ratios, kept in round
+// order.
+func TestSpread(t *testing.T) {
+	sp := newSpread([]float64{5, 1, 4, 2, 3}, "")
+	if sp.Rounds != 5 || sp.Min != 1 || sp.Q1 != 2 || sp.Median != 3 || sp.Q3 != 4 || sp.Max != 5 || sp.Values[0] != 5 {
+		t.Fatalf("spread %+v", sp)
+	}
+	if got := sp.String(); got != "median of 5 paired rounds; IQR 2.000–4.000, range 1.000–5.000" {
+		t.Fatalf("String() = %q", got)
 	}
 }
 

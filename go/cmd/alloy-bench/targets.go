@@ -23,7 +23,7 @@ func ratioTarget(rep *Report, what, key string, ok func(float64) bool) target {
 	if !found || v == nil {
 		return target{what, "not measured", "not measured"}
 	}
-	return target{what, fmt.Sprintf("%s = %.3f", key, *v), verdict(ok(*v))}
+	return target{what, fmt.Sprintf("%s = %.3f%s", key, *v, rep.spreadNote(key)), verdict(ok(*v))}
 }
 
 // worstRatio is the largest ratio whose name starts with prefix (a ratio
@@ -48,7 +48,7 @@ func goals13(rep *Report) []target {
 	rk := "shm-go-ipc/shm-go p50 1 row busy"
 	if r := rep.Ratios[rk]; ipc != nil && r != nil {
 		out = append(out, target{"1-row Arrow batch Go → Rust one-way p50, busy, IPC mode (validated): ≤ 1.0 µs and ≤ 6× the raw 64 B ring p50",
-			fmt.Sprintf("p50 %s; %s = %.3f", ns(*ipc.P50NS), rk, *r), verdict(*ipc.P50NS <= 1000 && *r <= 6)})
+			fmt.Sprintf("p50 %s; %s = %.3f%s", ns(*ipc.P50NS), rk, *r, rep.spreadNote(rk)), verdict(*ipc.P50NS <= 1000 && *r <= 6)})
 	} else {
 		out = append(out, target{"1-row Arrow batch Go → Rust one-way p50, busy, IPC mode (validated): ≤ 1.0 µs and ≤ 6× the raw 64 B ring p50", "not measured", "not measured"})
 	}
@@ -96,13 +96,13 @@ func wakeTarget(rep *Report) target {
 	if r.ParkedFraction == nil || *r.ParkedFraction < 0.9 {
 		return target{what, "the consumer was asleep for too few messages", "not measured"}
 	}
-	v := fmt.Sprintf("p50 %s, asleep for %.0f%% of messages; shm-go parked/futex-pingpong p50 64 B = %.3f", ns(*r.P50NS), 100**r.ParkedFraction, *floor)
+	v := fmt.Sprintf("p50 %s, asleep for %.0f%% of messages; shm-go parked/futex-pingpong p50 64 B = %.3f%s", ns(*r.P50NS), 100**r.ParkedFraction, *floor, rep.spreadNote("shm-go parked/futex-pingpong p50 64 B"))
 	ok := *floor <= 1.2
 	ice := rep.Ratios["shm-go parked/iceoryx2-event p50 64 B"]
 	if ice == nil {
 		return target{what, v + "; iceoryx2-event not in this run", verdict(ok) + " (floor part only)"}
 	}
-	return target{what, v + fmt.Sprintf("; shm-go parked/iceoryx2-event p50 64 B = %.3f", *ice), verdict(ok && *ice < 1)}
+	return target{what, v + fmt.Sprintf("; shm-go parked/iceoryx2-event p50 64 B = %.3f%s", *ice, rep.spreadNote("shm-go parked/iceoryx2-event p50 64 B")), verdict(ok && *ice < 1)}
 }
 
 // targets6 are issue 6's targets (the ring's raw-byte and streaming goals).
