@@ -68,7 +68,8 @@ func parseCDataHeader(p []byte) (cdataHeader, error) {
 // payload. With full false (a trusted producer, WithTrustedProducer) only
 // the O(1) checks of array.Validate run: buffer sizes, not offsets or
 // UTF-8. decodeCData does not take over the caller's reference to owner.
-func decodeCData(owner *memory.Buffer, schema *arrow.Schema, full bool) (rec arrow.RecordBatch, err error) {
+func decodeCData(owner *memory.Buffer, plan *cdataSchemaPlan, full bool) (rec arrow.RecordBatch, err error) {
+	schema := plan.schema
 	p := owner.Bytes()
 	h, err := parseCDataHeader(p)
 	if err != nil {
@@ -84,8 +85,9 @@ func decodeCData(owner *memory.Buffer, schema *arrow.Schema, full bool) (rec arr
 			c.Release()
 		}
 	}()
-	for i, f := range schema.Fields() {
-		d, err := w.node(f.Type, 1)
+	for i, cp := range plan.cols {
+		f := schema.Field(i)
+		d, err := w.node(cp, 1)
 		if err != nil {
 			return nil, fmt.Errorf("%w: column %d (%s): %v", ErrCorrupt, i, f.Name, err)
 		}
@@ -163,9 +165,69 @@ func (w *cdataWalk) buffer() (*memory.Buffer, error) {
 	return memory.SliceBuffer(w.owner, int(off), int(n)), nil
 }
 
-// node rebuilds the array data of type dt from the next node and its
+// cdataSchemaPlan is what decoding a C-Data-offsets batch of one schema
+// needs, worked out once per schema instead of per node and batch
+// (arrow.DataType.Layout and NestedType.Fields allocate).
+type cdataSchemaPlan struct {
+	schema *arrow.Schema
+	cols   []*cdataPlan
+}
+
+// cdataPlan is the decoding plan of one node type.
+type cdataPlan struct {
+	dt arrow.DataType
+	// specs is the number of buffers of the format (the descriptor's),
+	// variadic whether more may follow (view types), noValidity whether
+	// arrow-go keeps a nil validity slot the descriptor does not list.
+	specs      int
+	variadic   bool
+	noValidity bool
+	children   []*cdataPlan
+	dict       *arrow.DictionaryType
+	dictValues *cdataPlan
+}
+
+func newCDataSchemaPlan(schema *arrow.Schema) *cdataSchemaPlan {
+	p := &cdataSchemaPlan{schema: schema}
+	for _, f := range schema.Fields() {
+		p.cols = append(p.cols, newCDataPlan(f.Type))
+	}
+	return p
+}
+
+// newCDataPlan plans dt and its descendants. (Types nested deeper than
+// cdataMaxDepth are planned too; the walk refuses them.)
+func newCDataPlan(dt arrow.DataType) *cdataPlan {
+	p := &cdataPlan{dt: dt}
+	// arrow-go keeps a nil validity slot for the types that have none in
+	// the Arrow format (null and run-end encoded, whose layouts list it as
+	// always null, and unions, whose layouts leave it out); the descriptor
+	// lists the format's buffers only.
+	layout := dt.Layout()
+	specs := layout.Buffers
+	switch {
+	case dt.ID() == arrow.SPARSE_UNION || dt.ID() == arrow.DENSE_UNION:
+		p.noValidity = true
+	case len(specs) > 0 && specs[0].Kind == arrow.KindAlwaysNull:
+		p.noValidity = true
+		specs = specs[1:]
+	}
+	p.specs, p.variadic = len(specs), layout.VariadicSpec != nil
+	if nested, ok := dt.(arrow.NestedType); ok {
+		for _, f := range nested.Fields() {
+			p.children = append(p.children, newCDataPlan(f.Type))
+		}
+	}
+	if dict, ok := dt.(*arrow.DictionaryType); ok {
+		p.dict, p.dictValues = dict, newCDataPlan(dict.ValueType)
+	}
+	return p
+}
+
+// node rebuilds the array data of plan's type from the next node and its
 // descendants. The caller owns the returned data.
-func (w *cdataWalk) node(dt arrow.DataType, depth int) (d arrow.ArrayData, err error) {
+func (w *cdataWalk) node(plan *cdataPlan, depth int) (d arrow.ArrayData, err error) {
+	dt := plan.dt
 	if depth > cdataMaxDepth {
 		return nil, fmt.Errorf("arrays nested deeper than %d", cdataMaxDepth)
 	}
@@ -191,33 +253,15 @@ func (w *cdataWalk) node(dt arrow.DataType, depth int) (d arrow.ArrayData, err e
 	if length < 0 || offset < 0 || nulls < 0 || nulls > length || uint64(length)+uint64(offset) >= cdataMaxExtent {
 		return nil, bad("length %d, offset %d, null count %d", length, offset, nulls)
 	}
-	dict, isDict := dt.(*arrow.DictionaryType)
+	isDict := plan.dict != nil
 	if (flags&nodeHasDict != 0) != isDict {
 		return nil, bad("dictionary bit %d does not match the type", flags&nodeHasDict)
 	}
-	// arrow-go keeps a nil validity slot for the types that have none in
-	// the Arrow format (null and run-end encoded, whose layouts list it as
-	// always null, and unions, whose layouts leave it out); the descriptor
-	// lists the format's buffers only.
-	layout := dt.Layout()
-	specs := layout.Buffers
-	noValidity := false
-	switch {
-	case dt.ID() == arrow.SPARSE_UNION || dt.ID() == arrow.DENSE_UNION:
-		noValidity = true
-	case len(specs) > 0 && specs[0].Kind == arrow.KindAlwaysNull:
-		noValidity = true
-		specs = specs[1:]
+	noValidity := plan.noValidity
+	if nbuf < uint32(plan.specs) || (!plan.variadic && nbuf != uint32(plan.specs)) {
+		return nil, bad("%d buffers, the type has %d", nbuf, plan.specs)
 	}
-	if nbuf < uint32(len(specs)) || (layout.VariadicSpec == nil && nbuf != uint32(len(specs))) {
-		return nil, bad("%d buffers, the type has %d", nbuf, len(specs))
-	}
-	var children []arrow.DataType
-	if nested, ok := dt.(arrow.NestedType); ok {
-		for _, f := range nested.Fields() {
-			children = append(children, f.Type)
-		}
-	}
+	children := plan.children
 	if nchild != uint32(len(children)) {
 		return nil, bad("%d children, the type has %d", nchild, len(children))
 	}
@@ -280,7 +324,7 @@ func (w *cdataWalk) node(dt arrow.DataType, depth int) (d arrow.ArrayData, err e
 		kids = append(kids, k)
 	}
 	if isDict {
-		if dictData, err = w.node(dict.ValueType, depth+1); err != nil {
+		if dictData, err = w.node(plan.dictValues, depth+1); err != nil {
 			return nil, err
 		}
 		return array.NewDataWithDictionary(dt, int(length), bufs, int(nulls), int(offset), dictData.(*array.Data)), nil

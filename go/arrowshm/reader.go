@@ -400,6 +400,8 @@ type slotMessages struct {
 	// check: what the contents of IPC records are checked with, and what
 	// their errors name (validate.go).
 	check ipcCheck
+	// cplan: the C-Data-offsets decoding plan of schema (cdata_reader.go).
+	cplan *cdataSchemaPlan
 }
 
 // cdata decodes a C-Data-offsets lease (LAYOUT.md §8.3) and takes over the
@@ -417,7 +419,10 @@ func (m *slotMessages) cdata(l *ring.Lease) (arrow.RecordBatch, error) {
 		copy(owner.Bytes(), l.Bytes())
 		l.Release()
 	}
-	rec, err := decodeCData(owner, m.schema, !m.trusted)
+	if m.cplan == nil || m.cplan.schema != m.schema {
+		m.cplan = newCDataSchemaPlan(m.schema)
+	}
+	rec, err := decodeCData(owner, m.cplan, !m.trusted)
 	owner.Release() // the arrays hold the payload now
 	if err != nil {
 		// arrow-go may have kept references to the payload in arrays it
