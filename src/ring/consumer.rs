@@ -11,8 +11,8 @@ use crossbeam_utils::Backoff;
 use super::liveness::{self, Heartbeat};
 use super::proto::{self, Claim, Words};
 use super::redeliver::{self, QueueClaim};
-use super::{counters, ConsumerKind, RingError, Shared};
-use crate::layout::{done, kind, off, state};
+use super::{counters, table, ConsumerKind, RingError, Shared};
+use crate::layout::{done, off};
 use crate::signal::{futex_wait, EventFd, WaitStrategy};
 use crate::sync::Ordering;
 
@@ -35,32 +35,7 @@ impl Drop for Member {
     fn drop(&mut self) {
         // Stop heartbeats before the entries can be reused.
         self.heartbeat.take();
-        let sh = &*self.shared;
-        let _g = sh.lock_table();
-        let m = sh.layout.member(self.member);
-        // Only undo what is still ours: a producer may have reclaimed this
-        // entry (judging us dead) and handed it to someone else (§11.3).
-        let ours = sh.hdr32(m + off::MEM_STATE).load(Ordering::SeqCst) == state::ACTIVE
-            && sh.hdr32(m + off::MEM_PID).load(Ordering::SeqCst) == sh.ident.pid
-            && sh.hdr32(m + off::MEM_SUBSCRIBER).load(Ordering::SeqCst) as usize == self.sub;
-        if ours {
-            sh.hdr32(m + off::MEM_STATE)
-                .store(state::FREE, Ordering::SeqCst);
-            let s = sh.layout.sub(self.sub);
-            let members = sh.hdr32(s + off::SUB_MEMBERS);
-            // Saturating: damaged memory must not make us panic.
-            let left = members.load(Ordering::SeqCst).saturating_sub(1);
-            members.store(left, Ordering::SeqCst);
-            if left == 0 {
-                // SeqCst: the producer's scan stops gating on this entry.
-                sh.hdr32(s + off::SUB_STATE)
-                    .store(state::FREE, Ordering::SeqCst);
-                // The producer recounts its receivers (LAYOUT.md §5.3).
-                sh.hdr64(off::TABLE_EPOCH).fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        drop(_g);
-        sh.wake_space();
+        table::leave(&self.shared, self.sub, self.member);
         tracing::debug!(sub = self.sub, member = self.member, "consumer detached");
     }
 }
@@ -109,103 +84,31 @@ impl Consumer {
         wait: WaitStrategy,
         history: u32,
     ) -> Result<Consumer, RingError> {
-        let (kind_, group) = (kind.word(), kind.group());
         let sh = &*shared;
         // Payloads are read through a read-only mapping, so a consumer
         // bug cannot scribble over a slot (LAYOUT.md §1).
         sh.region.map_read_only()?;
-        let cfg = sh.layout.config;
-        let now = sh.ident.now_ns();
-        // Our identity word (LAYOUT.md §11.1): pid and start time in one u64.
-        let me = sh.ident.word();
-        let guard = sh.lock_table();
-        let member = free_entry(sh, "member", cfg.max_members, |j| {
-            sh.layout.member(j) + off::MEM_STATE
-        })?;
-        let existing = (kind_ == kind::QUEUE)
-            .then(|| {
-                (0..cfg.max_subscribers as usize).find(|&k| {
-                    let b = sh.layout.sub(k);
-                    sh.hdr32(b + off::SUB_STATE).load(Ordering::SeqCst) == state::ACTIVE
-                        && sh.hdr32(b + off::SUB_KIND).load(Ordering::SeqCst) == kind::QUEUE
-                        && sh.hdr32(b + off::SUB_GROUP).load(Ordering::SeqCst) == group
-                })
-            })
-            .flatten();
-        let m = sh.layout.member(member);
-        // The member entry is complete before the subscriber turns ACTIVE,
-        // so a joiner dying at any point leaves either a JOINING subscriber
-        // or a dead member, both reclaimable (LAYOUT.md §11.3).
-        let write_member = |sub: usize| {
-            sh.hdr32(m + off::MEM_SUBSCRIBER)
-                .store(sub as u32, Ordering::SeqCst);
-            sh.hdr64(m + off::MEM_PID).store(me, Ordering::SeqCst);
-            sh.hdr64(m + off::MEM_HEARTBEAT)
-                .store(now, Ordering::SeqCst);
-            // An earlier member's counts are not ours (LAYOUT.md §2.1).
-            counters::reset_member(sh, member);
-            sh.hdr32(m + off::MEM_STATE)
-                .store(state::ACTIVE, Ordering::SeqCst);
-        };
-        let sub = match existing {
-            Some(k) => {
-                sh.hdr32(sh.layout.sub(k) + off::SUB_MEMBERS)
-                    .fetch_add(1, Ordering::SeqCst);
-                write_member(k);
-                k
-            }
-            None => {
-                let k = free_entry(sh, "subscriber", cfg.max_subscribers, |k| {
-                    sh.layout.sub(k) + off::SUB_STATE
-                })?;
-                let b = sh.layout.sub(k);
-                sh.hdr32(b + off::SUB_STATE)
-                    .store(state::JOINING, Ordering::SeqCst);
-                if kind_ == kind::QUEUE || history > 0 {
-                    // No marker of an earlier occupant may look like ours,
-                    // nor, when we start before the head, an earlier
-                    // occupant's released value like a release of ours
-                    // (LAYOUT.md §5.3).
-                    redeliver::clear_done(sh, k);
-                }
-                sh.hdr32(b + off::SUB_KIND).store(kind_, Ordering::SeqCst);
-                sh.hdr32(b + off::SUB_GROUP).store(group, Ordering::SeqCst);
-                sh.hdr32(b + off::SUB_MEMBERS).store(1, Ordering::SeqCst);
-                sh.hdr64(b + off::SUB_OWNER_PID).store(me, Ordering::SeqCst);
-                sh.hdr64(b + off::SUB_HEARTBEAT)
-                    .store(now, Ordering::SeqCst);
-                // History (LAYOUT.md §5.3): up to `history` messages of
-                // the current stream before the head, at most N − 1.
-                let back = u64::from(history.min(cfg.slot_count - 1));
-                let n = u64::from(cfg.slot_count);
-                proto::join_cursors_at(sh, k, |p| {
-                    let start = sh.hdr64(off::STREAM_START).load(Ordering::SeqCst);
-                    p.saturating_sub(back)
-                        .max((p + 1).saturating_sub(n))
-                        .max(start)
-                        .min(p)
-                });
-                write_member(k);
-                sh.hdr32(b + off::SUB_STATE)
-                    .store(state::ACTIVE, Ordering::SeqCst);
-                k
-            }
-        };
-        // Which stream we joined (LAYOUT.md §4.1): read after our cursor is
-        // placed, so an older stream's messages past it are skipped.
-        let gen = sh.hdr32(off::STREAM_GEN).load(Ordering::SeqCst);
-        let joined_ended = (sh.closed().load(Ordering::SeqCst) == 1)
-            .then(|| sh.published().load(Ordering::SeqCst));
-        drop(guard);
+        let table::Joined {
+            sub,
+            member,
+            gen,
+            joined_ended,
+        } = table::join(sh, kind, history)?;
         // The producer may have parked after seeing the JOINING entry, or
         // be waiting for consumers.
         sh.wake_space();
-        tracing::debug!(sub, member, kind = kind_, group, "consumer joined");
+        tracing::debug!(
+            sub,
+            member,
+            kind = kind.word(),
+            group = kind.group(),
+            "consumer joined"
+        );
         let heartbeat = Heartbeat::start(
             shared.clone(),
             vec![
-                m + off::MEM_HEARTBEAT,
-                sh.layout.sub(sub) + off::SUB_HEARTBEAT,
+                sh.member(member).heartbeat_at(),
+                sh.subscriber(sub).heartbeat_at(),
             ],
         );
         Ok(Consumer {
@@ -472,7 +375,7 @@ impl Consumer {
         // After the lock (taken by the reclaim) no reclaimer is half-way,
         // so the scan is authoritative: it also catches a REDELIVER made
         // just after our claim attempt found none.
-        reclaim_dead_members(sh, m.sub) > 0 || redeliver::has_redelivery(sh, m.sub)
+        table::reclaim_dead_members(sh, m.sub) > 0 || redeliver::has_redelivery(sh, m.sub)
     }
 
     /// LAYOUT.md §6.1 steps 2–4.
@@ -665,68 +568,6 @@ pub const DEFAULT_HELD_LEASE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a queue member waiting for data looks for dead members of its
 /// group holding messages (LAYOUT.md §11.3).
 const GROUP_CHECK: Duration = Duration::from_secs(1);
-
-/// Redelivers the messages dead members of queue subscriber `k` hold and
-/// detaches them (LAYOUT.md §11.3, as the producer's reclaim does for its
-/// whole table). Returns how many sequences now wait for redelivery.
-fn reclaim_dead_members(sh: &Shared, k: usize) -> u64 {
-    let l = &sh.layout;
-    let g = sh.lock_table();
-    let s = l.sub(k);
-    let mut moved = 0;
-    let mut freed = false;
-    for j in 0..l.config.max_members as usize {
-        let m = l.member(j);
-        if sh.hdr32(m + off::MEM_STATE).load(Ordering::SeqCst) != state::ACTIVE
-            || sh.hdr32(m + off::MEM_SUBSCRIBER).load(Ordering::SeqCst) as usize != k
-        {
-            continue;
-        }
-        let who = sh.hdr64(m + off::MEM_PID).load(Ordering::SeqCst);
-        let pid = liveness::identity_pid(who);
-        let members = sh.hdr32(s + off::SUB_MEMBERS);
-        // The caller is a live member, so the group survives (`> 1`).
-        // Dead means gone (§11.1), never merely stopped.
-        if !liveness::identity_dead(who) || members.load(Ordering::SeqCst) < 2 {
-            continue;
-        }
-        moved += redeliver::reclaim_member(sh, k, j as u32);
-        freed = true;
-        sh.hdr32(m + off::MEM_STATE)
-            .store(state::FREE, Ordering::SeqCst);
-        members.fetch_sub(1, Ordering::SeqCst);
-        super::watch::note_lost(sh, pid);
-        // SeqCst: the producer notices the loss at its next reservation.
-        sh.hdr64(off::TABLE_EPOCH).fetch_add(1, Ordering::SeqCst);
-        tracing::warn!(
-            pid,
-            member = j,
-            subscriber = k,
-            "a queue member detached a dead member of its group"
-        );
-    }
-    if freed {
-        counters::note_reclaim(sh);
-    }
-    drop(g);
-    if moved > 0 {
-        sh.wake_data_always();
-    }
-    moved
-}
-
-/// The first FREE entry of a table (caller holds the table lock);
-/// `state_at(i)` is the offset of entry `i`'s state word.
-fn free_entry(
-    sh: &Shared,
-    table: &'static str,
-    max: u32,
-    state_at: impl Fn(usize) -> usize,
-) -> Result<usize, RingError> {
-    (0..max as usize)
-        .find(|&i| sh.hdr32(state_at(i)).load(Ordering::SeqCst) == state::FREE)
-        .ok_or(RingError::TableFull { table, max })
-}
 
 fn ready(sh: &Shared, sub: usize) -> bool {
     let c = sh.sub_claim(sub).load(Ordering::SeqCst);

@@ -30,16 +30,17 @@ pub(crate) fn bump(sh: &Shared, at: usize, n: u64) {
 /// (several threads of the member's process may bump it at once).
 pub(crate) fn bump_member(sh: &Shared, member: usize, field: usize, n: u64) {
     // Relaxed: a statistic; the RMW only keeps concurrent bumps exact.
-    sh.hdr64(sh.layout.member(member) + field)
+    sh.member(member)
+        .counter(field)
         .fetch_add(n, Ordering::Relaxed);
 }
 
 /// Zeroes member entry `member`'s counters: a joiner does this before it
 /// stores `state = ACTIVE`, as the entry may hold an earlier member's.
 pub(crate) fn reset_member(sh: &Shared, member: usize) {
-    let b = sh.layout.member(member);
+    let m = sh.member(member);
     for f in [off::MEM_PARKS, off::MEM_PARK_NS, off::MEM_SPACE_WAKES] {
-        sh.hdr64(b + f).store(0, Ordering::Relaxed);
+        m.counter(f).store(0, Ordering::Relaxed);
     }
 }
 

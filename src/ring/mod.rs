@@ -32,6 +32,7 @@ pub(crate) mod redeliver;
 mod seqlock;
 use seqlock::SeqRead;
 pub mod stat;
+mod table;
 mod watch;
 
 use std::os::fd::OwnedFd;
@@ -353,55 +354,6 @@ impl Shared {
         f.fetch_add(1, Ordering::SeqCst);
         crate::signal::futex_wake_all(f);
     }
-
-    /// Takes the table lock (LAYOUT.md §5.3): CAS its identity word 0 →
-    /// ours. A holder that is dead (§11.1: gone, or its pid reused) is
-    /// replaced.
-    pub(crate) fn lock_table(&self) -> TableGuard<'_> {
-        let lock = self.hdr64(off::TABLE_LOCK);
-        let me = self.ident.word();
-        let backoff = Backoff::new();
-        loop {
-            // Acquire: pairs with the Release store in `TableGuard::drop`.
-            match lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return TableGuard { shared: self },
-                // Another thread of ours holds it when the word is ours.
-                Err(holder) if holder != me && liveness::identity_dead(holder) => {
-                    if lock
-                        .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        tracing::warn!(
-                            dead_pid = liveness::identity_pid(holder),
-                            "took over the table lock of a dead process"
-                        );
-                        return TableGuard { shared: self };
-                    }
-                }
-                Err(_) => {}
-            }
-            if backoff.is_completed() {
-                std::thread::sleep(Duration::from_micros(50));
-            } else {
-                backoff.snooze();
-            }
-        }
-    }
-}
-
-/// Holds the table lock; releases it on drop.
-pub(crate) struct TableGuard<'a> {
-    shared: &'a Shared,
-}
-
-impl Drop for TableGuard<'_> {
-    fn drop(&mut self) {
-        // Release: table changes made under the lock are visible to the next
-        // holder's Acquire CAS. The whole identity word is cleared.
-        self.shared
-            .hdr64(off::TABLE_LOCK)
-            .store(0, Ordering::Release);
-    }
 }
 
 /// What a consumer is: the `kind` and `group` of its subscriber entry
@@ -673,15 +625,15 @@ impl Ring {
         let sh = &self.shared;
         (0..sh.layout.config.max_subscribers as usize)
             .filter_map(|k| {
-                let b = sh.layout.sub(k);
-                let st = sh.hdr32(b + off::SUB_STATE).load(Ordering::Acquire);
+                let e = sh.subscriber(k);
+                let st = e.state().load(Ordering::Acquire);
                 (st != state::FREE).then(|| SubscriberInfo {
                     index: k,
-                    kind: sh.hdr32(b + off::SUB_KIND).load(Ordering::Relaxed),
-                    group: sh.hdr32(b + off::SUB_GROUP).load(Ordering::Relaxed),
-                    members: sh.hdr32(b + off::SUB_MEMBERS).load(Ordering::Relaxed),
-                    claim: sh.hdr64(b + off::SUB_CLAIM).load(Ordering::Relaxed),
-                    release: sh.hdr64(b + off::SUB_RELEASE).load(Ordering::Relaxed),
+                    kind: e.kind().load(Ordering::Relaxed),
+                    group: e.group().load(Ordering::Relaxed),
+                    members: e.members().load(Ordering::Relaxed),
+                    claim: e.claim().load(Ordering::Relaxed),
+                    release: e.release().load(Ordering::Relaxed),
                 })
             })
             .collect()

@@ -9,8 +9,8 @@ use crossbeam_utils::Backoff;
 use super::liveness::{self, Heartbeat};
 use super::proto::ProducerCursor;
 use super::watch::{self, start_stream, Receivers, Watch};
-use super::{counters, redeliver, seqlock, RingError, Shared};
-use crate::layout::{kind, off, state};
+use super::{counters, seqlock, table, RingError, Shared};
+use crate::layout::off;
 use crate::signal::{futex_wait, futex_wake_all, WaitStrategy};
 use crate::sync::Ordering;
 
@@ -162,84 +162,9 @@ impl Producer {
     }
 
     /// LAYOUT.md §11.3: detaches members (and half-joined subscribers) whose
-    /// process is dead (§11.1: gone, or its pid reused — never merely
-    /// stopped). Returns how many entries were freed.
+    /// process is dead. Returns how many entries were freed.
     fn reclaim_dead(&self) -> usize {
-        let sh = &*self.shared;
-        let l = &sh.layout;
-        let g = sh.lock_table();
-        let mut freed = 0;
-        let mut redelivered = 0u64;
-        for j in 0..l.config.max_members as usize {
-            let m = l.member(j);
-            if sh.hdr32(m + off::MEM_STATE).load(Ordering::SeqCst) != state::ACTIVE {
-                continue;
-            }
-            let who = sh.hdr64(m + off::MEM_PID).load(Ordering::SeqCst);
-            if !liveness::identity_dead(who) {
-                continue;
-            }
-            let pid = liveness::identity_pid(who);
-            let k = sh.hdr32(m + off::MEM_SUBSCRIBER).load(Ordering::SeqCst) as usize;
-            if k < l.config.max_subscribers as usize {
-                let s = l.sub(k);
-                // A queue group that survives its member gets the member's
-                // sequences back, before the entry is freed: a reclaimer
-                // dying half-way leaves the member to the next reclaim.
-                if sh.hdr32(s + off::SUB_KIND).load(Ordering::SeqCst) == kind::QUEUE
-                    && sh.hdr32(s + off::SUB_MEMBERS).load(Ordering::SeqCst) > 1
-                {
-                    let n = redeliver::reclaim_member(sh, k, j as u32);
-                    if n > 0 {
-                        tracing::warn!(
-                            pid,
-                            member = j,
-                            subscriber = k,
-                            sequences = n,
-                            "redelivering a dead queue member's messages"
-                        );
-                        redelivered += n;
-                    }
-                }
-            }
-            sh.hdr32(m + off::MEM_STATE)
-                .store(state::FREE, Ordering::SeqCst);
-            if k < l.config.max_subscribers as usize {
-                let s = l.sub(k);
-                let members = sh.hdr32(s + off::SUB_MEMBERS);
-                let left = members.load(Ordering::SeqCst).saturating_sub(1);
-                members.store(left, Ordering::SeqCst);
-                if left == 0 {
-                    sh.hdr32(s + off::SUB_STATE)
-                        .store(state::FREE, Ordering::SeqCst);
-                }
-            }
-            watch::note_lost(sh, pid);
-            tracing::warn!(pid, member = j, subscriber = k, "detached a dead consumer");
-            freed += 1;
-        }
-        for k in 0..l.config.max_subscribers as usize {
-            let s = l.sub(k);
-            if sh.hdr32(s + off::SUB_STATE).load(Ordering::SeqCst) == state::JOINING
-                && liveness::identity_dead(sh.hdr64(s + off::SUB_OWNER_PID).load(Ordering::SeqCst))
-            {
-                sh.hdr32(s + off::SUB_STATE)
-                    .store(state::FREE, Ordering::SeqCst);
-                freed += 1;
-            }
-        }
-        if freed > 0 {
-            // SeqCst: the table changed; counts and gates are recomputed
-            // (LAYOUT.md §5.3).
-            sh.hdr64(off::TABLE_EPOCH).fetch_add(1, Ordering::SeqCst);
-            counters::note_reclaim(sh);
-        }
-        drop(g);
-        if redelivered > 0 {
-            // Members parked on an empty ring must look at the redeliveries.
-            sh.wake_data_always();
-        }
-        freed
+        table::reclaim_dead(&self.shared)
     }
 
     /// Subscribers attached now: broadcast consumers and work-queue groups

@@ -94,11 +94,11 @@ impl Receivers {
 pub(super) fn count(sh: &Shared) -> Receivers {
     let mut r = Receivers::default();
     for k in 0..sh.layout.config.max_subscribers as usize {
-        let b = sh.layout.sub(k);
-        if sh.hdr32(b + off::SUB_STATE).load(Ordering::SeqCst) != state::ACTIVE {
+        let e = sh.subscriber(k);
+        if e.state().load(Ordering::SeqCst) != state::ACTIVE {
             continue;
         }
-        match sh.hdr32(b + off::SUB_KIND).load(Ordering::SeqCst) {
+        match e.kind().load(Ordering::SeqCst) {
             kind::QUEUE => r.groups += 1,
             _ => r.broadcast += 1,
         }
