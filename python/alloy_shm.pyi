@@ -54,7 +54,9 @@ class Ring:
     def is_closed(self) -> bool:
         """Whether the current stream was closed by its producer."""
     def mapping_range(self) -> tuple[int, int]:
-        """Address range (start, end) of this process's mapping of the ring."""
+        """Address range (start, end) of this process's mapping of the ring.
+        Before any subscription it is not the range subscriptions read
+        through: use Subscription.mapping_range()."""
     def subscribers(self) -> list[dict[str, int]]:
         """The consumer table: index, kind (1 broadcast, 2 queue), group, members,
         claim (next sequence to hand out), release (all below are released)."""
@@ -113,7 +115,8 @@ class Publisher:
         """Writes an object with `__arrow_c_stream__` (Table, RecordBatchReader,
         Polars DataFrame, …) batch by batch, or with `__arrow_c_array__`
         (RecordBatch) as one batch; returns the number of batches written.
-        Releases the GIL while writing."""
+        Releases the GIL while writing; a wait on a full ring ends on Ctrl-C
+        (KeyboardInterrupt)."""
     def close(self) -> None:
         """Ends the stream; readers see its end after the last batch."""
     def __enter__(self) -> Publisher: ...

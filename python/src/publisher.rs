@@ -4,12 +4,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use alloy_shm::arrow::{ArrowShmError, CDataWriter, IpcWriter};
 use alloy_shm::arrow_array::RecordBatch;
-use alloy_shm::ring::Producer;
-use pyo3::exceptions::PyRuntimeError;
+use alloy_shm::ring::{Producer, RingError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
 use pyo3::prelude::*;
 
 use crate::arrow_err;
 use crate::capsule::{self, Source};
+use crate::subscription::{signal_check, Raised, SIGNAL_CHECK};
 
 /// How batches are laid out in the slots.
 #[derive(Clone, Copy)]
@@ -37,13 +38,29 @@ enum State {
 #[pyclass(module = "alloy_shm", frozen)]
 pub struct Publisher {
     state: Mutex<Option<State>>,
+    raised: Raised,
 }
 
 impl Publisher {
-    pub fn new(producer: Producer, mode: Mode) -> Publisher {
+    /// A write blocked on a full ring looks for Ctrl-C every
+    /// [`SIGNAL_CHECK`], as a receive does.
+    pub fn new(mut producer: Producer, mode: Mode) -> Publisher {
+        let raised: Raised = Default::default();
+        producer.set_interrupt(SIGNAL_CHECK, signal_check(raised.clone()));
         Publisher {
             state: Mutex::new(Some(State::Attached(producer, mode))),
+            raised,
         }
+    }
+
+    /// An error of a write as Python sees it: the signal handler's own
+    /// exception (KeyboardInterrupt) for an interrupted wait.
+    fn err(&self, e: ArrowShmError) -> PyErr {
+        if let ArrowShmError::Ring(RingError::Interrupted(msg)) = &e {
+            let raised = self.raised.lock().unwrap_or_else(|p| p.into_inner()).take();
+            return raised.unwrap_or_else(|| PyKeyboardInterrupt::new_err(msg.clone()));
+        }
+        arrow_err(e)
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<State>> {
@@ -99,7 +116,8 @@ impl Publisher {
     /// `__arrow_c_array__` (a pyarrow RecordBatch or struct array) as one
     /// batch. Every batch must have the stream's schema (the first one's).
     /// Returns the number of record batches written. The GIL is released
-    /// while writing (and while blocked on a full ring).
+    /// while writing (and while blocked on a full ring); Ctrl-C ends a
+    /// wait on a full ring with KeyboardInterrupt.
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
         let source = capsule::import(data)?;
         // The lock is taken only after the GIL is released: a thread
@@ -126,7 +144,7 @@ impl Publisher {
         })
         .map_err(|e| match e {
             None => PyRuntimeError::new_err("the publisher is closed"),
-            Some(e) => arrow_err(e),
+            Some(e) => self.err(e),
         })
     }
 

@@ -126,7 +126,9 @@ impl PyRing {
     }
 
     /// The address range `(start, end)` of this process's mapping of the
-    /// ring: buffers of batches read in place lie inside it.
+    /// ring: buffers of batches read in place lie inside it. Before any
+    /// subscription of this Ring object it is not yet the range the
+    /// subscriptions read through: use `Subscription.mapping_range()`.
     fn mapping_range(&self) -> (usize, usize) {
         let r = alloy_shm::arrow::mapped_range(&self.ring);
         (r.start, r.end)

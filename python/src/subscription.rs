@@ -12,11 +12,11 @@ use pyo3::types::PyCapsule;
 use crate::{arrow_err, capsule};
 
 /// How often a blocking wait wakes to look for Ctrl-C (and other signals).
-const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+pub(crate) const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
 /// A signal raised while waiting (KeyboardInterrupt for Ctrl-C), handed
 /// from the interrupt check back to the caller.
-type Raised = Arc<Mutex<Option<PyErr>>>;
+pub(crate) type Raised = Arc<Mutex<Option<PyErr>>>;
 
 /// A subscription to a ring: joined when made, it receives every record batch
 /// published afterwards (a queue member: its share of them).
@@ -38,7 +38,7 @@ pub struct Subscription {
 /// Runs on the waiting thread (without the GIL) every [`SIGNAL_CHECK`]:
 /// on Python's main thread it runs the signal handlers, and a handler's
 /// exception (KeyboardInterrupt) ends the wait.
-fn signal_check(raised: Raised) -> impl FnMut() -> Result<(), String> + Send + 'static {
+pub(crate) fn signal_check(raised: Raised) -> impl FnMut() -> Result<(), String> + Send + 'static {
     move || {
         // Signal handlers run only on the main thread; elsewhere (an
         // engine's worker thread) there is nothing to check and the GIL is

@@ -291,6 +291,37 @@ def test_ctrl_c_ends_a_blocking_receive(ring):
     assert time.monotonic() - t0 < 2
 
 
+def test_ctrl_c_ends_a_write_blocked_on_a_full_ring(ring):
+    # A subscriber that never reads: the 4-slot ring fills within the ten
+    # writes and the next one blocks (no timeout) until SIGINT.
+    code = textwrap.dedent(
+        f"""
+        import sys, pyarrow as pa, alloy_shm
+        ring = alloy_shm.Ring.open({ring.name!r})
+        sub = ring.subscribe()
+        pub = ring.publisher()
+        b = pa.record_batch({{"x": pa.array(range(10), pa.int64())}})
+        print("ready", flush=True)
+        try:
+            for _ in range(10):
+                pub.write(b)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(0)
+        sys.exit(3)
+        """
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(0.3)  # inside the blocked write
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    assert "interrupted" in out
+    assert time.monotonic() - t0 < 2
+
+
 def test_gil_released_while_waiting(ring):
     sub = ring.subscribe(timeout=10)
     ticks = []
