@@ -13,13 +13,21 @@
 //! * the consumer process reads the clock as soon as `receive` hands it the
 //!   sample, records the difference and answers on a second service; the
 //!   producer waits for that answer, so one message is in flight;
+//! * payload handling is that of `bench_peer lat` / `lat-consumer`: the
+//!   producer copies the whole payload into the sample (the ring's producer
+//!   copies it into its slot), the consumer reads only the stamp and the
+//!   warm-up flag (the ring's consumer reads the stamp and the slot's flag
+//!   word) and answers with 8 bytes;
 //! * the first 10% of messages (at least 8) are warm-up, flagged in bytes
 //!   8..16 and not recorded.
 //!
 //! Two ways of waiting, like the Alloy ring's two modes:
 //!
 //! * `iceoryx2` (mode `busy`): both sides poll `Subscriber::receive` in a
-//!   loop, like iceoryx2's own publish-subscribe benchmark;
+//!   loop, like iceoryx2's own publish-subscribe benchmark, and yield the
+//!   core exactly when the Alloy ring's busy consumer does (after 20 µs of
+//!   empty polls, see `Ends::recv`), so neither side of the comparison
+//!   spins harder than the other;
 //! * `iceoryx2-event` (mode `blocking`): each `send` is followed by
 //!   `Notifier::notify` on an event service, and the waiting side sleeps in
 //!   `Listener::blocking_wait` (on Linux iceoryx2's IPC event is a Unix
@@ -35,7 +43,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alloy_shm::ring::monotonic_ns;
 use clap::{Parser, Subcommand};
@@ -184,7 +192,16 @@ impl Ends {
     /// The next sample: polls `receive` (busy), or sleeps on the listener
     /// between polls (event). Always polls first, so a notification that
     /// arrives for a sample already taken only costs one empty poll.
+    ///
+    /// Busy polling follows the yield policy of the Alloy ring's busy
+    /// consumer (`WaitStrategy::Spin`, `src/ring/consumer.rs`), so both
+    /// sides of the comparison wait the same way: a spin hint per empty
+    /// poll, a look at the clock every [`SPIN_CHECK_EVERY`] polls, and one
+    /// `sched_yield` once [`SPIN_YIELD_AFTER`] has passed without a sample
+    /// (and again every [`SPIN_YIELD_AFTER`]).
     fn recv(&self) -> Res<iceoryx2::sample::Sample<ipc::Service, [u8], ()>> {
+        let mut spins = 0u32;
+        let mut last_yield: Option<Instant> = None;
         loop {
             if let Some(s) = self.rx.receive().map_err(err)? {
                 return Ok(s);
@@ -193,11 +210,30 @@ impl Ends {
                 Some(l) => {
                     l.blocking_wait(|_| {}).map_err(err)?;
                 }
-                None => std::hint::spin_loop(),
+                None => {
+                    spins = spins.wrapping_add(1);
+                    if spins % SPIN_CHECK_EVERY == 0 {
+                        let now = Instant::now();
+                        if now.duration_since(*last_yield.get_or_insert(now)) >= SPIN_YIELD_AFTER {
+                            std::thread::yield_now();
+                            last_yield = Some(Instant::now());
+                        }
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
             }
         }
     }
 }
+
+/// How long a busy poller polls an empty subscriber before yielding its
+/// core once: the value of the Alloy ring's busy consumer
+/// (`SPIN_YIELD_AFTER` in `src/ring/consumer.rs`).
+const SPIN_YIELD_AFTER: Duration = Duration::from_micros(20);
+
+/// Empty polls between two clock reads of a busy poller (as the ring's).
+const SPIN_CHECK_EVERY: u32 = 64;
 
 /// Messages handled so far by this process, watched by [`watchdog`].
 static PROGRESS: AtomicU64 = AtomicU64::new(0);

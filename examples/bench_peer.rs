@@ -632,6 +632,11 @@ fn stream_slots(size: usize) -> u32 {
 }
 
 fn tput(size: usize, total: usize, consumers: u32, queue: bool, spin: bool) -> Res<String> {
+    if size < 8 {
+        return Err(format!(
+            "--size {size}: a message holds at least its 8-byte index"
+        ));
+    }
     let cfg = RingConfig {
         slot_count: stream_slots(size),
         slot_size: slot_size(size),
@@ -660,9 +665,12 @@ fn tput(size: usize, total: usize, consumers: u32, queue: bool, spin: bool) -> R
     let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
     let count = (total / size).max(1) as u64;
     let t0 = monotonic_ns();
-    for _ in 0..count {
+    for i in 0..count {
         let mut r = tx.reserve(size).map_err(err)?;
         r[..size].copy_from_slice(&src);
+        // The message's index in its first word: every message differs, so
+        // a sink that read a stale or torn slot gets a different sum.
+        r[..8].copy_from_slice(&i.to_le_bytes());
         r.publish(size, 0).map_err(err)?;
     }
     tx.close();
@@ -681,8 +689,13 @@ fn tput(size: usize, total: usize, consumers: u32, queue: bool, spin: bool) -> R
     if got != want {
         return Err(format!("consumers saw {got} messages, want {want}"));
     }
-    // Every sink sums the u64 words of every message it read.
-    let want_sum = sum_u64(&src).wrapping_mul(want);
+    // Every sink sums the u64 words of every message it read: the pattern's
+    // words after the first, plus the message's index, for each message
+    // (each consumer of a broadcast reads them all, a queue's members split
+    // them).
+    let per_stream = (sum_u64(&src[8..]).wrapping_mul(count))
+        .wrapping_add(count.wrapping_mul(count.wrapping_sub(1)) / 2);
+    let want_sum = per_stream.wrapping_mul(want / count);
     if sum != want_sum {
         return Err(format!("consumers' sum {sum}, want {want_sum}"));
     }
@@ -1029,8 +1042,66 @@ fn run(cli: Cli) -> Res<String> {
     }
 }
 
+/// The environment variable through which the driver pins the two sides of
+/// a latency measurement to distinct CPUs: `PRODUCER,CONSUMER` (CPU
+/// numbers). Producer roles pin themselves to the first, the roles that
+/// wait for messages (and the child halves of the ping-pongs) to the
+/// second; unset, nothing is pinned.
+const PIN_ENV: &str = "ALLOY_BENCH_CPUS";
+
+/// Whether `cmd` is a role that receives (the child of a ping-pong, a
+/// consumer, a sink or the echo), pinned to the second CPU of [`PIN_ENV`].
+fn receives(cmd: &Cmd) -> bool {
+    !matches!(
+        cmd,
+        Cmd::Memcpy { .. }
+            | Cmd::Pingpong { .. }
+            | Cmd::Lat { .. }
+            | Cmd::FutexPingpong { .. }
+            | Cmd::Tput { .. }
+            | Cmd::ArrowLatProducer { .. }
+    )
+}
+
+/// Pins the calling thread (the process's only one at start-up; threads it
+/// creates later inherit the mask) to this role's CPU of [`PIN_ENV`].
+fn pin(cmd: &Cmd) -> Res<()> {
+    let Ok(v) = std::env::var(PIN_ENV) else {
+        return Ok(());
+    };
+    let cpus: Vec<usize> = v
+        .split(',')
+        .map(|c| c.trim().parse::<usize>().map_err(err))
+        .collect::<Res<_>>()?;
+    let [producer, consumer] = cpus[..] else {
+        return Err(format!("{PIN_ENV}={v:?}: want PRODUCER,CONSUMER"));
+    };
+    let cpu = if receives(cmd) { consumer } else { producer };
+    // SAFETY: all-zero is a valid, empty `cpu_set_t`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        return Err(format!("{PIN_ENV}: cpu {cpu} out of range"));
+    }
+    // SAFETY: `cpu` is below the set's capacity (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a live cpu_set_t of
+    // the size passed.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(format!(
+            "{PIN_ENV}: sched_setaffinity({cpu}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Err(e) = pin(&cli.cmd) {
+        eprintln!("bench_peer: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    match run(cli) {
         Ok(line) => {
             println!("{line}");
             std::process::ExitCode::SUCCESS
