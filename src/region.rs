@@ -53,6 +53,39 @@ pub struct NamedOptions {
     /// Open only: accept a region owned by another user whatever its mode
     /// (a group-shared region of a group we are in is accepted anyway).
     pub allow_foreign_owner: bool,
+    /// Create only: back the region with huge pages (anonymous regions
+    /// and named ones; see [`HugePages`]).
+    pub huge_pages: HugePages,
+    /// Pre-fault the mapping so the first messages take no page faults: a
+    /// region being created is populated writable (its pages are new and
+    /// zero, nothing is overwritten); an open of a live region populates
+    /// read-only, never writing a byte (`MADV_POPULATE_WRITE` /
+    /// `MADV_POPULATE_READ`, Linux 5.14; older kernels skip it).
+    pub prefault: bool,
+}
+
+/// Whether a region's memory comes from huge pages (doc/README.md, "Huge
+/// pages, pre-faulting and NUMA"). The byte layout is the same either way
+/// (LAYOUT.md §1); the file is rounded up to a whole number of huge pages.
+///
+/// An anonymous region uses a `MFD_HUGETLB` memfd, which draws on the pages
+/// reserved in `/proc/sys/vm/nr_hugepages`. A named region gets huge pages
+/// from its directory: a hugetlbfs mount (`mount -t hugetlbfs none DIR`,
+/// then [`NamedOptions::dir`] or `ALLOY_SHM_DIR`) always gives them (and
+/// any region made there uses them, whatever this option says). A tmpfs
+/// mounted with `huge=within_size` or `huge=always` gives transparent huge
+/// pages on its own, as best effort, so `Require` refuses a directory that
+/// is not hugetlbfs and `Prefer` takes what the directory gives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HugePages {
+    /// Normal pages (a hugetlbfs directory still gives huge ones).
+    #[default]
+    Off,
+    /// Huge pages when the system has them reserved, else normal pages.
+    Prefer,
+    /// Huge pages, or [`RegionError::HugePages`] saying what to reserve or
+    /// mount.
+    Require,
 }
 
 impl NamedOptions {
@@ -116,6 +149,11 @@ pub enum RegionError {
         /// Bytes free in the directory's filesystem.
         free: u64,
     },
+    /// Huge pages were required (or the directory is a hugetlbfs mount)
+    /// and the system cannot provide them; the text names the fix
+    /// (`/proc/sys/vm/nr_hugepages`, a hugetlbfs mount).
+    #[error("{0}")]
+    HugePages(String),
     /// `resolve_group` found no such group.
     #[error("no group named {0:?} in /etc/group (give a numeric gid instead)")]
     UnknownGroup(String),
@@ -175,6 +213,93 @@ fn sealed_memfd(label: &str, size: usize) -> Result<OwnedFd, RegionError> {
 #[cfg(not(target_os = "linux"))]
 fn sealed_memfd(_label: &str, _size: usize) -> Result<OwnedFd, RegionError> {
     Err(RegionError::UnsupportedPlatform)
+}
+
+/// A sealed `MFD_HUGETLB` memfd of `size` bytes rounded up to whole huge
+/// pages (the default huge page size), all of them reserved now.
+#[cfg(target_os = "linux")]
+fn sealed_huge_memfd(label: &str, size: usize) -> Result<OwnedFd, RegionError> {
+    let fd = rustix::fs::memfd_create(
+        format!("alloy:{label}"),
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING | MemfdFlags::HUGETLB,
+    )
+    .map_err(|e| RegionError::HugePages(format!("no huge-page memfd (MFD_HUGETLB): {e}")))?;
+    let page = rustix::fs::fstat(&fd)
+        .map_err(|e| io_err("fstat")(e.into()))?
+        .st_blksize as usize;
+    let len = round_up(size, page);
+    rustix::fs::ftruncate(&fd, len as u64).map_err(|e| io_err("sizing memfd")(e.into()))?;
+    match rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, len as u64) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::NOSPC) => return Err(huge_pages_short(len, page)),
+        Err(e) => return Err(io_err("reserving huge pages")(e.into())),
+    }
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+        .map_err(|e| io_err("sealing memfd")(e.into()))?;
+    Ok(fd)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sealed_huge_memfd(_label: &str, _size: usize) -> Result<OwnedFd, RegionError> {
+    Err(RegionError::UnsupportedPlatform)
+}
+
+/// The error of a region that needs `len` bytes of huge pages of `page`
+/// bytes when fewer are free.
+fn huge_pages_short(len: usize, page: usize) -> RegionError {
+    let pages = len.div_ceil(page.max(1));
+    RegionError::HugePages(format!(
+        "a {len}-byte huge-page ring needs {pages} free huge pages of {} KiB; reserve them as root \
+         (echo N > /proc/sys/vm/nr_hugepages, see HugePages_Free in /proc/meminfo) or use \
+         HugePages::Prefer to fall back to normal pages",
+        page / 1024
+    ))
+}
+
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to.max(1)) * to.max(1)
+}
+
+/// `statfs` magic of hugetlbfs (linux/magic.h).
+const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+
+/// The huge page size of `dir` if it is a hugetlbfs mount, else `None`.
+fn hugetlbfs_page(dir: &Path) -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let st = rustix::fs::statfs(dir).ok()?;
+        #[allow(clippy::unnecessary_cast)]
+        (st.f_type as i64 == HUGETLBFS_MAGIC).then_some(st.f_bsize as usize)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (dir, HUGETLBFS_MAGIC);
+        None
+    }
+}
+
+/// Populates the page tables of `len` bytes at `addr` (see
+/// [`NamedOptions::prefault`]): `write` for a region being created, else
+/// read-only. Best effort: a kernel without `MADV_POPULATE_*` (before
+/// 5.14) leaves the pages to fault in on first touch.
+fn prefault(addr: *mut u8, len: usize, write: bool) {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::mm::Advice;
+        let advice = if write {
+            Advice::LinuxPopulateWrite
+        } else {
+            Advice::LinuxPopulateRead
+        };
+        // SAFETY: `addr..addr+len` is one of our live mappings; populating
+        // only faults pages in (a write-populate of a new region touches no
+        // byte's value; a read-populate writes nothing).
+        if let Err(e) = unsafe { rustix::mm::madvise(addr.cast(), len, advice) } {
+            tracing::debug!(error = %e, "pre-faulting the ring skipped");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (addr, len, write);
 }
 
 /// Not a memfd (EINVAL) or missing a seal: `NotSealed`.
@@ -286,6 +411,8 @@ pub struct Region {
     file: File,
     layout: Layout,
     name: Option<String>,
+    /// Pre-fault the read-only mapping when it is made.
+    prefault: bool,
 }
 
 impl std::fmt::Debug for Region {
@@ -295,6 +422,17 @@ impl std::fmt::Debug for Region {
             .field("total_size", &self.layout.total_size)
             .finish()
     }
+}
+
+/// The hidden name a region is made under before it is linked to `name`:
+/// unique per process and call, never a valid ring name (leading '.').
+fn temp_name(name: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Checks a ring name (LAYOUT.md §1).
@@ -366,38 +504,65 @@ impl Region {
         })?;
         let dir = opts.dir();
         let path = dir.join(name);
-        check_space(name, &dir, layout.total_size as u64)?;
+        let huge = hugetlbfs_page(&dir);
+        if huge.is_none() && opts.huge_pages == HugePages::Require {
+            return Err(RegionError::HugePages(format!(
+                "huge pages required for ring {name:?} but {} is not a hugetlbfs mount: reserve \
+                 pages (echo N > /proc/sys/vm/nr_hugepages), mount one (mount -t hugetlbfs none \
+                 /dev/hugepages) and give it as the ring's directory or ALLOY_SHM_DIR",
+                dir.display()
+            )));
+        }
+        // hugetlbfs files are sized and mapped in whole huge pages.
+        let len = round_up(layout.total_size, huge.unwrap_or(1));
+        check_space(name, &dir, len as u64)?;
+        // The region is made under a hidden temporary name (a leading '.'
+        // is never a ring name) and linked into place only once its mode,
+        // group, size and header are final: an opener never sees a 0600
+        // file a group member is refused ("not open to uid") or a file
+        // without its magic. `link` fails if the name exists, as O_EXCL
+        // did.
+        let tmp = dir.join(temp_name(name));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc_o_cloexec())
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => RegionError::AlreadyExists(name.to_string()),
-                _ => RegionError::Io {
-                    what: format!("creating {}", path.display()),
-                    source: e,
-                },
+            .open(&tmp)
+            .map_err(|e| RegionError::Io {
+                what: format!("creating {}", tmp.display()),
+                source: e,
             })?;
         let init = || -> Result<Region, RegionError> {
             if let Some(gid) = opts.group {
                 share_with_group(&file, name, gid)?;
             }
-            file.set_len(layout.total_size as u64)
+            file.set_len(len as u64)
                 .map_err(io_err(format!("sizing ring {name:?}")))?;
-            reserve(&file, layout.total_size, Some((name, &dir)))?;
-            Self::init(
+            reserve(&file, len, Some((name, &dir))).map_err(|e| match (huge, e) {
+                (Some(page), RegionError::NoSpace { .. }) => huge_pages_short(len, page),
+                (_, e) => e,
+            })?;
+            let region = Self::init(
                 file.try_clone().map_err(io_err("dup"))?,
                 layout,
                 Some(name.into()),
                 stamp,
-            )
+                opts.prefault,
+            )?;
+            std::fs::hard_link(&tmp, &path).map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => RegionError::AlreadyExists(name.to_string()),
+                _ => RegionError::Io {
+                    what: format!("linking {} to {}", tmp.display(), path.display()),
+                    source: e,
+                },
+            })?;
+            Ok(region)
         };
-        init().inspect_err(|_| {
-            let _ = std::fs::remove_file(&path);
-        })
+        let r = init();
+        let _ = std::fs::remove_file(&tmp);
+        r
     }
 
     /// Creates an anonymous region in a sealed `memfd` (shrink, grow and
@@ -407,9 +572,28 @@ impl Region {
         Self::create_anonymous_stamped(label, config, Stamp::now())
     }
 
+    /// Like [`Region::create_anonymous`], with `opts.huge_pages` and
+    /// `opts.prefault` (its directory, group and owner fields do not apply).
+    pub fn create_anonymous_opts(
+        label: &str,
+        config: &RingConfig,
+        opts: &NamedOptions,
+    ) -> Result<Region, RegionError> {
+        Self::create_anonymous_with(label, config, opts, Stamp::now())
+    }
+
     pub(crate) fn create_anonymous_stamped(
         label: &str,
         config: &RingConfig,
+        stamp: Stamp,
+    ) -> Result<Region, RegionError> {
+        Self::create_anonymous_with(label, config, &NamedOptions::default(), stamp)
+    }
+
+    fn create_anonymous_with(
+        label: &str,
+        config: &RingConfig,
+        opts: &NamedOptions,
         stamp: Stamp,
     ) -> Result<Region, RegionError> {
         unsupported_platform()?;
@@ -417,8 +601,15 @@ impl Region {
             name: format!("memfd {label:?}"),
             source,
         })?;
-        let fd = sealed_memfd(label, layout.total_size)?;
-        Self::init(File::from(fd), layout, None, stamp)
+        let fd = match opts.huge_pages {
+            HugePages::Off => sealed_memfd(label, layout.total_size)?,
+            HugePages::Require => sealed_huge_memfd(label, layout.total_size)?,
+            HugePages::Prefer => sealed_huge_memfd(label, layout.total_size).or_else(|e| {
+                tracing::info!(error = %e, "no huge pages; the ring uses normal pages");
+                sealed_memfd(label, layout.total_size)
+            })?,
+        };
+        Self::init(File::from(fd), layout, None, stamp, opts.prefault)
     }
 
     fn init(
@@ -426,14 +617,21 @@ impl Region {
         layout: Layout,
         name: Option<String>,
         stamp: Stamp,
+        prefault_pages: bool,
     ) -> Result<Region, RegionError> {
         let map = MmapRaw::map_raw(&file).map_err(io_err("mmap"))?;
+        if prefault_pages {
+            // A new region: its pages are zero and nobody else maps it
+            // yet, so populating them writable overwrites nothing.
+            prefault(map.as_mut_ptr(), map.len(), true);
+        }
         let region = Region {
             map,
             ro: OnceLock::new(),
             file,
             layout,
             name,
+            prefault: prefault_pages,
         };
         // SAFETY: nobody else can have mapped the region yet with a valid
         // magic (it is zero until the store below), so we are the only
@@ -504,7 +702,7 @@ impl Region {
                 me,
             });
         }
-        Self::open_file(file, Some(name.to_string()))
+        Self::open_file(file, Some(name.to_string()), opts.prefault)
     }
 
     /// Opens a region from a descriptor inherited from or sent by its
@@ -514,10 +712,14 @@ impl Region {
         // under us and SIGBUS every reader.
         unsupported_platform()?;
         check_sealed(&fd)?;
-        Self::open_file(File::from(fd), None)
+        Self::open_file(File::from(fd), None, false)
     }
 
-    fn open_file(file: File, name: Option<String>) -> Result<Region, RegionError> {
+    fn open_file(
+        file: File,
+        name: Option<String>,
+        prefault_pages: bool,
+    ) -> Result<Region, RegionError> {
         let label = name.clone().unwrap_or_else(|| "fd".into());
         let lerr = |source| RegionError::Layout {
             name: label.clone(),
@@ -552,12 +754,17 @@ impl Region {
             // out of the mapping (at least 256 bytes long).
             unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), line0.as_mut_ptr(), 64) };
             let layout = Layout::parse(&line0, size).map_err(lerr)?;
+            if prefault_pages {
+                // A live region: read-only, so no byte is written.
+                prefault(map.as_mut_ptr(), map.len(), false);
+            }
             return Ok(Region {
                 map,
                 ro: OnceLock::new(),
                 file,
                 layout,
                 name,
+                prefault: prefault_pages,
             });
         }
     }
@@ -607,10 +814,15 @@ impl Region {
     /// area). Idempotent; concurrent callers keep one mapping.
     pub(crate) fn map_read_only(&self) -> Result<(), RegionError> {
         if self.ro.get().is_none() {
+            // The read-write mapping's length: a hugetlbfs file is mapped
+            // (and unmapped) in whole huge pages.
             let map = MmapOptions::new()
-                .len(self.layout.total_size)
+                .len(self.map.len())
                 .map_raw_read_only(&self.file)
                 .map_err(io_err("mmap read-only"))?;
+            if self.prefault {
+                prefault(map.as_mut_ptr(), map.len(), false);
+            }
             // A racing caller's mapping may have won; ours is then dropped.
             let _ = self.ro.set(map);
         }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use super::producer::AttachOptions;
 use super::{Backpressure, Consumer, ConsumerKind, Producer, Ring, RingError};
 use crate::layout::RingConfig;
-use crate::region::{NamedOptions, RegionError};
+use crate::region::{HugePages, NamedOptions, Region, RegionError};
 use crate::signal::WaitStrategy;
 
 /// Configures and creates or opens a ring; from [`Ring::builder`] (named,
@@ -159,6 +159,25 @@ impl RingBuilder {
         self
     }
 
+    /// Create only: back the ring with huge pages ([`HugePages`]; default
+    /// `Off`). An anonymous ring uses a `MFD_HUGETLB` memfd; a named one
+    /// needs a hugetlbfs [`dir`](RingBuilder::dir). `Require` fails with
+    /// [`RegionError::HugePages`], naming `/proc/sys/vm/nr_hugepages`, when
+    /// none are free; `Prefer` falls back to normal pages. The byte layout
+    /// is unchanged (LAYOUT.md §1).
+    pub fn huge_pages(mut self, h: HugePages) -> Self {
+        self.named.huge_pages = h;
+        self
+    }
+
+    /// Pre-fault the ring's pages so the first messages take no page
+    /// faults (default: off): writable when creating (the pages are new),
+    /// read-only when opening a live ring, so no byte is written.
+    pub fn prefault(mut self, on: bool) -> Self {
+        self.named.prefault = on;
+        self
+    }
+
     /// Replaces the whole configuration (every field counts as set).
     pub fn config(mut self, config: RingConfig) -> Self {
         self.config = config;
@@ -171,7 +190,13 @@ impl RingBuilder {
     pub fn create(self) -> Result<Ring, RingError> {
         match &self.name {
             Some(name) => Ring::create_opts(name, &self.config, &self.named),
-            None => Ring::create_anonymous(&self.config),
+            None if self.named.huge_pages == HugePages::Off && !self.named.prefault => {
+                Ring::create_anonymous(&self.config)
+            }
+            None => {
+                let region = Region::create_anonymous_opts("ring", &self.config, &self.named)?;
+                Ok(Ring::wrap(region, super::Ident::real()))
+            }
         }
     }
 
