@@ -28,6 +28,14 @@
 //! IPC writer encodes first) to `bin/alloy-go arrow-sink`, which reads it
 //! with `arrowshm.Reader` (copied, or in place with `--zero-copy`) and does
 //! the same sums; throughput is taken over the Go consumer's wall time.
+//!
+//! `-- codec` (or a narrower filter such as `codec/decode`) runs only the
+//! in-process criterion cases of `arrow_ipc/codec.rs` instead: the
+//! per-batch encode and decode cost, no Go peer needed. Without a filter
+//! `--bench` runs them first, then the Go transfers.
+
+#[path = "arrow_ipc/codec.rs"]
+mod codec;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -235,6 +243,18 @@ fn memcpy_gbps(size: usize, total: usize) -> f64 {
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
+    let codec_only = std::env::args().skip(1).any(|a| a.starts_with("codec"));
+    if bench {
+        let mut c = codec::criterion();
+        codec::cases(&mut c);
+        c.final_summary();
+        if codec_only {
+            return;
+        }
+    } else {
+        codec::smoke();
+        println!("arrow_ipc smoke test: every codec case ran once");
+    }
     let go = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/alloy-go");
     if !std::path::Path::new(go).exists() {
         eprintln!("arrow_ipc: {go} missing (run make build); skipped");

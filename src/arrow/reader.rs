@@ -14,6 +14,7 @@ use arrow_ipc::reader::{read_dictionary_impl, RecordBatchDecoder};
 use arrow_ipc::MessageHeader;
 use arrow_schema::SchemaRef;
 
+use super::decode_plan::DecodePlan;
 use super::frame::{self, Frame};
 use super::{flags, ArrowShmError};
 use crate::ring::{Consumer, Lease, Ring};
@@ -70,6 +71,8 @@ pub struct IpcReader {
     ring: Ring,
     consumer: Consumer,
     schema: Option<SchemaRef>,
+    /// The schema's decode plan, when its columns are all flat.
+    plan: Option<DecodePlan>,
     dictionaries: HashMap<i64, ArrayRef>,
     skip_validation: UnsafeFlag,
     copy: bool,
@@ -94,6 +97,7 @@ impl IpcReader {
             ring: consumer.ring(),
             consumer,
             schema: None,
+            plan: None,
             dictionaries: HashMap::new(),
             skip_validation: UnsafeFlag::new(),
             copy: false,
@@ -288,6 +292,20 @@ impl IpcReader {
                 }
                 _ => {
                     let schema = self.schema.clone().ok_or(ArrowShmError::NoSchema)?;
+                    if let Some(plan) = &self.plan {
+                        let batch = frame
+                            .message
+                            .header_as_record_batch()
+                            .expect("checked by frame::parse");
+                        let body = whole.slice_with_length(frame.body.start, frame.body.len());
+                        let validate = !self.skip_validation.get();
+                        if let Some(batch) = plan
+                            .decode(&body, &batch, &self.dictionaries, validate)
+                            .map_err(decode)?
+                        {
+                            return Ok(Some(batch));
+                        }
+                    }
                     read_batch_at(
                         &whole,
                         0,
@@ -348,7 +366,9 @@ impl IpcReader {
             Some(old) if **old != schema => Err(SchemaIssue::Changed),
             Some(_) => Ok(()),
             None => {
-                self.schema = Some(Arc::new(schema));
+                let schema = Arc::new(schema);
+                self.plan = DecodePlan::new(&schema);
+                self.schema = Some(schema);
                 Ok(())
             }
         }

@@ -1,0 +1,435 @@
+//! The per-schema decode plan of [`IpcReader`](super::IpcReader): for a
+//! schema whose columns are all flat (fixed-width primitives, booleans,
+//! utf8/binary and their large forms, dictionaries of those with integer
+//! keys), a record batch message is turned into arrays here, without
+//! arrow-ipc's general decoder and without a per-batch allocation beyond the
+//! arrays and the `RecordBatch` themselves. Any other schema (nested types,
+//! views, unions, run-end encoding, …) and an empty batch go through
+//! arrow-ipc's `RecordBatchDecoder` as before.
+//!
+//! What is checked (validation on, the default), after `frame::parse` has
+//! checked every buffer to lie in the body, 64-byte aligned:
+//!
+//! - the message has exactly one field node per column and exactly the
+//!   buffers the columns' types have, and every node's length is the
+//!   batch's row count;
+//! - every buffer is long enough for the node's length (values, validity
+//!   bitmap, offsets), and lies aligned for its native type;
+//! - the null count matches the validity bitmap (bits counted), and a
+//!   non-nullable field has no nulls;
+//! - offsets start at or after 0, never decrease and end inside the values
+//!   buffer; utf8 values are valid UTF-8 and every offset falls on a
+//!   character boundary;
+//! - dictionary keys of non-null slots are within the dictionary.
+//!
+//! What is not checked, because no bit pattern is invalid: the values of
+//! fixed-width columns (integers, floats, temporals, decimals) and of
+//! booleans, the bytes of binary values, and the bitmap bits past the
+//! node's length. With validation skipped (the unsafe opt-in for trusted
+//! producers) the counts, buffer lengths and alignment are still checked;
+//! the null count is taken from the node, and offsets, UTF-8 and dictionary
+//! keys are trusted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{make_array, new_empty_array, ArrayRef, RecordBatch};
+use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, ScalarBuffer};
+use arrow_data::ArrayDataBuilder;
+use arrow_schema::{ArrowError, DataType, SchemaRef};
+
+/// How one column is laid out in the message.
+#[derive(Debug, Clone)]
+enum Column {
+    /// Validity bitmap and values of `width` bytes each.
+    Fixed { width: usize, align: usize },
+    /// Validity bitmap and bit-packed values.
+    Bool,
+    /// Validity bitmap, offsets (`i32` or, when `large`, `i64`), values.
+    Bytes { large: bool, utf8: bool },
+    /// Validity bitmap and integer keys into dictionary `id`.
+    Dict { id: i64, key: Key },
+}
+
+/// The integer type of dictionary keys.
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+}
+
+impl Key {
+    fn of(dt: &DataType) -> Option<Key> {
+        Some(match dt {
+            DataType::Int8 => Key::I8,
+            DataType::Int16 => Key::I16,
+            DataType::Int32 => Key::I32,
+            DataType::Int64 => Key::I64,
+            DataType::UInt8 => Key::U8,
+            DataType::UInt16 => Key::U16,
+            DataType::UInt32 => Key::U32,
+            DataType::UInt64 => Key::U64,
+            _ => return None,
+        })
+    }
+
+    fn width(self) -> usize {
+        match self {
+            Key::I8 | Key::U8 => 1,
+            Key::I16 | Key::U16 => 2,
+            Key::I32 | Key::U32 => 4,
+            Key::I64 | Key::U64 => 8,
+        }
+    }
+}
+
+/// A schema's decode plan (see the module docs); `None` from
+/// [`DecodePlan::new`] when some column needs arrow-ipc's decoder.
+#[derive(Debug)]
+pub(crate) struct DecodePlan {
+    schema: SchemaRef,
+    columns: Vec<Column>,
+    buffers: usize,
+}
+
+fn plain(dt: &DataType) -> Option<Column> {
+    match dt {
+        DataType::Boolean => Some(Column::Bool),
+        DataType::Utf8 => Some(Column::Bytes {
+            large: false,
+            utf8: true,
+        }),
+        DataType::LargeUtf8 => Some(Column::Bytes {
+            large: true,
+            utf8: true,
+        }),
+        DataType::Binary => Some(Column::Bytes {
+            large: false,
+            utf8: false,
+        }),
+        DataType::LargeBinary => Some(Column::Bytes {
+            large: true,
+            utf8: false,
+        }),
+        DataType::FixedSizeBinary(w) if *w > 0 => Some(Column::Fixed {
+            width: *w as usize,
+            align: 1,
+        }),
+        // Native alignment of the widest types (i128, i256) is 16.
+        dt if dt.is_primitive() => dt.primitive_width().map(|width| Column::Fixed {
+            width,
+            align: width.min(16),
+        }),
+        _ => None,
+    }
+}
+
+impl DecodePlan {
+    /// The plan of `schema`, or `None` when a column is not flat.
+    pub(crate) fn new(schema: &SchemaRef) -> Option<DecodePlan> {
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        let mut buffers = 0;
+        for f in schema.fields() {
+            let c = match f.data_type() {
+                DataType::Dictionary(k, v) => {
+                    plain(v)?;
+                    #[allow(deprecated)] // arrow-ipc itself finds dictionaries by it
+                    let id = f.dict_id()?;
+                    Column::Dict {
+                        id,
+                        key: Key::of(k)?,
+                    }
+                }
+                dt => plain(dt)?,
+            };
+            buffers += match c {
+                Column::Bytes { .. } => 3,
+                _ => 2,
+            };
+            columns.push(c);
+        }
+        Some(DecodePlan {
+            schema: Arc::clone(schema),
+            columns,
+            buffers,
+        })
+    }
+
+    /// Decodes the record batch `batch` whose body is `body` (buffers are
+    /// slices of it: no copy). `Ok(None)`: an empty batch, left to
+    /// arrow-ipc's decoder.
+    pub(crate) fn decode(
+        &self,
+        body: &Buffer,
+        batch: &arrow_ipc::RecordBatch<'_>,
+        dictionaries: &HashMap<i64, ArrayRef>,
+        validate: bool,
+    ) -> Result<Option<RecordBatch>, ArrowError> {
+        let bad = |what: String| ArrowError::IpcError(what);
+        let rows = usize::try_from(batch.length()).map_err(|_| bad("negative row count".into()))?;
+        if rows == 0 {
+            return Ok(None);
+        }
+        let nodes = batch.nodes().ok_or_else(|| bad("no field nodes".into()))?;
+        let bufs = batch.buffers().ok_or_else(|| bad("no buffers".into()))?;
+        if nodes.len() != self.columns.len() || bufs.len() != self.buffers {
+            return Err(bad(format!(
+                "{} field nodes and {} buffers, the schema has {} and {}",
+                nodes.len(),
+                bufs.len(),
+                self.columns.len(),
+                self.buffers
+            )));
+        }
+        if batch.variadicBufferCounts().is_some_and(|v| !v.is_empty()) {
+            return Err(bad(
+                "variadic buffer counts for a schema without views".into()
+            ));
+        }
+        // frame::parse checked each buffer to lie inside the body.
+        let mut next = 0;
+        let mut buffer = || {
+            let b = bufs.get(next);
+            next += 1;
+            body.slice_with_length(b.offset() as usize, b.length() as usize)
+        };
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for (i, (col, field)) in self.columns.iter().zip(self.schema.fields()).enumerate() {
+            let node = nodes.get(i);
+            let bad = |what: String| {
+                ArrowError::IpcError(format!("column {i} ({}): {what}", field.name()))
+            };
+            if node.length() != batch.length() {
+                return Err(bad(format!("{} rows, the batch has {rows}", node.length())));
+            }
+            let null_count = node.null_count() as usize; // 0..=length (frame::parse)
+            if null_count > 0 && !field.is_nullable() {
+                return Err(bad(format!("{null_count} nulls in a non-nullable field")));
+            }
+            let validity = buffer();
+            let nulls = if null_count == 0 {
+                None
+            } else {
+                if validity.len() < rows.div_ceil(8) {
+                    return Err(bad(format!(
+                        "validity bitmap of {} bytes for {rows} rows",
+                        validity.len()
+                    )));
+                }
+                let bits = BooleanBuffer::new(validity, 0, rows);
+                if validate {
+                    let counted = rows - bits.count_set_bits();
+                    if counted != null_count {
+                        return Err(bad(format!(
+                            "null count {null_count} but the bitmap has {counted} nulls"
+                        )));
+                    }
+                }
+                // SAFETY: with validation the count was just checked against
+                // the bitmap; without, the caller vouched for the producer
+                // (`IpcReader::with_skip_validation` is unsafe). A wrong count
+                // is a logic error, not a memory-safety one.
+                Some(unsafe { NullBuffer::new_unchecked(bits, null_count) })
+            };
+            let mut data = ArrayDataBuilder::new(field.data_type().clone())
+                .len(rows)
+                .nulls(nulls.clone());
+            match *col {
+                Column::Fixed { width, align } => {
+                    let values = buffer();
+                    need(&values, rows * width, align, "values").map_err(bad)?;
+                    // Whole elements only (arrow asserts on a ragged tail).
+                    data = data.add_buffer(values.slice_with_length(0, rows * width));
+                }
+                Column::Bool => {
+                    let values = buffer();
+                    need(&values, rows.div_ceil(8), 1, "values").map_err(bad)?;
+                    data = data.add_buffer(values);
+                }
+                Column::Bytes { large, utf8 } => {
+                    let (offsets, values) = (buffer(), buffer());
+                    let w = if large { 8 } else { 4 };
+                    need(&offsets, (rows + 1) * w, w, "offsets").map_err(bad)?;
+                    let offsets = offsets.slice_with_length(0, (rows + 1) * w);
+                    if validate {
+                        check_offsets(&offsets, rows, large, &values, utf8).map_err(bad)?;
+                    }
+                    data = data.add_buffer(offsets).add_buffer(values);
+                }
+                Column::Dict { id, key } => {
+                    let keys = buffer();
+                    need(&keys, rows * key.width(), key.width(), "keys").map_err(bad)?;
+                    let keys = keys.slice_with_length(0, rows * key.width());
+                    let DataType::Dictionary(_, vt) = field.data_type() else {
+                        unreachable!("planned as a dictionary");
+                    };
+                    let values = match dictionaries.get(&id) {
+                        Some(v) => Arc::clone(v),
+                        // As arrow-ipc: a column of nulls may come without
+                        // its dictionary.
+                        None => new_empty_array(vt),
+                    };
+                    if validate {
+                        check_keys(&keys, key, rows, nulls.as_ref(), values.len()).map_err(bad)?;
+                    }
+                    data = data.add_buffer(keys).add_child_data(values.to_data());
+                }
+            }
+            // SAFETY: the type is the field's; the buffers are the ones that
+            // type has, long enough for `rows` and aligned for their native
+            // type (checked above); the null buffer is `rows` bits. With
+            // validation the contents arrow requires to be valid (offsets,
+            // UTF-8, dictionary keys, null count) were checked above; without
+            // it the caller vouched for the producer (`with_skip_validation`
+            // is unsafe).
+            columns.push(make_array(unsafe { data.build_unchecked() }));
+        }
+        // SAFETY: one column per field, each of the field's type (built from
+        // it above), `rows` long, and nulls only in nullable fields.
+        Ok(Some(unsafe {
+            RecordBatch::new_unchecked(Arc::clone(&self.schema), columns, rows)
+        }))
+    }
+}
+
+/// `b` has at least `len` bytes and starts aligned to `align`.
+fn need(b: &Buffer, len: usize, align: usize, what: &str) -> Result<(), String> {
+    if b.len() < len {
+        return Err(format!("{what} buffer of {} bytes, needs {len}", b.len()));
+    }
+    if (b.as_ptr() as usize) % align != 0 {
+        return Err(format!("{what} buffer not aligned to {align} bytes"));
+    }
+    Ok(())
+}
+
+/// Offsets from 0 or more, never decreasing, ending inside `values`; for
+/// utf8, valid UTF-8 split only at character boundaries.
+fn check_offsets(
+    offsets: &Buffer,
+    rows: usize,
+    large: bool,
+    values: &Buffer,
+    utf8: bool,
+) -> Result<(), String> {
+    if large {
+        check_offsets_of(
+            &ScalarBuffer::<i64>::new(offsets.clone(), 0, rows + 1),
+            values,
+            utf8,
+        )
+    } else {
+        check_offsets_of(
+            &ScalarBuffer::<i32>::new(offsets.clone(), 0, rows + 1),
+            values,
+            utf8,
+        )
+    }
+}
+
+fn check_offsets_of<O: Copy + Into<i64>>(
+    offs: &[O],
+    values: &[u8],
+    utf8: bool,
+) -> Result<(), String> {
+    let mut prev = 0i64;
+    for (i, &o) in offs.iter().enumerate() {
+        let o: i64 = o.into();
+        if o < 0 || (i > 0 && o < prev) || o as u64 > values.len() as u64 {
+            return Err(format!(
+                "offset {i} ({o}) is negative, decreasing or outside the {}-byte values",
+                values.len()
+            ));
+        }
+        prev = o;
+    }
+    if !utf8 {
+        return Ok(());
+    }
+    // In range and ordered, checked above.
+    let first = offs[0].into() as usize;
+    let last = offs[offs.len() - 1].into() as usize;
+    let s = std::str::from_utf8(&values[first..last]).map_err(|e| format!("invalid UTF-8: {e}"))?;
+    match offs
+        .iter()
+        .position(|&o| !s.is_char_boundary(o.into() as usize - first))
+    {
+        Some(i) => Err(format!("offset {i} splits a UTF-8 character")),
+        None => Ok(()),
+    }
+}
+
+/// Every key of a non-null slot is within `0..dict_len`.
+fn check_keys(
+    keys: &Buffer,
+    key: Key,
+    rows: usize,
+    nulls: Option<&NullBuffer>,
+    dict_len: usize,
+) -> Result<(), String> {
+    fn run<T: Copy + TryInto<u64>>(
+        keys: &[T],
+        nulls: Option<&NullBuffer>,
+        dict_len: usize,
+    ) -> Result<(), String> {
+        let ok = |k: T| k.try_into().is_ok_and(|k: u64| k < dict_len as u64);
+        let bad = keys
+            .iter()
+            .enumerate()
+            .find(|&(i, &k)| nulls.is_none_or(|n| n.is_valid(i)) && !ok(k));
+        match bad {
+            Some((i, _)) => Err(format!(
+                "key of row {i} is outside the {dict_len}-value dictionary"
+            )),
+            None => Ok(()),
+        }
+    }
+    match key {
+        Key::I8 => run(
+            &ScalarBuffer::<i8>::new(keys.clone(), 0, rows),
+            nulls,
+            dict_len,
+        ),
+        Key::I16 => run(
+            &ScalarBuffer::<i16>::new(keys.clone(), 0, rows),
+            nulls,
+            dict_len,
+        ),
+        Key::I32 => run(
+            &ScalarBuffer::<i32>::new(keys.clone(), 0, rows),
+            nulls,
+            dict_len,
+        ),
+        Key::I64 => run(
+            &ScalarBuffer::<i64>::new(keys.clone(), 0, rows),
+            nulls,
+            dict_len,
+        ),
+        Key::U8 => run(
+            &ScalarBuffer::<u8>::new(keys.clone(), 0, rows),
+            nulls,
+            dict_len,
+        ),
+        Key::U16 => run(
+            &ScalarBuffer::<u16>::new(keys.clone(), 0, rows),
+            nulls,
+            dict_len,
+        ),
+        Key::U32 => run(
+            &ScalarBuffer::<u32>::new(keys.clone(), 0, rows),
+            nulls,
+            dict_len,
+        ),
+        Key::U64 => run(
+            &ScalarBuffer::<u64>::new(keys.clone(), 0, rows),
+            nulls,
+            dict_len,
+        ),
+    }
+}
