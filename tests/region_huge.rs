@@ -102,10 +102,8 @@ fn named_huge_pages_need_hugetlbfs() {
 fn minor_faults() -> i64 {
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills the rusage it is given.
-    assert_eq!(
-        unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) },
-        0
-    );
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    assert_eq!(rc, 0);
     // SAFETY: initialised by the successful call above.
     unsafe { ru.assume_init() }.ru_minflt
 }
