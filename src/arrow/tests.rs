@@ -420,3 +420,59 @@ fn close_ends_the_stream_when_the_schema_cannot_be_sent() {
     assert!(w.close().is_err());
     assert!(r.is_closed(), "CDataWriter::close left the stream open");
 }
+
+/// The checks of the decode plan (`decode_plan.rs`) on damaged contents:
+/// a dictionary key outside the dictionary, a null count the bitmap does not
+/// match, decreasing offsets. Each is a `Decode` error, never a panic.
+#[test]
+fn decode_plan_refuses_bad_keys_null_counts_and_offsets() {
+    let decode_error =
+        |b: &RecordBatch, bytes: &[u8]| match decode_raw(b, bytes, flags::IPC_RECORD_BATCH) {
+            Err(ArrowShmError::Decode { .. }) => {}
+            other => panic!("expected Decode, got {other:?}"),
+        };
+    let le = |v: &[i32]| -> Vec<u8> { v.iter().flat_map(|k| k.to_le_bytes()).collect() };
+
+    // Keys [0, 1, 2, 1] of a 3-value dictionary; the third becomes 3.
+    let keys = arrow_array::Int32Array::from(vec![0, 1, 2, 1]);
+    let d =
+        arrow_array::DictionaryArray::new(keys, Arc::new(StringArray::from(vec!["a", "b", "c"])));
+    let b = RecordBatch::try_from_iter([("d", Arc::new(d) as _)]).unwrap();
+    let r = ring(8, 1 << 16);
+    let mut c = r.subscribe().unwrap();
+    let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
+    w.write(&b).unwrap();
+    let mut last = None;
+    while let Ok(Some(l)) = c.try_recv() {
+        last = Some((l.flags(), l.to_vec()));
+    }
+    let (flag, mut bytes) = last.unwrap();
+    assert_eq!(flag, flags::IPC_RECORD_BATCH);
+    assert_eq!(decode_raw(&b, &bytes, flag).unwrap(), Some(b.clone()));
+    let at = bytes
+        .windows(16)
+        .position(|w| w == le(&[0, 1, 2, 1]))
+        .unwrap();
+    bytes[at + 8] = 3;
+    decode_error(&b, &bytes);
+
+    // One null in [1, null, 3]; the bitmap (the body's first buffer) says none.
+    let b = RecordBatch::try_from_iter([(
+        "x",
+        Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])) as _,
+    )])
+    .unwrap();
+    let mut bytes = encoded(&b);
+    let body = frame::parse(&bytes).unwrap().body.start;
+    assert_eq!(bytes[body], 0b101);
+    bytes[body] = 0b111;
+    decode_error(&b, &bytes);
+
+    // Offsets [0, 2, 4] become [0, 5, 4].
+    let b = RecordBatch::try_from_iter([("s", Arc::new(StringArray::from(vec!["ab", "cd"])) as _)])
+        .unwrap();
+    let mut bytes = encoded(&b);
+    let at = bytes.windows(12).position(|w| w == le(&[0, 2, 4])).unwrap();
+    bytes[at + 4] = 5;
+    decode_error(&b, &bytes);
+}
