@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -403,13 +404,20 @@ type Listing struct {
 	Error *string `json:"error"`
 }
 
+// Unfinished is the listing error of a hidden ".<name>.<pid>.<n>.tmp" file
+// (LAYOUT.md §1): a ring still being created, or one whose creator died
+// before linking it into place. It is not a ring.
+const Unfinished = "not a ring: the temporary file of a creation in progress, or left by a creator that died " +
+	"before linking it into place (remove the file if its pid is dead)"
+
 // List returns the Alloy rings in ShmDir (see ListDir).
 func List() ([]Listing, error) { return ListDir(ShmDir()) }
 
 // ListDir lists the Alloy rings in dir: every regular file whose first
 // eight bytes are the magic, sorted by name. Only each file's 256-byte
 // header is read. Files without the magic are skipped silently; files that
-// cannot be read are listed with Error set.
+// cannot be read, and a creation's leftover temporary file (name starting
+// with '.', Unfinished), are listed with Error set.
 func ListDir(dir string) ([]Listing, error) {
 	if err := platformOK(); err != nil {
 		return nil, err
@@ -459,6 +467,11 @@ func listOne(path, name string) (Listing, bool) {
 	l.Version = binary.LittleEndian.Uint32(hdr[offVersion:])
 	l.SlotCount = binary.LittleEndian.Uint32(hdr[offSlotCount:])
 	l.SlotSize = binary.LittleEndian.Uint32(hdr[offSlotSize:])
+	if strings.HasPrefix(name, ".") {
+		msg := Unfinished
+		l.Error = &msg
+		return l, true
+	}
 	if _, err := ReadLayout(hdr[:n], l.Size); err != nil {
 		msg := err.Error()
 		l.Error = &msg

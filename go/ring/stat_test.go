@@ -229,10 +229,17 @@ func TestListDirFindsRingsAndSkipsOthers(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "subdir"), 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// A creation's temporary file (LAYOUT §1), e.g. left by a creator that
+	// died before linking it: listed as not a ring, whatever its header says.
+	write(".a-ring.4242.0.tmp", img)
 	got, err := ListDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(got) != 3 || got[0].Name != ".a-ring.4242.0.tmp" || got[0].Error == nil || *got[0].Error != Unfinished {
+		t.Fatalf("%+v", got)
+	}
+	got = got[1:]
 	if len(got) != 2 || got[0].Name != "a-ring" || got[1].Name != "b-v1" {
 		t.Fatalf("%+v", got)
 	}

@@ -487,10 +487,19 @@ pub struct RingListing {
     pub error: Option<String>,
 }
 
+/// The listing error of a hidden `.<name>.<pid>.<n>.tmp` file (LAYOUT.md
+/// §1): a ring still being created, or one whose creator died before
+/// linking it into place. It is not a ring; nothing opens it by that name.
+pub const UNFINISHED: &str =
+    "not a ring: the temporary file of a creation in progress, or left by a creator that died \
+     before linking it into place (remove the file if its pid is dead)";
+
 /// Lists the Alloy rings in `dir` (normally [`region::SHM_DIR`]): every
 /// regular file whose first eight bytes are the magic, sorted by name.
 /// Only each file's 256-byte header is read. Files without the magic are
-/// skipped silently; files that cannot be read are listed with `error` set.
+/// skipped silently; files that cannot be read, and a creation's leftover
+/// temporary file (name starting with '.', [`UNFINISHED`]), are listed with
+/// `error` set.
 pub fn list_rings(dir: &Path) -> Result<Vec<RingListing>, RegionError> {
     let rd = std::fs::read_dir(dir).map_err(|source| RegionError::Io {
         what: format!("listing {}", dir.display()),
@@ -550,6 +559,10 @@ fn list_one(path: &PathBuf, name: String) -> Option<RingListing> {
     entry.version = layout::get_u32(&hdr, off::VERSION);
     entry.slot_count = layout::get_u32(&hdr, off::SLOT_COUNT);
     entry.slot_size = layout::get_u32(&hdr, off::SLOT_SIZE);
+    if entry.name.starts_with('.') {
+        entry.error = Some(UNFINISHED.to_string());
+        return Some(entry);
+    }
     if let Err(e) = Layout::parse(&hdr, size) {
         entry.error = Some(e.to_string());
         return Some(entry);

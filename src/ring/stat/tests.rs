@@ -183,10 +183,14 @@ fn ls_lists_rings_and_skips_other_files() {
     layout::put_u32(&mut v1, off::VERSION, 1);
     std::fs::write(dir.join("b-v1"), v1).unwrap();
     std::fs::create_dir(dir.join("subdir")).unwrap();
+    // A creation's temporary file (LAYOUT §1), e.g. left by a creator that
+    // died before linking it: listed as not a ring, whatever its header says.
+    std::fs::write(dir.join(".a-ring.4242.0.tmp"), ring.region().snapshot()).unwrap();
 
-    let got = list_rings(&dir).unwrap();
+    let mut got = list_rings(&dir).unwrap();
     let names: Vec<&str> = got.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["a-ring", "b-v1"]);
+    assert_eq!(names, [".a-ring.4242.0.tmp", "a-ring", "b-v1"]);
+    assert_eq!(got.remove(0).error.as_deref(), Some(super::UNFINISHED));
     let a = &got[0];
     assert_eq!(
         (a.version, a.slot_count, a.slot_size),
