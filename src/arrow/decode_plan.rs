@@ -176,6 +176,15 @@ impl DecodePlan {
         if rows == 0 {
             return Ok(None);
         }
+        // Every column needs at least a bit per row in the body (a boolean
+        // column has the fewest bytes): this bounds `rows` before any size
+        // below is computed from it, and the sizes are computed checked.
+        if !self.columns.is_empty() && rows.div_ceil(8) > body.len() {
+            return Err(bad(format!(
+                "{rows} rows in a body of {} bytes",
+                body.len()
+            )));
+        }
         let nodes = batch.nodes().ok_or_else(|| bad("no field nodes".into()))?;
         let bufs = batch.buffers().ok_or_else(|| bad("no buffers".into()))?;
         if nodes.len() != self.columns.len() || bufs.len() != self.buffers {
@@ -243,9 +252,16 @@ impl DecodePlan {
             match *col {
                 Column::Fixed { width, align } => {
                     let values = buffer();
-                    need(&values, rows * width, align, "values").map_err(bad)?;
+                    let len = bytes(rows, width).map_err(bad)?;
+                    need(&values, len, 1, "values").map_err(bad)?;
+                    if !aligned(&values, align) {
+                        // A 16-byte type only 8-aligned (e.g. an interval,
+                        // whose native alignment is 8): arrow-ipc's decoder
+                        // realigns what needs it.
+                        return Ok(None);
+                    }
                     // Whole elements only (arrow asserts on a ragged tail).
-                    data = data.add_buffer(values.slice_with_length(0, rows * width));
+                    data = data.add_buffer(values.slice_with_length(0, len));
                 }
                 Column::Bool => {
                     let values = buffer();
@@ -255,8 +271,9 @@ impl DecodePlan {
                 Column::Bytes { large, utf8 } => {
                     let (offsets, values) = (buffer(), buffer());
                     let w = if large { 8 } else { 4 };
-                    need(&offsets, (rows + 1) * w, w, "offsets").map_err(bad)?;
-                    let offsets = offsets.slice_with_length(0, (rows + 1) * w);
+                    let len = bytes(rows + 1, w).map_err(bad)?;
+                    need(&offsets, len, w, "offsets").map_err(bad)?;
+                    let offsets = offsets.slice_with_length(0, len);
                     if validate {
                         check_offsets(&offsets, rows, large, &values, utf8).map_err(bad)?;
                     }
@@ -264,8 +281,9 @@ impl DecodePlan {
                 }
                 Column::Dict { id, key } => {
                     let keys = buffer();
-                    need(&keys, rows * key.width(), key.width(), "keys").map_err(bad)?;
-                    let keys = keys.slice_with_length(0, rows * key.width());
+                    let len = bytes(rows, key.width()).map_err(bad)?;
+                    need(&keys, len, key.width(), "keys").map_err(bad)?;
+                    let keys = keys.slice_with_length(0, len);
                     let DataType::Dictionary(_, vt) = field.data_type() else {
                         unreachable!("planned as a dictionary");
                     };
@@ -275,6 +293,17 @@ impl DecodePlan {
                         // its dictionary.
                         None => new_empty_array(vt),
                     };
+                    // Checked with or without validation: `build_unchecked`
+                    // below requires the child to be of the value type, and a
+                    // schema may give one dictionary id to fields of different
+                    // value types (arrow-ipc decodes the dictionary as the
+                    // first such field's).
+                    if values.data_type() != vt.as_ref() {
+                        return Err(bad(format!(
+                            "dictionary {id} holds {} values, the field declares {vt}",
+                            values.data_type()
+                        )));
+                    }
                     if validate {
                         check_keys(&keys, key, rows, nulls.as_ref(), values.len()).map_err(bad)?;
                     }
@@ -299,11 +328,21 @@ impl DecodePlan {
 }
 
 /// `b` has at least `len` bytes and starts aligned to `align`.
+/// `n` elements of `width` bytes, or an error when that overflows.
+fn bytes(n: usize, width: usize) -> Result<usize, String> {
+    n.checked_mul(width)
+        .ok_or_else(|| format!("{n} elements of {width} bytes overflow"))
+}
+
+fn aligned(b: &Buffer, align: usize) -> bool {
+    (b.as_ptr() as usize) % align == 0
+}
+
 fn need(b: &Buffer, len: usize, align: usize, what: &str) -> Result<(), String> {
     if b.len() < len {
         return Err(format!("{what} buffer of {} bytes, needs {len}", b.len()));
     }
-    if (b.as_ptr() as usize) % align != 0 {
+    if !aligned(b, align) {
         return Err(format!("{what} buffer not aligned to {align} bytes"));
     }
     Ok(())

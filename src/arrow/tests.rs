@@ -476,3 +476,49 @@ fn decode_plan_refuses_bad_keys_null_counts_and_offsets() {
     bytes[at + 4] = 5;
     decode_error(&b, &bytes);
 }
+
+/// A dictionary of another value type than the field declares (a schema may
+/// give one dictionary id to two fields of different value types; arrow-ipc
+/// then decodes the dictionary as the first field's) is refused by the
+/// decode plan, with or without validation: building the array would
+/// otherwise give a `DictionaryArray<Int32, Int64>` a Utf8 child.
+#[test]
+fn decode_plan_refuses_a_dictionary_of_another_value_type() {
+    use super::decode_plan::DecodePlan;
+    use std::collections::HashMap;
+    let keys = arrow_array::Int32Array::from(vec![0, 1, 0]);
+    let d = arrow_array::DictionaryArray::new(keys, Arc::new(Int64Array::from(vec![7, 9])));
+    let b = RecordBatch::try_from_iter([("d", Arc::new(d) as _)]).unwrap();
+    let r = ring(8, 1 << 16);
+    let mut c = r.subscribe().unwrap();
+    let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
+    w.write(&b).unwrap();
+    let mut last = None;
+    while let Ok(Some(l)) = c.try_recv() {
+        last = Some((l.flags(), l.to_vec()));
+    }
+    let (flag, bytes) = last.unwrap();
+    assert_eq!(flag, flags::IPC_RECORD_BATCH);
+    let f = frame::parse(&bytes).unwrap();
+    let header = f.message.header_as_record_batch().unwrap();
+    let body = arrow_buffer::Buffer::from(&bytes[f.body.clone()]);
+    let plan = DecodePlan::new(&b.schema()).expect("a flat schema has a plan");
+    #[allow(deprecated)] // the plan finds dictionaries by it, as arrow-ipc does
+    let id = b.schema().field(0).dict_id().unwrap();
+
+    let right: HashMap<i64, arrow_array::ArrayRef> =
+        HashMap::from([(id, Arc::new(Int64Array::from(vec![7, 9])) as _)]);
+    assert_eq!(
+        plan.decode(&body, &header, &right, true).unwrap(),
+        Some(b.clone())
+    );
+    let wrong: HashMap<i64, arrow_array::ArrayRef> =
+        HashMap::from([(id, Arc::new(StringArray::from(vec!["a", "b"])) as _)]);
+    for validate in [true, false] {
+        let err = plan.decode(&body, &header, &wrong, validate).unwrap_err();
+        assert!(
+            err.to_string().contains("the field declares Int64"),
+            "{err}"
+        );
+    }
+}
