@@ -424,12 +424,18 @@ impl std::fmt::Debug for Region {
     }
 }
 
-/// The hidden name a region is made under before it is linked to `name`:
-/// unique per process and call, never a valid ring name (leading '.').
+/// The hidden name a region is made under before it is linked to `name`,
+/// never a valid ring name (leading '.'): pid, the clock's nanoseconds and a
+/// counter, so a restarted creator with the same pid (pid 1 in a container)
+/// or one in another pid namespace does not meet a leftover of an earlier
+/// run; the caller still retries on a clash.
 fn temp_name(name: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     format!(
-        ".{name}.{}.{}.tmp",
+        ".{name}.{}.{nanos:x}{}.tmp",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
@@ -504,6 +510,10 @@ impl Region {
         })?;
         let dir = opts.dir();
         let path = dir.join(name);
+        // Early and cheap (the link below is what decides a race).
+        if path.exists() {
+            return Err(RegionError::AlreadyExists(name.to_string()));
+        }
         let huge = hugetlbfs_page(&dir);
         if huge.is_none() && opts.huge_pages == HugePages::Require {
             return Err(RegionError::HugePages(format!(
@@ -522,18 +532,32 @@ impl Region {
         // file a group member is refused ("not open to uid") or a file
         // without its magic. `link` fails if the name exists, as O_EXCL
         // did.
-        let tmp = dir.join(temp_name(name));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc_o_cloexec())
-            .open(&tmp)
-            .map_err(|e| RegionError::Io {
-                what: format!("creating {}", tmp.display()),
-                source: e,
-            })?;
+        let (tmp, file) = {
+            let mut attempt = 0;
+            loop {
+                let tmp = dir.join(temp_name(name));
+                match OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc_o_cloexec())
+                    .open(&tmp)
+                {
+                    Ok(f) => break (tmp, f),
+                    // Another creator's temporary file, or a leftover.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => {
+                        attempt += 1
+                    }
+                    Err(e) => {
+                        return Err(RegionError::Io {
+                            what: format!("creating {}", tmp.display()),
+                            source: e,
+                        })
+                    }
+                }
+            }
+        };
         let init = || -> Result<Region, RegionError> {
             if let Some(gid) = opts.group {
                 share_with_group(&file, name, gid)?;
@@ -562,7 +586,15 @@ impl Region {
         };
         let r = init();
         let _ = std::fs::remove_file(&tmp);
-        r
+        match r {
+            // Racing creators both size their file before one links it: the
+            // loser may run out of room first; the ring exists, say so (an
+            // open-or-create then opens it).
+            Err(RegionError::NoSpace { .. } | RegionError::HugePages(_)) if path.exists() => {
+                Err(RegionError::AlreadyExists(name.to_string()))
+            }
+            r => r,
+        }
     }
 
     /// Creates an anonymous region in a sealed `memfd` (shrink, grow and

@@ -228,13 +228,26 @@ func createNamed(name string, l Layout, o Options, initHeader func(mem []byte)) 
 			"(echo N > /proc/sys/vm/nr_hugepages), mount one (mount -t hugetlbfs none /dev/hugepages) and "+
 			"give it as the ring's Dir or ALLOY_SHM_DIR", ErrHugePages, name, dir)
 	}
+	path := filepath.Join(dir, name)
+	// Early and cheap (the link below is what decides a race).
+	if _, err := os.Lstat(path); err == nil {
+		return nil, fmt.Errorf("alloy: create %s: %w", path, unix.EEXIST)
+	}
 	size := roundUp(l.TotalSize, page)
 	if err := checkSpace(name, dir, size); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, name)
-	tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d.%d.tmp", name, os.Getpid(), tempSeq.Add(1)))
-	fd, err := unix.Open(tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	var tmp string
+	var fd int
+	var err error
+	for attempt := 0; ; attempt++ {
+		tmp = filepath.Join(dir, tempName(name))
+		fd, err = unix.Open(tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+		// EEXIST: another creator's temporary file, or a leftover.
+		if err == nil || err != unix.EEXIST || attempt >= 100 {
+			break
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("alloy: create %s: %w", tmp, err)
 	}
@@ -268,6 +281,14 @@ func createNamed(name string, l Layout, o Options, initHeader func(mem []byte)) 
 	}
 	if err != nil {
 		unix.Close(fd)
+		// Racing creators both size their file before one links it: the
+		// loser may run out of room first; the ring exists, say so (an
+		// open-or-create then opens it).
+		if errors.Is(err, ErrNoSpace) || errors.Is(err, ErrHugePages) {
+			if _, serr := os.Lstat(path); serr == nil {
+				return nil, fmt.Errorf("alloy: create %s: %w", path, unix.EEXIST)
+			}
+		}
 		return nil, err
 	}
 	r.name = name
@@ -276,6 +297,15 @@ func createNamed(name string, l Layout, o Options, initHeader func(mem []byte)) 
 
 // tempSeq numbers this process's temporary region names.
 var tempSeq atomic.Uint64
+
+// tempName is the hidden name a region is made under before it is linked to
+// name, never a valid ring name (leading '.'): pid, the clock's nanoseconds
+// and a counter, so a restarted creator with the same pid (pid 1 in a
+// container) or one in another pid namespace does not meet a leftover of an
+// earlier run; the caller still retries on a clash.
+func tempName(name string) string {
+	return fmt.Sprintf(".%s.%d.%x%d.tmp", name, os.Getpid(), time.Now().Nanosecond(), tempSeq.Add(1))
+}
 
 func noSpace(name, dir string, needed, free uint64) error {
 	return fmt.Errorf("%w: ring %q needs %d bytes but %s has %d free; on Docker raise --shm-size "+
