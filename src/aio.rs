@@ -58,7 +58,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::arrow::{ArrowShmError, IpcReader, IpcWriter};
 use crate::ring::liveness::PRODUCER_CHECK;
-use crate::ring::{Backpressure, Consumer, Lease, Producer, Reservation, RingError};
+use crate::ring::{Backpressure, Consumer, Lease, Producer, RecvError, Reservation, RingError};
 
 /// The eventfd of one consumer in tokio's reactor, plus the periodic
 /// checks a parked consumer does: producer liveness (LAYOUT.md §11.2: a
@@ -103,8 +103,8 @@ impl Readiness {
         loop {
             match consumer.try_recv() {
                 Ok(next) => return Poll::Ready(Ok(next)),
-                Err(RingError::Empty) => {}
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(RecvError::Empty) => {}
+                Err(e) => return Poll::Ready(Err(e.into())),
             }
             if self.check.as_mut().poll(cx).is_ready() {
                 self.check.as_mut().reset(Instant::now() + PRODUCER_CHECK);
@@ -112,7 +112,7 @@ impl Readiness {
                 // queue member's messages become claimable (redelivery),
                 // which no eventfd notification would announce.
                 if let Err(e) = consumer.check_peers() {
-                    return Poll::Ready(Err(e));
+                    return Poll::Ready(Err(e.into()));
                 }
                 // Polling the reset timer again registers its waker.
                 continue;

@@ -31,9 +31,10 @@ pyo3::create_exception!(
 );
 
 /// Maps a ring error onto Python: timeouts are `TimeoutError`, a dead
-/// producer `ProducerGone`, the rest `AlloyError`.
-pub(crate) fn ring_err(e: RingError) -> PyErr {
-    match e {
+/// producer `ProducerGone`, the rest `AlloyError`. Takes a per-operation
+/// error ([`alloy_shm::ring::RecvError`], …) as well.
+pub(crate) fn ring_err(e: impl Into<RingError>) -> PyErr {
+    match e.into() {
         RingError::Timeout(_) => PyTimeoutError::new_err(e.to_string()),
         RingError::ProducerGone { .. } => ProducerGone::new_err(e.to_string()),
         e => AlloyError::new_err(e.to_string()),

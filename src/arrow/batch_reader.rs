@@ -7,7 +7,7 @@ use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use super::{ArrowShmError, CDataWriter, IpcReader, IpcWriter};
-use crate::ring::{ConsumerBuilder, ProducerBuilder, RingError};
+use crate::ring::{ConsumerBuilder, ProducerBuilder, RecvError};
 
 /// An [`IpcReader`] whose schema is known up front, so it implements
 /// arrow's [`RecordBatchReader`] (an `Iterator` of
@@ -86,7 +86,7 @@ impl BatchReader {
                     continue;
                 }
                 Ok(None) => return Err(ArrowShmError::NoSchema),
-                Err(RingError::Empty) => {}
+                Err(RecvError::Empty) => {}
                 Err(e) => return Err(e.into()),
             }
             match reader.load_schema_area() {
@@ -99,17 +99,17 @@ impl BatchReader {
                 Some(t) => match t.checked_sub(start.elapsed()) {
                     Some(left) if !left.is_zero() => {
                         match reader.consumer_mut().recv_timeout(left) {
-                            Err(RingError::Timeout(_)) => Err(RingError::Timeout(t)),
+                            Err(RecvError::Timeout(_)) => Err(RecvError::Timeout(t)),
                             other => other,
                         }
                     }
-                    _ => Err(RingError::Timeout(t)),
+                    _ => Err(RecvError::Timeout(t)),
                 },
             };
             match got {
                 Ok(Some(lease)) => pending = reader.decode(lease)?,
                 Ok(None) => return Err(ArrowShmError::NoSchema),
-                Err(RingError::Timeout(t)) => return Err(ArrowShmError::SchemaTimeout(t)),
+                Err(RecvError::Timeout(t)) => return Err(ArrowShmError::SchemaTimeout(t)),
                 Err(e) => return Err(e.into()),
             }
         }

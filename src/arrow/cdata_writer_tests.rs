@@ -475,7 +475,7 @@ fn message_length_is_exact_and_bytes_match() {
             (false, Err(ArrowShmError::Ring(RingError::MessageTooLarge { len, max }))) => {
                 assert_eq!((len, max), (msg.len(), slot));
                 assert!(
-                    matches!(c.try_recv(), Err(RingError::Empty)),
+                    matches!(c.try_recv(), Err(crate::ring::RecvError::Empty)),
                     "something was published"
                 );
             }
@@ -557,7 +557,7 @@ fn unsupported_types_are_refused_before_anything_is_published() {
         assert!(CDataWriter::check_schema(&schema).is_err());
         assert_eq!(r.published(), 0);
         assert!(r.schema().unwrap().is_none());
-        assert!(matches!(c.try_recv(), Err(RingError::Empty)));
+        assert!(matches!(c.try_recv(), Err(crate::ring::RecvError::Empty)));
     }
     // 63 levels of lists plus the leaf: 64 nodes deep, the reader's limit.
     let mut ok = DataType::Int8;

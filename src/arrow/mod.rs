@@ -167,6 +167,14 @@ pub enum ArrowShmError {
     Interrupted(String),
 }
 
+/// A receive's error becomes the [`RingError`] variant of the same name and
+/// text (`?` on a receive keeps matching as `ArrowShmError::Ring(RingError::…)`).
+impl From<crate::ring::RecvError> for ArrowShmError {
+    fn from(e: crate::ring::RecvError) -> Self {
+        ArrowShmError::Ring(e.into())
+    }
+}
+
 impl ArrowShmError {
     /// Whether this is a wait that ran out of time: the schema wait
     /// ([`ArrowShmError::SchemaTimeout`]) or a batch wait

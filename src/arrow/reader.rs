@@ -203,7 +203,7 @@ impl IpcReader {
             let lease = match self.consumer.recv_timeout(left) {
                 Ok(Some(lease)) => lease,
                 Ok(None) => return Ok(None),
-                Err(crate::ring::RingError::Timeout(_)) => {
+                Err(crate::ring::RecvError::Timeout(_)) => {
                     return Err(crate::ring::RingError::Timeout(timeout).into())
                 }
                 Err(e) => return Err(e.into()),

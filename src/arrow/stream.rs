@@ -26,7 +26,7 @@ use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use super::{mapped_range, ArrowShmError, IpcReader};
-use crate::ring::{ConsumerBuilder, RingError};
+use crate::ring::{ConsumerBuilder, RecvError, RingError};
 
 /// A check run while a receive waits (every [`RingStream::with_interrupt`]
 /// interval): an `Err` ends the wait with [`ArrowShmError::Interrupted`].
@@ -160,7 +160,7 @@ impl RingStream {
                     continue;
                 }
                 Ok(None) => return Err(ArrowShmError::NoSchema),
-                Err(RingError::Empty) => {}
+                Err(RecvError::Empty) => {}
                 Err(e) => return Err(e.into()),
             }
             match self.reader.load_schema_area() {
@@ -176,7 +176,7 @@ impl RingStream {
             match got {
                 Ok(Some(lease)) => self.pending = self.reader.decode(lease)?,
                 Ok(None) => return Err(ArrowShmError::NoSchema),
-                Err(RingError::Timeout(_)) => self.check_interrupt()?,
+                Err(RecvError::Timeout(_)) => self.check_interrupt()?,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -16,7 +16,7 @@ use super::envelope::{Envelope, Kind};
 use super::{check_name, reply_ring, request_ring, ReqRepError};
 use crate::region::RegionError;
 use crate::ring::{
-    monotonic_ns, Backpressure, Consumer, Lease, Producer, Ring, RingError, WaitStrategy,
+    monotonic_ns, Backpressure, Consumer, Lease, Producer, RecvError, Ring, RingError, WaitStrategy,
 };
 
 /// How long one blocked reservation or demultiplexer wait lasts before the
@@ -292,10 +292,10 @@ fn demux(sh: Arc<Shared>, mut consumer: Consumer) {
         let lease = match consumer.recv_timeout(SLICE) {
             Ok(Some(l)) => l,
             Ok(None) => return sh.set_gone("the worker closed the channel".into()),
-            Err(RingError::ProducerGone { pid }) => {
+            Err(RecvError::ProducerGone { pid }) => {
                 return sh.set_gone(format!("the worker (pid {pid}) died"))
             }
-            Err(RingError::Timeout(_)) => continue,
+            Err(RecvError::Timeout(_)) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "receiving a reply failed");
                 continue;

@@ -155,6 +155,14 @@ pub enum ReqRepError {
     Closed,
 }
 
+/// A receive's error becomes the [`RingError`] variant of the same name and
+/// text (`?` on a receive keeps matching as `ReqRepError::Ring(RingError::…)`).
+impl From<crate::ring::RecvError> for ReqRepError {
+    fn from(e: crate::ring::RecvError) -> Self {
+        ReqRepError::Ring(e.into())
+    }
+}
+
 fn check_name(name: &str) -> Result<(), ReqRepError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(ReqRepError::InvalidArgument(format!(

@@ -12,7 +12,7 @@ use super::codec::{publish_error, read_envelope, Body, Decoder, Encoder};
 use super::envelope::{status, Envelope, Kind};
 use super::{check_name, reply_ring, request_ring, ReqRepError, QUEUE_GROUP};
 use crate::ring::{
-    monotonic_ns, Backpressure, Consumer, Lease, Producer, Ring, RingConfig, RingError,
+    monotonic_ns, Backpressure, Consumer, Lease, Producer, RecvError, Ring, RingConfig, RingError,
     WaitStrategy,
 };
 
@@ -251,9 +251,9 @@ impl Worker {
                     tracing::warn!(channel = %self.name, "request ring closed; stopping");
                     return;
                 }
-                Err(RingError::Timeout(_)) => {}
+                Err(RecvError::Timeout(_)) => {}
                 // The client died; the next one takes over (§12.4).
-                Err(RingError::ProducerGone { pid }) => {
+                Err(RecvError::ProducerGone { pid }) => {
                     if !client_gone_logged {
                         tracing::info!(pid, "client died; waiting for the next one");
                         client_gone_logged = true;

@@ -11,7 +11,7 @@ use crossbeam_utils::Backoff;
 use super::liveness::{self, Heartbeat};
 use super::proto::{self, Claim, Words};
 use super::redeliver::{self, QueueClaim};
-use super::{counters, table, ConsumerKind, RingError, Shared};
+use super::{counters, table, ConsumerKind, RecvError, RingError, Shared};
 use crate::layout::{done, off};
 use crate::signal::{futex_wait, EventFd, WaitStrategy};
 use crate::sync::Ordering;
@@ -180,32 +180,32 @@ impl Consumer {
     }
 
     /// Takes the next message if one is ready: `Ok(Some)` a message,
-    /// `Ok(None)` end-of-stream; [`RingError::Empty`] when nothing is there
+    /// `Ok(None)` end-of-stream; [`RecvError::Empty`] when nothing is there
     /// yet (Go: `ErrEmpty`).
-    pub fn try_recv(&mut self) -> Result<Option<Lease>, RingError> {
+    pub fn try_recv(&mut self) -> Result<Option<Lease>, RecvError> {
         match self.poll()? {
             Polled::Msg(l) => Ok(Some(l)),
             Polled::Ended => Ok(None),
-            Polled::Empty => Err(RingError::Empty),
+            Polled::Empty => Err(RecvError::Empty),
         }
     }
 
     /// Waits for the next message; `Ok(None)` once the producer closed the
     /// stream and every message has been received.
-    pub fn recv(&mut self) -> Result<Option<Lease>, RingError> {
+    pub fn recv(&mut self) -> Result<Option<Lease>, RecvError> {
         self.recv_deadline(None)
     }
 
-    /// Like [`Consumer::recv`], failing with [`RingError::Timeout`] after
+    /// Like [`Consumer::recv`], failing with [`RecvError::Timeout`] after
     /// `timeout`.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Lease>, RingError> {
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Lease>, RecvError> {
         self.recv_deadline(Some((Instant::now(), timeout)))
     }
 
     fn recv_deadline(
         &mut self,
         deadline: Option<(Instant, Duration)>,
-    ) -> Result<Option<Lease>, RingError> {
+    ) -> Result<Option<Lease>, RecvError> {
         let backoff = Backoff::new();
         let mut spins = 0u32;
         // Clock read only once the ring turned out empty: a recv that finds
@@ -247,7 +247,7 @@ impl Consumer {
             let remaining = match deadline {
                 Some((start, t)) => match t.checked_sub(start.elapsed()) {
                     Some(r) if !r.is_zero() => r,
-                    _ => return Err(RingError::Timeout(t)),
+                    _ => return Err(RecvError::Timeout(t)),
                 },
                 None => Duration::MAX,
             };
@@ -261,7 +261,7 @@ impl Consumer {
     }
 
     /// LAYOUT.md §11.2: called while the ring is empty for us.
-    pub(crate) fn check_producer(&self) -> Result<(), RingError> {
+    pub(crate) fn check_producer(&self) -> Result<(), RecvError> {
         let sh = &*self.member.shared;
         // The identity word (§11.1): pid and start time, read together.
         let who = sh.hdr64(off::PRODUCER_PID).load(Ordering::SeqCst);
@@ -276,7 +276,7 @@ impl Consumer {
                 return Ok(());
             }
             tracing::warn!(pid, "producer died without closing the stream");
-            return Err(RingError::ProducerGone { pid });
+            return Err(RecvError::ProducerGone { pid });
         }
         Ok(())
     }
@@ -286,7 +286,7 @@ impl Consumer {
     /// liveness (an error once everything it published was received), and
     /// for a queue member its group's dead members (§11.3). Returns whether
     /// messages of a dead member now wait for redelivery.
-    pub(crate) fn check_peers(&mut self) -> Result<bool, RingError> {
+    pub(crate) fn check_peers(&mut self) -> Result<bool, RecvError> {
         self.check_producer()?;
         let redelivery = self.check_group(false);
         if !redelivery {
@@ -300,9 +300,9 @@ impl Consumer {
     /// subscriber at `release` and the sequence there is held by a lease of
     /// this very handle, only this process can unblock the stream; once
     /// that has lasted `held_lease_timeout`, the receive fails with
-    /// [`RingError::RetentionStall`] instead of waiting for ever. The
+    /// [`RecvError::RetentionStall`] instead of waiting for ever. The
     /// consumer stays usable: the next receive waits again.
-    fn check_retention(&mut self) -> Result<(), RingError> {
+    fn check_retention(&mut self) -> Result<(), RecvError> {
         let Some(timeout) = self.held_lease_timeout else {
             return Ok(());
         };
@@ -322,7 +322,7 @@ impl Consumer {
         self.stalled_since = None;
         let held = self.leases_held();
         tracing::warn!(seq, held, "ring stalled by the consumer's own leases");
-        Err(RingError::RetentionStall { seq, held })
+        Err(RecvError::RetentionStall { seq, held })
     }
 
     /// The oldest unreleased sequence of our subscriber, if the producer
@@ -426,8 +426,8 @@ impl Consumer {
     /// a message of a newer stream ends ours first (reported once, the
     /// message is kept for the next call); messages of an older stream
     /// (published while we joined) are skipped; a consumer that joined an
-    /// ended stream gets [`RingError::StreamEnded`].
-    fn poll(&mut self) -> Result<Polled, RingError> {
+    /// ended stream gets [`RecvError::StreamEnded`].
+    fn poll(&mut self) -> Result<Polled, RecvError> {
         if let Some(l) = self.pending.take() {
             return Ok(Polled::Msg(l));
         }
@@ -473,12 +473,12 @@ impl Consumer {
 
     /// The ring reports the end of its current stream and we have read all
     /// of it.
-    fn at_end(&mut self) -> Result<Polled, RingError> {
+    fn at_end(&mut self) -> Result<Polled, RecvError> {
         let sh = &*self.member.shared;
         let g = sh.hdr32(off::STREAM_GEN).load(Ordering::SeqCst);
         if g == self.gen {
             if let Some(seq) = self.joined_ended {
-                return Err(RingError::StreamEnded {
+                return Err(RecvError::StreamEnded {
                     ring: sh.region.name().unwrap_or("(anonymous)").to_string(),
                     seq,
                 });
@@ -491,7 +491,7 @@ impl Consumer {
         Ok(Polled::Ended)
     }
 
-    fn poll_ring(&mut self) -> Result<Polled, RingError> {
+    fn poll_ring(&mut self) -> Result<Polled, RecvError> {
         let (seq, redelivered) = match self.claim() {
             Ok(got) => got,
             // Before reporting the end, make sure no dead member of the
@@ -533,7 +533,7 @@ impl Consumer {
                 if release(m, !self.is_broadcast(), seq) && sh.wake_space() {
                     counters::bump_member(sh, m.member, off::MEM_SPACE_WAKES, 1);
                 }
-                Err(RingError::Corrupt {
+                Err(RecvError::Corrupt {
                     seq,
                     slot: bad.slot,
                     stamp: bad.stamp,

@@ -3,7 +3,7 @@
 //! scribbles over the region, a consumer gets typed errors or in-bounds
 //! views, never a panic or a read outside the mapping.
 
-use super::{Backpressure, Ring, RingConfig, RingError, WaitStrategy};
+use super::{Backpressure, RecvError, Ring, RingConfig, WaitStrategy};
 use crate::layout::Layout;
 
 /// Builds a small ring holding three messages for one subscriber, applies
@@ -64,7 +64,7 @@ pub fn exercise_damaged_ring(damage: &[(u32, u8)]) -> Result<(), String> {
                 }
             }
             Ok(None) => break,
-            Err(RingError::Empty) | Err(RingError::Corrupt { .. }) => {}
+            Err(RecvError::Empty) | Err(RecvError::Corrupt { .. }) => {}
             Err(e) => return Err(format!("unexpected error kind: {e}")),
         }
         // The producer keeps going on the damaged ring too.

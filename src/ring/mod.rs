@@ -19,6 +19,7 @@
 mod builder;
 mod consumer;
 mod counters;
+mod error;
 // The damaged-ring exerciser of the fuzz target `damaged_ring`: it needs
 // crate internals (raw header words), so it stays here, hidden and only
 // compiled for the crate's tests and the non-default `fuzzing` feature.
@@ -51,6 +52,7 @@ pub use crate::signal::WaitStrategy;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 pub use builder::{ConsumerBuilder, ProducerBuilder, RingBuilder};
 pub use consumer::{Consumer, Lease, DEFAULT_HELD_LEASE_TIMEOUT};
+pub use error::RecvError;
 /// Peer-liveness timing (LAYOUT.md §11): how often heartbeats are written,
 /// when a heartbeat counts as stalled, how often a waiting consumer checks its producer.
 pub use liveness::{HEARTBEAT_PERIOD, PRODUCER_CHECK, STALE_AFTER};

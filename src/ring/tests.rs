@@ -92,7 +92,7 @@ fn zero_length_and_max_size_messages_and_too_large_is_refused() {
     ));
     assert_eq!(c.recv().unwrap().unwrap().len(), 0);
     assert_eq!(&*c.recv().unwrap().unwrap(), &[7u8; 64][..]);
-    assert!(matches!(c.try_recv(), Err(RingError::Empty)));
+    assert!(matches!(c.try_recv(), Err(RecvError::Empty)));
 }
 
 #[test]
@@ -342,7 +342,7 @@ fn recv_timeout_times_out() {
     let t0 = Instant::now();
     assert!(matches!(
         c.recv_timeout(Duration::from_millis(30)),
-        Err(RingError::Timeout(_))
+        Err(RecvError::Timeout(_))
     ));
     assert!(t0.elapsed() >= Duration::from_millis(30));
 }
@@ -388,7 +388,7 @@ fn corrupt_slot_is_a_typed_error_and_the_ring_keeps_flowing() {
         .hdr64(l.slot(0) + off::SLOT_STAMP)
         .store(99, Ordering::SeqCst);
     match c.recv() {
-        Err(RingError::Corrupt {
+        Err(RecvError::Corrupt {
             seq: 0,
             slot: 0,
             stamp: 99,
@@ -400,7 +400,7 @@ fn corrupt_slot_is_a_typed_error_and_the_ring_keeps_flowing() {
     r.shared
         .hdr32(l.slot(1) + off::SLOT_LEN)
         .store(1 << 20, Ordering::SeqCst);
-    assert!(matches!(c.recv(), Err(RingError::Corrupt { seq: 1, .. })));
+    assert!(matches!(c.recv(), Err(RecvError::Corrupt { seq: 1, .. })));
     p.send(b"fine", 0).unwrap();
     assert_eq!(&*c.recv().unwrap().unwrap(), b"fine");
 }

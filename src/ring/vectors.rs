@@ -378,7 +378,7 @@ fn layout_vectors_reader_interprets_headers() {
 fn layout_vectors_reader_interprets_ring_after_ops() {
     let ring = check_ring_vector("ring_after_ops");
     let e = ring.subscribe().unwrap().recv().unwrap_err();
-    assert!(matches!(e, RingError::StreamEnded { seq: 6, .. }), "{e}");
+    assert!(matches!(e, RecvError::StreamEnded { seq: 6, .. }), "{e}");
 }
 
 /// Reader check: the second stream of `ring_new_stream`; a consumer joining
@@ -387,7 +387,7 @@ fn layout_vectors_reader_interprets_ring_after_ops() {
 fn layout_vectors_reader_interprets_ring_new_stream() {
     let ring = check_ring_vector("ring_new_stream");
     let mut c = ring.subscribe().unwrap();
-    assert!(matches!(c.try_recv(), Err(RingError::Empty)));
+    assert!(matches!(c.try_recv(), Err(RecvError::Empty)));
     assert_eq!(c.stream_gen(), 1);
 }
 

@@ -178,7 +178,7 @@ pub(super) fn wait_for(sh: &Shared, n: u32, timeout: Duration) -> (Receivers, bo
 mod tests {
     use std::time::{Duration, Instant};
 
-    use crate::ring::{Ring, RingError};
+    use crate::ring::{RecvError, Ring, RingError};
 
     fn ring(slots: u32) -> Ring {
         Ring::anonymous_builder()
@@ -210,7 +210,7 @@ mod tests {
         let mut late = r.subscribe().unwrap();
         for _ in 0..2 {
             let e = late.recv_timeout(Duration::from_millis(100)).unwrap_err();
-            assert!(matches!(e, RingError::StreamEnded { seq: 2, .. }), "{e}");
+            assert!(matches!(e, RecvError::StreamEnded { seq: 2, .. }), "{e}");
         }
         assert_eq!(&*across.recv().unwrap().unwrap(), b"a");
         assert_eq!(&*across.recv().unwrap().unwrap(), b"b");
@@ -259,7 +259,7 @@ mod tests {
         let mut p3 = r.producer_builder().new_stream(true).create().unwrap();
         assert_eq!(p3.stream_gen(), 2);
         assert!(lag.try_recv().unwrap().is_none(), "end of the second");
-        assert!(matches!(lag.try_recv(), Err(RingError::Empty)));
+        assert!(matches!(lag.try_recv(), Err(RecvError::Empty)));
         p3.send(b"y", 0).unwrap();
         assert_eq!(&*lag.recv().unwrap().unwrap(), b"y");
         // new_stream on an open, empty stream changes nothing.

@@ -607,7 +607,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
 }
 
 /// A ring error as the tool prints it.
-fn err(e: alloy_shm::ring::RingError) -> String {
+fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use alloy_shm::ring::{Ring, RingError};
+use alloy_shm::ring::{RecvError, Ring};
 
 use crate::arrow::{read_times, send_paced, SendOptions};
 
@@ -178,7 +178,7 @@ pub fn hz(o: &HzOptions<'_>, out: &mut dyn FnMut(&str)) -> Result<u64, String> {
                 }
                 return Ok(windows);
             }
-            Err(RingError::Timeout(_)) => {}
+            Err(RecvError::Timeout(_)) => {}
             Err(e) => return Err(e.to_string()),
         }
     }

@@ -379,7 +379,7 @@ fn a_survivor_redelivers_when_the_producer_never_blocks() {
         } else {
             assert!(matches!(
                 b.try_recv(),
-                Err(alloy_shm::ring::RingError::Empty)
+                Err(alloy_shm::ring::RecvError::Empty)
             ));
         }
         assert_eq!(group(&ring).released, 5);

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_shm::arrow::{in_mapping, ArrowShmError, CDataWriter, IpcReader, IpcWriter};
-use alloy_shm::ring::{Ring, RingConfig, RingError};
+use alloy_shm::ring::{RecvError, Ring, RingConfig, RingError};
 use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, DictionaryArray, Int64Array, RecordBatch, StringArray};
 use proptest::prelude::*;
@@ -417,10 +417,10 @@ fn a_queue_member_holding_the_ring_is_told() {
         // nothing) waits and times out, `a` is told.
         assert!(matches!(
             b.recv_timeout(Duration::from_millis(400)),
-            Err(RingError::Timeout(_))
+            Err(RecvError::Timeout(_))
         ));
         match a.recv() {
-            Err(RingError::RetentionStall { seq: 0, held: 1 }) => {}
+            Err(RecvError::RetentionStall { seq: 0, held: 1 }) => {}
             other => panic!("expected RetentionStall for sequence 0, got {other:?}"),
         }
         drop(held);

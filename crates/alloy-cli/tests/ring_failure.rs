@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use alloy_shm::ring::{Ring, RingError};
+use alloy_shm::ring::{RecvError, Ring};
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
@@ -46,7 +46,7 @@ fn killed_producers_are_detected_and_replaced_without_torn_messages() {
                     received += 1;
                 }
                 Ok(None) => return received,
-                Err(RingError::ProducerGone { pid }) => {
+                Err(RecvError::ProducerGone { pid }) => {
                     tx.send((pid, Instant::now())).unwrap();
                     // The dead producer stays recorded until the next one
                     // takes over; do not report it twice.

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy_shm::ring::{Backpressure, RingError};
+use alloy_shm::ring::{Backpressure, RecvError, RingError};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -143,7 +143,7 @@ fn lifecycle_backpressure_and_peer_death_are_traced_the_hot_path_is_silent() {
         }
     };
     assert!(
-        matches!(gone, RingError::ProducerGone { pid: p } if p == pid),
+        matches!(gone, RecvError::ProducerGone { pid: p } if p == pid),
         "{gone}"
     );
     assert_eq!(got, 4);

@@ -22,7 +22,7 @@ use arrow_ipc::CompressionType;
 use arrow_schema::SchemaRef;
 
 use alloy_shm::arrow::{detach_dictionaries, IpcReader, Summary};
-use alloy_shm::ring::{Ring, RingError};
+use alloy_shm::ring::{RecvError, Ring};
 
 use super::Progress;
 
@@ -401,8 +401,8 @@ pub fn recv(opts: &RecvOptions<'_>, ready: impl FnOnce()) -> Result<RecvReport, 
                 }
             }
             Ok(None) => break RecvEnd::EndOfStream,
-            Err(RingError::Timeout(_)) => {}
-            Err(RingError::ProducerGone { pid }) => break RecvEnd::ProducerGone(pid),
+            Err(RecvError::Timeout(_)) => {}
+            Err(RecvError::ProducerGone { pid }) => break RecvEnd::ProducerGone(pid),
             Err(e) => break RecvEnd::Failed(e.to_string()),
         }
         if last_look.elapsed() >= SLICE {
