@@ -2,6 +2,7 @@ package arrowshm
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -167,5 +168,38 @@ func TestCDataWriteAllocatesNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("CDataWriter.Write allocates %.1f times per batch", allocs)
+	}
+}
+
+// A Write after Close fails with ring.ErrClosed (not a ring error of the
+// planned path, nor arrow-go's recovered nil dereference on the general
+// path) and publishes nothing after the end of the stream.
+func TestWriteAfterCloseOnThePlannedPath(t *testing.T) {
+	rec := randomRecord(memory.DefaultAllocator, 1, planKinds, 16, 0, true)
+	defer rec.Release()
+	r := newRing(t, 8, 1<<16)
+	p, err := r.NewProducer(ring.ProducerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWriter(p, rec.Schema())
+	for range 2 { // the second Write is planned
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w.plan == nil {
+		t.Fatal("no plan for a fixed-width schema")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	published := p.Published()
+	err = w.Write(rec)
+	if !errors.Is(err, ring.ErrClosed) {
+		t.Fatalf("Write after Close: %v, want ring.ErrClosed", err)
+	}
+	if p.Published() != published {
+		t.Fatalf("a Write after Close published: %d -> %d", published, p.Published())
 	}
 }

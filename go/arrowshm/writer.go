@@ -97,6 +97,9 @@ func (w *Writer) WriteContext(ctx context.Context, rec arrow.RecordBatch) (err e
 	if w.err != nil {
 		return w.err
 	}
+	if w.sw.closed {
+		return fmt.Errorf("arrowshm: Write after Close: %w", ring.ErrClosed)
+	}
 	if w.sw.schemaSent {
 		if done, err := w.writePlanned(ctx, rec); done {
 			w.err = err

@@ -32,7 +32,8 @@ type Spread struct {
 	// Rounds is the number of rounds; Values their ratios, in round order.
 	Rounds int       `json:"rounds"`
 	Values []float64 `json:"values"`
-	// Median, Q1, Q3, Min and Max summarise Values (nearest rank).
+	// Median (the middle value; the mean of the two middle ones for an even
+	// count), Q1, Q3 (nearest rank), Min and Max summarise Values.
 	Median float64 `json:"median"`
 	Q1     float64 `json:"q1"`
 	Q3     float64 `json:"q3"`
@@ -51,7 +52,13 @@ func newSpread(values []float64, pinned string) *Spread {
 		k := int(math.Ceil(p*float64(len(s)))) - 1
 		return s[max(0, min(k, len(s)-1))]
 	}
-	return &Spread{Rounds: len(values), Values: values, Median: q(0.5), Q1: q(0.25), Q3: q(0.75), Min: s[0], Max: s[len(s)-1], Pinned: pinned}
+	// The median of an even count is the mean of the two middle values
+	// (nearest rank would take the lower one, flattering "≤ goal" checks).
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return &Spread{Rounds: len(values), Values: values, Median: med, Q1: q(0.25), Q3: q(0.75), Min: s[0], Max: s[len(s)-1], Pinned: pinned}
 }
 
 // String is the spread as the goal tables print it.

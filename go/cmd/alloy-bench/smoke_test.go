@@ -315,6 +315,9 @@ func TestSpread(t *testing.T) {
 	}
 	if got := sp.String(); got != "median of 5 paired rounds; IQR 2.000–4.000, range 1.000–5.000" {
 		t.Fatalf("String() = %q", got)
+	} // An even count: the mean of the two middle values, not the lower one.
+	if sp := newSpread([]float64{4, 1, 3, 2}, ""); sp.Median != 2.5 {
+		t.Fatalf("median of 1..4 = %v, want 2.5", sp.Median)
 	}
 }
 
