@@ -34,7 +34,8 @@ pyo3::create_exception!(
 /// producer `ProducerGone`, the rest `AlloyError`. Takes a per-operation
 /// error ([`alloy_shm::ring::RecvError`], …) as well.
 pub(crate) fn ring_err(e: impl Into<RingError>) -> PyErr {
-    match e.into() {
+    let e: RingError = e.into();
+    match e {
         RingError::Timeout(_) => PyTimeoutError::new_err(e.to_string()),
         RingError::ProducerGone { .. } => ProducerGone::new_err(e.to_string()),
         e => AlloyError::new_err(e.to_string()),
