@@ -76,7 +76,7 @@
 //! - **End of stream**: [`ring::Producer::close`] (or
 //!   [`arrow::IpcWriter::close`]) ends the stream: consumers drain it and
 //!   then get `Ok(None)`. A producer that dies instead is noticed within
-//!   about 100 ms: [`ring::RingError::ProducerGone`] after everything it
+//!   about 100 ms: [`ring::RecvError::ProducerGone`] after everything it
 //!   published. An ended ring carries a new stream only if a producer asks
 //!   for one ([`ring::ProducerBuilder::new_stream`]); otherwise attaching
 //!   fails with [`ring::RingError::StreamEnded`].
@@ -86,7 +86,7 @@
 //!   copy them: [`arrow::IpcReader::with_copy`] copies every batch (one copy,
 //!   the slot released at once), [`arrow::copy_batch`] copies the ones you
 //!   keep. A consumer stalled by its own leases gets
-//!   [`ring::RingError::RetentionStall`] after
+//!   [`ring::RecvError::RetentionStall`] after
 //!   [`ring::ConsumerBuilder::held_lease_timeout`] instead of waiting for ever.
 //!
 //! # Deadlines

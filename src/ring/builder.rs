@@ -408,7 +408,7 @@ impl ConsumerBuilder {
     }
 
     /// How long the ring may stay stalled by this consumer's own leases
-    /// before a receive fails with [`RingError::RetentionStall`] (default
+    /// before a receive fails with [`RecvError::RetentionStall`](super::RecvError::RetentionStall) (default
     /// 1 s, [`DEFAULT_HELD_LEASE_TIMEOUT`](super::DEFAULT_HELD_LEASE_TIMEOUT));
     /// `None` waits for ever.
     ///

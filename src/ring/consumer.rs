@@ -50,7 +50,7 @@ pub struct Consumer {
     /// When this queue member last looked for dead members of its group.
     group_checked: Option<Instant>,
     /// How long a stall by this handle's own leases lasts before a receive
-    /// fails with [`RingError::RetentionStall`]; `None`: wait for ever.
+    /// fails with [`RecvError::RetentionStall`]; `None`: wait for ever.
     held_lease_timeout: Option<Duration>,
     /// The sequence the ring was found stalled behind by our own lease, and
     /// since when.
@@ -60,7 +60,7 @@ pub struct Consumer {
     /// Whether the end of stream `gen` was reported already.
     end_reported: bool,
     /// `published` when this consumer joined a stream that had already
-    /// ended (it then gets [`RingError::StreamEnded`], not a silent end).
+    /// ended (it then gets [`RecvError::StreamEnded`], not a silent end).
     joined_ended: Option<u64>,
     /// The first message of the next stream, claimed when the end of ours
     /// was found; handed out by the next receive.
@@ -160,7 +160,7 @@ impl Consumer {
     }
 
     /// How long the ring may stay stalled by this consumer's own leases
-    /// before a receive fails with [`RingError::RetentionStall`] (default
+    /// before a receive fails with [`RecvError::RetentionStall`] (default
     /// [`DEFAULT_HELD_LEASE_TIMEOUT`]); `None` waits for ever. See
     /// [`ConsumerBuilder::held_lease_timeout`](super::ConsumerBuilder::held_lease_timeout).
     pub fn set_held_lease_timeout(&mut self, timeout: Option<Duration>) {
@@ -562,7 +562,7 @@ impl Consumer {
 
 /// Default of [`Consumer::set_held_lease_timeout`]: how long the ring may
 /// stay stalled by a consumer's own leases before its receive fails with
-/// [`RingError::RetentionStall`].
+/// [`RecvError::RetentionStall`].
 pub const DEFAULT_HELD_LEASE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often a queue member waiting for data looks for dead members of its
