@@ -38,7 +38,9 @@ pub struct Subscription {
 /// Runs on the waiting thread (without the GIL) every [`SIGNAL_CHECK`]:
 /// on Python's main thread it runs the signal handlers, and a handler's
 /// exception (KeyboardInterrupt) ends the wait.
-pub(crate) fn signal_check(raised: Raised) -> impl FnMut() -> Result<(), String> + Send + 'static {
+pub(crate) fn signal_check(
+    raised: Raised,
+) -> impl FnMut() -> Result<(), String> + Send + Sync + 'static {
     move || {
         // Signal handlers run only on the main thread; elsewhere (an
         // engine's worker thread) there is nothing to check and the GIL is

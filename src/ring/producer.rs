@@ -55,7 +55,8 @@ pub struct Producer {
 }
 
 /// The check of [`Producer::set_interrupt`]: an `Err` ends the wait.
-type ProducerInterrupt = Box<dyn FnMut() -> Result<(), String> + Send>;
+/// `Sync` too, so a `Producer` stays `Sync`.
+type ProducerInterrupt = Box<dyn FnMut() -> Result<(), String> + Send + Sync>;
 
 /// Options of [`Producer::attach`] beyond back-pressure and waiting; set
 /// through [`super::ProducerBuilder`].
@@ -390,6 +391,7 @@ impl Producer {
         start: Instant,
     ) -> Result<usize, RingError> {
         let mut last_reclaim = start;
+        let mut last_check = start;
         let backoff = Backoff::new();
         loop {
             self.cursor.invalidate();
@@ -409,13 +411,21 @@ impl Producer {
                 },
                 None => Duration::MAX,
             };
+            let every = self.interrupt.as_ref().map_or(Duration::MAX, |i| i.0);
             if self.wait == WaitStrategy::Spin || !backoff.is_completed() {
                 backoff.snooze();
+                // A spinning producer runs the check as often as a parked one.
+                if last_check.elapsed() >= every {
+                    last_check = Instant::now();
+                    if let Some((_, check)) = self.interrupt.as_mut() {
+                        check().map_err(RingError::Interrupted)?;
+                    }
+                }
                 continue;
             }
-            let every = self.interrupt.as_ref().map_or(Duration::MAX, |i| i.0);
             self.park_for_space(remaining.min(self.reclaim_after).min(every));
             if let Some((_, check)) = self.interrupt.as_mut() {
+                last_check = Instant::now();
                 check().map_err(RingError::Interrupted)?;
             }
         }
@@ -428,7 +438,7 @@ impl Producer {
     pub fn set_interrupt(
         &mut self,
         every: Duration,
-        check: impl FnMut() -> Result<(), String> + Send + 'static,
+        check: impl FnMut() -> Result<(), String> + Send + Sync + 'static,
     ) {
         self.interrupt = Some((every, Box::new(check)));
     }
