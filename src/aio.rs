@@ -6,8 +6,10 @@
 //! Each async type wraps its sync counterpart and fails with the same error
 //! type: [`AsyncIpcReader`] and [`AsyncIpcWriter`] with
 //! [`ArrowShmError`] like [`IpcReader`] and [`IpcWriter`],
-//! [`AsyncConsumer`] and [`AsyncProducer`] with [`RingError`] like
-//! [`Consumer`] and [`Producer`]. Every await has a deadline the usual
+//! [`AsyncConsumer`] and [`AsyncProducer`] with [`RingError`], which the
+//! [`Consumer`]'s [`RecvError`] and the [`Producer`]'s
+//! [`SendError`](crate::ring::SendError) convert into (their tokio waits can
+//! fail too). Every await has a deadline the usual
 //! tokio way, `tokio::time::timeout(d, reader.next_batch())`: receiving is
 //! cancel-safe (a dropped `recv`/`next_batch` future loses no message), and
 //! a producer's `Block { timeout }` bounds each wait for space.
@@ -296,7 +298,7 @@ impl AsyncProducer {
         self.space().await?;
         // Space was seen and only this producer consumes it: the
         // reservation does not wait.
-        self.producer.reserve(len)
+        Ok(self.producer.reserve(len)?)
     }
 
     /// Awaits a free slot, copies `bytes` into it and publishes it with
@@ -304,7 +306,7 @@ impl AsyncProducer {
     pub async fn send(&mut self, bytes: &[u8], flags: u32) -> Result<u64, RingError> {
         let mut r = self.reserve(bytes.len()).await?;
         r[..bytes.len()].copy_from_slice(bytes);
-        r.publish(bytes.len(), flags)
+        Ok(r.publish(bytes.len(), flags)?)
     }
 
     async fn space(&mut self) -> Result<(), RingError> {

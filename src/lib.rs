@@ -64,10 +64,10 @@
 //! - **Back-pressure**: the producer never overwrites a message a consumer
 //!   has not released: when the slowest consumer is a whole ring behind, its
 //!   [`ring::Backpressure`] blocks (optionally with a timeout:
-//!   [`ring::RingError::Timeout`]) or fails at once
-//!   ([`ring::RingError::Full`]). A producer built with
+//!   [`ring::SendError::Timeout`]) or fails at once
+//!   ([`ring::SendError::Full`]). A producer built with
 //!   [`ring::ProducerBuilder::require_consumers`] refuses to publish into a
-//!   ring nobody reads ([`ring::RingError::NoConsumers`]);
+//!   ring nobody reads ([`ring::SendError::NoConsumers`]);
 //!   [`ring::Producer::wait_for_consumers`] waits for them with a deadline.
 //! - **Late join**: a consumer sees what is published after it joins (plus
 //!   up to [`ring::ConsumerBuilder::history`] earlier messages). An Arrow

@@ -1,12 +1,12 @@
 //! `Producer::set_interrupt`: the check ends a `Block` wait on a full ring
-//! with `RingError::Interrupted`, whether the producer parks or spins, and
+//! with `SendError::Interrupted`, whether the producer parks or spins, and
 //! the producer stays usable (nothing was reserved).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy_shm::ring::{Backpressure, Producer, Ring, RingError, WaitStrategy};
+use alloy_shm::ring::{Backpressure, Producer, Ring, SendError, WaitStrategy};
 
 /// A `Producer` can be shared between threads behind an `Arc` (the
 /// interrupt check is `Send + Sync`).
@@ -53,7 +53,7 @@ fn interrupted_on_a_full_ring(wait: WaitStrategy) {
         .expect("the interrupt check did not end the wait");
     let err = r.unwrap_err();
     assert!(
-        matches!(&err, RingError::Interrupted(why) if why == "stop"),
+        matches!(&err, SendError::Interrupted(why) if why == "stop"),
         "{err}"
     );
     assert!(

@@ -15,7 +15,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alloy_shm::ring::STALE_AFTER;
-use alloy_shm::ring::{Backpressure, ConsumerStat, Producer, Ring, RingError};
+use alloy_shm::ring::{Backpressure, ConsumerStat, Producer, Ring, SendError};
 
 mod common;
 use common::{new_ring, SPEC};
@@ -134,7 +134,7 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn send(p: &mut Producer, j: u64) -> Result<u64, RingError> {
+fn send(p: &mut Producer, j: u64) -> Result<u64, SendError> {
     let mut buf = vec![0u8; SPEC.max];
     let n = SPEC.write(j, &mut buf);
     p.send(&buf[..n], 0)
@@ -156,14 +156,14 @@ fn publish_while_stopped(
     });
     while stopped.elapsed() < STOPPED_FOR / 2 {
         match send(p, next) {
-            Err(RingError::Timeout(_)) => timeouts += 1,
+            Err(SendError::Timeout(_)) => timeouts += 1,
             other => panic!("Block with timeout on a ring held by a stopped consumer: {other:?}"),
         }
     }
     p.set_backpressure(Backpressure::Fail);
     while stopped.elapsed() < STOPPED_FOR {
         match send(p, next) {
-            Err(RingError::Full { .. }) => fulls += 1,
+            Err(SendError::Full { .. }) => fulls += 1,
             other => panic!("Fail on a ring held by a stopped consumer: {other:?}"),
         }
         std::thread::sleep(Duration::from_millis(5));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alloy_shm::arrow::{ArrowShmError, IpcReader};
-use alloy_shm::ring::{Backpressure, Ring, RingError};
+use alloy_shm::ring::{Backpressure, Ring, RingError, SendError};
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 
 mod common;
@@ -100,7 +100,7 @@ fn a_consumer_killed_mid_stream_is_reported() {
         }
     };
     match err {
-        RingError::ConsumerLost {
+        SendError::ConsumerLost {
             pid: got,
             lost: 1,
             remaining: 0,
@@ -111,7 +111,7 @@ fn a_consumer_killed_mid_stream_is_reported() {
     let n = SPEC.write(sent, &mut buf);
     assert!(matches!(
         p.send(&buf[..n], 0),
-        Err(RingError::NoConsumers { .. })
+        Err(SendError::NoConsumers { .. })
     ));
     eprintln!(
         "consumer pid {pid} killed: reported after {:?}, {sent} messages sent in all",

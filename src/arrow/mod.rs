@@ -167,6 +167,14 @@ pub enum ArrowShmError {
     Interrupted(String),
 }
 
+/// A send's error becomes the [`RingError`] variant of the same name and
+/// text (`?` on a send keeps matching as `ArrowShmError::Ring(RingError::…)`).
+impl From<crate::ring::SendError> for ArrowShmError {
+    fn from(e: crate::ring::SendError) -> Self {
+        ArrowShmError::Ring(e.into())
+    }
+}
+
 /// A receive's error becomes the [`RingError`] variant of the same name and
 /// text (`?` on a receive keeps matching as `ArrowShmError::Ring(RingError::…)`).
 impl From<crate::ring::RecvError> for ArrowShmError {

@@ -155,6 +155,14 @@ pub enum ReqRepError {
     Closed,
 }
 
+/// A send's error becomes the [`RingError`] variant of the same name and
+/// text (`?` on a send keeps matching as `ReqRepError::Ring(RingError::…)`).
+impl From<crate::ring::SendError> for ReqRepError {
+    fn from(e: crate::ring::SendError) -> Self {
+        ReqRepError::Ring(e.into())
+    }
+}
+
 /// A receive's error becomes the [`RingError`] variant of the same name and
 /// text (`?` on a receive keeps matching as `ReqRepError::Ring(RingError::…)`).
 impl From<crate::ring::RecvError> for ReqRepError {

@@ -294,12 +294,12 @@ impl ProducerBuilder {
 
     /// Refuse to publish while no consumer is attached (default: off):
     /// [`Producer::reserve`] and `send` fail with
-    /// [`RingError::NoConsumers`] and write nothing, instead of publishing
-    /// messages nobody will read (LAYOUT.md §4.2). Combine with
-    /// [`Producer::wait_for_consumers`] at start-up. Such a producer also
-    /// looks for dead consumers every `reclaim_after` while it publishes,
-    /// so a consumer killed mid-stream is noticed even when the ring is not
-    /// full.
+    /// [`SendError::NoConsumers`](super::SendError::NoConsumers) and write
+    /// nothing, instead of publishing messages nobody will read (LAYOUT.md
+    /// §4.2). Combine with [`Producer::wait_for_consumers`] at start-up.
+    /// Such a producer also looks for dead consumers every `reclaim_after`
+    /// while it publishes, so a consumer killed mid-stream is noticed even
+    /// when the ring is not full.
     pub fn require_consumers(mut self, on: bool) -> Self {
         self.opts.require_consumers = on;
         self
@@ -307,10 +307,11 @@ impl ProducerBuilder {
 
     /// Report consumers that died (default: off): the first reserve/send
     /// after a consumer process was found dead and detached fails once
-    /// with [`RingError::ConsumerLost`] (nothing published; send again to
-    /// go on). Deaths are always logged (`tracing::warn!`) and counted
-    /// ([`Producer::consumers_lost`]); like `require_consumers`, this makes
-    /// the producer look for dead consumers every `reclaim_after`.
+    /// with [`SendError::ConsumerLost`](super::SendError::ConsumerLost)
+    /// (nothing published; send again to go on). Deaths are always logged
+    /// (`tracing::warn!`) and counted ([`Producer::consumers_lost`]); like
+    /// `require_consumers`, this makes the producer look for dead consumers
+    /// every `reclaim_after`.
     pub fn report_lost_consumers(mut self, on: bool) -> Self {
         self.opts.report_lost_consumers = on;
         self
@@ -568,7 +569,10 @@ mod tests {
         tx.send(b"a", 0).unwrap();
         tx.send(b"b", 0).unwrap();
         // Two slots, nobody released: Fail back-pressure refuses at once.
-        assert!(matches!(tx.send(b"c", 0), Err(RingError::Full { .. })));
+        assert!(matches!(
+            tx.send(b"c", 0),
+            Err(crate::ring::SendError::Full { .. })
+        ));
         let a = b.recv().unwrap().unwrap();
         let got: Vec<u8> = [q1.try_recv(), q2.try_recv()]
             .into_iter()

@@ -95,6 +95,88 @@ impl From<RecvError> for RingError {
     }
 }
 
+/// What a send ([`Producer::send`](super::Producer::send),
+/// [`Producer::reserve`](super::Producer::reserve),
+/// [`Reservation::publish`](super::Reservation::publish)) can fail with.
+/// Nothing was published when it fails; the producer stays usable (except
+/// after `Closed`).
+#[derive(Debug, Error)]
+pub enum SendError {
+    /// The slowest subscriber is a whole ring behind (back-pressure `Fail`).
+    #[error("ring is full: the slowest consumer is {slots} slots behind")]
+    Full {
+        /// Number of slots in the ring.
+        slots: u32,
+    },
+    /// `Backpressure::Block { timeout }` waited longer than its timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The producer's interrupt check ([`Producer::set_interrupt`](super::Producer::set_interrupt))
+    /// ended a wait for space; the text is the check's.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+    /// A message does not fit in one slot (messages never span slots).
+    #[error("message of {len} bytes exceeds the slot size of {max} bytes")]
+    MessageTooLarge {
+        /// Requested length.
+        len: usize,
+        /// Slot payload capacity.
+        max: usize,
+    },
+    /// The producer already closed the stream.
+    #[error("the stream is closed")]
+    Closed,
+    /// A producer built with `require_consumers` found no subscriber
+    /// attached: nothing was published (LAYOUT.md §4.2).
+    #[error(
+        "no consumer is attached to ring {ring}: message {seq} was not published \
+         (wait_for_consumers first, or build the producer without require_consumers)"
+    )]
+    NoConsumers {
+        /// The ring's name.
+        ring: String,
+        /// Sequence the message would have had.
+        seq: u64,
+    },
+    /// A consumer process died and was detached from the ring since the
+    /// last send (producers built with `report_lost_consumers`). The
+    /// message was not published; send it again to go on.
+    #[error(
+        "{lost} consumer(s) of the ring died and were detached (last: pid {pid}); \
+         {remaining} subscriber(s) remain; the message was not published"
+    )]
+    ConsumerLost {
+        /// Pid of the last consumer process found dead.
+        pid: u32,
+        /// How many consumer members were detached since the last report.
+        lost: u64,
+        /// Subscribers (broadcast consumers plus queue groups) still attached.
+        remaining: u32,
+    },
+}
+
+impl From<SendError> for RingError {
+    fn from(e: SendError) -> RingError {
+        match e {
+            SendError::Full { slots } => RingError::Full { slots },
+            SendError::Timeout(t) => RingError::Timeout(t),
+            SendError::Interrupted(s) => RingError::Interrupted(s),
+            SendError::MessageTooLarge { len, max } => RingError::MessageTooLarge { len, max },
+            SendError::Closed => RingError::Closed,
+            SendError::NoConsumers { ring, seq } => RingError::NoConsumers { ring, seq },
+            SendError::ConsumerLost {
+                pid,
+                lost,
+                remaining,
+            } => RingError::ConsumerLost {
+                pid,
+                lost,
+                remaining,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +202,29 @@ mod tests {
             RecvError::RetentionStall { seq: 9, held: 2 },
         ];
         for e in recv {
+            let text = e.to_string();
+            let name = format!("{e:?}");
+            let u = RingError::from(e);
+            assert_eq!(u.to_string(), text);
+            assert_eq!(format!("{u:?}"), name);
+        }
+        let send = [
+            SendError::Full { slots: 4 },
+            SendError::Timeout(Duration::from_millis(5)),
+            SendError::Interrupted("ctrl-c".into()),
+            SendError::MessageTooLarge { len: 9, max: 8 },
+            SendError::Closed,
+            SendError::NoConsumers {
+                ring: "r".into(),
+                seq: 3,
+            },
+            SendError::ConsumerLost {
+                pid: 7,
+                lost: 1,
+                remaining: 2,
+            },
+        ];
+        for e in send {
             let text = e.to_string();
             let name = format!("{e:?}");
             let u = RingError::from(e);

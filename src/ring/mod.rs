@@ -52,7 +52,7 @@ pub use crate::signal::WaitStrategy;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 pub use builder::{ConsumerBuilder, ProducerBuilder, RingBuilder};
 pub use consumer::{Consumer, Lease, DEFAULT_HELD_LEASE_TIMEOUT};
-pub use error::RecvError;
+pub use error::{RecvError, SendError};
 /// Peer-liveness timing (LAYOUT.md §11): how often heartbeats are written,
 /// when a heartbeat counts as stalled, how often a waiting consumer checks its producer.
 pub use liveness::{HEARTBEAT_PERIOD, PRODUCER_CHECK, STALE_AFTER};

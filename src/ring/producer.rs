@@ -9,7 +9,7 @@ use crossbeam_utils::Backoff;
 use super::liveness::{self, Heartbeat};
 use super::proto::ProducerCursor;
 use super::watch::{self, start_stream, Receivers, Watch};
-use super::{counters, seqlock, table, RingError, Shared};
+use super::{counters, seqlock, table, RingError, SendError, Shared};
 use crate::layout::off;
 use crate::signal::{futex_wait, futex_wake_all, WaitStrategy};
 use crate::sync::Ordering;
@@ -18,12 +18,12 @@ use crate::sync::Ordering;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backpressure {
     /// Wait for space, at most `timeout` (`None`: for ever), then fail with
-    /// [`RingError::Timeout`].
+    /// [`SendError::Timeout`].
     Block {
         /// Longest wait per reservation.
         timeout: Option<Duration>,
     },
-    /// Fail at once with [`RingError::Full`].
+    /// Fail at once with [`SendError::Full`].
     Fail,
 }
 
@@ -243,7 +243,7 @@ impl Producer {
     /// (`require_consumers`) and reports consumers that died
     /// (`report_lost_consumers`, and always a log line). Nothing was
     /// written yet, so the caller may simply try again.
-    fn check_consumers(&mut self) -> Result<(), RingError> {
+    fn check_consumers(&mut self) -> Result<(), SendError> {
         let sh = &*self.shared;
         // Every reclaim that bumps `lost_count` then bumps `table_epoch`
         // (SeqCst, under the table lock), so the count only needs a look
@@ -266,7 +266,7 @@ impl Producer {
                 "a consumer of the ring died and was detached"
             );
             if self.watch.report_lost {
-                return Err(RingError::ConsumerLost {
+                return Err(SendError::ConsumerLost {
                     pid,
                     lost: n,
                     remaining: self.watch.now.total(),
@@ -274,7 +274,7 @@ impl Producer {
             }
         }
         if self.watch.require && self.watch.now.total() == 0 {
-            return Err(RingError::NoConsumers {
+            return Err(SendError::NoConsumers {
                 ring: self.ring_name(),
                 seq: self.cursor.next,
             });
@@ -305,17 +305,17 @@ impl Producer {
     /// Reserves the next slot for a message of at most `len` bytes, waiting
     /// for space according to the back-pressure policy. Write into the
     /// returned [`Reservation`] and call [`Reservation::publish`].
-    pub fn reserve(&mut self, len: usize) -> Result<Reservation<'_>, RingError> {
+    pub fn reserve(&mut self, len: usize) -> Result<Reservation<'_>, SendError> {
         let max = self.max_message_size();
         if len > max {
-            return Err(RingError::MessageTooLarge { len, max });
+            return Err(SendError::MessageTooLarge { len, max });
         }
         if self.closed {
-            return Err(RingError::Closed);
+            return Err(SendError::Closed);
         }
         self.watch_due();
         let slot = match self.wait_for_space() {
-            Err(e @ RingError::Full { .. }) => {
+            Err(e @ SendError::Full { .. }) => {
                 self.note_full();
                 return Err(e);
             }
@@ -336,15 +336,15 @@ impl Producer {
 
     /// Copies `bytes` into the next slot and publishes it with `flags`.
     /// Returns the message's sequence number.
-    pub fn send(&mut self, bytes: &[u8], flags: u32) -> Result<u64, RingError> {
+    pub fn send(&mut self, bytes: &[u8], flags: u32) -> Result<u64, SendError> {
         let mut r = self.reserve(bytes.len())?;
         r[..bytes.len()].copy_from_slice(bytes);
         r.publish(bytes.len(), flags)
     }
 
-    fn wait_for_space(&mut self) -> Result<usize, RingError> {
+    fn wait_for_space(&mut self) -> Result<usize, SendError> {
         if self.closed {
-            return Err(RingError::Closed);
+            return Err(SendError::Closed);
         }
         if let Some(i) = self.cursor.try_reserve(&*self.shared) {
             self.full_since = None;
@@ -367,7 +367,7 @@ impl Producer {
                     }
                 }
                 tracing::trace!("back-pressure: ring full, reservation refused");
-                return Err(RingError::Full {
+                return Err(SendError::Full {
                     slots: self.shared.layout.config.slot_count,
                 });
             }
@@ -389,7 +389,7 @@ impl Producer {
         &mut self,
         timeout: Option<Duration>,
         start: Instant,
-    ) -> Result<usize, RingError> {
+    ) -> Result<usize, SendError> {
         let mut last_reclaim = start;
         let mut last_check = start;
         let backoff = Backoff::new();
@@ -407,7 +407,7 @@ impl Producer {
             let remaining = match timeout {
                 Some(t) => match t.checked_sub(start.elapsed()) {
                     Some(r) if !r.is_zero() => r,
-                    _ => return Err(RingError::Timeout(t)),
+                    _ => return Err(SendError::Timeout(t)),
                 },
                 None => Duration::MAX,
             };
@@ -418,7 +418,7 @@ impl Producer {
                 if last_check.elapsed() >= every {
                     last_check = Instant::now();
                     if let Some((_, check)) = self.interrupt.as_mut() {
-                        check().map_err(RingError::Interrupted)?;
+                        check().map_err(SendError::Interrupted)?;
                     }
                 }
                 continue;
@@ -426,13 +426,13 @@ impl Producer {
             self.park_for_space(remaining.min(self.reclaim_after).min(every));
             if let Some((_, check)) = self.interrupt.as_mut() {
                 last_check = Instant::now();
-                check().map_err(RingError::Interrupted)?;
+                check().map_err(SendError::Interrupted)?;
             }
         }
     }
 
     /// Wakes every `every` while blocked on a full ring and runs `check`; an
-    /// `Err` ends the wait with [`RingError::Interrupted`] (nothing was
+    /// `Err` ends the wait with [`SendError::Interrupted`] (nothing was
     /// reserved: the producer stays usable). The Python package checks for
     /// Ctrl-C this way, as consumers do with `RingStream::with_interrupt`.
     pub fn set_interrupt(
@@ -473,13 +473,13 @@ impl Producer {
     /// ring (after reclaiming dead consumers if the ring has been full for
     /// the reclaim delay, as a `Fail` producer does).
     #[cfg(feature = "tokio")]
-    pub(crate) fn poll_space(&mut self) -> Result<bool, RingError> {
+    pub(crate) fn poll_space(&mut self) -> Result<bool, SendError> {
         let saved = std::mem::replace(&mut self.backpressure, Backpressure::Fail);
         let r = self.wait_for_space();
         self.backpressure = saved;
         match r {
             Ok(_) => Ok(true),
-            Err(RingError::Full { .. }) => Ok(false),
+            Err(SendError::Full { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -509,10 +509,10 @@ impl Producer {
         waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
-    fn publish_reserved(&mut self, len: usize, flags: u32) -> Result<u64, RingError> {
+    fn publish_reserved(&mut self, len: usize, flags: u32) -> Result<u64, SendError> {
         let max = self.max_message_size();
         if len > max {
-            return Err(RingError::MessageTooLarge { len, max });
+            return Err(SendError::MessageTooLarge { len, max });
         }
         let sh = &*self.shared;
         let slot = sh
@@ -640,7 +640,7 @@ pub struct Reservation<'p> {
 
 impl Reservation<'_> {
     /// Publishes the first `len` bytes with `flags`; returns the sequence.
-    pub fn publish(self, len: usize, flags: u32) -> Result<u64, RingError> {
+    pub fn publish(self, len: usize, flags: u32) -> Result<u64, SendError> {
         self.producer.publish_reserved(len, flags)
     }
 

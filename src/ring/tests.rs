@@ -82,13 +82,13 @@ fn zero_length_and_max_size_messages_and_too_large_is_refused() {
     p.send(&[], 0).unwrap();
     p.send(&[7u8; 64], 0).unwrap();
     match p.send(&[0u8; 65], 0) {
-        Err(RingError::MessageTooLarge { len: 65, max: 64 }) => {}
+        Err(SendError::MessageTooLarge { len: 65, max: 64 }) => {}
         other => panic!("expected MessageTooLarge, got {other:?}"),
     }
     let res = p.reserve(10).unwrap();
     assert!(matches!(
         res.publish(65, 0),
-        Err(RingError::MessageTooLarge { .. })
+        Err(SendError::MessageTooLarge { .. })
     ));
     assert_eq!(c.recv().unwrap().unwrap().len(), 0);
     assert_eq!(&*c.recv().unwrap().unwrap(), &[7u8; 64][..]);
@@ -127,14 +127,14 @@ fn a_held_lease_blocks_reuse_of_its_slot_until_dropped() {
     p.send(b"b", 0).unwrap();
     let a = c.recv().unwrap().unwrap();
     let b = c.recv().unwrap().unwrap();
-    assert!(matches!(p.send(b"c", 0), Err(RingError::Full { slots: 2 })));
+    assert!(matches!(p.send(b"c", 0), Err(SendError::Full { slots: 2 })));
     drop(b); // out of order: slot of `a` still held
-    assert!(matches!(p.send(b"c", 0), Err(RingError::Full { .. })));
+    assert!(matches!(p.send(b"c", 0), Err(SendError::Full { .. })));
     assert_eq!(&*a, b"a", "the held slot was not overwritten");
     drop(a); // both released now
     p.send(b"c", 0).unwrap();
     p.send(b"d", 0).unwrap();
-    assert!(matches!(p.send(b"e", 0), Err(RingError::Full { .. })));
+    assert!(matches!(p.send(b"e", 0), Err(SendError::Full { .. })));
     assert_eq!(&*c.recv().unwrap().unwrap(), b"c");
 }
 
@@ -156,7 +156,7 @@ fn blocking_backpressure_times_out_then_resumes() {
     p.send(b"1", 0).unwrap();
     p.send(b"2", 0).unwrap();
     let t0 = Instant::now();
-    assert!(matches!(p.send(b"3", 0), Err(RingError::Timeout(_))));
+    assert!(matches!(p.send(b"3", 0), Err(SendError::Timeout(_))));
     assert!(t0.elapsed() >= Duration::from_millis(50));
     // A consumer thread frees space once the producer is parked.
     let space_waiters = r.shared.clone();
@@ -258,7 +258,7 @@ fn late_joiner_starts_at_head_and_leaving_frees_the_gate() {
     drop(m);
     p.send(b"x", 0).unwrap();
     p.send(b"y", 0).unwrap();
-    assert!(matches!(p.send(b"z", 0), Err(RingError::Full { .. })));
+    assert!(matches!(p.send(b"z", 0), Err(SendError::Full { .. })));
     drop(c);
     assert!(r.subscribers().is_empty());
     p.send(b"z", 0).unwrap();

@@ -5,12 +5,12 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use alloy_shm::ring::{Ring, RingError};
+//! use alloy_shm::ring::{Ring, SendError};
 //!
 //! let ring = Ring::anonymous_builder().slot_count(8).slot_size(256).create()?;
 //! let mut tx = ring.producer_builder().require_consumers(true).create()?;
 //! // Nobody subscribed: nothing is published into the void.
-//! assert!(matches!(tx.send(b"lost?", 0), Err(RingError::NoConsumers { .. })));
+//! assert!(matches!(tx.send(b"lost?", 0), Err(SendError::NoConsumers { .. })));
 //! let mut rx = ring.subscribe()?;
 //! let attached = tx.wait_for_consumers(1, Duration::from_secs(1))?;
 //! assert_eq!(attached.total(), 1);
@@ -32,7 +32,7 @@ use crate::sync::Ordering;
 pub(super) struct Watch {
     /// Refuse to publish while nobody is subscribed.
     pub require: bool,
-    /// Report a consumer reclaimed as dead with `RingError::ConsumerLost`.
+    /// Report a consumer reclaimed as dead with `SendError::ConsumerLost`.
     pub report_lost: bool,
     /// `table_epoch` at which `now` was counted.
     pub epoch: u64,
@@ -178,7 +178,7 @@ pub(super) fn wait_for(sh: &Shared, n: u32, timeout: Duration) -> (Receivers, bo
 mod tests {
     use std::time::{Duration, Instant};
 
-    use crate::ring::{RecvError, Ring, RingError};
+    use crate::ring::{RecvError, Ring, RingError, SendError};
 
     fn ring(slots: u32) -> Ring {
         Ring::anonymous_builder()
@@ -277,7 +277,7 @@ mod tests {
             .create()
             .unwrap();
         let e = p.send(b"a", 0).unwrap_err();
-        assert!(matches!(e, RingError::NoConsumers { seq: 0, .. }), "{e}");
+        assert!(matches!(e, SendError::NoConsumers { seq: 0, .. }), "{e}");
         assert_eq!(r.published(), 0, "nothing was published");
         let c = r.subscribe().unwrap();
         let mut q1 = r.join_queue(3).unwrap();
@@ -304,7 +304,7 @@ mod tests {
         drop(_q2);
         // The last consumer left: refused again at once.
         let e = p.send(b"c", 0).unwrap_err();
-        assert!(matches!(e, RingError::NoConsumers { seq: 2, .. }), "{e}");
+        assert!(matches!(e, SendError::NoConsumers { seq: 2, .. }), "{e}");
         assert_eq!(p.receivers().total(), 0);
     }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alloy_shm::ring::{Backpressure, ConsumerStat, Ring, RingError, WaitStrategy};
+use alloy_shm::ring::{Backpressure, ConsumerStat, Ring, SendError, WaitStrategy};
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
@@ -253,11 +253,11 @@ fn a_member_killed_mid_stream_loses_nothing() {
             let n = SPEC.write(j, &mut buf);
             match p.send(&buf[..n], 0) {
                 Ok(_) => j += 1,
-                Err(RingError::Timeout(_)) if alive => {
+                Err(SendError::Timeout(_)) if alive => {
                     victim.kill().unwrap();
                     alive = false;
                 }
-                Err(RingError::Timeout(_)) if stalls < 10 => stalls += 1,
+                Err(SendError::Timeout(_)) if stalls < 10 => stalls += 1,
                 Err(e) => panic!("round {round}: message {j}: {e}"),
             }
         }

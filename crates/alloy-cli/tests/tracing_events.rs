@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy_shm::ring::{Backpressure, RecvError, RingError};
+use alloy_shm::ring::{Backpressure, RecvError, SendError};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -109,7 +109,7 @@ fn lifecycle_backpressure_and_peer_death_are_traced_the_hot_path_is_silent() {
             rx.try_recv().unwrap().unwrap()
         })
         .collect();
-    assert!(matches!(tx.send(b"x", 0), Err(RingError::Timeout(_))));
+    assert!(matches!(tx.send(b"x", 0), Err(SendError::Timeout(_))));
     let ev = rec.take();
     assert!(has(&ev, Level::DEBUG, "back-pressure"), "{ev:#?}");
     drop(held);

@@ -149,6 +149,14 @@ enum StreamError {
     Panic(String),
 }
 
+/// A send's error becomes the [`RingError`] variant of the same name (so a
+/// send's `Timeout` is [`ALLOY_ERR_TIMEOUT`] too).
+impl From<alloy_shm::ring::SendError> for StreamError {
+    fn from(e: alloy_shm::ring::SendError) -> Self {
+        Self::Ring(e.into())
+    }
+}
+
 impl StreamError {
     fn code(&self) -> i64 {
         match self {
