@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Paired ratios. On a small virtual machine the latency of one burst is
@@ -154,15 +152,11 @@ func withPin(cpus string, f func() error) error {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	var old, set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &old); err != nil {
+	restore, err := pinThread(cpu)
+	if err != nil {
 		return err
 	}
-	set.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		return fmt.Errorf("pin to cpu %d: %w", cpu, err)
-	}
-	defer unix.SchedSetaffinity(0, &old)
+	defer restore()
 	peerEnv = []string{"ALLOY_BENCH_CPUS=" + cpus}
 	defer func() { peerEnv = nil }()
 	return f()
