@@ -175,6 +175,20 @@ fn decode_raw(
     reader.decode(lease)
 }
 
+/// The last message the writer puts in a slot for `b` (after its schema
+/// and dictionary messages): its flags and bytes.
+fn last_message(b: &RecordBatch) -> (u32, Vec<u8>) {
+    let r = ring(8, 1 << 16);
+    let mut c = r.subscribe().unwrap();
+    let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
+    w.write(b).unwrap();
+    let mut last = None;
+    while let Ok(Some(l)) = c.try_recv() {
+        last = Some((l.flags(), l.to_vec()));
+    }
+    last.unwrap()
+}
+
 /// The IPC bytes of `b` as the writer puts them in a slot.
 fn encoded(b: &RecordBatch) -> Vec<u8> {
     let r = ring(8, 1 << 16);
@@ -438,15 +452,7 @@ fn decode_plan_refuses_bad_keys_null_counts_and_offsets() {
     let d =
         arrow_array::DictionaryArray::new(keys, Arc::new(StringArray::from(vec!["a", "b", "c"])));
     let b = RecordBatch::try_from_iter([("d", Arc::new(d) as _)]).unwrap();
-    let r = ring(8, 1 << 16);
-    let mut c = r.subscribe().unwrap();
-    let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
-    w.write(&b).unwrap();
-    let mut last = None;
-    while let Ok(Some(l)) = c.try_recv() {
-        last = Some((l.flags(), l.to_vec()));
-    }
-    let (flag, mut bytes) = last.unwrap();
+    let (flag, mut bytes) = last_message(&b);
     assert_eq!(flag, flags::IPC_RECORD_BATCH);
     assert_eq!(decode_raw(&b, &bytes, flag).unwrap(), Some(b.clone()));
     let at = bytes
@@ -489,15 +495,7 @@ fn decode_plan_refuses_a_dictionary_of_another_value_type() {
     let keys = arrow_array::Int32Array::from(vec![0, 1, 0]);
     let d = arrow_array::DictionaryArray::new(keys, Arc::new(Int64Array::from(vec![7, 9])));
     let b = RecordBatch::try_from_iter([("d", Arc::new(d) as _)]).unwrap();
-    let r = ring(8, 1 << 16);
-    let mut c = r.subscribe().unwrap();
-    let mut w = IpcWriter::new(r.producer().unwrap(), b.schema()).unwrap();
-    w.write(&b).unwrap();
-    let mut last = None;
-    while let Ok(Some(l)) = c.try_recv() {
-        last = Some((l.flags(), l.to_vec()));
-    }
-    let (flag, bytes) = last.unwrap();
+    let (flag, bytes) = last_message(&b);
     assert_eq!(flag, flags::IPC_RECORD_BATCH);
     let f = frame::parse(&bytes).unwrap();
     let header = f.message.header_as_record_batch().unwrap();
