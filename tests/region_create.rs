@@ -5,7 +5,8 @@
 //! its magic.
 
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use alloy_shm::layout::MAGIC;
@@ -21,8 +22,9 @@ fn a_named_ring_is_visible_only_once_complete() {
     let path = dir.join(name);
     let gid = rustix::process::getegid().as_raw();
     let done = Arc::new(AtomicBool::new(false));
+    let looks = Arc::new(AtomicU64::new(0));
     let watcher = {
-        let (done, path) = (done.clone(), path.clone());
+        let (done, looks, path) = (done.clone(), looks.clone(), path.clone());
         std::thread::spawn(move || {
             let (mut seen, mut bad) = (0u64, Vec::new());
             while !done.load(Ordering::Acquire) {
@@ -33,6 +35,7 @@ fn a_named_ring_is_visible_only_once_complete() {
                     continue;
                 };
                 seen += 1;
+                looks.store(seen, Ordering::Release);
                 let magic = bytes
                     .get(..8)
                     .map(|b| u64::from_le_bytes(b.try_into().unwrap()));
@@ -53,6 +56,15 @@ fn a_named_ring_is_visible_only_once_complete() {
             .slot_size(64 * 1024)
             .create()
             .unwrap();
+        // On a loaded 2-core machine the watcher may not run at all while
+        // the ring exists: keep it until the watcher has looked at it once
+        // (bounded), so every round is observed at least when complete and
+        // the racing looks during the next create are the real test.
+        let before = looks.load(Ordering::Acquire);
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while looks.load(Ordering::Acquire) == before && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         drop(ring);
         alloy_shm::region::Region::remove_named_in(&dir, name).unwrap();
     }
