@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -43,11 +41,11 @@ func gatewayBin(helper string) string {
 	return filepath.Join(filepath.Dir(filepath.Dir(helper)), "alloy")
 }
 
-// gateway is a running `alloy serve-flight`.
+// gateway is a running `alloy serve-flight`, started through the peers'
+// harness (peer.go): its first stdout line names the address it listens on.
 type gateway struct {
-	cmd  *exec.Cmd
-	url  string
-	errb strings.Builder
+	*peer
+	url string
 }
 
 func startGateway(helper string) (*gateway, error) {
@@ -55,29 +53,20 @@ func startGateway(helper string) (*gateway, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("flight gateway missing (make build): %w", err)
 	}
-	g := &gateway{cmd: exec.Command(bin, "serve-flight", "--listen", "127.0.0.1:0")}
-	g.cmd.Stderr = &g.errb
-	out, err := g.cmd.StdoutPipe()
+	p, err := startPeer(false, bin, "serve-flight", "--listen", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	if err := g.cmd.Start(); err != nil {
-		return nil, err
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	url, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
+	line, err := p.line()
+	url, ok := strings.CutPrefix(line, "listening on ")
 	if !ok {
-		g.stop()
-		return nil, fmt.Errorf("serve-flight: first line %q, %v: %s", line, err, g.errb.String())
+		p.kill()
+		return nil, fmt.Errorf("serve-flight: first line %q, %v: %s", line, err, p.errb.String())
 	}
-	g.url = url
-	return g, nil
+	return &gateway{peer: p, url: url}, nil
 }
 
-func (g *gateway) stop() {
-	g.cmd.Process.Kill()
-	g.cmd.Wait()
-}
+func (g *gateway) stop() { g.kill() }
 
 // flightRing creates the ring the gateway fills, sized like shm-go-ipc's.
 func flightRing(size int64) (string, *ring.Ring, func(), error) {
