@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -335,5 +336,41 @@ func TestSchemaChangeIsRejected(t *testing.T) {
 	same := encodedMessages(t, a)[0]
 	if err := damagedStream(t, same, same, FlagIPCSchema); err != nil {
 		t.Errorf("a repeated identical schema: %v", err)
+	}
+}
+
+// Both writers remember the last record schema found equal to the stream's
+// (so a schema made per batch is compared once); that shortcut must not let
+// another schema through after an equal one, planned write or not.
+func TestSchemaShortcutStillRejects(t *testing.T) {
+	a := randomRecord(memory.DefaultAllocator, 1, []int{3}, 5, 0, false)
+	a2 := randomRecord(memory.DefaultAllocator, 2, []int{3}, 5, 0, false) // equal schema, another object
+	b := randomRecord(memory.DefaultAllocator, 1, []int{2}, 5, 0, false)
+	defer release([]arrow.RecordBatch{a, a2, b})
+	if a.Schema() == a2.Schema() || !a.Schema().Equal(a2.Schema()) {
+		t.Fatal("the test needs equal schemas in distinct objects")
+	}
+	w := NewWriter(producer(t, newRing(t, 8, 1<<16)), a.Schema())
+	for _, rec := range []arrow.RecordBatch{a, a2, a2, a} { // the last three planned
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Write(b); err == nil {
+		t.Error("Writer accepted a record with another schema after equal ones")
+	}
+	w.Close()
+	cw, err := NewCDataWriter(producer(t, newRing(t, 8, 1<<16)), a.Schema())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cw.Close()
+	for _, rec := range []arrow.RecordBatch{a, a2, a2, a} {
+		if err := cw.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cw.Write(b); err == nil || !strings.Contains(err.Error(), "differs") {
+		t.Errorf("CDataWriter accepted a record with another schema after equal ones: %v", err)
 	}
 }

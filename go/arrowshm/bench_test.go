@@ -29,14 +29,21 @@ var benchShapes = []benchShape{{"1-row", 1, false}, {"1024-rows", 1024, false}, 
 
 var benchDictType = &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}
 
+// schema is the shape's schema, made once: like a caller's, it is not
+// per-batch work (arrow.NewSchema costs a few allocations and a map).
 func (s benchShape) schema() *arrow.Schema {
-	f := []arrow.Field{{Name: "v", Type: arrow.PrimitiveTypes.Int64}}
 	if s.mixed {
-		f = append(f, arrow.Field{Name: "s", Type: arrow.BinaryTypes.String, Nullable: true},
-			arrow.Field{Name: "d", Type: benchDictType, Nullable: true})
+		return benchSchemas[1]
 	}
-	return arrow.NewSchema(f, nil)
+	return benchSchemas[0]
 }
+
+var benchSchemas = func() [2]*arrow.Schema {
+	f := []arrow.Field{{Name: "v", Type: arrow.PrimitiveTypes.Int64}}
+	mixed := append(f, arrow.Field{Name: "s", Type: arrow.BinaryTypes.String, Nullable: true},
+		arrow.Field{Name: "d", Type: benchDictType, Nullable: true})
+	return [2]*arrow.Schema{arrow.NewSchema(f, nil), arrow.NewSchema(mixed, nil)}
+}()
 
 // benchValues are the int64 values a batch is built from (the caller's
 // data, as a pre-built record is for Write).

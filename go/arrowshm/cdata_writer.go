@@ -77,6 +77,10 @@ type CDataWriter struct {
 	batches uint64
 	copied  uint64
 	desc    []byte
+	// same is the last record schema found equal to schema: a builder
+	// that makes its schema per batch pays arrow's field-by-field Equal
+	// once, not per batch (schemas are immutable).
+	same *arrow.Schema
 	// own is the allocator of Write's slots: reused, since no user code
 	// sees it (Build gives each callback a new one, sealed afterwards).
 	own slotAllocator
@@ -91,7 +95,7 @@ func NewCDataWriter(p *ring.Producer, schema *arrow.Schema) (*CDataWriter, error
 			return nil, fmt.Errorf("column %q: %w", f.Name, err)
 		}
 	}
-	return &CDataWriter{p: p, schema: schema, sw: &slotWriter{p: p}}, nil
+	return &CDataWriter{p: p, schema: schema, same: schema, sw: &slotWriter{p: p}}, nil
 }
 
 // BytesSent is the total payload of the messages published so far.
@@ -176,8 +180,11 @@ func (w *CDataWriter) send(ctx context.Context, build func(mem memory.Allocator)
 	if rec == nil {
 		return errors.New("arrowshm: Build callback returned no record")
 	}
-	if !rec.Schema().Equal(w.schema) {
-		return fmt.Errorf("arrowshm: record schema %s differs from the stream's %s", rec.Schema(), w.schema)
+	if rs := rec.Schema(); rs != w.same {
+		if !rs.Equal(w.schema) {
+			return fmt.Errorf("arrowshm: record schema %s differs from the stream's %s", rs, w.schema)
+		}
+		w.same = rs
 	}
 	var n int
 	if err := catchAlloc(func() error {

@@ -42,6 +42,9 @@ type Writer struct {
 	schema  *arrow.Schema
 	plan    *ipcPlan
 	planned bool
+	// same is the last record schema found equal to schema (arrow's
+	// Equal compares field by field; schemas are immutable).
+	same *arrow.Schema
 	// err is the failure of a planned write: like arrow-go's writer, the
 	// Writer repeats it.
 	err error
@@ -70,7 +73,7 @@ func NewWriter(p *ring.Producer, schema *arrow.Schema, opts ...WriterOption) *Wr
 	sw := &slotWriter{p: p}
 	mem := memory.DefaultAllocator
 	return &Writer{
-		p: p, sw: sw, mem: mem, dicts: NewDictionaryCopier(mem), schema: schema,
+		p: p, sw: sw, mem: mem, dicts: NewDictionaryCopier(mem), schema: schema, same: schema,
 		ipc: ipc.NewWriterWithPayloadWriter(sw, ipc.WithSchema(schema), ipc.WithAllocator(mem),
 			ipc.WithDictionaryDeltas(cfg.deltas)),
 	}
@@ -121,7 +124,7 @@ func (w *Writer) writePlanned(ctx context.Context, rec arrow.RecordBatch) (done 
 		w.plan = newIPCPlan(w.schema)
 	}
 	p := w.plan
-	if p == nil || !rec.Schema().Equal(w.schema) || !p.prepare(rec) {
+	if p == nil || !w.sameSchema(rec.Schema()) || !p.prepare(rec) {
 		return false, nil
 	}
 	if p.tmpl == nil && !p.setTemplate(rec) {
@@ -143,6 +146,19 @@ func (w *Writer) writePlanned(ctx context.Context, rec arrow.RecordBatch) (done 
 	w.sw.bytes += uint64(total)
 	w.sw.batches++
 	return true, nil
+}
+
+// sameSchema reports whether s equals the stream's schema, comparing
+// field by field only when s is not the schema last found equal.
+func (w *Writer) sameSchema(s *arrow.Schema) bool {
+	if s == w.same {
+		return true
+	}
+	if !s.Equal(w.schema) {
+		return false
+	}
+	w.same = s
+	return true
 }
 
 func (w *Writer) write(rec arrow.RecordBatch) error {

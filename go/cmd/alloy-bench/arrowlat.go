@@ -66,14 +66,22 @@ func (s arrowShape) slotBytes() uint32 { return uint32(s.rows*48 + 128<<10) }
 
 var dictType = &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}
 
+// schema is the shape's schema, made once: the Build row builds its batch
+// in the timed region (that is what Build is), but a schema is not
+// per-batch work, and the IPC and Write rows reuse their record's.
 func (s arrowShape) schema() *arrow.Schema {
-	f := []arrow.Field{{Name: "v", Type: arrow.PrimitiveTypes.Int64}}
 	if s.id == "mixed" {
-		f = append(f, arrow.Field{Name: "s", Type: arrow.BinaryTypes.String, Nullable: true},
-			arrow.Field{Name: "d", Type: dictType, Nullable: true})
+		return shapeSchemas[1]
 	}
-	return arrow.NewSchema(f, nil)
+	return shapeSchemas[0]
 }
+
+var shapeSchemas = func() [2]*arrow.Schema {
+	f := []arrow.Field{{Name: "v", Type: arrow.PrimitiveTypes.Int64}}
+	mixed := append(f, arrow.Field{Name: "s", Type: arrow.BinaryTypes.String, Nullable: true},
+		arrow.Field{Name: "d", Type: dictType, Nullable: true})
+	return [2]*arrow.Schema{arrow.NewSchema(f, nil), arrow.NewSchema(mixed, nil)}
+}()
 
 var colors = []string{"red", "green", "blue", "cyan"}
 
@@ -204,9 +212,10 @@ func arrowGoRust(helper, transport string, sh arrowShape, iters int, busy, unche
 		if transport == "shm-go-cdata-write" {
 			send = func(stamp int64) error { vals[0] = stamp; return w.Write(rec) }
 		} else {
-			send = func(stamp int64) error {
-				return w.Build(func(mem memory.Allocator) (arrow.RecordBatch, error) { return sh.build(mem, stamp) })
-			}
+			// One callback for every batch (no closure made per send).
+			var cur int64
+			build := func(mem memory.Allocator) (arrow.RecordBatch, error) { return sh.build(mem, cur) }
+			send = func(stamp int64) error { cur = stamp; return w.Build(build) }
 		}
 		closeW = func() error {
 			err := w.Close()
