@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_shm::reqrep::{StopHandle, Worker, WorkerConfig};
+use alloy_shm::ring::WaitStrategy;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{Int64Array, RecordBatch};
@@ -50,6 +51,10 @@ struct Args {
     /// Slot size in bytes: the largest request or reply.
     #[arg(long, default_value_t = 2 << 20)]
     slot_size: u32,
+    /// Busy-wait for requests and reply space instead of parking
+    /// (WaitStrategy::Spin: lowest latency, one core per thread).
+    #[arg(long)]
+    spin: bool,
 }
 
 /// The handler: x -> (x, x2) with the sum in the metadata.
@@ -129,6 +134,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             slot_count: args.slots,
             slot_size: args.slot_size,
             threads: args.threads,
+            wait: if args.spin {
+                WaitStrategy::Spin
+            } else {
+                WaitStrategy::Blocking
+            },
             ..Default::default()
         },
     )?;

@@ -28,6 +28,7 @@ type Client struct {
 	cons     *ring.Consumer
 	session  uint64
 	mem      memory.Allocator
+	opts     Options
 
 	nextID atomic.Uint64
 	// send guards prod (not safe for concurrent use) and the schema cache;
@@ -60,11 +61,33 @@ const dialPoll = 10 * time.Millisecond
 // ctx. It subscribes to the replies before it can send anything
 // (LAYOUT.md §12.1). A second client process is refused with ErrBusy.
 func Dial(ctx context.Context, name string) (*Client, error) {
+	return DialWith(ctx, name, Options{})
+}
+
+// Options tune a Client; the zero value is what Dial uses.
+type Options struct {
+	// Wait is how the client waits for replies: ring.Blocking (spin
+	// briefly, then park on the futex) or ring.Spin (never park: the
+	// lowest round-trip latency, for latency-critical callers, at the cost
+	// of one busy core for as long as the client is open).
+	Wait ring.WaitStrategy
+	// ZeroCopy makes Call return result records read in place: their
+	// buffers are views of the reply slot, which stays held until the
+	// record's last array is released (no copy of the reply). Release
+	// results promptly: the reply ring has the worker's slot count, and
+	// while the client holds that many results a further reply waits for
+	// space (the worker drops it after its reply timeout). Without it,
+	// each reply is copied out of its slot and the slot freed at once.
+	ZeroCopy bool
+}
+
+// DialWith is Dial with options.
+func DialWith(ctx context.Context, name string, opts Options) (*Client, error) {
 	var rep *ring.Ring
 	var cons *ring.Consumer
 	for {
 		var err error
-		rep, cons, err = trySubscribe(name)
+		rep, cons, err = trySubscribe(name, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -98,7 +121,7 @@ func Dial(ctx context.Context, name string) (*Client, error) {
 	dctx, stop := context.WithCancel(context.Background())
 	c := &Client{
 		name: name, req: req, rep: rep, prod: prod, cons: cons,
-		session: newSession(), mem: memory.DefaultAllocator,
+		session: newSession(), mem: memory.DefaultAllocator, opts: opts,
 		send:    make(chan struct{}, 1),
 		pending: make(map[uint64]chan delivery),
 		stop:    stop, demuxDone: make(chan struct{}),
@@ -109,7 +132,7 @@ func Dial(ctx context.Context, name string) (*Client, error) {
 
 // trySubscribe returns the reply ring and our subscription once the channel
 // is ready (a live, open reply producer), nils while it is not.
-func trySubscribe(name string) (*ring.Ring, *ring.Consumer, error) {
+func trySubscribe(name string, opts Options) (*ring.Ring, *ring.Consumer, error) {
 	rep, err := ring.Open(ReplyRing(name))
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, ring.ErrNotInitialized) || errors.Is(err, ring.ErrTruncated) {
 		return nil, nil, nil // not created yet, or being created
@@ -128,7 +151,14 @@ func trySubscribe(name string) (*ring.Ring, *ring.Consumer, error) {
 		rep.Close() // the worker is still starting, or stopping
 		return nil, nil, nil
 	}
-	cons, err := rep.Subscribe(ring.ConsumerOptions{})
+	// Held zero-copy results are the caller's: they stall nothing but the
+	// worker's replies (bounded by its reply timeout), so the demultiplexer
+	// never gives up on them.
+	co := ring.ConsumerOptions{Wait: opts.Wait}
+	if opts.ZeroCopy {
+		co.HeldLeaseTimeout = ring.NoHeldLeaseTimeout
+	}
+	cons, err := rep.Subscribe(co)
 	if err != nil {
 		rep.Close()
 		return nil, nil, err
@@ -184,6 +214,10 @@ func (c *Client) Call(ctx context.Context, rec arrow.RecordBatch) (arrow.RecordB
 	case d, ok := <-ch:
 		if !ok {
 			return nil, c.goneErr()
+		}
+		if d.env.kind == kindReply && c.opts.ZeroCopy {
+			// The record takes over the lease (released on error).
+			return decodeReplyInPlace(d.lease, d.env, c.mem)
 		}
 		defer d.lease.Release()
 		if d.env.kind == kindError {

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/ignalina/alloy/go/internal/ipcframe"
+	"github.com/ignalina/alloy/go/ring"
 )
 
 // Encoding a record into a request slot (LAYOUT.md §12.2): the envelope,
@@ -176,3 +178,115 @@ func decodeReply(b []byte, e envelope, mem memory.Allocator) (rec arrow.RecordBa
 	rec.Retain()
 	return rec, nil
 }
+
+// decodeReplyInPlace decodes the record of a REPLY message from lease l
+// without copying its body: the record's buffers are views of the slot,
+// and the slot is released with the last of them (the body buffer's
+// allocator is the lease). The schema and dictionary messages are copied
+// (they are small, and the dictionaries are kept by the decoder's memo).
+// It takes over l: on error l is released.
+func decodeReplyInPlace(l *ring.Lease, e envelope, mem memory.Allocator) (rec arrow.RecordBatch, err error) {
+	var msgs []*ipc.Message
+	owned := false // a message body holds l
+	defer func() {
+		if p := recover(); p != nil {
+			rec, err = nil, fmt.Errorf("%w: decoder panicked: %v", ErrBadMessage, p)
+		}
+		for _, m := range msgs {
+			m.Release()
+		}
+		if err != nil || !owned {
+			l.Release() // idempotent
+		}
+	}()
+	b := l.Bytes()[envLen : envLen+int(e.schemaLen)+int(e.batchLen)]
+	for at := 0; at < len(b); {
+		meta, body, info, next, err := frameAt(b, at)
+		if err != nil {
+			return nil, err
+		}
+		var bodyBuf *memory.Buffer
+		if next == len(b) && info.Header == ipcframe.HeaderRecordBatch {
+			bodyBuf = memory.NewBufferWithAllocator(body, leaseOwner{l})
+			owned = true
+		} else {
+			bodyBuf = memory.NewBufferBytes(bytes.Clone(body))
+		}
+		msgs = append(msgs, ipc.NewMessage(memory.NewBufferBytes(bytes.Clone(meta)), bodyBuf))
+		bodyBuf.Release() // the message holds it now
+		at = next
+	}
+	if !owned {
+		return nil, fmt.Errorf("%w: the reply does not end with a record batch", ErrBadMessage)
+	}
+	rd, err := ipc.NewReaderFromMessageReader(&messageList{msgs: msgs}, ipc.WithAllocator(mem))
+	if err != nil {
+		return nil, fmt.Errorf("%w: schema: %v", ErrBadMessage, err)
+	}
+	defer rd.Release()
+	if !rd.Next() {
+		return nil, fmt.Errorf("%w: record batch: %v", ErrBadMessage, rd.Err())
+	}
+	rec = rd.RecordBatch()
+	rec.Retain()
+	return rec, nil
+}
+
+// frameAt checks the framed message at b[at:] (LAYOUT.md §8.1: marker,
+// metadata length, metadata, a body holding every buffer) and returns its
+// metadata and body as views of b and the offset of the next message.
+func frameAt(b []byte, at int) (meta, body []byte, info ipcframe.Info, next int, err error) {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: message at byte %d: %s", ErrBadMessage, at, fmt.Sprintf(format, a...))
+	}
+	rest := b[at:]
+	if len(rest) < 8 || binary.LittleEndian.Uint32(rest) != 0xFFFFFFFF {
+		return nil, nil, info, 0, bad("missing continuation marker")
+	}
+	metaLen := int64(int32(binary.LittleEndian.Uint32(rest[4:])))
+	if metaLen <= 0 || 8+metaLen > int64(len(rest)) {
+		return nil, nil, info, 0, bad("metadata size %d in %d bytes", metaLen, len(rest))
+	}
+	meta = rest[8 : 8+metaLen]
+	if info, err = ipcframe.Parse(meta); err != nil {
+		return nil, nil, info, 0, bad("%v", err)
+	}
+	if info.BodyLen < 0 || info.BodyLen > int64(len(rest))-8-metaLen {
+		return nil, nil, info, 0, bad("body length %d exceeds the %d bytes after the metadata", info.BodyLen, int64(len(rest))-8-metaLen)
+	}
+	for i := 0; i < info.NBufs; i++ {
+		off, n := info.Buffer(meta, i)
+		if off < 0 || n < 0 || off > info.BodyLen-n {
+			return nil, nil, info, 0, bad("buffer %d (offset %d, length %d) outside the %d-byte body", i, off, n, info.BodyLen)
+		}
+	}
+	end := 8 + metaLen + info.BodyLen
+	return meta, rest[8+metaLen : end], info, at + int(end), nil
+}
+
+// messageList is the ipc.MessageReader of decodeReplyInPlace: its
+// messages, then io.EOF. The caller releases the messages.
+type messageList struct {
+	msgs []*ipc.Message
+	next int
+}
+
+func (m *messageList) Message() (*ipc.Message, error) {
+	if m.next == len(m.msgs) {
+		return nil, io.EOF
+	}
+	m.next++
+	return m.msgs[m.next-1], nil
+}
+func (m *messageList) Retain()  {}
+func (m *messageList) Release() {}
+
+// leaseOwner is the memory.Allocator of a body read in place: freeing the
+// body releases the slot. It allocates nothing.
+type leaseOwner struct{ l *ring.Lease }
+
+func (o leaseOwner) Allocate(int) []byte { panic("reqrep: slot memory cannot grow") }
+func (o leaseOwner) Reallocate(int, []byte) []byte {
+	panic("reqrep: slot memory cannot grow")
+}
+func (o leaseOwner) Free([]byte) { o.l.Release() }

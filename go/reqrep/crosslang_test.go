@@ -446,7 +446,12 @@ func TestDictionaryColumnsRoundTrip(t *testing.T) {
 // must decode in Go to the same record.
 func TestEchoKeepsEveryType(t *testing.T) {
 	w := startWorker(t, 2)
-	c := dial(t, w.name)
+	echoEveryType(t, dial(t, w.name), nil)
+}
+
+// everyTypeRecord is the 1,000-row record of the echo tests: several
+// types, with nulls.
+func everyTypeRecord(t testing.TB) arrow.RecordBatch {
 	mem := memory.DefaultAllocator
 	md := arrow.MetadataFrom(map[string]string{"op": "echo"})
 	schema := arrow.NewSchema([]arrow.Field{
@@ -474,7 +479,14 @@ func TestEchoKeepsEveryType(t *testing.T) {
 			lb.ValueBuilder().(*array.Int32Builder).Append(int32(k))
 		}
 	}
-	rec := bld.NewRecordBatch()
+	return bld.NewRecordBatch()
+}
+
+// echoEveryType echoes slices of everyTypeRecord through c and compares;
+// check, when set, looks at each reply too.
+func echoEveryType(t *testing.T, c *Client, check func(rows [2]int64, out arrow.RecordBatch)) {
+	t.Helper()
+	rec := everyTypeRecord(t)
 	defer rec.Release()
 	for _, r := range [][2]int64{{0, 1000}, {0, 1}, {13, 14}, {3, 700}, {999, 1000}} {
 		part := rec.NewSlice(r[0], r[1])
@@ -485,7 +497,86 @@ func TestEchoKeepsEveryType(t *testing.T) {
 		if !array.RecordEqual(out, part) {
 			t.Fatalf("rows %v: echo differs:\n%v\n%v", r, out, part)
 		}
+		if check != nil {
+			check(r, out)
+		}
 		out.Release()
 		part.Release()
+	}
+}
+
+// With ZeroCopy, replies are read in place: every buffer of the result
+// lies in the reply ring's mapping, stays valid while held (also across
+// later calls), and its slot goes back when the record is released —
+// three times more calls than the ring has slots go through.
+func TestZeroCopyRepliesAreReadInPlace(t *testing.T) {
+	const slots = 8
+	w := startWorker(t, 2, "--slots", strconv.Itoa(slots))
+	for _, wait := range []ring.WaitStrategy{ring.Blocking, ring.Spin} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := DialWith(ctx, w.name, Options{ZeroCopy: true, Wait: wait})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		inSlot := func(what string, out arrow.RecordBatch) {
+			t.Helper()
+			for i, col := range out.Columns() {
+				for k, b := range col.Data().Buffers() {
+					if b != nil && b.Len() > 0 && !c.rep.Contains(b.Bytes()) {
+						t.Fatalf("%s: column %d buffer %d is not in the reply slot", what, i, k)
+					}
+				}
+			}
+		}
+		echoEveryType(t, c, func(r [2]int64, out arrow.RecordBatch) {
+			if out.NumRows() > 1 {
+				inSlot(fmt.Sprint("rows ", r), out)
+			}
+		})
+		// Held results stay intact while later calls reuse other slots.
+		var held []arrow.RecordBatch
+		for i := range slots / 2 {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			rec := xRecord([]int64{int64(i), 7}, nil)
+			out, err := c.Call(ctx, rec)
+			cancel()
+			rec.Release()
+			if err != nil {
+				t.Fatalf("wait %v, held call %d: %v (a released reply slot was not freed?)", wait, i, err)
+			}
+			inSlot("held", out)
+			held = append(held, out)
+		}
+		for i := range 3 * slots {
+			xs := []int64{int64(1000 + i), -int64(i)}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			rec := xRecord(xs, nil)
+			out, err := c.Call(ctx, rec)
+			cancel()
+			rec.Release()
+			if err != nil {
+				t.Fatalf("wait %v, call %d with %d results held: %v (a released reply slot was not freed?)", wait, i, len(held), err)
+			}
+			checkSquares(t, xs, out)
+			out.Release()
+			if i == slots/2-1 { // the ring is full up to the held ones
+				// Freeing the held ones lets the ring wrap.
+				for k, h := range held {
+					checkSquares(t, []int64{int64(k), 7}, h)
+					h.Release()
+				}
+				held = nil
+			}
+		}
+		// An error reply is still a RemoteError, not a record.
+		bad := xRecord([]int64{1}, map[string]string{"sleep_ms": "x"})
+		if _, err := c.Call(context.Background(), bad); !errors.Is(err, ErrRemote) {
+			t.Fatalf("bad request: %v, want ErrRemote", err)
+		}
+		bad.Release()
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

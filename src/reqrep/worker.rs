@@ -30,16 +30,23 @@ pub struct WorkerConfig {
     /// How long a reply waits for space on a full reply ring before it is
     /// dropped with a warning (the client stopped reading).
     pub reply_timeout: Duration,
+    /// How the worker threads wait for requests, and the reply producer
+    /// for space: [`WaitStrategy::Blocking`] (spin briefly, then park) or
+    /// [`WaitStrategy::Spin`] (never park: the lowest round-trip latency,
+    /// one busy core per worker thread while the worker serves).
+    pub wait: WaitStrategy,
 }
 
 impl Default for WorkerConfig {
-    /// 32 slots of 2 MiB per ring, one thread, 5 s reply timeout.
+    /// 32 slots of 2 MiB per ring, one thread, 5 s reply timeout, blocking
+    /// waits.
     fn default() -> Self {
         WorkerConfig {
             slot_count: 32,
             slot_size: 2 << 20,
             threads: 1,
             reply_timeout: Duration::from_secs(5),
+            wait: WaitStrategy::Blocking,
         }
     }
 }
@@ -170,7 +177,12 @@ impl Worker {
             .create()?;
         cleanup.0.push(&req_name);
         let consumers = (0..config.threads)
-            .map(|_| req.join_queue(QUEUE_GROUP))
+            .map(|_| {
+                req.consumer_builder()
+                    .queue(QUEUE_GROUP)
+                    .wait(config.wait)
+                    .create()
+            })
             .collect::<Result<Vec<_>, _>>()?;
         // Dead clients' subscriber entries are only reclaimed once the
         // reply ring fills (§11.3): leave room for a few.
@@ -181,7 +193,7 @@ impl Worker {
             .backpressure(Backpressure::Block {
                 timeout: Some(config.reply_timeout),
             })
-            .wait(WaitStrategy::default())
+            .wait(config.wait)
             .create()?;
         cleanup.0.clear();
         tracing::info!(channel = name, threads = config.threads, "worker ready");

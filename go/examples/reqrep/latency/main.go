@@ -37,8 +37,14 @@ func main() {
 	worker := flag.String("worker", "../target/release/examples/reqrep_worker", "path of the Rust reqrep_worker")
 	small := flag.Int("small-iters", 20000, "round trips of the 1-row batch")
 	big := flag.Int("big-iters", 2000, "round trips of the 1 MiB batch")
+	zeroCopy := flag.Bool("zero-copy", false, "read replies in place (reqrep.Options.ZeroCopy)")
+	spin := flag.Bool("spin", false, "busy-wait on both ends (reqrep.Options.Wait = ring.Spin, reqrep_worker --spin)")
 	flag.Parse()
-	if err := run(*worker, *small, *big); err != nil {
+	opts := reqrep.Options{ZeroCopy: *zeroCopy}
+	if *spin {
+		opts.Wait = ring.Spin
+	}
+	if err := run(*worker, *small, *big, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "latency:", err)
 		os.Exit(1)
 	}
@@ -77,10 +83,14 @@ func measure(iters int, f func() error) (time.Duration, time.Duration, error) {
 	return d[len(d)/2], d[len(d)*99/100], nil
 }
 
-func run(workerBin string, small, big int) error {
+func run(workerBin string, small, big int, opts reqrep.Options) error {
 	bridge.SetLogLevel(slog.LevelWarn) // the echo handler logs at INFO
 	name := fmt.Sprintf("alloy-rr-latency-%d", os.Getpid())
-	cmd := exec.Command(workerBin, "--name", name, "--threads", "1", "--slot-size", fmt.Sprint(4<<20))
+	args := []string{"--name", name, "--threads", "1", "--slot-size", fmt.Sprint(4 << 20)}
+	if opts.Wait == ring.Spin {
+		args = append(args, "--spin")
+	}
+	cmd := exec.Command(workerBin, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -99,12 +109,13 @@ func run(workerBin string, small, big int) error {
 		return fmt.Errorf("worker said %q", line)
 	}
 	ctx := context.Background()
-	client, err := reqrep.Dial(ctx, name)
+	client, err := reqrep.DialWith(ctx, name, opts)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
 
+	fmt.Printf("reqrep options: zero-copy replies %v, spin %v\n\n", opts.ZeroCopy, opts.Wait == ring.Spin)
 	fmt.Println("| batch | reqrep p50 | reqrep p99 | cgo bridge p50 | cgo bridge p99 | reqrep/bridge p50 | reqrep/bridge p99 |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
 	for _, c := range []struct {
