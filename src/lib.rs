@@ -79,7 +79,7 @@
 //!   about 100 ms: [`ring::RecvError::ProducerGone`] after everything it
 //!   published. An ended ring carries a new stream only if a producer asks
 //!   for one ([`ring::ProducerBuilder::new_stream`]); otherwise attaching
-//!   fails with [`ring::RingError::StreamEnded`].
+//!   fails with [`ring::AttachError::StreamEnded`].
 //! - **Holding batches**: a batch read in place holds its slot until it (and
 //!   every array sliced from it) is dropped, and the producer cannot get more
 //!   than `slot_count` messages ahead of the oldest held one. To keep batches,

@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use alloy_shm::region::{named_path, RegionError};
-use alloy_shm::ring::{Ring, RingError};
+use alloy_shm::ring::{OpenError, Ring};
 
 /// The group the ring is shared with: one no account needs to have.
 const GROUP: u32 = 4242;
@@ -197,7 +197,7 @@ fn group_child() {
             );
             for allow in [false, true] {
                 match Ring::builder(name).allow_foreign_owner(allow).open() {
-                    Err(RingError::Region(e @ RegionError::Io { .. })) => {
+                    Err(OpenError::Region(e @ RegionError::Io { .. })) => {
                         let RegionError::Io { source, .. } = &e else {
                             unreachable!()
                         };

@@ -7,7 +7,7 @@
 use std::os::fd::AsFd;
 
 use alloy_shm::region::{HugePages, RegionError};
-use alloy_shm::ring::{Ring, RingError};
+use alloy_shm::ring::{OpenError, Ring};
 
 fn free_huge_pages() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -45,7 +45,7 @@ fn anonymous_huge_pages_or_a_clear_refusal() {
     if free < 3 {
         let err = r.unwrap_err();
         assert!(
-            matches!(err, RingError::Region(RegionError::HugePages(_)))
+            matches!(err, OpenError::Region(RegionError::HugePages(_)))
                 && err.to_string().contains("/proc/sys/vm/nr_hugepages"),
             "{err}"
         );

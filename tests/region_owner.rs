@@ -19,7 +19,7 @@ use std::process::{Command, Output};
 
 use alloy_shm::layout::off;
 use alloy_shm::region::{named_path, Region, RegionError};
-use alloy_shm::ring::{Ring, RingConfig, RingError};
+use alloy_shm::ring::{OpenError, Ring, RingConfig};
 
 /// The uid (and gid) of the other side: `nobody` on Debian and most distros.
 const OTHER_UID: u32 = 65534;
@@ -90,7 +90,7 @@ fn check_refused_then_allowed(name: &str, owner: u32, me: u32) {
         format!("ring {name:?} is owned by uid {owner}, not by this user (uid {me})")
     );
     match Ring::open(name) {
-        Err(RingError::Region(RegionError::ForeignOwner { owner: o, .. })) => {
+        Err(OpenError::Region(RegionError::ForeignOwner { owner: o, .. })) => {
             assert_eq!(o, owner)
         }
         other => panic!("uid {me}: Ring::open: expected ForeignOwner, got {other:?}"),

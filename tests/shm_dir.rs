@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use alloy_shm::arrow::{in_mapping, IpcReader};
 use alloy_shm::region::{shm_dir, RegionError, SHM_DIR_ENV};
-use alloy_shm::ring::{Ring, RingError};
+use alloy_shm::ring::{OpenError, Ring};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 
 /// Tells `env_child` the ring to create: `<ring name>`.
@@ -65,7 +65,7 @@ fn builder_dir_creates_opens_and_unlinks_there() {
     // The default directory does not have it.
     assert!(matches!(
         Ring::open(&name),
-        Err(RingError::Region(RegionError::NotFound(_)))
+        Err(OpenError::Region(RegionError::NotFound(_)))
     ));
     // A second handle opened through the directory sees the same ring.
     let opened = Ring::builder(&name).dir(&dir.0).open().unwrap();
@@ -179,7 +179,7 @@ fn too_small_dir_fails_naming_shm_size_and_emptydir() {
     let name = name("small");
     // The default geometry: 64 slots of 1 MiB.
     let err = Ring::builder(&name).dir(&mnt.0 .0).create().unwrap_err();
-    let RingError::Region(RegionError::NoSpace {
+    let OpenError::Region(RegionError::NoSpace {
         needed, free, dir, ..
     }) = &err
     else {

@@ -167,21 +167,9 @@ pub enum ArrowShmError {
     Interrupted(String),
 }
 
-/// A send's error becomes the [`RingError`] variant of the same name and
-/// text (`?` on a send keeps matching as `ArrowShmError::Ring(RingError::…)`).
-impl From<crate::ring::SendError> for ArrowShmError {
-    fn from(e: crate::ring::SendError) -> Self {
-        ArrowShmError::Ring(e.into())
-    }
-}
-
-/// A receive's error becomes the [`RingError`] variant of the same name and
-/// text (`?` on a receive keeps matching as `ArrowShmError::Ring(RingError::…)`).
-impl From<crate::ring::RecvError> for ArrowShmError {
-    fn from(e: crate::ring::RecvError) -> Self {
-        ArrowShmError::Ring(e.into())
-    }
-}
+// Open, attach, send and receive errors become the `RingError` variant of
+// the same name and text (`?` keeps matching as `ArrowShmError::Ring(…)`).
+crate::ring::error::ring_errors_into!(ArrowShmError::Ring);
 
 impl ArrowShmError {
     /// Whether this is a wait that ran out of time: the schema wait

@@ -66,9 +66,12 @@ pub enum FlightShmError {
         /// What is wrong.
         reason: String,
     },
-    /// A region operation failed; a ring name that breaks LAYOUT.md §1
-    /// (`[A-Za-z0-9._-]`, 1–200 bytes) is
+    /// A region check on this side failed, kept whole: the writer's check
+    /// of the ring name (LAYOUT.md §1: `[A-Za-z0-9._-]`, 1–200 bytes) is
     /// [`RegionError::InvalidName`](crate::region::RegionError::InvalidName).
+    /// The gateway's own ring errors (not found, another user's ring, no
+    /// space, …) arrive as [`FlightShmError::Status`], whose code follows
+    /// the real cause and whose message is the error's whole text.
     #[error(transparent)]
     Region(#[from] crate::region::RegionError),
     /// Connecting to the server failed.

@@ -27,7 +27,7 @@ use crate::arrow::{detach_dictionaries, ArrowShmError, IpcReader, IpcWriter};
 use crate::arrow::{write_split, Summary};
 use crate::layout::{Layout, LayoutError, RingConfig};
 use crate::region::{validate_name, RegionError};
-use crate::ring::{Ring, RingError};
+use crate::ring::{OpenError, Ring, RingError};
 
 /// Settings of a [`Gateway`].
 #[derive(Debug, Clone, Copy)]
@@ -169,10 +169,10 @@ impl Gateway {
     /// Opens ring `name`, creating it with the configured geometry if absent.
     fn open_or_create(&self, name: &str) -> Result<Ring, Status> {
         match Ring::open(name) {
-            Err(RingError::Region(RegionError::NotFound(_))) => {
+            Err(OpenError::Region(RegionError::NotFound(_))) => {
                 match Ring::builder(name).config(self.inner.config.ring).create() {
                     // Created by someone else in between: use theirs.
-                    Err(RingError::Region(RegionError::AlreadyExists(_))) => Ring::open(name),
+                    Err(OpenError::Region(RegionError::AlreadyExists(_))) => Ring::open(name),
                     other => other,
                 }
             }
@@ -182,8 +182,10 @@ impl Gateway {
     }
 }
 
-/// The gRPC status for a ring error on ring `name`.
-fn ring_status(name: &str, e: RingError) -> Status {
+/// The gRPC status for a ring error on ring `name` (an open, attach, send
+/// or receive error is matched as the [`RingError`] it converts into).
+fn ring_status(name: &str, e: impl Into<RingError>) -> Status {
+    let e: RingError = e.into();
     let msg = format!("ring {name:?}: {e}");
     match e {
         RingError::ProducerExists { .. } => Status::already_exists(msg),
@@ -507,5 +509,69 @@ impl FlightService for Gateway {
         _: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         Err(Status::unimplemented(format!("ListActions: {ONLY}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::AttachError;
+    use tonic::Code;
+
+    /// An open or attach error keeps its real cause on the way to gRPC:
+    /// the code follows the region error, and the message is its whole
+    /// text (an I/O error's OS error included).
+    #[test]
+    fn ring_status_keeps_the_real_cause() {
+        let cases = [
+            (
+                ring_status("r", OpenError::Region(RegionError::NotFound("r".into()))),
+                Code::NotFound,
+                "does not exist",
+            ),
+            (
+                ring_status(
+                    "r",
+                    OpenError::Region(RegionError::ForeignOwner {
+                        name: "r".into(),
+                        owner: 1,
+                        me: 2,
+                    }),
+                ),
+                Code::PermissionDenied,
+                "owned by uid 1",
+            ),
+            (
+                ring_status(
+                    "r",
+                    OpenError::Region(RegionError::Io {
+                        what: "opening /dev/shm/r".into(),
+                        source: std::io::Error::from_raw_os_error(13),
+                    }),
+                ),
+                Code::FailedPrecondition,
+                "opening /dev/shm/r: Permission denied",
+            ),
+            (
+                ring_status("r", AttachError::ProducerExists { pid: 7 }),
+                Code::AlreadyExists,
+                "pid 7",
+            ),
+            (
+                ring_status(
+                    "r",
+                    AttachError::TableFull {
+                        table: "member",
+                        max: 4,
+                    },
+                ),
+                Code::ResourceExhausted,
+                "member table is full",
+            ),
+        ];
+        for (status, code, text) in cases {
+            assert_eq!(status.code(), code, "{status}");
+            assert!(status.message().contains(text), "{status}");
+        }
     }
 }

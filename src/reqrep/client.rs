@@ -16,7 +16,8 @@ use super::envelope::{Envelope, Kind};
 use super::{check_name, reply_ring, request_ring, ReqRepError};
 use crate::region::RegionError;
 use crate::ring::{
-    monotonic_ns, Backpressure, Consumer, Lease, Producer, RecvError, Ring, RingError, WaitStrategy,
+    monotonic_ns, AttachError, Backpressure, Consumer, Lease, OpenError, Producer, RecvError, Ring,
+    RingError, WaitStrategy,
 };
 
 /// How long one blocked reservation or demultiplexer wait lasts before the
@@ -112,7 +113,7 @@ impl Client {
             .create()
         {
             Ok(p) => p,
-            Err(RingError::ProducerExists { pid }) => {
+            Err(AttachError::ProducerExists { pid }) => {
                 return Err(ReqRepError::Busy {
                     name: name.into(),
                     pid,
@@ -148,8 +149,8 @@ impl Client {
     fn try_subscribe(name: &str) -> Result<Option<Consumer>, ReqRepError> {
         let rep = match Ring::open(&reply_ring(name)) {
             Ok(r) => r,
-            Err(RingError::Region(RegionError::NotFound(_))) => return Ok(None),
-            Err(RingError::Region(RegionError::Layout { .. })) => return Ok(None), // being created
+            Err(OpenError::Region(RegionError::NotFound(_))) => return Ok(None),
+            Err(OpenError::Region(RegionError::Layout { .. })) => return Ok(None), // being created
             Err(e) => return Err(e.into()),
         };
         let pid = rep.producer_pid();

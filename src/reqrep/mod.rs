@@ -155,21 +155,9 @@ pub enum ReqRepError {
     Closed,
 }
 
-/// A send's error becomes the [`RingError`] variant of the same name and
-/// text (`?` on a send keeps matching as `ReqRepError::Ring(RingError::…)`).
-impl From<crate::ring::SendError> for ReqRepError {
-    fn from(e: crate::ring::SendError) -> Self {
-        ReqRepError::Ring(e.into())
-    }
-}
-
-/// A receive's error becomes the [`RingError`] variant of the same name and
-/// text (`?` on a receive keeps matching as `ReqRepError::Ring(RingError::…)`).
-impl From<crate::ring::RecvError> for ReqRepError {
-    fn from(e: crate::ring::RecvError) -> Self {
-        ReqRepError::Ring(e.into())
-    }
-}
+// Open, attach, send and receive errors become the `RingError` variant of
+// the same name and text (`?` keeps matching as `ReqRepError::Ring(…)`).
+crate::ring::error::ring_errors_into!(ReqRepError::Ring);
 
 fn check_name(name: &str) -> Result<(), ReqRepError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {

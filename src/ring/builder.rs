@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use super::producer::AttachOptions;
-use super::{Backpressure, Consumer, ConsumerKind, Producer, Ring, RingError};
+use super::{AttachError, Backpressure, Consumer, ConsumerKind, OpenError, Producer, Ring};
 use crate::layout::RingConfig;
 use crate::region::{HugePages, NamedOptions, Region, RegionError};
 use crate::signal::WaitStrategy;
@@ -187,7 +187,7 @@ impl RingBuilder {
 
     /// Creates the ring; a named ring that already exists is an error
     /// ([`RegionError::AlreadyExists`]).
-    pub fn create(self) -> Result<Ring, RingError> {
+    pub fn create(self) -> Result<Ring, OpenError> {
         match &self.name {
             Some(name) => Ring::create_opts(name, &self.config, &self.named),
             None if self.named.huge_pages == HugePages::Off && !self.named.prefault => {
@@ -201,11 +201,11 @@ impl RingBuilder {
     }
 
     /// Opens the existing named ring. Geometry set on the builder must match
-    /// the ring's, else [`RingError::ConfigMismatch`]; fields left unset are
+    /// the ring's, else [`OpenError::ConfigMismatch`]; fields left unset are
     /// taken from the ring.
-    pub fn open(self) -> Result<Ring, RingError> {
+    pub fn open(self) -> Result<Ring, OpenError> {
         let Some(name) = &self.name else {
-            return Err(RingError::InvalidArgument(
+            return Err(OpenError::InvalidArgument(
                 "an anonymous ring cannot be opened by name; pass its fd to Ring::open_fd".into(),
             ));
         };
@@ -217,17 +217,17 @@ impl RingBuilder {
     /// Opens the named ring if it exists (checked like [`RingBuilder::open`]),
     /// else creates it. Safe against a concurrent creator: whoever loses the
     /// creation race opens the winner's ring.
-    pub fn open_or_create(self) -> Result<Ring, RingError> {
+    pub fn open_or_create(self) -> Result<Ring, OpenError> {
         if self.name.is_none() {
             return self.create();
         }
         match self.clone().create() {
-            Err(RingError::Region(RegionError::AlreadyExists(_))) => self.open(),
+            Err(OpenError::Region(RegionError::AlreadyExists(_))) => self.open(),
             other => other,
         }
     }
 
-    fn check(&self, ring: &Ring) -> Result<(), RingError> {
+    fn check(&self, ring: &Ring) -> Result<(), OpenError> {
         let have = ring.config();
         let want = self.config;
         let fields = [
@@ -254,7 +254,7 @@ impl RingBuilder {
         ];
         for (bit, field, want, have) in fields {
             if self.set & bit != 0 && want != have {
-                return Err(RingError::ConfigMismatch {
+                return Err(OpenError::ConfigMismatch {
                     field,
                     requested: want,
                     actual: have,
@@ -286,7 +286,7 @@ impl ProducerBuilder {
     /// stream, see its end once, then receive the new stream. On an open
     /// ring with messages it ends that stream too (its producer died or
     /// detached); on an open, empty stream it changes nothing. Without it,
-    /// attaching to a closed ring fails with [`RingError::StreamEnded`].
+    /// attaching to a closed ring fails with [`AttachError::StreamEnded`].
     pub fn new_stream(mut self, on: bool) -> Self {
         self.opts.new_stream = on;
         self
@@ -338,10 +338,10 @@ impl ProducerBuilder {
         self
     }
 
-    /// Attaches the producer ([`RingError::ProducerExists`] if a live one is
-    /// attached, [`RingError::StreamEnded`] if the ring's stream was closed
+    /// Attaches the producer ([`AttachError::ProducerExists`] if a live one is
+    /// attached, [`AttachError::StreamEnded`] if the ring's stream was closed
     /// and [`ProducerBuilder::new_stream`] is off).
-    pub fn create(self) -> Result<Producer, RingError> {
+    pub fn create(self) -> Result<Producer, AttachError> {
         let mut p = self
             .ring
             .producer_opts(self.backpressure, self.wait, self.opts)?;
@@ -430,9 +430,9 @@ impl ConsumerBuilder {
     }
 
     /// Joins the ring.
-    pub fn create(self) -> Result<Consumer, RingError> {
+    pub fn create(self) -> Result<Consumer, AttachError> {
         if self.kind == ConsumerKind::Queue(0) {
-            return Err(RingError::InvalidArgument(
+            return Err(AttachError::InvalidArgument(
                 "queue group must be >= 1".into(),
             ));
         }
@@ -467,7 +467,7 @@ mod tests {
         assert_eq!(back.create().unwrap().kind(), ConsumerKind::Broadcast);
         assert!(matches!(
             ring.consumer_builder().queue(0).create(),
-            Err(RingError::InvalidArgument(_))
+            Err(AttachError::InvalidArgument(_))
         ));
     }
 
@@ -488,7 +488,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                RingError::ConfigMismatch {
+                OpenError::ConfigMismatch {
                     field: "slot_size",
                     requested: 256,
                     actual: 128
@@ -498,7 +498,7 @@ mod tests {
         );
         assert!(matches!(
             Ring::builder(&name).slot_count(4).create(),
-            Err(RingError::Region(RegionError::AlreadyExists(_)))
+            Err(OpenError::Region(RegionError::AlreadyExists(_)))
         ));
         let again = Ring::builder(&name).slot_count(4).open_or_create().unwrap();
         assert_eq!(again.config(), ring.config());
@@ -534,7 +534,7 @@ mod tests {
         assert!(Ring::builder("bad/name").create().is_err());
         assert!(matches!(
             Ring::anonymous_builder().open(),
-            Err(RingError::InvalidArgument(_))
+            Err(OpenError::InvalidArgument(_))
         ));
     }
 
@@ -564,7 +564,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             ring.producer_builder().create(),
-            Err(RingError::ProducerExists { .. })
+            Err(AttachError::ProducerExists { .. })
         ));
         tx.send(b"a", 0).unwrap();
         tx.send(b"b", 0).unwrap();

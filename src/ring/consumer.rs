@@ -11,7 +11,7 @@ use crossbeam_utils::Backoff;
 use super::liveness::{self, Heartbeat};
 use super::proto::{self, Claim, Words};
 use super::redeliver::{self, QueueClaim};
-use super::{counters, table, ConsumerKind, RecvError, RingError, Shared};
+use super::{counters, table, AttachError, ConsumerKind, RecvError, RingError, Shared};
 use crate::layout::{done, off};
 use crate::signal::{futex_wait, EventFd, WaitStrategy};
 use crate::sync::Ordering;
@@ -83,7 +83,7 @@ impl Consumer {
         kind: ConsumerKind,
         wait: WaitStrategy,
         history: u32,
-    ) -> Result<Consumer, RingError> {
+    ) -> Result<Consumer, AttachError> {
         let sh = &*shared;
         // Payloads are read through a read-only mapping, so a consumer
         // bug cannot scribble over a slot (LAYOUT.md §1).

@@ -5,12 +5,153 @@
 //! function returning `RingError` keeps working), variant to the variant of
 //! the same name and text, so code matching on `RingError` sees what it saw
 //! before.
+//!
+//! Opening and attaching keep the region layer's own error whole
+//! ([`OpenError::Region`], [`AttachError::Region`]: one enum per layer,
+//! chained with `#[from]`), so `NotFound`, `ForeignOwner`, `NoSpace` or an
+//! `Io` with its OS error reach the caller as the region reported them.
 
 use std::time::Duration;
 
 use thiserror::Error;
 
 use super::RingError;
+use crate::region::RegionError;
+
+/// `From` every per-operation ring error ([`OpenError`], [`AttachError`],
+/// [`SendError`], [`RecvError`]) into a higher layer's error enum through
+/// its `$variant(RingError)` variant, where each becomes the [`RingError`]
+/// variant of the same name and text: `?` on any ring operation keeps
+/// matching as `$outer::$variant(RingError::…)`.
+macro_rules! ring_errors_into {
+    ($outer:ident :: $variant:ident) => {
+        $crate::ring::error::ring_errors_into!(
+            @each $outer::$variant: OpenError AttachError SendError RecvError
+        );
+    };
+    (@each $outer:ident :: $variant:ident : $($e:ident)*) => {
+        $(
+            impl From<$crate::ring::$e> for $outer {
+                fn from(e: $crate::ring::$e) -> Self {
+                    $outer::$variant(e.into())
+                }
+            }
+        )*
+    };
+}
+pub(crate) use ring_errors_into;
+
+/// What creating or opening a ring can fail with
+/// ([`RingBuilder::create`](super::RingBuilder::create),
+/// [`RingBuilder::open`](super::RingBuilder::open),
+/// [`RingBuilder::open_or_create`](super::RingBuilder::open_or_create),
+/// [`Ring::open`](super::Ring::open), [`Ring::open_fd`](super::Ring::open_fd)).
+#[derive(Debug, Error)]
+pub enum OpenError {
+    /// Creating, opening or mapping the region failed: a bad name
+    /// ([`RegionError::InvalidName`]), no such ring
+    /// ([`RegionError::NotFound`]), one that already exists
+    /// ([`RegionError::AlreadyExists`]), another user's ring
+    /// ([`RegionError::ForeignOwner`]), too little room in the directory
+    /// with the `--shm-size` hint ([`RegionError::NoSpace`]), no huge pages
+    /// ([`RegionError::HugePages`]), bytes that are not an Alloy ring of
+    /// this version ([`RegionError::Layout`]), an fd that is not a sealed
+    /// memfd ([`RegionError::NotSealed`]), not Linux
+    /// ([`RegionError::UnsupportedPlatform`]) or a system call's error
+    /// ([`RegionError::Io`], permission denied included, with the OS error
+    /// as its source).
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    /// An existing ring's geometry differs from what the builder asked for.
+    #[error("the ring's {field} is {actual}, not the requested {requested}")]
+    ConfigMismatch {
+        /// The [`RingConfig`](super::RingConfig) field that differs.
+        field: &'static str,
+        /// Value asked for.
+        requested: u32,
+        /// Value of the existing ring.
+        actual: u32,
+    },
+    /// The builder cannot do what was asked (an anonymous ring opened by
+    /// name: pass its fd to `Ring::open_fd`).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl From<OpenError> for RingError {
+    fn from(e: OpenError) -> RingError {
+        match e {
+            OpenError::Region(r) => RingError::Region(r),
+            OpenError::ConfigMismatch {
+                field,
+                requested,
+                actual,
+            } => RingError::ConfigMismatch {
+                field,
+                requested,
+                actual,
+            },
+            OpenError::InvalidArgument(s) => RingError::InvalidArgument(s),
+        }
+    }
+}
+
+/// What attaching an endpoint to an open ring can fail with: the producer
+/// ([`ProducerBuilder::create`](super::ProducerBuilder::create),
+/// [`Ring::producer`](super::Ring::producer)) or a consumer
+/// ([`ConsumerBuilder::create`](super::ConsumerBuilder::create),
+/// [`Ring::subscribe`](super::Ring::subscribe),
+/// [`Ring::join_queue`](super::Ring::join_queue)).
+#[derive(Debug, Error)]
+pub enum AttachError {
+    /// Another producer is attached (one producer per ring).
+    #[error("ring already has a producer (pid {pid})")]
+    ProducerExists {
+        /// Pid recorded in the header.
+        pid: u32,
+    },
+    /// A producer attaching without
+    /// [`ProducerBuilder::new_stream`](super::ProducerBuilder::new_stream)
+    /// found the ring's stream ended (LAYOUT.md §4.1).
+    #[error(
+        "the stream on ring {ring} ended at sequence {seq}: a producer must start a new stream \
+         on it (ProducerBuilder::new_stream; Go: ProducerOptions.NewStream), or remove the ring"
+    )]
+    StreamEnded {
+        /// The ring's name (`(anonymous)` for a memfd ring).
+        ring: String,
+        /// `published` when the stream ended: its last message was `seq - 1`.
+        seq: u64,
+    },
+    /// No free entry: the subscriber table (a new broadcast consumer or
+    /// queue group) or the member table (any consumer handle) is full.
+    #[error("the ring's {table} table is full ({max} entries)")]
+    TableFull {
+        /// `"subscriber"` or `"member"`.
+        table: &'static str,
+        /// Table size.
+        max: u32,
+    },
+    /// Invalid argument (queue group 0).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A consumer's read-only mapping of the region failed
+    /// ([`RegionError::Io`] with the OS error as its source).
+    #[error(transparent)]
+    Region(#[from] RegionError),
+}
+
+impl From<AttachError> for RingError {
+    fn from(e: AttachError) -> RingError {
+        match e {
+            AttachError::ProducerExists { pid } => RingError::ProducerExists { pid },
+            AttachError::StreamEnded { ring, seq } => RingError::StreamEnded { ring, seq },
+            AttachError::TableFull { table, max } => RingError::TableFull { table, max },
+            AttachError::InvalidArgument(s) => RingError::InvalidArgument(s),
+            AttachError::Region(r) => RingError::Region(r),
+        }
+    }
+}
 
 /// What a receive ([`Consumer::recv`](super::Consumer::recv),
 /// [`Consumer::try_recv`](super::Consumer::try_recv),
@@ -181,6 +322,22 @@ impl From<SendError> for RingError {
 mod tests {
     use super::*;
 
+    /// Each error converts into the umbrella variant of the same name and
+    /// text.
+    fn same_in_umbrella<E>(errors: impl IntoIterator<Item = E>)
+    where
+        E: std::fmt::Display + std::fmt::Debug,
+        RingError: From<E>,
+    {
+        for e in errors {
+            let text = e.to_string();
+            let name = format!("{e:?}");
+            let u = RingError::from(e);
+            assert_eq!(u.to_string(), text);
+            assert_eq!(format!("{u:?}"), name);
+        }
+    }
+
     /// Each per-operation variant reads exactly as its umbrella variant
     /// (tests and docs match on the texts).
     #[test]
@@ -201,13 +358,7 @@ mod tests {
             },
             RecvError::RetentionStall { seq: 9, held: 2 },
         ];
-        for e in recv {
-            let text = e.to_string();
-            let name = format!("{e:?}");
-            let u = RingError::from(e);
-            assert_eq!(u.to_string(), text);
-            assert_eq!(format!("{u:?}"), name);
-        }
+        same_in_umbrella(recv);
         let send = [
             SendError::Full { slots: 4 },
             SendError::Timeout(Duration::from_millis(5)),
@@ -224,12 +375,54 @@ mod tests {
                 remaining: 2,
             },
         ];
-        for e in send {
-            let text = e.to_string();
-            let name = format!("{e:?}");
-            let u = RingError::from(e);
-            assert_eq!(u.to_string(), text);
-            assert_eq!(format!("{u:?}"), name);
-        }
+        same_in_umbrella(send);
+        let region = || RegionError::NotFound("r".into());
+        let io = || RegionError::Io {
+            what: "mmap read-only".into(),
+            source: std::io::Error::from_raw_os_error(12),
+        };
+        let open = [
+            OpenError::Region(region()),
+            OpenError::Region(io()),
+            OpenError::ConfigMismatch {
+                field: "slot_count",
+                requested: 8,
+                actual: 4,
+            },
+            OpenError::InvalidArgument("anonymous".into()),
+        ];
+        same_in_umbrella(open);
+        let attach = [
+            AttachError::ProducerExists { pid: 7 },
+            AttachError::StreamEnded {
+                ring: "r".into(),
+                seq: 3,
+            },
+            AttachError::TableFull {
+                table: "member",
+                max: 4,
+            },
+            AttachError::InvalidArgument("queue group must be >= 1".into()),
+            AttachError::Region(io()),
+        ];
+        same_in_umbrella(attach);
+    }
+
+    /// The region's own error stays the source chain's first link, so an
+    /// `Io` keeps its OS error (what a caller logging `source()` sees).
+    #[test]
+    fn region_cause_is_kept() {
+        use std::error::Error as _;
+        let e = OpenError::from(RegionError::Io {
+            what: "opening /dev/shm/r".into(),
+            source: std::io::Error::from_raw_os_error(13),
+        });
+        let source = e.source().expect("the OS error");
+        let os = source
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(os.raw_os_error(), Some(13));
+        let u = RingError::from(e);
+        assert!(u.source().is_some_and(|s| s.is::<std::io::Error>()));
     }
 }

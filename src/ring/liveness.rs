@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn takeover_needs_death_not_a_stale_heartbeat() {
         use crate::layout::off;
-        use crate::ring::{Ring, RingConfig, RingError};
+        use crate::ring::{Ring, RingConfig};
         let ring = Ring::anonymous_builder()
             .config(RingConfig {
                 slot_count: 4,
@@ -252,7 +252,7 @@ mod tests {
         sh.hdr64(off::PRODUCER_HEARTBEAT).store(1, Ordering::SeqCst);
         assert!(matches!(
             ring.producer(),
-            Err(RingError::ProducerExists { pid }) if pid == ppid
+            Err(crate::ring::AttachError::ProducerExists { pid }) if pid == ppid
         ));
         assert!(ring.producer_alive());
         // The same pid, another start time: the pid was reused.

@@ -19,7 +19,7 @@
 mod builder;
 mod consumer;
 mod counters;
-mod error;
+pub(crate) mod error;
 // The damaged-ring exerciser of the fuzz target `damaged_ring`: it needs
 // crate internals (raw header words), so it stays here, hidden and only
 // compiled for the crate's tests and the non-default `fuzzing` feature.
@@ -31,6 +31,8 @@ mod producer;
 pub(crate) mod proto;
 pub(crate) mod redeliver;
 mod seqlock;
+#[doc(hidden)]
+pub mod slot_copy;
 use seqlock::SeqRead;
 pub mod stat;
 mod table;
@@ -52,7 +54,7 @@ pub use crate::signal::WaitStrategy;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 pub use builder::{ConsumerBuilder, ProducerBuilder, RingBuilder};
 pub use consumer::{Consumer, Lease, DEFAULT_HELD_LEASE_TIMEOUT};
-pub use error::{RecvError, SendError};
+pub use error::{AttachError, OpenError, RecvError, SendError};
 /// Peer-liveness timing (LAYOUT.md §11): how often heartbeats are written,
 /// when a heartbeat counts as stalled, how often a waiting consumer checks its producer.
 pub use liveness::{HEARTBEAT_PERIOD, PRODUCER_CHECK, STALE_AFTER};
@@ -421,7 +423,7 @@ impl Ring {
         name: &str,
         config: &RingConfig,
         opts: &NamedOptions,
-    ) -> Result<Ring, RingError> {
+    ) -> Result<Ring, OpenError> {
         let ring = Self::wrap(
             Region::create_named_opts(name, config, opts)?,
             Ident::real(),
@@ -439,13 +441,13 @@ impl Ring {
     /// `/dev/shm` or `$ALLOY_SHM_DIR` ([`crate::region::shm_dir`]). A
     /// shortcut for [`Ring::builder`]`(name).open()`, which also takes a
     /// directory, an owner check and the geometry to expect.
-    pub fn open(name: &str) -> Result<Ring, RingError> {
+    pub fn open(name: &str) -> Result<Ring, OpenError> {
         Self::open_opts(name, &NamedOptions::default())
     }
 
     /// Opens the existing named ring with directory and owner options; what
     /// [`RingBuilder::open`] runs.
-    pub(crate) fn open_opts(name: &str, opts: &NamedOptions) -> Result<Ring, RingError> {
+    pub(crate) fn open_opts(name: &str, opts: &NamedOptions) -> Result<Ring, OpenError> {
         let ring = Self::wrap(Region::open_named_opts(name, opts)?, Ident::real());
         tracing::debug!(name, "ring opened");
         Ok(ring)
@@ -453,7 +455,7 @@ impl Ring {
 
     /// Creates an anonymous ring in a sealed memfd; what
     /// [`RingBuilder::create`] runs for [`Ring::anonymous_builder`].
-    pub(crate) fn create_anonymous(config: &RingConfig) -> Result<Ring, RingError> {
+    pub(crate) fn create_anonymous(config: &RingConfig) -> Result<Ring, OpenError> {
         let ring = Self::wrap(Region::create_anonymous("ring", config)?, Ident::real());
         tracing::debug!(
             slots = config.slot_count,
@@ -464,7 +466,7 @@ impl Ring {
     }
 
     /// Opens a ring from a descriptor inherited from or sent by its creator.
-    pub fn open_fd(fd: OwnedFd) -> Result<Ring, RingError> {
+    pub fn open_fd(fd: OwnedFd) -> Result<Ring, OpenError> {
         Ok(Self::wrap(Region::from_fd(fd)?, Ident::real()))
     }
 
@@ -541,7 +543,7 @@ impl Ring {
     /// Attaches the ring's single producer with default options (blocking
     /// back-pressure without timeout, spin-then-park waiting): a shortcut
     /// for [`Ring::producer_builder`]`().create()`.
-    pub fn producer(&self) -> Result<Producer, RingError> {
+    pub fn producer(&self) -> Result<Producer, AttachError> {
         self.producer_builder().create()
     }
 
@@ -550,7 +552,7 @@ impl Ring {
         backpressure: Backpressure,
         wait: WaitStrategy,
         opts: producer::AttachOptions,
-    ) -> Result<Producer, RingError> {
+    ) -> Result<Producer, AttachError> {
         Producer::attach(self.shared.clone(), backpressure, wait, opts)
     }
 
@@ -575,14 +577,14 @@ impl Ring {
     /// Joins as a new broadcast consumer, starting at the current head: it
     /// will see every message published from now on. A shortcut for
     /// [`Ring::consumer_builder`]`().create()`.
-    pub fn subscribe(&self) -> Result<Consumer, RingError> {
+    pub fn subscribe(&self) -> Result<Consumer, AttachError> {
         self.consumer_builder().create()
     }
 
     /// Joins (or creates) work-queue group `group` (≥ 1): each message goes
     /// to exactly one member of the group. A shortcut for
     /// [`Ring::consumer_builder`]`().queue(group).create()`.
-    pub fn join_queue(&self, group: u32) -> Result<Consumer, RingError> {
+    pub fn join_queue(&self, group: u32) -> Result<Consumer, AttachError> {
         self.consumer_builder().queue(group).create()
     }
 

@@ -9,7 +9,7 @@ use crossbeam_utils::Backoff;
 use super::liveness::{self, Heartbeat};
 use super::proto::ProducerCursor;
 use super::watch::{self, start_stream, Receivers, Watch};
-use super::{counters, seqlock, table, RingError, SendError, Shared};
+use super::{counters, seqlock, table, AttachError, RingError, SendError, Shared};
 use crate::layout::off;
 use crate::signal::{futex_wait, futex_wake_all, WaitStrategy};
 use crate::sync::Ordering;
@@ -85,7 +85,7 @@ impl Producer {
         backpressure: Backpressure,
         wait: WaitStrategy,
         opts: AttachOptions,
-    ) -> Result<Producer, RingError> {
+    ) -> Result<Producer, AttachError> {
         let pid = shared.ident.pid;
         let me = shared.ident.word();
         // The identity word at 80: `producer_pid` and `producer_start`,
@@ -97,7 +97,7 @@ impl Producer {
         // LAYOUT.md §11.2: only a dead holder may be replaced (one with our
         // own identity is another handle of this process).
         if holder_pid != 0 && (holder == me || !liveness::identity_dead(holder)) {
-            return Err(RingError::ProducerExists { pid: holder_pid });
+            return Err(AttachError::ProducerExists { pid: holder_pid });
         }
         // Heartbeat before the identity (a hint for inspection tools).
         let hb_word = shared.hdr64(off::PRODUCER_HEARTBEAT);
@@ -105,7 +105,7 @@ impl Producer {
         // SeqCst: one producer per ring; the CAS decides who it is. (If we
         // lose, the heartbeat we wrote is the winner's to overwrite.)
         if let Err(other) = slot.compare_exchange(holder, me, Ordering::SeqCst, Ordering::SeqCst) {
-            return Err(RingError::ProducerExists {
+            return Err(AttachError::ProducerExists {
                 pid: liveness::identity_pid(other),
             });
         }
@@ -119,7 +119,7 @@ impl Producer {
             start_stream(&shared)
         } else if shared.hdr32(off::CLOSED).load(Ordering::Acquire) == 1 {
             let _ = slot.compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst);
-            return Err(RingError::StreamEnded {
+            return Err(AttachError::StreamEnded {
                 ring: shared.region.name().unwrap_or("(anonymous)").to_string(),
                 seq: shared.hdr64(off::PUBLISHED).load(Ordering::Acquire),
             });
@@ -338,7 +338,7 @@ impl Producer {
     /// Returns the message's sequence number.
     pub fn send(&mut self, bytes: &[u8], flags: u32) -> Result<u64, SendError> {
         let mut r = self.reserve(bytes.len())?;
-        r[..bytes.len()].copy_from_slice(bytes);
+        super::slot_copy::copy_to_slot(&mut r[..bytes.len()], bytes);
         r.publish(bytes.len(), flags)
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crossbeam_utils::Backoff;
 
 use super::proto::{self, Words};
-use super::{counters, liveness, redeliver, watch, ConsumerKind, RingError, Shared};
+use super::{counters, liveness, redeliver, watch, AttachError, ConsumerKind, Shared};
 use crate::layout::{kind, off, state};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
@@ -201,7 +201,7 @@ pub(crate) struct Joined {
 /// queue group `group` (creating the group's subscriber entry if it is the
 /// first member), starting up to `history` messages before the head
 /// (LAYOUT.md §5.3 steps 1–5).
-pub(crate) fn join(sh: &Shared, kind: ConsumerKind, history: u32) -> Result<Joined, RingError> {
+pub(crate) fn join(sh: &Shared, kind: ConsumerKind, history: u32) -> Result<Joined, AttachError> {
     let (kind_, group) = (kind.word(), kind.group());
     let cfg = sh.layout.config;
     let now = sh.ident.now_ns();
@@ -440,8 +440,8 @@ fn free_entry<'a>(
     table: &'static str,
     max: u32,
     state_of: impl Fn(usize) -> &'a AtomicU32,
-) -> Result<usize, RingError> {
+) -> Result<usize, AttachError> {
     (0..max as usize)
         .find(|&i| state_of(i).load(Ordering::SeqCst) == state::FREE)
-        .ok_or(RingError::TableFull { table, max })
+        .ok_or(AttachError::TableFull { table, max })
 }

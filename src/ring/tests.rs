@@ -282,7 +282,7 @@ fn end_of_stream_after_drain_and_send_after_close_fails() {
     assert!(c.recv().unwrap().is_none());
     assert!(matches!(
         r.producer(),
-        Err(RingError::StreamEnded { seq: 2, .. })
+        Err(AttachError::StreamEnded { seq: 2, .. })
     ));
 }
 
@@ -296,7 +296,7 @@ fn one_producer_at_a_time_and_reattach_continues() {
     let mut p = r.producer().unwrap();
     assert!(matches!(
         r.producer(),
-        Err(RingError::ProducerExists { .. })
+        Err(AttachError::ProducerExists { .. })
     ));
     p.send(b"a", 0).unwrap();
     drop(p);
@@ -437,7 +437,7 @@ fn tables_fill_up_with_a_clear_error() {
     let _b = r.join_queue(3).unwrap();
     assert!(matches!(
         r.subscribe(),
-        Err(RingError::TableFull {
+        Err(AttachError::TableFull {
             table: "subscriber",
             max: 2
         })
@@ -445,14 +445,14 @@ fn tables_fill_up_with_a_clear_error() {
     let _c = r.join_queue(3).unwrap(); // same group: no new subscriber entry
     assert!(matches!(
         r.join_queue(3),
-        Err(RingError::TableFull {
+        Err(AttachError::TableFull {
             table: "member",
             max: 3
         })
     ));
     assert!(matches!(
         r.join_queue(0),
-        Err(RingError::InvalidArgument(_))
+        Err(AttachError::InvalidArgument(_))
     ));
 }
 
@@ -466,7 +466,7 @@ fn named_region_is_0600_reopenable_and_validated() {
     assert_eq!(mode, 0o600);
     assert!(matches!(
         Ring::builder(&name).config(cfg(4, 64)).create(),
-        Err(RingError::Region(RegionError::AlreadyExists(_)))
+        Err(OpenError::Region(RegionError::AlreadyExists(_)))
     ));
     let mut c = Ring::open(&name).unwrap().subscribe().unwrap();
     r.producer().unwrap().send(b"hi", 0).unwrap();
@@ -482,7 +482,7 @@ fn named_region_is_0600_reopenable_and_validated() {
         let got = Ring::open(&bad);
         Ring::remove(&bad).unwrap();
         match got {
-            Err(RingError::Region(RegionError::Layout { source, .. })) if want(&source) => {}
+            Err(OpenError::Region(RegionError::Layout { source, .. })) if want(&source) => {}
             other => panic!("unexpected {other:?}"),
         }
     };
@@ -503,11 +503,11 @@ fn named_region_is_0600_reopenable_and_validated() {
     });
     assert!(matches!(
         Ring::open("no-such-ring-here"),
-        Err(RingError::Region(RegionError::NotFound(_)))
+        Err(OpenError::Region(RegionError::NotFound(_)))
     ));
     assert!(matches!(
         Ring::open("../etc/passwd"),
-        Err(RingError::Region(RegionError::InvalidName(_)))
+        Err(OpenError::Region(RegionError::InvalidName(_)))
     ));
     Ring::remove(&name).unwrap();
 }
@@ -538,7 +538,7 @@ fn memfd_is_sealed_against_resizing_and_shares_by_fd() {
     rustix::fs::ftruncate(&raw, size).unwrap();
     assert!(matches!(
         Ring::open_fd(raw),
-        Err(RingError::Region(RegionError::NotSealed))
+        Err(OpenError::Region(RegionError::NotSealed))
     ));
 }
 

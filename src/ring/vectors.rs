@@ -324,7 +324,7 @@ fn expect(name: &str) -> Value {
 }
 
 /// Opens vector bytes through the real open path (a file under /dev/shm).
-fn open_bytes(bytes: &[u8]) -> Result<Ring, RingError> {
+fn open_bytes(bytes: &[u8]) -> Result<Ring, OpenError> {
     let name = format!("alloy-vec-{}-{}", std::process::id(), monotonic_ns());
     std::fs::write(crate::region::named_path(&name), bytes).unwrap();
     let r = Ring::open(&name);
@@ -473,7 +473,7 @@ fn layout_vectors_reader_refuses_bad_files() {
     assert!(map.len() >= 5);
     for (name, kind) in map {
         let err = match open_bytes(&load(name)) {
-            Err(RingError::Region(RegionError::Layout { source, .. })) => source,
+            Err(OpenError::Region(RegionError::Layout { source, .. })) => source,
             other => panic!("{name}: expected a layout error, got {other:?}"),
         };
         let got = match err {

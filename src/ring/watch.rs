@@ -201,7 +201,7 @@ mod tests {
         // A producer that does not ask for a new stream is told what to do.
         let err = r.producer().unwrap_err();
         assert!(
-            matches!(err, RingError::StreamEnded { seq: 2, .. }),
+            matches!(err, crate::ring::AttachError::StreamEnded { seq: 2, .. }),
             "{err}"
         );
         assert!(err.to_string().contains("ended at sequence 2"), "{err}");

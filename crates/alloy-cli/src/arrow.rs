@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use alloy_shm::arrow::{write_split, ArrowShmError, CDataWriter, IpcWriter, Summary};
 use alloy_shm::layout::LayoutError;
 use alloy_shm::region::RegionError;
-use alloy_shm::ring::{Ring, RingError};
+use alloy_shm::ring::{OpenError, Ring, RingError};
 
 mod recv;
 pub use recv::{parse_compression, parse_duration, read_times, recv, RecvEnd, RecvOptions};
@@ -113,10 +113,10 @@ pub fn region_error(e: &RegionError) -> String {
     }
 }
 
-/// [`region_error`] for a ring error.
-pub fn ring_error(e: &RingError) -> String {
+/// [`region_error`] for the error of opening a ring.
+pub fn open_error(e: &OpenError) -> String {
     match e {
-        RingError::Region(r) => region_error(r),
+        OpenError::Region(r) => region_error(r),
         e => e.to_string(),
     }
 }
@@ -261,7 +261,7 @@ pub fn send_paced(
     before: &mut dyn FnMut(u64),
 ) -> Result<Summary, String> {
     let mode = check_mode(mode)?;
-    let r = Ring::open(ring).map_err(|e| ring_error(&e))?;
+    let r = Ring::open(ring).map_err(|e| open_error(&e))?;
     // The input's schema first (an unreadable input is the error to
     // report), then whether the ring can take the stream.
     let reader = open_arrow(input)?;

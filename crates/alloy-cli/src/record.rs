@@ -142,7 +142,7 @@ pub struct HzOptions<'a> {
 /// messages and payload bytes per second, until `count` windows, the
 /// `duration`, the end of the stream (a last, shorter window) or `stop`.
 pub fn hz(o: &HzOptions<'_>, out: &mut dyn FnMut(&str)) -> Result<u64, String> {
-    let r = Ring::open(o.ring).map_err(|e| crate::arrow::ring_error(&e))?;
+    let r = Ring::open(o.ring).map_err(|e| crate::arrow::open_error(&e))?;
     let mut c = r.subscribe().map_err(|e| e.to_string())?;
     out("ready");
     let begin = Instant::now();

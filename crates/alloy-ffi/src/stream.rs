@@ -149,13 +149,20 @@ enum StreamError {
     Panic(String),
 }
 
-/// A send's error becomes the [`RingError`] variant of the same name (so a
-/// send's `Timeout` is [`ALLOY_ERR_TIMEOUT`] too).
-impl From<alloy_shm::ring::SendError> for StreamError {
-    fn from(e: alloy_shm::ring::SendError) -> Self {
-        Self::Ring(e.into())
-    }
+/// An open, attach or send error becomes the [`RingError`] variant of the
+/// same name (so a send's `Timeout` is [`ALLOY_ERR_TIMEOUT`] too).
+macro_rules! ring_errors_into_stream_error {
+    ($($e:ident)*) => {
+        $(
+            impl From<alloy_shm::ring::$e> for StreamError {
+                fn from(e: alloy_shm::ring::$e) -> Self {
+                    Self::Ring(e.into())
+                }
+            }
+        )*
+    };
 }
+ring_errors_into_stream_error!(OpenError AttachError SendError);
 
 impl StreamError {
     fn code(&self) -> i64 {

@@ -1,7 +1,9 @@
 //! The C ABI of `crates/alloy-ffi/src/ffi.rs`, driven the way a C caller would: arrow-rs
 //! plays the foreign producer and consumer of the C Data Interface.
 
-use std::ffi::{c_char, CStr, CString};
+mod common;
+
+use std::ffi::{c_char, CString};
 use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -82,15 +84,7 @@ fn call(
     };
     let inputs_released = arrays.iter().all(FFI_ArrowArray::is_released)
         && schemas.iter().all(|s| s.release().is_none());
-    let err = (!err.is_null()).then(|| {
-        // SAFETY: a NUL-terminated string from the library, freed once below.
-        let text = unsafe { CStr::from_ptr(err) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: returned by the library and not used afterwards.
-        unsafe { alloy_string_free(err) };
-        text
-    });
+    let err = common::take_err(err);
     let result = (!out_array.is_released()).then(|| {
         // SAFETY: the library exported a valid struct array into `out_array`.
         let data = unsafe { from_ffi(out_array, &out_schema) }.unwrap();

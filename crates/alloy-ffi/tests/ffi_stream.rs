@@ -2,7 +2,9 @@
 //! a C engine would (arrow-rs plays the engine), and from a real C program
 //! (`tests/c/stream.c`, built with gcc against `target/release/liballoy_ffi.a`).
 
-use std::ffi::{c_char, CStr, CString};
+mod common;
+
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::ptr;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use alloy_ffi::ffi::{alloy_string_free, ALLOY_ERR_NULL_POINTER, ALLOY_OK};
+use alloy_ffi::ffi::{ALLOY_ERR_NULL_POINTER, ALLOY_OK};
 use alloy_ffi::stream::*;
 use alloy_shm::arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
 use alloy_shm::arrow_array::{
@@ -18,6 +20,7 @@ use alloy_shm::arrow_array::{
 };
 use alloy_shm::arrow_schema::ArrowError;
 use alloy_shm::ring::Ring;
+use common::take_err;
 
 fn unique(tag: &str) -> String {
     format!("alloy-ffi-stream-{tag}-{}", std::process::id())
@@ -29,6 +32,18 @@ impl Drop for Named {
     fn drop(&mut self) {
         let _ = Ring::remove(&self.0);
     }
+}
+
+/// A new named ring of `slots` slots of 64 KiB, with its name and the
+/// guard that removes it.
+fn named_ring(tag: &str, slots: u32) -> (String, Named, Ring) {
+    let name = unique(tag);
+    let ring = Ring::builder(&name)
+        .slot_count(slots)
+        .slot_size(1 << 16)
+        .create()
+        .unwrap();
+    (name.clone(), Named(name), ring)
 }
 
 /// Batch `b` of `rows` rows: x = b*rows + i, s = "v<x>" (what stream.c checks).
@@ -92,18 +107,6 @@ fn produce_after_join(ring: Ring, n: i64, rows: i64) -> thread::JoinHandle<()> {
     })
 }
 
-fn take_err(err: *mut c_char) -> Option<String> {
-    (!err.is_null()).then(|| {
-        // SAFETY: a NUL-terminated string from the library, freed once below.
-        let text = unsafe { CStr::from_ptr(err) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: returned by the library and not used afterwards.
-        unsafe { alloy_string_free(err) };
-        text
-    })
-}
-
 fn open(
     name: &str,
     options: Option<&AlloyStreamOptions>,
@@ -134,13 +137,7 @@ fn options(timeout_ms: i64) -> AlloyStreamOptions {
 
 #[test]
 fn open_stream_reads_in_place_and_release_frees_slots() {
-    let name = unique("read");
-    let _g = Named(name.clone());
-    let ring = Ring::builder(&name)
-        .slot_count(4)
-        .slot_size(1 << 16)
-        .create()
-        .unwrap();
+    let (name, _g, ring) = named_ring("read", 4);
     // 12 batches through 4 slots: the producer finishes only because
     // releasing the arrays gives the slots back.
     let producer = produce_after_join(ring.clone(), 12, 100);
@@ -177,13 +174,7 @@ fn open_stream_reads_in_place_and_release_frees_slots() {
 
 #[test]
 fn open_stream_copy_and_queue_group() {
-    let name = unique("copy");
-    let _g = Named(name.clone());
-    let ring = Ring::builder(&name)
-        .slot_count(4)
-        .slot_size(1 << 16)
-        .create()
-        .unwrap();
+    let (name, _g, ring) = named_ring("copy", 4);
     let producer = produce_after_join(ring.clone(), 6, 10);
     let mut o = options(20_000);
     o.copy = true;
@@ -211,13 +202,7 @@ fn open_stream_errors() {
     assert!(out.release().is_none());
     assert!(err.unwrap().contains("missing"));
     // A ring with no producer: the schema wait times out.
-    let name = unique("timeout");
-    let _g = Named(name.clone());
-    let ring = Ring::builder(&name)
-        .slot_count(4)
-        .slot_size(1 << 16)
-        .create()
-        .unwrap();
+    let (name, _g, ring) = named_ring("timeout", 4);
     let (code, out, err) = open(&name, Some(&options(100)));
     assert_eq!(code, ALLOY_ERR_TIMEOUT, "{err:?}");
     assert!(out.release().is_none());
@@ -288,13 +273,7 @@ fn read_back(ring: &Ring) -> thread::JoinHandle<Vec<RecordBatch>> {
 #[test]
 fn publish_stream_into_an_existing_ring_both_modes() {
     for (mode, tag) in [(ALLOY_MODE_IPC, "ipc"), (ALLOY_MODE_CDATA, "cdata")] {
-        let name = unique(&format!("pub-{tag}"));
-        let _g = Named(name.clone());
-        let ring = Ring::builder(&name)
-            .slot_count(4)
-            .slot_size(1 << 16)
-            .create()
-            .unwrap();
+        let (name, _g, ring) = named_ring(&format!("pub-{tag}"), 4);
         let reader = read_back(&ring);
         let sent: Vec<RecordBatch> = (0..10).map(|b| batch(b, 50)).collect();
         let (code, counts, err, released) = publish(
@@ -362,13 +341,7 @@ fn publish_stream_creates_the_ring() {
 
 #[test]
 fn publish_stream_input_failure_ends_the_ring_stream() {
-    let name = unique("pub-fail");
-    let _g = Named(name.clone());
-    let ring = Ring::builder(&name)
-        .slot_count(4)
-        .slot_size(1 << 16)
-        .create()
-        .unwrap();
+    let (name, _g, ring) = named_ring("pub-fail", 4);
     let reader = read_back(&ring);
     let input = vec![
         Ok(batch(0, 5)),
@@ -458,13 +431,7 @@ fn c_program_reads_and_publishes() {
     // Read: the library writes 16 batches through 8 slots while the C
     // program holds two at a time, checks values and that they lie in its
     // mapping of the ring.
-    let name = unique("c-read");
-    let _g = Named(name.clone());
-    let ring = Ring::builder(&name)
-        .slot_count(8)
-        .slot_size(1 << 16)
-        .create()
-        .unwrap();
+    let (name, _g, ring) = named_ring("c-read", 8);
     let producer = produce_after_join(ring.clone(), 16, 64);
     let out = run_c(&prog, &["read", &name, "16", "64"]);
     producer.join().unwrap();
@@ -477,13 +444,7 @@ fn c_program_reads_and_publishes() {
         )
     );
     // Publish: the C program's own stream, read back with the library.
-    let name = unique("c-pub");
-    let _g2 = Named(name.clone());
-    let ring = Ring::builder(&name)
-        .slot_count(4)
-        .slot_size(1 << 16)
-        .create()
-        .unwrap();
+    let (name, _g2, ring) = named_ring("c-pub", 4);
     let reader = read_back(&ring);
     let out = run_c(&prog, &["publish", &name, "10", "100"]);
     assert!(out.starts_with("ok publish batches=10 rows=1000"), "{out}");

@@ -341,7 +341,7 @@ impl Drop for Sink {
 /// file is left).
 pub fn recv(opts: &RecvOptions<'_>, ready: impl FnOnce()) -> Result<RecvReport, String> {
     let name = opts.ring;
-    let r = Ring::open(name).map_err(|e| super::ring_error(&e))?;
+    let r = Ring::open(name).map_err(|e| super::open_error(&e))?;
     let ino = inode(name);
     let ended = |r: &Ring| {
         format!(
