@@ -17,21 +17,33 @@ import (
 // record the general way.
 var planKinds = func() (k []int) {
 	for i, dt := range columnTypes {
-		if planWidth(dt) != 0 {
+		if _, ok := planColumnOf(dt); ok {
 			k = append(k, i)
 		}
 	}
 	return k
 }()
 
-// plannedRuns counts the writtenMessages calls in which the plan wrote.
-var plannedRuns int
+// planned counts, per kind of column, the batches the plan wrote in
+// writtenMessages calls (a column of that kind in the batch).
+var plannedBatches map[planKind]uint64
 
 // writtenMessages writes recs with a Writer, planned or not, and returns
 // every message it published.
 func writtenMessages(t tb, recs []arrow.RecordBatch, planned bool) [][]byte {
-	r := newRing(t, 16, 1<<20)
+	// Every message stays in the ring until the end (nothing reads before
+	// Close): room for the schema and 6 batches of 5 dictionaries each.
+	// The ring is closed on return, not at the end of the test: rapid runs
+	// hundreds of cases (thousands while shrinking) in one test.
+	cfg := ring.DefaultConfig()
+	cfg.SlotCount, cfg.SlotSize, cfg.SchemaCapacity = 64, 64<<10, 1<<14
+	r, err := ring.CreateAnonymous("arrowshm-plan-test", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
 	c := subscribe(t, r)
+	defer c.Close()
 	w := NewWriter(producer(t, r), recs[0].Schema())
 	if !planned {
 		w.planned = true // and no plan: arrow-go's encoder for every batch
@@ -41,8 +53,10 @@ func writtenMessages(t tb, recs []arrow.RecordBatch, planned bool) [][]byte {
 			t.Fatal(err)
 		}
 	}
-	if planned && w.plan != nil && w.plan.tmpl != nil {
-		plannedRuns++
+	if planned && w.plan != nil && w.plan.batches > 0 {
+		for _, c := range w.plan.cols {
+			plannedBatches[c.kind] += w.plan.batches
+		}
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -72,14 +86,20 @@ func allNull(rec arrow.RecordBatch, i int) arrow.RecordBatch {
 }
 
 // The plan writes the very bytes arrow-go's encoder and ipcframe.Write
-// produce (the wire format of LAYOUT.md §8.1), for every fixed-width type,
-// with and without nulls, all-null columns, sliced records and zero rows
-// (which go the general way), and batches the plan does not carry.
+// produce (the wire format of LAYOUT.md §8.1), for every type it carries
+// (fixed-width, binary and utf8 of both offset widths, dictionaries), with
+// and without nulls, all-null columns, sliced records and zero rows (which
+// go the general way), batches the plan does not carry, and batches that
+// share their dictionaries (slices of one or two records: planned while
+// the dictionary is the one last sent, the general way with the dictionary
+// message when it changes).
 func TestIPCPlanMatchesArrowGo(t *testing.T) {
-	plannedRuns = 0
+	plannedBatches = map[planKind]uint64{}
 	defer func() {
-		if !t.Failed() && plannedRuns == 0 {
-			t.Fatal("the plan never wrote a batch")
+		for _, k := range []planKind{planFixed, planBinary, planDict} {
+			if !t.Failed() && plannedBatches[k] == 0 {
+				t.Fatalf("the plan never wrote a batch with a column of kind %d", k)
+			}
 		}
 	}()
 	rapid.Check(t, func(rt *rapid.T) {
@@ -88,17 +108,33 @@ func TestIPCPlanMatchesArrowGo(t *testing.T) {
 			kinds = append(kinds, rapid.IntRange(0, len(columnTypes)-1).Draw(rt, "kind"))
 		}
 		var recs []arrow.RecordBatch
-		for i := range rapid.IntRange(1, 4).Draw(rt, "batches") {
-			rows := rapid.IntRange(0, 300).Draw(rt, "rows")
-			offset := rapid.SampledFrom([]int{0, 0, 3, 8, 17}).Draw(rt, "offset")
+		if rapid.Bool().Draw(rt, "shared") {
+			// Slices of one or two records: their dictionaries are shared.
+			var srcs []arrow.RecordBatch
 			nulls := rapid.Bool().Draw(rt, "nulls")
-			rec := randomRecord(memory.DefaultAllocator, uint64(i)*7919+uint64(rows), kinds, rows, offset, nulls)
-			if rapid.IntRange(0, 3).Draw(rt, "all-null") == 0 {
-				nr := allNull(rec, 0)
-				rec.Release()
-				rec = nr
+			for j := range rapid.IntRange(1, 2).Draw(rt, "sources") {
+				srcs = append(srcs, randomRecord(memory.DefaultAllocator, uint64(j)*31+7, kinds, 320, 0, nulls))
 			}
-			recs = append(recs, rec)
+			defer release(srcs)
+			for range rapid.IntRange(1, 6).Draw(rt, "batches") {
+				src := srcs[rapid.IntRange(0, len(srcs)-1).Draw(rt, "source")]
+				start := rapid.SampledFrom([]int64{0, 0, 0, 5, 17}).Draw(rt, "start")
+				end := rapid.Int64Range(start, 320).Draw(rt, "end")
+				recs = append(recs, src.NewSlice(start, end))
+			}
+		} else {
+			for i := range rapid.IntRange(1, 4).Draw(rt, "batches") {
+				rows := rapid.IntRange(0, 300).Draw(rt, "rows")
+				offset := rapid.SampledFrom([]int{0, 0, 3, 8, 17}).Draw(rt, "offset")
+				nulls := rapid.Bool().Draw(rt, "nulls")
+				rec := randomRecord(memory.DefaultAllocator, uint64(i)*7919+uint64(rows), kinds, rows, offset, nulls)
+				if rapid.IntRange(0, 3).Draw(rt, "all-null") == 0 {
+					nr := allNull(rec, 0)
+					rec.Release()
+					rec = nr
+				}
+				recs = append(recs, rec)
+			}
 		}
 		defer release(recs)
 		want := writtenMessages(rt, recs, false)
@@ -114,33 +150,42 @@ func TestIPCPlanMatchesArrowGo(t *testing.T) {
 	})
 }
 
-// Once the schema is sent, Writer.Write of a fixed-width record allocates
-// nothing (the plan's hot path).
+// Once the schema and the dictionaries are sent, Writer.Write of a record
+// of every type the plan carries (fixed-width, binary, utf8, dictionary)
+// allocates nothing (the plan's hot path), and so does the mixed shape of
+// the benchmarks (int64, utf8, dictionary of utf8).
 func TestWriterPlanAllocatesNothing(t *testing.T) {
-	rec := randomRecord(memory.DefaultAllocator, 1, planKinds, 1024, 0, true)
-	defer rec.Release()
-	r := newRing(t, 4, 1<<20)
-	p, err := r.NewProducer(ring.ProducerOptions{}) // no consumer: nothing waits
+	all := randomRecord(memory.DefaultAllocator, 1, planKinds, 1024, 0, true)
+	defer all.Release()
+	mixed, err := benchShape{"mixed", 1024, true}.build(memory.DefaultAllocator)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := NewWriter(p, rec.Schema())
-	defer w.Close()
-	for range 2 { // the schema and a batch the general way, then one planned
-		if err := w.Write(rec); err != nil {
+	defer mixed.Release()
+	for _, rec := range []arrow.RecordBatch{all, mixed} {
+		r := newRing(t, 4, 1<<20)
+		p, err := r.NewProducer(ring.ProducerOptions{}) // no consumer: nothing waits
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if w.plan == nil || w.plan.tmpl == nil {
-		t.Fatal("no plan for a fixed-width schema")
-	}
-	allocs := testing.AllocsPerRun(100, func() {
-		if err := w.Write(rec); err != nil {
-			t.Fatal(err)
+		w := NewWriter(p, rec.Schema())
+		defer w.Close()
+		for range 2 { // the schema, dictionaries and a batch the general way, then one planned
+			if err := w.Write(rec); err != nil {
+				t.Fatal(err)
+			}
 		}
-	})
-	if allocs != 0 {
-		t.Fatalf("Writer.Write allocates %.1f times per batch", allocs)
+		if w.plan == nil || w.plan.batches == 0 {
+			t.Fatalf("no planned batch for %s", rec.Schema())
+		}
+		allocs := testing.AllocsPerRun(100, func() {
+			if err := w.Write(rec); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Fatalf("Writer.Write allocates %.1f times per batch of %s", allocs, rec.Schema())
+		}
 	}
 }
 

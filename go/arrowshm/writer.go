@@ -22,8 +22,10 @@ import (
 // slot. Close ends the stream.
 //
 // Once the schema is sent, a record batch of a schema whose columns are
-// all fixed-width is written by a per-schema plan (ipc_plan.go) instead of
-// arrow-go's encoder: the same bytes, with no allocation per batch.
+// all flat (fixed-width, binary, utf8, or dictionary-encoded) is written by
+// a per-schema plan (ipc_plan.go) instead of arrow-go's encoder: the same
+// bytes, with no allocation per batch. A batch whose dictionary is not the
+// one last sent goes through arrow-go's writer, which sends the dictionary.
 //
 // A record whose message would not fit in a slot is split into row ranges
 // that do (so one Write may publish several batches). Writer is not safe
@@ -111,19 +113,28 @@ func (w *Writer) WriteContext(ctx context.Context, rec arrow.RecordBatch) (err e
 	}
 	w.sw.ctx = ctx
 	defer func() { w.sw.ctx = nil }()
-	rec = w.dicts.Copy(rec)
-	defer rec.Release()
-	return w.write(rec)
+	cp := w.dicts.Copy(rec)
+	defer cp.Release()
+	err = w.write(cp)
+	if p := w.planFor(); p != nil {
+		p.noteDictionaries(rec, err == nil)
+	}
+	return err
+}
+
+// planFor is the schema's plan (made on first use), nil if it has none.
+func (w *Writer) planFor() *ipcPlan {
+	if !w.planned {
+		w.planned = true
+		w.plan = newIPCPlan(w.schema)
+	}
+	return w.plan
 }
 
 // writePlanned writes rec with the schema's plan if it applies; done
 // reports that it did (or failed trying: err).
 func (w *Writer) writePlanned(ctx context.Context, rec arrow.RecordBatch) (done bool, err error) {
-	if !w.planned {
-		w.planned = true
-		w.plan = newIPCPlan(w.schema)
-	}
-	p := w.plan
+	p := w.planFor()
 	if p == nil || !w.sameSchema(rec.Schema()) || !p.prepare(rec) {
 		return false, nil
 	}
@@ -145,6 +156,7 @@ func (w *Writer) writePlanned(ctx context.Context, rec arrow.RecordBatch) (done 
 	}
 	w.sw.bytes += uint64(total)
 	w.sw.batches++
+	p.batches++
 	return true, nil
 }
 
