@@ -31,6 +31,7 @@ mod producer;
 pub(crate) mod proto;
 pub(crate) mod redeliver;
 mod seqlock;
+// Public (hidden) for `benches/slot_copy.rs`, which measures its routines.
 #[doc(hidden)]
 pub mod slot_copy;
 use seqlock::SeqRead;

@@ -1,0 +1,130 @@
+//! Bandwidth of copies into shared memory, the way a producer fills a slot
+//! (issue #14 §3): `copy_from_slice` (glibc `memcpy`) against the explicit
+//! routines of `alloy_shm::ring::slot_copy` (`rep movsb`, an AVX2 loop with
+//! ordinary stores, an AVX2 loop with non-temporal stores), 1–64 MiB, from
+//! a heap source into a fresh 64 MiB `MAP_SHARED` memfd mapping (pre-faulted
+//! once, as a ring's slots are after their first use).
+//!
+//! Rounds are interleaved: every round copies each size with each routine
+//! in a rotating order, so machine noise falls on all of them alike; the
+//! report is the median GB/s per (size, routine) and each routine's ratio
+//! to `copy_from_slice` in the same run.
+//!
+//! Run: `cargo bench -p alloy-shm --features tokio,flight --bench slot_copy`
+//! (`-- --rounds N` for more rounds). Under `cargo test` it runs one round
+//! and checks that every routine copies exactly.
+
+use std::time::Instant;
+
+use alloy_shm::ring::slot_copy;
+use memmap2::MmapMut;
+
+const MIB: usize = 1 << 20;
+const SIZES: [usize; 7] = [MIB / 4, MIB, 2 * MIB, 4 * MIB, 16 * MIB, 32 * MIB, 64 * MIB];
+
+/// A fresh shared mapping of `len` bytes (memfd, `MAP_SHARED`), every page
+/// touched once.
+fn shared_region(len: usize) -> MmapMut {
+    let fd = rustix::fs::memfd_create("alloy-slot-copy", rustix::fs::MemfdFlags::CLOEXEC)
+        .expect("memfd_create");
+    let file = std::fs::File::from(fd);
+    file.set_len(len as u64).expect("ftruncate");
+    // SAFETY: the memfd is private to this process and nobody else maps or
+    // resizes it while the mapping lives.
+    let mut map = unsafe { MmapMut::map_mut(&file) }.expect("mmap");
+    for page in map.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    map
+}
+
+/// Reads every byte of `b` (sums it as u64 words).
+fn read_all(b: &[u8]) -> u64 {
+    b.chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+        .fold(0, u64::wrapping_add)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if smoke { 1 } else { 15 });
+    let routines = slot_copy::available();
+    let src: Vec<u8> = (0..64 * MIB).map(|i| (i * 31 + i / 4096) as u8).collect();
+    let mut dst = shared_region(64 * MIB);
+    // GB/s per size, per routine: the copy alone, and the copy followed by
+    // a read of every copied byte (what a consumer that reads the whole
+    // payload adds: non-temporal stores leave it outside the cache).
+    let mut gbps = vec![vec![Vec::new(); routines.len()]; SIZES.len()];
+    let mut read_gbps = vec![vec![Vec::new(); routines.len()]; SIZES.len()];
+    let mut sink = 0u64;
+    for round in 0..rounds {
+        for (si, &size) in SIZES.iter().enumerate() {
+            // Enough repetitions for ~64 MiB per measurement.
+            let reps = (64 * MIB / size).max(1);
+            for k in 0..routines.len() {
+                let ri = (k + round) % routines.len();
+                let r = routines[ri];
+                let t = Instant::now();
+                for i in 0..reps {
+                    // Different destination offsets (as ring slots are),
+                    // 64-byte aligned like a slot's payload.
+                    let at = (i * size) % (64 * MIB - size + 1) / 64 * 64;
+                    r.copy(&mut dst[at..at + size], &src[..size]);
+                }
+                let secs = t.elapsed().as_secs_f64();
+                gbps[si][ri].push((reps * size) as f64 / secs / 1e9);
+                let t = Instant::now();
+                for i in 0..reps {
+                    let at = (i * size) % (64 * MIB - size + 1) / 64 * 64;
+                    r.copy(&mut dst[at..at + size], &src[..size]);
+                    sink = sink.wrapping_add(read_all(&dst[at..at + size]));
+                }
+                let secs = t.elapsed().as_secs_f64();
+                read_gbps[si][ri].push((reps * size) as f64 / secs / 1e9);
+                if smoke {
+                    let at = ((reps - 1) * size) % (64 * MIB - size + 1) / 64 * 64;
+                    assert!(
+                        dst[at..at + size] == src[..size],
+                        "{} copied wrongly at {size} bytes",
+                        r.name()
+                    );
+                }
+            }
+        }
+    }
+    std::hint::black_box(sink);
+    for (title, table) in [("copy", &mut gbps), ("copy, then read", &mut read_gbps)] {
+        println!(
+            "slot copy into a shared mapping ({title}), median GB/s over {rounds} interleaved rounds"
+        );
+        print!("{:>9}", "size KiB");
+        for r in &routines {
+            print!(" {:>22}", r.name());
+        }
+        println!();
+        for (si, &size) in SIZES.iter().enumerate() {
+            let meds: Vec<f64> = table[si].iter_mut().map(|v| median(v)).collect();
+            print!("{:>9}", size >> 10);
+            for m in &meds {
+                print!(" {:>13.2} ({:>5.2}x)", m, m / meds[0]);
+            }
+            println!();
+        }
+    }
+}
