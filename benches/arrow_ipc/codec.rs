@@ -1,5 +1,7 @@
 //! Per-batch cost of the Arrow codecs in one process (criterion): encode
-//! with `IpcWriter` / `CDataWriter` and decode with `IpcReader`, validation
+//! with `IpcWriter` (`ipc`: its direct plan into the slot;
+//! `ipc-arrow-ipc`: the plan switched off, arrow-ipc's encoder and a copy,
+//! measured right after it) / `CDataWriter` and decode with `IpcReader`, validation
 //! on and skipped, for 1-row, 1024-row and 1 MiB int64 batches and a mixed
 //! int64 + utf8 + dictionary batch. Every case moves one message through an
 //! anonymous ring on one thread (send, then receive), so `ring/…` — the
@@ -139,15 +141,31 @@ pub fn cases(c: &mut Criterion) {
                     })
                 });
             } else {
-                let mut w = IpcWriter::new(producer, batch.schema()).expect("writer");
-                w.write(&batch).expect("write");
-                while let Ok(Some(_)) = consumer.try_recv() {}
-                c.bench_function(&format!("codec/encode/{mode}/{shape}"), |b| {
-                    b.iter(|| {
-                        w.write(black_box(&batch)).expect("write");
-                        drain(&mut consumer);
-                    })
-                });
+                // `ipc`: the direct plan into the slot (the default);
+                // `ipc-arrow-ipc`: arrow-ipc's encoder, then a copy into the
+                // slot (the plan switched off), right after it in the same
+                // run: the same bytes, the ratio is the plan's gain.
+                let mut first = Some((consumer, producer));
+                for (name, direct) in [(mode, true), ("ipc-arrow-ipc", false)] {
+                    let r = ring();
+                    let (mut consumer, producer) = first.take().unwrap_or_else(|| {
+                        (
+                            r.subscribe().expect("subscribe"),
+                            r.producer().expect("producer"),
+                        )
+                    });
+                    let mut w = IpcWriter::new(producer, batch.schema())
+                        .expect("writer")
+                        .with_direct_encode(direct);
+                    w.write(&batch).expect("write");
+                    while let Ok(Some(_)) = consumer.try_recv() {}
+                    c.bench_function(&format!("codec/encode/{name}/{shape}"), |b| {
+                        b.iter(|| {
+                            w.write(black_box(&batch)).expect("write");
+                            drain(&mut consumer);
+                        })
+                    });
+                }
             }
 
             // Decode: the batch message sent raw, read by IpcReader.

@@ -21,7 +21,8 @@
 //! `offset` (their children go whole), and the variadic data buffers of
 //! view types and dictionary values go whole.
 
-use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::{downcast_primitive_array, Array, RecordBatch};
 use arrow_buffer::{bit_mask::set_bits, Buffer};
 use arrow_data::{layout, ArrayData, BufferSpec};
 use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator};
@@ -167,9 +168,13 @@ impl CDataWriter {
     fn write_planned(&mut self, batch: &RecordBatch) -> Result<(), ArrowShmError> {
         self.plan.clear();
         for c in batch.columns() {
-            self.plan
-                .node(&c.to_data(), 1)
-                .map_err(|e| ArrowShmError::Encode(ArrowError::InvalidArgumentError(e)))?;
+            // Flat columns straight from the typed array; the others (and
+            // dictionaries) through their `ArrayData`, built per batch.
+            match self.plan.flat_node(c.as_ref()) {
+                Some(r) => r,
+                None => self.plan.node(&c.to_data(), 1),
+            }
+            .map_err(|e| ArrowShmError::Encode(ArrowError::InvalidArgumentError(e)))?;
         }
         let len = self.plan.message_len();
         let max = self.producer.max_message_size();
@@ -241,6 +246,21 @@ fn check_type(dt: &DataType, depth: usize) -> Result<(), String> {
         DataType::Dictionary(_, v) => check_type(v, depth + 1),
         _ => Ok(()),
     }
+}
+
+/// The values buffer (cut to the array's range) and value width of a
+/// fixed-width primitive or fixed-size binary array.
+fn fixed_values(a: &dyn Array) -> Option<(&Buffer, usize)> {
+    let values: &Buffer = downcast_primitive_array!(
+        a => a.values().inner(),
+        DataType::FixedSizeBinary(_) => a.as_fixed_size_binary().values(),
+        _ => return None,
+    );
+    let width = match a.data_type() {
+        DataType::FixedSizeBinary(w) => usize::try_from(*w).ok()?,
+        dt => dt.primitive_width()?,
+    };
+    Some((values, width))
 }
 
 /// What fills one present buffer of the data area.
@@ -502,6 +522,92 @@ impl Plan {
         Ok(ranges)
     }
 
+    /// Appends the node of column `a` (and its buffers) as [`Plan::node`]
+    /// does for its `ArrayData`, without building that (an allocation
+    /// per column per batch, and another for the type's layout), when `a`
+    /// is flat: a fixed-width primitive, fixed-size binary, boolean,
+    /// utf8/binary or their large forms. `None` for any other array.
+    fn flat_node(&mut self, a: &dyn Array) -> Option<Result<(), String>> {
+        // The typed arrays keep their buffers already cut to the array's
+        // range (the boolean values as a bit offset): what `node` would
+        // read at the `ArrayData`'s offset.
+        let dt = a.data_type();
+        let len = a.len();
+        enum Values<'a> {
+            Fixed(&'a Buffer, usize),
+            Bits(&'a Buffer, usize),
+            Bytes(&'a Buffer, &'a Buffer, usize),
+        }
+        let values = match dt {
+            DataType::Boolean => {
+                let b = a.as_boolean_opt()?.values();
+                Values::Bits(b.inner(), b.offset())
+            }
+            DataType::Utf8 => {
+                let s = a.as_string_opt::<i32>()?;
+                Values::Bytes(s.offsets().inner().inner(), s.values(), 4)
+            }
+            DataType::Binary => {
+                let s = a.as_binary_opt::<i32>()?;
+                Values::Bytes(s.offsets().inner().inner(), s.values(), 4)
+            }
+            DataType::LargeUtf8 => {
+                let s = a.as_string_opt::<i64>()?;
+                Values::Bytes(s.offsets().inner().inner(), s.values(), 8)
+            }
+            DataType::LargeBinary => {
+                let s = a.as_binary_opt::<i64>()?;
+                Values::Bytes(s.offsets().inner().inner(), s.values(), 8)
+            }
+            _ => {
+                let (buf, w) = fixed_values(a)?;
+                Values::Fixed(buf, w)
+            }
+        };
+        let index = self.entries.len();
+        self.entries.push(Entry::Node(Node {
+            length: len as i64,
+            null_count: 0,
+            offset: 0,
+            n_buffers: 0,
+            n_children: 0,
+            flags: 0,
+        }));
+        self.nodes += 1;
+        let first_buffer = self.buffers;
+        let mut body = || -> Result<usize, String> {
+            let null_count = match a.nulls().filter(|n| n.null_count() > 0) {
+                Some(n) => {
+                    self.bits(n.buffer(), n.offset(), len, "validity")?;
+                    n.null_count()
+                }
+                None => {
+                    self.absent();
+                    0
+                }
+            };
+            match values {
+                Values::Fixed(buf, w) => self.bytes(buf, 0, len * w, "values")?,
+                Values::Bits(buf, at) => self.bits(buf, at, len, "values")?,
+                Values::Bytes(offsets, values, width) => {
+                    let (first, last) = self.offsets(offsets, 0, len, width)?;
+                    self.bytes(values, first, last - first, "values")?;
+                }
+            }
+            Ok(null_count)
+        };
+        let null_count = match body() {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        let n_buffers = (self.buffers - first_buffer) as u32;
+        if let Entry::Node(n) = &mut self.entries[index] {
+            n.null_count = null_count as i64;
+            n.n_buffers = n_buffers;
+        }
+        Some(Ok(()))
+    }
+
     /// Appends the node of `d` (and its buffers), then its children's and
     /// dictionary's trees: LAYOUT.md §8.3's pre-order. `depth` is 1 for a
     /// column.
@@ -674,7 +780,9 @@ impl Plan {
             out[pos..p.at].fill(0);
             let dst = &mut out[p.at..p.at + p.len];
             match &p.fill {
-                Fill::Bytes { buf, start } => dst.copy_from_slice(&buf[*start..*start + p.len]),
+                Fill::Bytes { buf, start } => {
+                    crate::ring::slot_copy::copy_to_slot(dst, &buf[*start..*start + p.len])
+                }
                 Fill::Bits { buf, start, bits } => {
                     dst.fill(0); // set_bits ORs into the destination
                     set_bits(dst, buf, 0, *start, *bits);

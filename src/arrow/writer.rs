@@ -9,6 +9,7 @@ use arrow_ipc::writer::{
 use arrow_ipc::MetadataVersion;
 use arrow_schema::SchemaRef;
 
+use super::encode_plan::EncodePlan;
 use super::frame::{padded_header_len, ALIGN};
 use super::{flags, ArrowShmError};
 use crate::ring::{Producer, RingError};
@@ -18,8 +19,14 @@ use crate::ring::{Producer, RingError};
 /// they change, then one message per batch. [`IpcWriter::close`] ends the
 /// stream.
 ///
-/// arrow-ipc encodes each message into its own buffer first; the writer then
-/// copies it into the reserved slot (one copy per message).
+/// Record batches of a flat schema (primitives, fixed-size binary,
+/// booleans, utf8/binary and their large forms, dictionaries of those) are
+/// written straight into the reserved slot by a per-schema plan: arrow-ipc's
+/// message for the schema is kept as a template, patched per batch, and each
+/// buffer is copied once, with the bytes arrow-ipc would produce. Other
+/// schemas, empty batches, bitmaps at a bit offset that is not a multiple of
+/// 8 and changed dictionaries go through arrow-ipc, which encodes into its
+/// own buffer first; the writer then copies that into the slot.
 pub struct IpcWriter {
     producer: Producer,
     schema: SchemaRef,
@@ -29,6 +36,11 @@ pub struct IpcWriter {
     options: IpcWriteOptions,
     started: bool,
     bytes: u64,
+    /// The direct encode plan, `None` for a schema it does not carry or
+    /// when switched off.
+    plan: Option<EncodePlan>,
+    /// Record batches the plan wrote (the tests check it is used).
+    pub(crate) direct_batches: u64,
 }
 
 impl std::fmt::Debug for IpcWriter {
@@ -45,6 +57,7 @@ impl IpcWriter {
     /// until the first [`write`](IpcWriter::write) (or `close`).
     pub fn new(producer: Producer, schema: SchemaRef) -> Result<IpcWriter, ArrowShmError> {
         let options = write_options()?;
+        let plan = EncodePlan::new(&schema);
         Ok(IpcWriter {
             producer,
             schema,
@@ -55,7 +68,22 @@ impl IpcWriter {
             options,
             started: false,
             bytes: 0,
+            plan,
+            direct_batches: 0,
         })
+    }
+
+    /// Whether record batches of a flat schema are written straight into
+    /// the slot (on by default, see [`IpcWriter`]); off, every message goes
+    /// through arrow-ipc's encoder and is copied into the slot. The bytes
+    /// are the same either way; the switch exists to compare the two.
+    pub fn with_direct_encode(mut self, on: bool) -> IpcWriter {
+        self.plan = if on {
+            EncodePlan::new(&self.schema)
+        } else {
+            None
+        };
+        self
     }
 
     /// Sends a dictionary that only grew (its old values are a prefix of
@@ -100,11 +128,30 @@ impl IpcWriter {
             return Err(ArrowShmError::SchemaMismatch);
         }
         self.start()?;
+        if let Some(plan) = &mut self.plan {
+            if let Some(len) = plan.prepare(batch) {
+                if len <= self.producer.max_message_size() {
+                    let mut slot = self.producer.reserve(len)?;
+                    plan.write(batch, &mut slot[..len]);
+                    slot.publish(len, flags::IPC_RECORD_BATCH)?;
+                    self.bytes += len as u64;
+                    self.direct_batches += 1;
+                    return Ok(());
+                }
+            }
+            // arrow-ipc's tracker decides about the dictionaries of this
+            // batch; they are taken as sent once the write succeeded.
+            plan.forget_dictionaries();
+        }
         // The tracker keeps each dictionary column it sends, keys included,
         // for the rest of the stream: given copies, it holds no slot of a
         // batch read in place from another ring (a relay).
         let batch = super::detach_dictionaries(batch);
-        self.write_split(&batch)
+        self.write_split(&batch)?;
+        if let Some(plan) = &mut self.plan {
+            plan.remember_dictionaries(&batch);
+        }
+        Ok(())
     }
 
     /// Encodes and sends `batch`, halving it while its message is larger
@@ -119,6 +166,13 @@ impl IpcWriter {
         // the dictionaries) must not lose a changed one.
         for d in dictionaries {
             self.send(d, flags::IPC_DICTIONARY_BATCH)?;
+        }
+        if batch.num_rows() > 0 {
+            if let Some(plan) = &mut self.plan {
+                if plan.needs_template() && !plan.set_template(&encoded.ipc_message) {
+                    self.plan = None;
+                }
+            }
         }
         let max = self.producer.max_message_size();
         let len = message_len(&encoded);
