@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use alloy_shm::region::HugePages;
 use alloy_shm::ring::{Backpressure, Ring, RingConfig, WaitStrategy};
 use alloy_testkit::checked::Spec;
 use clap::{Args, Parser, Subcommand};
@@ -58,6 +59,16 @@ enum Cmd {
         /// other users in the group may attach.
         #[arg(long, value_name = "NAME|GID")]
         group: Option<String>,
+        /// Huge-page backing: `require` fails unless the ring's directory
+        /// (--shm-dir / ALLOY_SHM_DIR) is a hugetlbfs mount with enough free
+        /// pages reserved, naming what to reserve or mount; `prefer` falls
+        /// back to normal pages (doc/README.md, "Huge pages").
+        #[arg(long, value_enum, default_value_t = HugePagesArg::Off)]
+        huge_pages: HugePagesArg,
+        /// Populate the ring's page tables at creation, so the first
+        /// messages take no page faults.
+        #[arg(long)]
+        prefault: bool,
     },
     /// Remove a named ring.
     Rm {
@@ -489,9 +500,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             max_members,
             schema_capacity,
             group,
+            huge_pages,
+            prefault,
         } => create(
             &name.get()?,
             group.as_deref(),
+            huge_pages.into(),
+            prefault,
             RingConfig {
                 slot_count: slots,
                 slot_size,
@@ -612,13 +627,22 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 /// `alloy create`.
-fn create(ring: &str, group: Option<&str>, cfg: RingConfig) -> Result<(), String> {
+fn create(
+    ring: &str,
+    group: Option<&str>,
+    huge_pages: HugePages,
+    prefault: bool,
+    cfg: RingConfig,
+) -> Result<(), String> {
     if ring.starts_with('-') {
         return Err(format!(
             "ring name {ring:?} begins with '-': ring names may not (it reads as an option)"
         ));
     }
-    let mut b = Ring::builder(ring).config(cfg);
+    let mut b = Ring::builder(ring)
+        .config(cfg)
+        .huge_pages(huge_pages)
+        .prefault(prefault);
     if let Some(g) = group {
         b = b.group(alloy_shm::region::resolve_group(g).map_err(|e| e.to_string())?);
     }
@@ -630,6 +654,24 @@ fn create(ring: &str, group: Option<&str>, cfg: RingConfig) -> Result<(), String
         r.region().layout().total_size
     );
     Ok(())
+}
+
+/// `--huge-pages` of `alloy create`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum HugePagesArg {
+    Off,
+    Prefer,
+    Require,
+}
+
+impl From<HugePagesArg> for HugePages {
+    fn from(h: HugePagesArg) -> HugePages {
+        match h {
+            HugePagesArg::Off => HugePages::Off,
+            HugePagesArg::Prefer => HugePages::Prefer,
+            HugePagesArg::Require => HugePages::Require,
+        }
+    }
 }
 
 /// `alloy serve-flight`.

@@ -22,6 +22,7 @@ commands (the Rust tool alloy takes the same):
             [--slot-size BYTES (1048576)] [--max-subscribers S (16)]
             [--max-members M (32)] [--schema-capacity C (65536)]
             [--group NAME|GID: share with a group, mode 0660]
+            [--huge-pages off|prefer|require] [--prefault]
   rm        remove a named ring: NAME (or --ring NAME)
   stat      print a ring's producer, consumers (lag, leases), fill and rates:
             NAME [--json] [--interval MS (200)] [--raw: every header field as JSON]
@@ -170,6 +171,8 @@ func create(args []string) error {
 	members := fs.Uint("max-members", uint(def.MaxMembers), "member entries (attached consumer handles)")
 	schema := fs.Uint("schema-capacity", uint(def.SchemaCapacity), "bytes reserved for the stream schema")
 	group := fs.String("group", "", "share the ring with this group, NAME or GID (mode 0660): consumers of other users in it may attach")
+	huge := fs.String("huge-pages", "off", "huge-page backing: off, prefer (fall back to normal pages) or require (the ring's directory must be a hugetlbfs mount with free pages reserved)")
+	prefault := fs.Bool("prefault", false, "populate the ring's page tables at creation, so the first messages take no page faults")
 	n, err := name(parseFlags(fs, args, 1))
 	if err != nil {
 		return err
@@ -184,7 +187,17 @@ func create(args []string) error {
 	if uint64(*slots) != uint64(cfg.SlotCount) || uint64(*slotSize) != uint64(cfg.SlotSize) {
 		return fmt.Errorf("--slots or --slot-size out of range")
 	}
-	r, err := ring.CreateWith(n, cfg, ring.Options{Group: *group})
+	o := ring.Options{Group: *group, Prefault: *prefault}
+	switch *huge {
+	case "off":
+	case "prefer":
+		o.HugePages = ring.HugePagesPrefer
+	case "require":
+		o.HugePages = ring.HugePagesRequire
+	default:
+		return fmt.Errorf("--huge-pages %q: use off, prefer or require", *huge)
+	}
+	r, err := ring.CreateWith(n, cfg, o)
 	if err != nil {
 		return err
 	}
