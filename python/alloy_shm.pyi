@@ -7,7 +7,7 @@ Iterating it yields `pyarrow.RecordBatch`es read in place.
 """
 
 from types import TracebackType
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Literal, Protocol
 
 import pyarrow
 
@@ -29,14 +29,20 @@ class Ring:
     """A shared-memory ring of `slot_count` slots of `slot_size` bytes."""
 
     @staticmethod
-    def create(name: str, *, slot_count: int = 64, slot_size: int = 1 << 20, max_subscribers: int | None = None) -> Ring:
-        """Creates the named ring (fails if it exists)."""
+    def create(name: str, *, slot_count: int = 64, slot_size: int = 1 << 20, max_subscribers: int | None = None, huge_pages: Literal["off", "prefer", "require"] = "off", prefault: bool = False) -> Ring:
+        """Creates the named ring (fails if it exists).
+
+        huge_pages: "require" backs it with huge pages or fails naming what
+        to reserve (/proc/sys/vm/nr_hugepages) and mount (the ring directory,
+        ALLOY_SHM_DIR, must be a hugetlbfs mount); "prefer" falls back to
+        normal pages. prefault populates the page tables at creation."""
     @staticmethod
     def open(name: str) -> Ring:
         """Opens an existing ring (AlloyError if there is none)."""
     @staticmethod
-    def open_or_create(name: str, *, slot_count: int = 64, slot_size: int = 1 << 20, max_subscribers: int | None = None) -> Ring:
-        """Opens the named ring, creating it with these sizes if it does not exist."""
+    def open_or_create(name: str, *, slot_count: int = 64, slot_size: int = 1 << 20, max_subscribers: int | None = None, huge_pages: Literal["off", "prefer", "require"] = "off", prefault: bool = False) -> Ring:
+        """Opens the named ring, creating it with these sizes (and page
+        options, as create) if it does not exist."""
     @staticmethod
     def remove(name: str) -> None:
         """Removes the named ring from /dev/shm."""

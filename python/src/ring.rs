@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use alloy_shm::region::HugePages;
 use alloy_shm::ring::{Backpressure, Ring};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -29,35 +30,58 @@ fn seconds(t: Option<f64>) -> PyResult<Option<Duration>> {
     .transpose()
 }
 
-/// The builder of a named ring with the sizes `create` and
-/// `open_or_create` take.
+/// The builder of a named ring with the sizes and page options `create`
+/// and `open_or_create` take.
 fn sized(
     name: &str,
     slot_count: u32,
     slot_size: u32,
     max_subscribers: Option<u32>,
-) -> alloy_shm::ring::RingBuilder {
+    huge_pages: &str,
+    prefault: bool,
+) -> PyResult<alloy_shm::ring::RingBuilder> {
+    let huge = match huge_pages {
+        "off" => HugePages::Off,
+        "prefer" => HugePages::Prefer,
+        "require" => HugePages::Require,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "huge_pages={other:?}: use \"off\", \"prefer\" or \"require\""
+            )))
+        }
+    };
     let b = Ring::builder(name)
         .slot_count(slot_count)
-        .slot_size(slot_size);
-    match max_subscribers {
+        .slot_size(slot_size)
+        .huge_pages(huge)
+        .prefault(prefault);
+    Ok(match max_subscribers {
         Some(n) => b.max_subscribers(n),
         None => b,
-    }
+    })
 }
 
 #[pymethods]
 impl PyRing {
     /// Creates the named ring (fails if it exists).
     #[staticmethod]
-    #[pyo3(signature = (name, *, slot_count = 64, slot_size = 1 << 20, max_subscribers = None))]
+    #[pyo3(signature = (name, *, slot_count = 64, slot_size = 1 << 20, max_subscribers = None, huge_pages = "off", prefault = false))]
     fn create(
         name: &str,
         slot_count: u32,
         slot_size: u32,
         max_subscribers: Option<u32>,
+        huge_pages: &str,
+        prefault: bool,
     ) -> PyResult<PyRing> {
-        let b = sized(name, slot_count, slot_size, max_subscribers);
+        let b = sized(
+            name,
+            slot_count,
+            slot_size,
+            max_subscribers,
+            huge_pages,
+            prefault,
+        )?;
         Ok(PyRing {
             ring: b.create().map_err(ring_err)?,
             name: name.to_owned(),
@@ -75,14 +99,23 @@ impl PyRing {
 
     /// Opens the named ring, creating it with these sizes if it does not exist.
     #[staticmethod]
-    #[pyo3(signature = (name, *, slot_count = 64, slot_size = 1 << 20, max_subscribers = None))]
+    #[pyo3(signature = (name, *, slot_count = 64, slot_size = 1 << 20, max_subscribers = None, huge_pages = "off", prefault = false))]
     fn open_or_create(
         name: &str,
         slot_count: u32,
         slot_size: u32,
         max_subscribers: Option<u32>,
+        huge_pages: &str,
+        prefault: bool,
     ) -> PyResult<PyRing> {
-        let b = sized(name, slot_count, slot_size, max_subscribers);
+        let b = sized(
+            name,
+            slot_count,
+            slot_size,
+            max_subscribers,
+            huge_pages,
+            prefault,
+        )?;
         Ok(PyRing {
             ring: b.open_or_create().map_err(ring_err)?,
             name: name.to_owned(),

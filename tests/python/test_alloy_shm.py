@@ -381,3 +381,39 @@ def test_another_thread_touching_a_waiting_subscription_does_not_deadlock(ring):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("done 3 ["), p.stdout
+
+
+def _free_huge_pages() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("HugePages_Free:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_huge_pages_and_prefault_options(tmp_path, monkeypatch):
+    # Rings go to tmp_path (an ordinary filesystem, never hugetlbfs).
+    monkeypatch.setenv("ALLOY_SHM_DIR", str(tmp_path))
+    name = f"pyt-huge-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(alloy_shm.AlloyError, match="hugetlbfs"):
+        alloy_shm.Ring.create(name, slot_count=4, slot_size=4096, huge_pages="require")
+    assert not (tmp_path / name).exists(), "a refused create leaves no ring"
+    with pytest.raises(ValueError, match="huge_pages"):
+        alloy_shm.Ring.create(name, huge_pages="always")
+    r = alloy_shm.Ring.create(name, slot_count=4, slot_size=4096, huge_pages="prefer", prefault=True)
+    sub = r.subscribe()
+    pub = r.publisher()
+    pub.write(pa.record_batch({"x": pa.array([1, 2, 3])}))
+    assert sub.recv(timeout=5).column(0).to_pylist() == [1, 2, 3]
+    del sub, pub, r
+    alloy_shm.Ring.remove(name)
+    hugefs = os.environ.get("ALLOY_TEST_HUGETLBFS")
+    if not hugefs or _free_huge_pages() < 3:
+        return  # named huge rings need a hugetlbfs mount and free pages (doc/TESTING.md)
+    monkeypatch.setenv("ALLOY_SHM_DIR", hugefs)
+    r = alloy_shm.Ring.create(name, slot_count=4, slot_size=4096, huge_pages="require", prefault=True)
+    try:
+        size = (Path(hugefs) / name).stat().st_size
+        assert size > 0 and size % (2 << 20) == 0, size
+    finally:
+        del r
+        alloy_shm.Ring.remove(name)
