@@ -21,15 +21,17 @@ pub enum Mode {
     CData,
 }
 
+/// The writer of either mode, boxed: the two differ in size by hundreds of
+/// bytes (clippy::large_enum_variant) and one is made per publisher.
 enum Writer {
-    Ipc(IpcWriter),
-    CData(CDataWriter),
+    Ipc(Box<IpcWriter>),
+    CData(Box<CDataWriter>),
 }
 
 /// The producer until the first batch fixes the schema, then its writer.
 enum State {
-    Attached(Producer, Mode),
-    Writing(Box<Writer>),
+    Attached(Box<Producer>, Mode),
+    Writing(Writer),
 }
 
 /// The ring's producer. The first batch written fixes the stream's schema;
@@ -48,7 +50,7 @@ impl Publisher {
         let raised: Raised = Default::default();
         producer.set_interrupt(SIGNAL_CHECK, signal_check(raised.clone()));
         Publisher {
-            state: Mutex::new(Some(State::Attached(producer, mode))),
+            state: Mutex::new(Some(State::Attached(Box::new(producer), mode))),
             raised,
         }
     }
@@ -76,16 +78,16 @@ fn write(slot: &mut Option<State>, batch: &RecordBatch) -> Result<(), ArrowShmEr
             unreachable!("matched above")
         };
         let writer = match mode {
-            Mode::Ipc => Writer::Ipc(IpcWriter::new(producer, batch.schema())?),
+            Mode::Ipc => Writer::Ipc(Box::new(IpcWriter::new(*producer, batch.schema())?)),
             Mode::CData => {
                 CDataWriter::check_schema(&batch.schema())?;
-                Writer::CData(CDataWriter::new(producer, batch.schema())?)
+                Writer::CData(Box::new(CDataWriter::new(*producer, batch.schema())?))
             }
         };
-        *slot = Some(State::Writing(Box::new(writer)));
+        *slot = Some(State::Writing(writer));
     }
     match slot {
-        Some(State::Writing(w)) => match w.as_mut() {
+        Some(State::Writing(w)) => match w {
             Writer::Ipc(w) => w.write(batch),
             Writer::CData(w) => w.write(batch),
         },
@@ -100,7 +102,7 @@ impl State {
                 p.close();
                 Ok(())
             }
-            State::Writing(w) => match *w {
+            State::Writing(w) => match w {
                 Writer::Ipc(w) => w.close(),
                 Writer::CData(w) => w.close(),
             },
