@@ -6,8 +6,8 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use alloy_shm::layout::MAGIC;
 use alloy_shm::ring::Ring;
