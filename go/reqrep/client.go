@@ -76,8 +76,16 @@ type Options struct {
 	// record's last array is released (no copy of the reply). Release
 	// results promptly: the reply ring has the worker's slot count, and
 	// while the client holds that many results a further reply waits for
-	// space (the worker drops it after its reply timeout). Without it,
-	// each reply is copied out of its slot and the slot freed at once.
+	// space (the worker drops it after its reply timeout). Such results
+	// are read-only (consumers map the payload pages PROT_READ: a write
+	// crashes the process), and strings or byte slices taken from them
+	// (String.Value, ValueBytes) are views of the slot that change once
+	// the record is released and the slot reused: strings.Clone what must
+	// outlive the record (doc/README.md "Holding batches"). Dictionaries
+	// are copied. Results still held after Client.Close keep their slots,
+	// so a next client's replies wait until they are released. Without
+	// ZeroCopy, each reply is copied out of its slot and the slot freed
+	// at once.
 	ZeroCopy bool
 }
 

@@ -506,9 +506,10 @@ func echoEveryType(t *testing.T, c *Client, check func(rows [2]int64, out arrow.
 }
 
 // With ZeroCopy, replies are read in place: every buffer of the result
-// lies in the reply ring's mapping, stays valid while held (also across
-// later calls), and its slot goes back when the record is released —
-// three times more calls than the ring has slots go through.
+// lies in the reply ring's mapping; a held result holds its slot (the ring
+// cannot go round it, and its values stay intact while the ring fills);
+// the slot goes back when the record is released — three times more calls
+// than the ring has slots go through afterwards.
 func TestZeroCopyRepliesAreReadInPlace(t *testing.T) {
 	const slots = 8
 	w := startWorker(t, 2, "--slots", strconv.Itoa(slots))
@@ -530,44 +531,60 @@ func TestZeroCopyRepliesAreReadInPlace(t *testing.T) {
 			}
 		}
 		echoEveryType(t, c, func(r [2]int64, out arrow.RecordBatch) {
-			if out.NumRows() > 1 {
-				inSlot(fmt.Sprint("rows ", r), out)
-			}
+			inSlot(fmt.Sprint("rows ", r), out)
 		})
-		// Held results stay intact while later calls reuse other slots.
+		call := func(xs []int64, d time.Duration) (arrow.RecordBatch, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), d)
+			defer cancel()
+			rec := xRecord(xs, nil)
+			defer rec.Release()
+			return c.Call(ctx, rec)
+		}
+		// Held results hold their slots: with half the ring held and the
+		// other half filled (and released), the next reply cannot be
+		// published until a held result is released.
 		var held []arrow.RecordBatch
 		for i := range slots / 2 {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			rec := xRecord([]int64{int64(i), 7}, nil)
-			out, err := c.Call(ctx, rec)
-			cancel()
-			rec.Release()
+			out, err := call([]int64{int64(i), 7}, 10*time.Second)
 			if err != nil {
-				t.Fatalf("wait %v, held call %d: %v (a released reply slot was not freed?)", wait, i, err)
+				t.Fatalf("wait %v, held call %d: %v", wait, i, err)
 			}
 			inSlot("held", out)
 			held = append(held, out)
 		}
+		if n := c.cons.LeasesHeld(); n != int64(len(held)) {
+			t.Fatalf("wait %v: %d leases held with %d results held", wait, n, len(held))
+		}
+		for i := range slots / 2 {
+			out, err := call([]int64{int64(100 + i)}, 10*time.Second)
+			if err != nil {
+				t.Fatalf("wait %v, call %d with %d results held: %v", wait, i, len(held), err)
+			}
+			checkSquares(t, []int64{int64(100 + i)}, out)
+			out.Release()
+		}
+		if out, err := call([]int64{42}, 500*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+			if out != nil {
+				out.Release()
+			}
+			t.Fatalf("wait %v: a call with %d of %d reply slots held: %v, want DeadlineExceeded (held results do not hold their slots)", wait, len(held), slots, err)
+		}
+		// Intact after the ring went round them; releasing frees the ring.
+		for k, h := range held {
+			checkSquares(t, []int64{int64(k), 7}, h)
+			h.Release()
+		}
 		for i := range 3 * slots {
 			xs := []int64{int64(1000 + i), -int64(i)}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			rec := xRecord(xs, nil)
-			out, err := c.Call(ctx, rec)
-			cancel()
-			rec.Release()
+			out, err := call(xs, 10*time.Second)
 			if err != nil {
-				t.Fatalf("wait %v, call %d with %d results held: %v (a released reply slot was not freed?)", wait, i, len(held), err)
+				t.Fatalf("wait %v, call %d after the release: %v (a released reply slot was not freed?)", wait, i, err)
 			}
 			checkSquares(t, xs, out)
 			out.Release()
-			if i == slots/2-1 { // the ring is full up to the held ones
-				// Freeing the held ones lets the ring wrap.
-				for k, h := range held {
-					checkSquares(t, []int64{int64(k), 7}, h)
-					h.Release()
-				}
-				held = nil
-			}
+		}
+		if n := c.cons.LeasesHeld(); n != 0 {
+			t.Fatalf("wait %v: %d leases held with no result held", wait, n)
 		}
 		// An error reply is still a RemoteError, not a record.
 		bad := xRecord([]int64{1}, map[string]string{"sleep_ms": "x"})

@@ -4,7 +4,11 @@
 //! utf8/binary and their large forms, dictionaries of those with integer
 //! keys), a record batch message is written straight into the reserved
 //! slot, without arrow-ipc's encoder and its intermediate `Vec`: one copy
-//! of each buffer, no allocation per batch.
+//! of each buffer, no allocation per batch — except that a dictionary
+//! column's values are compared with the last ones sent, as arrow-ipc's
+//! tracker does (`ArrayData` equality: O(dictionary) and an allocation per
+//! batch; the `Arc::ptr_eq` shortcut never hits today, because the writer
+//! remembers the detached copy, not the caller's array).
 //!
 //! Every record batch message of such a schema has the same flatbuffer
 //! metadata except for the numbers in it (row count, field nodes, buffer

@@ -123,8 +123,9 @@ mod x86 {
     /// # Safety
     /// `dst` and `src` are valid for `n` bytes and do not overlap.
     pub(super) unsafe fn rep_movsb(dst: *mut u8, src: *const u8, n: usize) {
-        // SAFETY: the caller's contract; the direction flag is clear on
-        // entry to any function (System V ABI), so the copy runs forward.
+        // SAFETY: the caller's contract; Rust guarantees the direction flag
+        // is clear on entry to an `asm!` block (and requires it clear on
+        // exit), so the copy runs forward.
         unsafe {
             std::arch::asm!(
                 "rep movsb",
