@@ -166,7 +166,12 @@ func decodeReply(b []byte, e envelope, mem memory.Allocator) (rec arrow.RecordBa
 		}
 	}()
 	msgs := b[envLen : envLen+int(e.schemaLen)+int(e.batchLen)]
-	rd, err := ipc.NewReader(bytes.NewReader(msgs), ipc.WithAllocator(mem))
+	return firstRecord(ipc.NewReader(bytes.NewReader(msgs), ipc.WithAllocator(mem)))
+}
+
+// firstRecord returns the first record of a reader just made (retained:
+// the caller releases it) and releases the reader.
+func firstRecord(rd *ipc.Reader, err error) (arrow.RecordBatch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: schema: %v", ErrBadMessage, err)
 	}
@@ -174,7 +179,7 @@ func decodeReply(b []byte, e envelope, mem memory.Allocator) (rec arrow.RecordBa
 	if !rd.Next() {
 		return nil, fmt.Errorf("%w: record batch: %v", ErrBadMessage, rd.Err())
 	}
-	rec = rd.RecordBatch()
+	rec := rd.RecordBatch()
 	rec.Retain()
 	return rec, nil
 }
@@ -219,17 +224,7 @@ func decodeReplyInPlace(l *ring.Lease, e envelope, mem memory.Allocator) (rec ar
 	if !owned {
 		return nil, fmt.Errorf("%w: the reply does not end with a record batch", ErrBadMessage)
 	}
-	rd, err := ipc.NewReaderFromMessageReader(&messageList{msgs: msgs}, ipc.WithAllocator(mem))
-	if err != nil {
-		return nil, fmt.Errorf("%w: schema: %v", ErrBadMessage, err)
-	}
-	defer rd.Release()
-	if !rd.Next() {
-		return nil, fmt.Errorf("%w: record batch: %v", ErrBadMessage, rd.Err())
-	}
-	rec = rd.RecordBatch()
-	rec.Retain()
-	return rec, nil
+	return firstRecord(ipc.NewReaderFromMessageReader(&messageList{msgs: msgs}, ipc.WithAllocator(mem)))
 }
 
 // frameAt checks the framed message at b[at:] (LAYOUT.md §8.1: marker,
