@@ -20,12 +20,95 @@ pub const NON_TEMPORAL_FROM: usize = 1 << 20;
 /// non-temporal AVX2 stores from [`NON_TEMPORAL_FROM`] bytes on x86_64
 /// CPUs with AVX2, else `copy_from_slice`. The stores are fenced before it
 /// returns, so the slot's Release publish orders them as any other write.
+///
+/// For a copy into a ring whose slot count is known, [`copy_to_ring_slot`]
+/// also keeps ordinary stores where the slot is likely still cached.
 pub fn copy_to_slot(dst: &mut [u8], src: &[u8]) {
     if src.len() >= NON_TEMPORAL_FROM && Routine::Avx2NonTemporal.is_available() {
         Routine::Avx2NonTemporal.copy(dst, src)
     } else {
         dst.copy_from_slice(src)
     }
+}
+
+/// Copies `src` into a slot (`dst`, same length; panics otherwise) of a
+/// ring of `slot_count` slots: non-temporal stores only when
+/// [`streams`] says the slot is cold, else `copy_from_slice`. Fenced as
+/// [`copy_to_slot`].
+pub fn copy_to_ring_slot(dst: &mut [u8], src: &[u8], slot_count: u32) {
+    if streams(src.len(), slot_count, last_level_cache()) && Routine::Avx2NonTemporal.is_available()
+    {
+        Routine::Avx2NonTemporal.copy(dst, src)
+    } else {
+        dst.copy_from_slice(src)
+    }
+}
+
+/// Whether a copy of `len` bytes into a ring of `slot_count` slots should
+/// bypass the cache, on a machine whose last-level cache holds `cache`
+/// bytes: from [`NON_TEMPORAL_FROM`] bytes, and only when the ring's
+/// rotation (`slot_count × len`: what the producer writes before it comes
+/// back to the same slot) is at least a quarter of that cache.
+///
+/// Slots are used in sequence order (LAYOUT.md §4), so a slot was last
+/// written `slot_count - 1` messages ago. While the rotation fits in the
+/// cache with room to spare, the slot's lines are still cached and
+/// ordinary stores hit them; once it does not, every store would first
+/// read its line from memory (and evict something else), and streaming
+/// stores, which skip that read, are faster. Measured here
+/// (`cargo bench --bench slot_copy`, its rotation table; a 32 MiB L3):
+/// 1 MiB into 4 rotating slots 1.2× faster with ordinary stores, 4 MiB
+/// into 4 slots 2–3× faster with streaming stores. The quarter is
+/// conservative because the source, the consumer and other processes
+/// share the cache too.
+pub fn streams(len: usize, slot_count: u32, cache: usize) -> bool {
+    len >= NON_TEMPORAL_FROM && len.saturating_mul(slot_count as usize) >= cache / 4
+}
+
+/// Bytes of the largest CPU cache, as Linux reports it for CPU 0
+/// (`/sys/devices/system/cpu/cpu0/cache/index*/size`), read once; 32 MiB
+/// where that is unavailable. (`sysconf(_SC_LEVEL3_CACHE_SIZE)` is not
+/// used: glibc derives it from CPUID, which under KVM here claims 256 MiB
+/// for a 32 MiB L3.)
+pub fn last_level_cache() -> usize {
+    static CACHE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CACHE.get_or_init(|| sysfs_cache_bytes().unwrap_or(DEFAULT_CACHE))
+}
+
+/// [`last_level_cache`] where the system does not say.
+pub const DEFAULT_CACHE: usize = 32 << 20;
+
+/// The size of the highest-level cache listed under CPU 0 in sysfs.
+fn sysfs_cache_bytes() -> Option<usize> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    let mut best: Option<(u32, usize)> = None;
+    for entry in dir.flatten() {
+        let path = entry.path();
+        let read = |f: &str| std::fs::read_to_string(path.join(f)).ok();
+        let (Some(level), Some(size)) = (read("level"), read("size")) else {
+            continue;
+        };
+        let (Ok(level), Some(bytes)) = (level.trim().parse::<u32>(), parse_cache_size(&size))
+        else {
+            continue;
+        };
+        if best.is_none_or(|(l, _)| level > l) {
+            best = Some((level, bytes));
+        }
+    }
+    best.map(|(_, bytes)| bytes).filter(|&b| b > 0)
+}
+
+/// Parses sysfs's cache size notation: `32768K`, `1M`, or plain bytes.
+fn parse_cache_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().last()? {
+        (i, 'K') => (&s[..i], 1 << 10),
+        (i, 'M') => (&s[..i], 1 << 20),
+        (i, 'G') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    digits.parse::<usize>().ok()?.checked_mul(unit)
 }
 
 /// One way to copy bytes.
@@ -189,6 +272,52 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_only_large_messages_in_a_rotation_larger_than_the_cache_allows() {
+        const MIB: usize = 1 << 20;
+        let cache = 32 * MIB;
+        // The latency ring of the benchmark suite (4 slots): 1 MiB stays
+        // cached, 4 MiB and more does not.
+        assert!(!streams(MIB, 4, cache));
+        assert!(streams(4 * MIB, 4, cache));
+        assert!(streams(64 * MIB, 4, cache));
+        // Streaming rings: many slots, so cold even at 1 MiB.
+        assert!(streams(MIB, 32, cache));
+        // Never below NON_TEMPORAL_FROM, however large the ring.
+        assert!(!streams(NON_TEMPORAL_FROM - 1, 1 << 20, cache));
+        // A larger cache keeps more in it.
+        assert!(!streams(4 * MIB, 4, 256 * MIB));
+        assert!(!streams(usize::MAX, 0, cache));
+        assert!(streams(usize::MAX, 2, cache));
+    }
+
+    #[test]
+    fn cache_sizes_parse_as_sysfs_writes_them() {
+        assert_eq!(parse_cache_size("32768K\n"), Some(32 << 20));
+        assert_eq!(parse_cache_size("1M"), Some(1 << 20));
+        assert_eq!(parse_cache_size("2G"), Some(2 << 30));
+        assert_eq!(parse_cache_size("512"), Some(512));
+        assert_eq!(parse_cache_size("K"), None);
+        assert_eq!(parse_cache_size(""), None);
+        assert_eq!(parse_cache_size("12X"), None);
+        assert!(last_level_cache() > 0);
+    }
+
+    #[test]
+    fn ring_slot_copy_copies_exactly_on_both_paths() {
+        let len = 4 * NON_TEMPORAL_FROM + 33;
+        let src: Vec<u8> = (0..len).map(|i| (i * 13 + i / 4096) as u8).collect();
+        // 1 slot: ordinary stores unless the cache is under 16 MiB; 1 << 20
+        // slots: streaming stores where the CPU has AVX2.
+        for slots in [1, 1 << 20] {
+            let mut dst = vec![0xAAu8; len + 7];
+            copy_to_ring_slot(&mut dst[3..3 + len], &src, slots);
+            assert!(dst[3..3 + len] == src[..], "{slots} slots");
+            assert!(dst[..3].iter().all(|&b| b == 0xAA));
+            assert!(dst[3 + len..].iter().all(|&b| b == 0xAA));
+        }
+    }
 
     #[test]
     fn every_routine_copies_every_length_and_alignment() {

@@ -96,6 +96,51 @@ fn zero_length_and_max_size_messages_and_too_large_is_refused() {
 }
 
 #[test]
+fn reservation_write_places_large_and_small_parts_exactly() {
+    // 2 MiB slots: Reservation::write takes the streaming path in the
+    // 16-slot ring (32 MiB rotation) and ordinary stores in the 2-slot
+    // one (on a machine with a 32 MiB cache); both must land exactly.
+    const LEN: usize = 2 << 20;
+    let src: Vec<u8> = (0..LEN).map(|i| (i * 29 + i / 4096) as u8).collect();
+    for slots in [2, 16] {
+        let r = Ring::anonymous_builder()
+            .config(cfg(slots, LEN as u32))
+            .create()
+            .unwrap();
+        let mut c = r.subscribe().unwrap();
+        let mut p = r.producer().unwrap();
+        for k in 0..u64::from(slots) + 1 {
+            let mut res = p.reserve(LEN).unwrap();
+            res.fill(0xAA);
+            // A large body at an unaligned offset, then a small header.
+            res.write(9, &src[..LEN - 9 - 7]);
+            res.write(0, &k.to_le_bytes());
+            res.publish(LEN - 7, 0).unwrap();
+            let m = c.recv().unwrap().unwrap();
+            assert_eq!(m.len(), LEN - 7);
+            assert_eq!(m[..8], k.to_le_bytes());
+            assert_eq!(m[8], 0xAA, "{slots} slots: byte 8 written");
+            assert!(m[9..] == src[..LEN - 16], "{slots} slots, message {k}");
+        }
+        p.send(&src, 3).unwrap();
+        let m = c.recv().unwrap().unwrap();
+        assert!(m[..] == src[..], "{slots} slots: send");
+    }
+}
+
+#[test]
+#[should_panic]
+fn reservation_write_past_the_slot_panics() {
+    let r = Ring::anonymous_builder()
+        .config(cfg(4, 64))
+        .create()
+        .unwrap();
+    let mut p = r.producer().unwrap();
+    let mut res = p.reserve(64).unwrap();
+    res.write(60, &[1u8; 5]);
+}
+
+#[test]
 fn payloads_are_64_byte_aligned_views_into_the_mapping() {
     let r = Ring::anonymous_builder()
         .config(cfg(4, 192))
