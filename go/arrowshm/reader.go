@@ -221,11 +221,27 @@ func (rd *Reader) NextContext(ctx context.Context) (ok bool) {
 			}
 			continue
 		}
+		if l.Flags() == FlagIPCRecordBatch && len(rd.msgs.queued) == 0 && !rd.msgs.noPlan {
+			// A flat schema's batch the read plan decodes (read_plan.go);
+			// anything else, and anything it doubts, goes on below.
+			rec, err := rd.msgs.planned(l, rd.schema)
+			if err != nil {
+				rd.fail(err)
+				return false
+			}
+			if rec != nil {
+				rd.cur = rd.msgs.strings(rec)
+				return true
+			}
+		}
 		rd.msgs.pending = l
 		if rd.ipc.Next() {
 			if err := rd.msgs.checkRecord(rd.ipc.RecordBatch()); err != nil {
 				rd.fail(err)
 				return false
+			}
+			if p := rd.msgs.readPlan(rd.schema); p != nil && !rd.msgs.noPlan {
+				p.noteDictionaries(rd.ipc.RecordBatch())
 			}
 			rd.cur = rd.msgs.strings(rd.msgs.own(rd.ipc.RecordBatch()))
 			return true
@@ -351,6 +367,9 @@ func (rd *Reader) free() {
 	}
 	rd.msgs.releaseQueued()
 	rd.msgs.check.valid.release()
+	if rd.msgs.rplan != nil {
+		rd.msgs.rplan.release()
+	}
 }
 
 // Close ends reading: it frees the current record and the dictionaries
@@ -402,6 +421,11 @@ type slotMessages struct {
 	check ipcCheck
 	// cplan: the C-Data-offsets decoding plan of schema (cdata_reader.go).
 	cplan *cdataSchemaPlan
+	// rplan: the IPC record batch plan of rplanFor, nil if that schema
+	// has none (read_plan.go); noPlan: never use it (tests, benchmarks).
+	rplan    *readPlan
+	rplanFor *arrow.Schema
+	noPlan   bool
 }
 
 // cdata decodes a C-Data-offsets lease (LAYOUT.md §8.3) and takes over the

@@ -153,7 +153,10 @@ func (b fbuf) field(t, i int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if 4+2*i+2 > vtLen {
+	// As the flatbuffers runtime (arrow-go's reader) sees it: an entry
+	// starting inside the vtable is there, even when an odd vtable size
+	// cuts it (a damaged message must not read differently here).
+	if 4+2*i >= vtLen {
 		return -1, nil
 	}
 	off, err := b.u16(vt + 4 + 2*i)
@@ -189,6 +192,9 @@ type Info struct {
 	LenPos   int
 	NodesPos int
 	NNodes   int
+	// CustomMetadata: the Message has a custom_metadata field (readers
+	// that decode batches themselves leave such messages to arrow-go).
+	CustomMetadata bool
 }
 
 // Parse reads the header type, body length and Buffer structs of the IPC
@@ -215,6 +221,11 @@ func Parse(meta []byte) (Info, error) {
 		}
 		info.BodyLen = int64(binary.LittleEndian.Uint64(b[info.BodyPos:]))
 	}
+	cm, err := b.field(root, 4)
+	if err != nil {
+		return info, err
+	}
+	info.CustomMetadata = cm >= 0
 	if info.Header == HeaderSchema {
 		return info, nil
 	}

@@ -1,0 +1,292 @@
+package arrowshm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"pgregory.net/rapid"
+)
+
+// withoutReadPlan makes a Reader decode every IPC record batch through
+// arrow-go's ipc.Reader (the general path), to compare with the plan.
+func withoutReadPlan() ReaderOption { return func(m *slotMessages) { m.noPlan = true } }
+
+// readPlanKinds are the columnTypes the read plan decodes.
+var readPlanKinds = func() (k []int) {
+	for i, dt := range columnTypes {
+		if newReadPlan(arrow.NewSchema([]arrow.Field{{Name: "c", Type: dt}}, nil)) != nil {
+			k = append(k, i)
+		}
+	}
+	return k
+}()
+
+// readPlanned publishes msgs on a new ring and reads them with a Reader
+// made with opts, as readMsgs does (every slot given back after an
+// error); it also returns how many records the read plan decoded.
+func readPlanned(t vtb, msgs []slotMsg, opts ...ReaderOption) ([]arrow.RecordBatch, uint64, error) {
+	t.Helper()
+	r := newRing(t, 16, 1<<16)
+	defer r.Close()
+	rd := NewReader(subscribe(t, r), opts...)
+	defer rd.Release()
+	p := producer(t, r)
+	for _, m := range msgs {
+		if err := p.Send(m.b, m.flags); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Close()
+	got, err := receiveAll(rd)
+	var planned uint64
+	if rd.msgs.rplan != nil {
+		planned = rd.msgs.rplan.batches
+	}
+	if err != nil {
+		release(got)
+		if held := r.Stat().Consumers[0].LeasesHeld; held != 0 {
+			t.Fatalf("%d leases held after the error %v", held, err)
+		}
+		return nil, planned, err
+	}
+	if r.Stat().Consumers[0].LeasesHeld != 0 && !rd.msgs.zeroCopy {
+		t.Fatalf("copied records hold slots")
+	}
+	return got, planned, nil
+}
+
+// sameData reports how the array data a and b differ: type, length, null
+// count, offset, and each buffer (nil or not, bytes), dictionaries
+// included.
+func sameData(a, b arrow.ArrayData) error {
+	if !arrow.TypeEqual(a.DataType(), b.DataType()) || a.Len() != b.Len() || a.NullN() != b.NullN() || a.Offset() != b.Offset() {
+		return fmt.Errorf("%s len %d nulls %d offset %d, want %s len %d nulls %d offset %d",
+			a.DataType(), a.Len(), a.NullN(), a.Offset(), b.DataType(), b.Len(), b.NullN(), b.Offset())
+	}
+	ab, bb := a.Buffers(), b.Buffers()
+	if len(ab) != len(bb) {
+		return fmt.Errorf("%d buffers, want %d", len(ab), len(bb))
+	}
+	for i := range ab {
+		if (ab[i] == nil) != (bb[i] == nil) {
+			return fmt.Errorf("buffer %d: nil %v, want nil %v", i, ab[i] == nil, bb[i] == nil)
+		}
+		if ab[i] != nil && !bytes.Equal(ab[i].Bytes(), bb[i].Bytes()) {
+			return fmt.Errorf("buffer %d: % x, want % x", i, ab[i].Bytes(), bb[i].Bytes())
+		}
+	}
+	if len(a.Children()) != 0 || len(b.Children()) != 0 {
+		return fmt.Errorf("children in a flat column")
+	}
+	da, db := dictOf(a), dictOf(b)
+	if (da == nil) != (db == nil) {
+		return fmt.Errorf("dictionary %v, want %v", da != nil, db != nil)
+	}
+	if da != nil {
+		if err := sameData(da, db); err != nil {
+			return fmt.Errorf("dictionary: %w", err)
+		}
+	}
+	return nil
+}
+
+// The read plan decodes every batch of a flat schema (each plannable type,
+// nulls or not, sliced or not, dictionaries kept or replaced) into the
+// very arrays arrow-go's ipc.Reader builds (same buffers, nil where it
+// leaves them nil), in place and copied, validating or trusted; and with
+// random bytes changed in any dictionary or record batch, it gives the
+// same error (text and all) or the same records as the general path.
+func TestReadPlanMatchesTheGeneralPath(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		kinds := rapid.SliceOfN(rapid.SampledFrom(readPlanKinds), 1, 5).Draw(rt, "kinds")
+		nulls := rapid.Bool().Draw(rt, "nulls")
+		seed := rapid.Uint64().Draw(rt, "seed")
+		mem := memory.DefaultAllocator
+		var recs []arrow.RecordBatch
+		for i := range rapid.IntRange(1, 3).Draw(rt, "records") {
+			rows := rapid.IntRange(0, 60).Draw(rt, "rows")
+			off := rapid.IntRange(0, 9).Draw(rt, "offset")
+			rec := randomRecord(mem, seed+uint64(i), kinds, rows, off, nulls)
+			recs = append(recs, rec, rec) // the second keeps its dictionaries
+			rec.Retain()
+		}
+		defer release(recs)
+		msgs := ipcMessages(rt, recs...)
+		damage := rapid.Bool().Draw(rt, "damage")
+		if damage {
+			i := rapid.IntRange(1, len(msgs)-1).Draw(rt, "message")
+			b := append([]byte(nil), msgs[i].b...)
+			for range rapid.IntRange(1, 6).Draw(rt, "flips") {
+				at := rapid.IntRange(0, len(b)-1).Draw(rt, "at")
+				b[at] ^= rapid.Byte().Draw(rt, "xor") | 1
+			}
+			msgs = append([]slotMsg(nil), msgs...)
+			msgs[i].b = b
+		}
+		var opts []ReaderOption
+		if rapid.Bool().Draw(rt, "in place") {
+			opts = append(opts, WithZeroCopy())
+		}
+		if rapid.Bool().Draw(rt, "trusted") {
+			opts = append(opts, WithTrustedProducer())
+		}
+		want, _, wantErr := readPlanned(rt, msgs, append(opts, withoutReadPlan())...)
+		defer release(want)
+		got, planned, err := readPlanned(rt, msgs, opts...)
+		defer release(got)
+		if fmt.Sprint(err) != fmt.Sprint(wantErr) {
+			rt.Fatalf("planned: error %v, the general path's %v", err, wantErr)
+		}
+		if len(got) != len(want) {
+			rt.Fatalf("planned: %d records, the general path %d", len(got), len(want))
+		}
+		for i := range got {
+			if !got[i].Schema().Equal(want[i].Schema()) || got[i].NumRows() != want[i].NumRows() {
+				rt.Fatalf("record %d: %v, want %v", i, got[i], want[i])
+			}
+			for j := range got[i].Columns() {
+				if err := sameData(got[i].Column(j).Data(), want[i].Column(j).Data()); err != nil {
+					rt.Fatalf("record %d column %d: %v", i, j, err)
+				}
+			}
+		}
+		if !damage {
+			if err := sameRecords(recs, got); err != nil {
+				rt.Fatal(err)
+			}
+			// Each record with rows but the first of each new dictionary
+			// is the plan's (the first of a dictionary-less schema too).
+			var want uint64
+			for i, rec := range recs {
+				if rec.NumRows() > 0 && (i%2 == 1 || !hasDictionaryColumn(rec.Schema())) {
+					want++
+				}
+			}
+			if planned != want {
+				rt.Fatalf("the plan decoded %d records, want %d", planned, want)
+			}
+		}
+	})
+}
+
+func hasDictionaryColumn(s *arrow.Schema) bool {
+	for _, f := range s.Fields() {
+		if f.Type.ID() == arrow.DICTIONARY {
+			return true
+		}
+	}
+	return false
+}
+
+// Damage inside a planned batch that only the full checks see is refused
+// with the general path's error, naming the slot: null counts, offsets,
+// UTF-8, dictionary keys, buffer sizes.
+func TestReadPlanRefusesDamage(t *testing.T) {
+	mem := memory.DefaultAllocator
+	// int64 (nulls), string, bool, dictionary<int32, string>
+	kinds := []int{3, 11, 10, len(columnTypes) - 1}
+	rec := randomRecord(mem, 7, kinds, 40, 0, true)
+	defer rec.Release()
+	msgs := ipcMessages(t, rec, rec)
+	last := len(msgs) - 1
+	if msgs[last].flags != FlagIPCRecordBatch || msgs[last-1].flags != FlagIPCRecordBatch {
+		t.Fatalf("unexpected messages %v", msgs)
+	}
+	_, bufs := body(t, msgs[last].b)
+	// Buffers: 0–1 int64, 2–4 string, 5–6 bool, 7–8 dictionary keys.
+	cases := []struct {
+		name string
+		f    func(b []byte, bufs [][2]int64)
+	}{
+		{"null count disagrees with the bitmap", func(b []byte, bufs [][2]int64) {
+			for i := range bufs[0][1] {
+				b[bufs[0][0]+i] = 0xff
+			}
+		}},
+		{"string offset past the values", func(b []byte, bufs [][2]int64) { put32le(b, bufs[3], 40, 1<<20) }},
+		{"decreasing string offsets", func(b []byte, bufs [][2]int64) { put32le(b, bufs[3], 20, 0) }},
+		{"negative first offset", func(b []byte, bufs [][2]int64) { put32le(b, bufs[3], 0, 0xffffffff) }},
+		{"invalid utf-8", func(b []byte, bufs [][2]int64) { b[bufs[4][0]] = 0xff }},
+		{"dictionary key out of range", func(b []byte, bufs [][2]int64) {
+			for i := range 40 {
+				put32le(b, bufs[8], i, 100)
+			}
+		}},
+		{"negative dictionary key", func(b []byte, bufs [][2]int64) {
+			for i := range 40 {
+				put32le(b, bufs[8], i, 0x80000000)
+			}
+		}},
+	}
+	if len(bufs) != 9 {
+		t.Fatalf("%d buffers", len(bufs))
+	}
+	for _, trusted := range []bool{false, true} {
+		for _, inPlace := range []bool{false, true} {
+			var opts []ReaderOption
+			if inPlace {
+				opts = append(opts, WithZeroCopy())
+			}
+			if trusted {
+				opts = append(opts, WithTrustedProducer())
+			}
+			got, planned, err := readPlanned(t, msgs, opts...)
+			release(got)
+			if err != nil || planned != 1 {
+				t.Fatalf("undamaged: %v, %d planned", err, planned)
+			}
+			for _, c := range cases {
+				bad := damaged(t, msgs, last, c.f)
+				want, _, wantErr := readPlanned(t, bad, append(opts, withoutReadPlan())...)
+				release(want)
+				got, _, err := readPlanned(t, bad, opts...)
+				release(got)
+				if fmt.Sprint(err) != fmt.Sprint(wantErr) || len(got) != len(want) {
+					t.Errorf("trusted %v, in place %v, %s: %v (%d records), the general path %v (%d)", trusted, inPlace, c.name, err, len(got), wantErr, len(want))
+				}
+				if !trusted && !errors.Is(err, ErrCorrupt) {
+					t.Errorf("%s: %v, want ErrCorrupt", c.name, err)
+				}
+			}
+		}
+	}
+}
+
+func put32le(b []byte, buf [2]int64, at int, v uint32) {
+	b[buf[0]+int64(at)*4] = byte(v)
+	b[buf[0]+int64(at)*4+1] = byte(v >> 8)
+	b[buf[0]+int64(at)*4+2] = byte(v >> 16)
+	b[buf[0]+int64(at)*4+3] = byte(v >> 24)
+}
+
+// A planned record read in place allocates a handful of objects (the
+// record, its arrays, their data and buffers), not arrow-go's loader's.
+func TestReadPlanAllocations(t *testing.T) {
+	rec := randomRecord(memory.DefaultAllocator, 1, []int{3}, 1, 0, false)
+	defer rec.Release()
+	r := newRing(t, 4, 1<<16)
+	defer r.Close()
+	rd := NewReader(subscribe(t, r), WithZeroCopy())
+	defer rd.Release()
+	w := NewWriter(producer(t, r), rec.Schema())
+	defer w.Close()
+	step := func() {
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+		if !rd.Next() {
+			t.Fatal(rd.Err())
+		}
+	}
+	step()
+	if n := testing.AllocsPerRun(100, step); n > 10 {
+		t.Errorf("%.0f allocations per 1-row int64 batch written and read", n)
+	}
+	if rd.msgs.rplan == nil || rd.msgs.rplan.batches < 100 {
+		t.Fatalf("the plan was not used")
+	}
+}
