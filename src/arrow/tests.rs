@@ -520,3 +520,57 @@ fn decode_plan_refuses_a_dictionary_of_another_value_type() {
         );
     }
 }
+
+/// A dictionary message that could not be sent (the ring full until the
+/// producer's timeout) is sent again with the next batch that uses it, so a
+/// caller that drains the ring and keeps writing loses nothing: the reader
+/// decodes every batch that was written. With and without deltas, through
+/// the direct plan and arrow-ipc's encoder.
+#[test]
+fn a_dictionary_that_failed_to_send_is_sent_again() {
+    use arrow_array::types::Int32Type;
+    use arrow_array::DictionaryArray;
+    let dict = |values: &[&str]| {
+        let tags: DictionaryArray<Int32Type> = values.iter().copied().collect();
+        RecordBatch::try_from_iter([("tag", Arc::new(tags) as _)]).expect("batch")
+    };
+    // `b`'s dictionary grows `a`'s (a delta), `c`'s replaces it.
+    let (a, b, c) = (dict(&["a", "b", "a"]), dict(&["a", "b", "c"]), dict(&["z"]));
+    for (deltas, direct) in [(false, true), (true, true), (false, false), (true, false)] {
+        let r = ring(4, 1 << 16);
+        let mut reader = IpcReader::new(r.subscribe().unwrap());
+        let p = r
+            .producer_builder()
+            .backpressure(Backpressure::Block {
+                timeout: Some(std::time::Duration::from_millis(5)),
+            })
+            .wait(WaitStrategy::Spin)
+            .create()
+            .unwrap();
+        let mut w = IpcWriter::new(p, a.schema())
+            .unwrap()
+            .with_dictionary_deltas(deltas)
+            .with_direct_encode(direct);
+        // Schema, dictionary, batch, batch: the ring is full.
+        w.write(&a).unwrap();
+        w.write(&a).unwrap();
+        for next in [&b, &c] {
+            match w.write(next) {
+                Err(ArrowShmError::Ring(RingError::Timeout(_))) => {}
+                other => panic!("expected a timeout on the full ring, got {other:?}"),
+            }
+        }
+        let mut got = Vec::new();
+        while let Ok(Some(batch)) = reader.next_batch_timeout(std::time::Duration::from_millis(50)) {
+            got.push(batch);
+        }
+        assert_eq!(got, [a.clone(), a.clone()], "deltas {deltas}, direct {direct}");
+        drop(got);
+        // The retry of the last failed write first.
+        for next in [&c, &b, &b, &a] {
+            w.write(next).unwrap();
+            let batch = reader.next_batch().unwrap().expect("a batch");
+            assert_eq!(&batch, next, "deltas {deltas}, direct {direct}");
+        }
+    }
+}

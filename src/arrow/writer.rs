@@ -123,6 +123,15 @@ impl IpcWriter {
     /// the Go `arrowshm.Writer` does; a single row that does not fit fails
     /// with [`RingError::MessageTooLarge`], as does a dictionary that does
     /// not fit (which fails the stream).
+    ///
+    /// A failed write (e.g. [`RingError::Full`] or [`RingError::Timeout`]
+    /// from the producer's backpressure) leaves the writer usable: the
+    /// caller may write again once readers have caught up, the same batch
+    /// or another. A dictionary whose message could not be sent is sent
+    /// (whole) with the next batch, so readers never see a batch that
+    /// refers to a dictionary they did not get. Only a batch that was split
+    /// may have been sent in part: the halves already published stay
+    /// published, and writing the batch again repeats their rows.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowShmError> {
         if batch.schema().fields() != self.schema.fields() {
             return Err(ArrowShmError::SchemaMismatch);
@@ -165,7 +174,13 @@ impl IpcWriter {
         // even when the batch itself is too large: its halves (which share
         // the dictionaries) must not lose a changed one.
         for d in dictionaries {
-            self.send(d, flags::IPC_DICTIONARY_BATCH)?;
+            if let Err(e) = self.send(d, flags::IPC_DICTIONARY_BATCH) {
+                // Not sent after all (full ring, timeout, …): the tracker
+                // must not say it was, or a later write of the same
+                // dictionary would refer to one the readers never got.
+                self.forget_sent_dictionaries();
+                return Err(e);
+            }
         }
         if batch.num_rows() > 0 {
             if let Some(plan) = &mut self.plan {
@@ -186,6 +201,21 @@ impl IpcWriter {
             return self.write_split(&batch.slice(half, rows - half));
         }
         self.send(encoded, flags::IPC_RECORD_BATCH)
+    }
+
+    /// Makes the tracker forget every dictionary it counts as sent, so the
+    /// next batch sends each of its dictionaries again, whole (a reader
+    /// replaces what it had). arrow-ipc's tracker cannot unlearn one
+    /// dictionary, and `clear` would also drop the dictionary ids the schema
+    /// assigned: a fresh tracker is given the same ids by numbering the
+    /// schema again, as `start` did (the bytes are not sent again).
+    fn forget_sent_dictionaries(&mut self) {
+        self.tracker = DictionaryTracker::new(false);
+        self.generator.schema_to_bytes_with_dictionary_tracker(
+            &self.schema,
+            &mut self.tracker,
+            &self.options,
+        );
     }
 
     /// Publishes the schema if not done yet (LAYOUT.md §8.2).
