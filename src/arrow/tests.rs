@@ -561,10 +561,15 @@ fn a_dictionary_that_failed_to_send_is_sent_again() {
             }
         }
         let mut got = Vec::new();
-        while let Ok(Some(batch)) = reader.next_batch_timeout(std::time::Duration::from_millis(50)) {
+        while let Ok(Some(batch)) = reader.next_batch_timeout(std::time::Duration::from_millis(50))
+        {
             got.push(batch);
         }
-        assert_eq!(got, [a.clone(), a.clone()], "deltas {deltas}, direct {direct}");
+        assert_eq!(
+            got,
+            [a.clone(), a.clone()],
+            "deltas {deltas}, direct {direct}"
+        );
         drop(got);
         // The retry of the last failed write first.
         for next in [&c, &b, &b, &a] {
