@@ -190,9 +190,11 @@ func BenchmarkWriterCDataBuild(b *testing.B) {
 // The write is timed too (stopping the timer per batch costs more than a
 // batch); BenchmarkWriterCDataWrite and BenchmarkWriterIPC time it alone.
 // ipc-general reads IPC batches through arrow-go's ipc.Reader instead of
-// the read plan (read_plan.go), right after ipc for a same-run ratio.
+// the read plan (read_plan.go), cdata-general C-Data-offsets batches
+// through the general walk instead of the flat plan (cdata_plan.go), each
+// right after the planned mode for a same-run ratio.
 func BenchmarkReader(b *testing.B) {
-	for _, mode := range []string{"ipc", "ipc-general", "cdata"} {
+	for _, mode := range []string{"ipc", "ipc-general", "cdata", "cdata-general"} {
 		for _, place := range []string{"in-place", "copied"} {
 			for _, s := range benchShapes {
 				b.Run(mode+"/"+place+"/"+s.name, func(b *testing.B) {
@@ -210,14 +212,14 @@ func benchReader(b *testing.B, s benchShape, mode string, inPlace bool) {
 	if inPlace {
 		opts = append(opts, WithZeroCopy())
 	}
-	if mode == "ipc-general" {
+	if mode == "ipc-general" || mode == "cdata-general" {
 		opts = append(opts, withoutReadPlan())
 	}
 	rd := NewReader(subscribe(b, r), opts...)
 	defer rd.Release()
 	p := producer(b, r)
 	var write func() error
-	if mode != "cdata" {
+	if mode == "ipc" || mode == "ipc-general" {
 		w := NewWriter(p, s.schema())
 		defer w.Close()
 		write = func() error { return w.Write(rec) }

@@ -69,6 +69,11 @@ func parseCDataHeader(p []byte) (cdataHeader, error) {
 // the O(1) checks of array.Validate run: buffer sizes, not offsets or
 // UTF-8. decodeCData does not take over the caller's reference to owner.
 func decodeCData(owner *memory.Buffer, plan *cdataSchemaPlan, full bool) (rec arrow.RecordBatch, err error) {
+	if plan.flat != nil && !plan.noFlat {
+		if rec, ok, err := plan.flat.decode(owner, full); ok {
+			return rec, err
+		}
+	}
 	schema := plan.schema
 	p := owner.Bytes()
 	h, err := parseCDataHeader(p)
@@ -171,6 +176,10 @@ func (w *cdataWalk) buffer() (*memory.Buffer, error) {
 type cdataSchemaPlan struct {
 	schema *arrow.Schema
 	cols   []*cdataPlan
+	// flat: the flat-schema plan (cdata_plan.go), nil if the schema is
+	// not flat; noFlat: never use it (tests, benchmarks).
+	flat   *cdataFlat
+	noFlat bool
 }
 
 // cdataPlan is the decoding plan of one node type.
@@ -188,7 +197,7 @@ type cdataPlan struct {
 }
 
 func newCDataSchemaPlan(schema *arrow.Schema) *cdataSchemaPlan {
-	p := &cdataSchemaPlan{schema: schema}
+	p := &cdataSchemaPlan{schema: schema, flat: newCDataFlat(schema)}
 	for _, f := range schema.Fields() {
 		p.cols = append(p.cols, newCDataPlan(f.Type))
 	}

@@ -84,31 +84,40 @@ func newReadPlan(schema *arrow.Schema) *readPlan {
 	}
 	p := &readPlan{schema: schema, cols: make([]readColumn, schema.NumFields())}
 	for i, f := range schema.Fields() {
-		c := readColumn{dt: f.Type}
-		switch f.Type.ID() {
-		case arrow.BOOL:
-			c.kind = planBool
-		default:
-			pc, ok := planColumnOf(f.Type)
-			if !ok {
-				return nil
-			}
-			c.kind, c.width = pc.kind, pc.width
-			switch f.Type.ID() {
-			case arrow.STRING, arrow.LARGE_STRING:
-				c.utf8 = true
-			case arrow.DICTIONARY:
-				switch f.Type.(*arrow.DictionaryType).IndexType.ID() {
-				case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64:
-					c.signed = true
-				}
-			}
+		c, ok := readColumnOf(f.Type)
+		if !ok {
+			return nil
 		}
 		p.cols[i] = c
 		p.nbufs += planColumn{kind: c.kind}.buffers()
 	}
 	p.dicts = make([]*array.Data, len(p.cols))
 	return p
+}
+
+// readColumnOf is how a plan reads a column of type dt; ok false if no
+// plan reads that type.
+func readColumnOf(dt arrow.DataType) (c readColumn, ok bool) {
+	c.dt = dt
+	if dt.ID() == arrow.BOOL {
+		c.kind = planBool
+		return c, true
+	}
+	pc, ok := planColumnOf(dt)
+	if !ok {
+		return c, false
+	}
+	c.kind, c.width = pc.kind, pc.width
+	switch dt.ID() {
+	case arrow.STRING, arrow.LARGE_STRING:
+		c.utf8 = true
+	case arrow.DICTIONARY:
+		switch dt.(*arrow.DictionaryType).IndexType.ID() {
+		case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64:
+			c.signed = true
+		}
+	}
+	return c, true
 }
 
 // noteDictionaries takes the dictionaries of rec, a record the ipc.Reader
@@ -197,7 +206,7 @@ func (p *readPlan) check(meta, body []byte, info ipcframe.Info, full bool) (rows
 			if int64(len(keys)) < length*c.width || p.dicts[i] == nil {
 				return 0, false
 			}
-			if full && !keysInRange(keys[:length*c.width], c.width, c.signed, validity, int64(p.dicts[i].Len())) {
+			if full && !keysInRange(keys[:length*c.width], c.width, c.signed, validity, 0, int64(p.dicts[i].Len())) {
 				return 0, false
 			}
 		case planBinary:
@@ -249,9 +258,9 @@ func checkOffsets(offsets, data []byte, length, w int64, utf8Values, full bool) 
 }
 
 // keysInRange reports whether every key (little-endian, w bytes, signed
-// or not) whose validity bit is set (all when validity is nil) lies in
-// [0, n).
-func keysInRange(keys []byte, w int64, signed bool, validity []byte, n int64) bool {
+// or not) whose validity bit is set (bit voff+i for key i; all when
+// validity is nil) lies in [0, n).
+func keysInRange(keys []byte, w int64, signed bool, validity []byte, voff, n int64) bool {
 	count := int64(len(keys)) / w
 	for i := range count {
 		var out bool // outside [0, n)
@@ -288,7 +297,7 @@ func keysInRange(keys []byte, w int64, signed bool, validity []byte, n int64) bo
 				out = u >= uint64(n)
 			}
 		}
-		if out && (validity == nil || bitutil.BitIsSet(validity, int(i))) {
+		if out && (validity == nil || bitutil.BitIsSet(validity, int(voff+i))) {
 			return false
 		}
 	}

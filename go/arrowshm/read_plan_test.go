@@ -2,6 +2,7 @@ package arrowshm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"testing"
@@ -27,7 +28,8 @@ var readPlanKinds = func() (k []int) {
 
 // readPlanned publishes msgs on a new ring and reads them with a Reader
 // made with opts, as readMsgs does (every slot given back after an
-// error); it also returns how many records the read plan decoded.
+// error); it also returns how many records the read plans (IPC and
+// C-Data-offsets flat) decoded.
 func readPlanned(t vtb, msgs []slotMsg, opts ...ReaderOption) ([]arrow.RecordBatch, uint64, error) {
 	t.Helper()
 	r := newRing(t, 16, 1<<16)
@@ -45,6 +47,9 @@ func readPlanned(t vtb, msgs []slotMsg, opts ...ReaderOption) ([]arrow.RecordBat
 	var planned uint64
 	if rd.msgs.rplan != nil {
 		planned = rd.msgs.rplan.batches
+	}
+	if rd.msgs.cplan != nil && rd.msgs.cplan.flat != nil {
+		planned += rd.msgs.cplan.flat.batches
 	}
 	if err != nil {
 		release(got)
@@ -288,5 +293,208 @@ func TestReadPlanAllocations(t *testing.T) {
 	}
 	if rd.msgs.rplan == nil || rd.msgs.rplan.batches < 100 {
 		t.Fatalf("the plan was not used")
+	}
+}
+
+// cdataMsgs returns the messages a CDataWriter publishes for recs.
+func cdataMsgs(t vtb, recs ...arrow.RecordBatch) []slotMsg {
+	t.Helper()
+	r := newRing(t, 16, 1<<16)
+	defer r.Close()
+	c := subscribe(t, r)
+	w, err := NewCDataWriter(producer(t, r), recs[0].Schema())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range recs {
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	var out []slotMsg
+	for {
+		l, err := c.Recv()
+		if err != nil {
+			return out
+		}
+		out = append(out, slotMsg{append([]byte(nil), l.Bytes()...), l.Flags()})
+		l.Release()
+	}
+}
+
+// The C-Data-offsets flat plan decodes every batch of a flat schema
+// (sliced arrays keep their offsets) into the very arrays the general walk
+// builds, in place and copied, validating or trusted; with random bytes
+// changed anywhere in a batch (header, data, descriptor) it gives the same
+// error text or the same records as the general walk.
+func TestCDataFlatPlanMatchesTheGeneralWalk(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		kinds := rapid.SliceOfN(rapid.SampledFrom(readPlanKinds), 1, 5).Draw(rt, "kinds")
+		nulls := rapid.Bool().Draw(rt, "nulls")
+		seed := rapid.Uint64().Draw(rt, "seed")
+		var recs []arrow.RecordBatch
+		for i := range rapid.IntRange(1, 3).Draw(rt, "records") {
+			rows := rapid.IntRange(0, 60).Draw(rt, "rows")
+			off := rapid.IntRange(0, 9).Draw(rt, "offset")
+			recs = append(recs, randomRecord(memory.DefaultAllocator, seed+uint64(i), kinds, rows, off, nulls))
+		}
+		defer release(recs)
+		msgs := cdataMsgs(rt, recs...)
+		damage := rapid.Bool().Draw(rt, "damage")
+		if damage {
+			i := rapid.IntRange(1, len(msgs)-1).Draw(rt, "message")
+			b := append([]byte(nil), msgs[i].b...)
+			for range rapid.IntRange(1, 6).Draw(rt, "flips") {
+				// Half the flips in the header and descriptor (its end).
+				at := rapid.IntRange(0, len(b)-1).Draw(rt, "at")
+				if rapid.Bool().Draw(rt, "descriptor") {
+					at = len(b) - 1 - rapid.IntRange(0, min(len(b)-1, 400)).Draw(rt, "from end")
+				}
+				b[at] ^= rapid.Byte().Draw(rt, "xor") | 1
+			}
+			msgs = append([]slotMsg(nil), msgs...)
+			msgs[i].b = b
+		}
+		var opts []ReaderOption
+		if rapid.Bool().Draw(rt, "in place") {
+			opts = append(opts, WithZeroCopy())
+		}
+		if rapid.Bool().Draw(rt, "trusted") {
+			opts = append(opts, WithTrustedProducer())
+		}
+		want, _, wantErr := readPlanned(rt, msgs, append(opts, withoutReadPlan())...)
+		defer release(want)
+		got, planned, err := readPlanned(rt, msgs, opts...)
+		defer release(got)
+		if fmt.Sprint(err) != fmt.Sprint(wantErr) {
+			rt.Fatalf("planned: error %v, the general walk's %v", err, wantErr)
+		}
+		if len(got) != len(want) {
+			rt.Fatalf("planned: %d records, the general walk %d", len(got), len(want))
+		}
+		for i := range got {
+			if !got[i].Schema().Equal(want[i].Schema()) || got[i].NumRows() != want[i].NumRows() {
+				rt.Fatalf("record %d: %v, want %v", i, got[i], want[i])
+			}
+			for j := range got[i].Columns() {
+				if err := sameData(got[i].Column(j).Data(), want[i].Column(j).Data()); err != nil {
+					rt.Fatalf("record %d column %d: %v", i, j, err)
+				}
+			}
+		}
+		if !damage {
+			if err := sameRecords(recs, got); err != nil {
+				rt.Fatal(err)
+			}
+			if planned != uint64(len(recs)) {
+				rt.Fatalf("the flat plan decoded %d records, want %d", planned, len(recs))
+			}
+		}
+	})
+}
+
+// cdataBuffers returns the payload offset and length of every buffer of a
+// C-Data-offsets message, in descriptor order.
+func cdataBuffers(t vtb, msg []byte) [][2]int64 {
+	h, err := parseCDataHeader(msg)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	var out [][2]int64
+	pos := int(h.descOff)
+	for range h.nodes {
+		nbuf := int(binary.LittleEndian.Uint32(msg[pos+24:]))
+		pos += cdataNodeSize
+		for range nbuf {
+			out = append(out, [2]int64{int64(binary.LittleEndian.Uint64(msg[pos:])), int64(binary.LittleEndian.Uint64(msg[pos+8:]))})
+			pos += cdataBufferSize
+		}
+	}
+	return out
+}
+
+// Damage inside a C-Data-offsets batch that only the full checks see is
+// refused by the flat plan's checks and reported by the general walk, with
+// its error: null counts, offsets, UTF-8, dictionary keys and values.
+func TestCDataFlatPlanRefusesDamage(t *testing.T) {
+	// int64 (nulls), string, bool, dictionary<int32, string>
+	kinds := []int{3, 11, 10, len(columnTypes) - 1}
+	rec := randomRecord(memory.DefaultAllocator, 7, kinds, 40, 3, true)
+	defer rec.Release()
+	msgs := cdataMsgs(t, rec)
+	last := len(msgs) - 1
+	bufs := cdataBuffers(t, msgs[last].b)
+	if len(bufs) != 12 || msgs[last].flags != FlagCDataOffsets {
+		t.Fatalf("%d buffers, flags %d", len(bufs), msgs[last].flags)
+	}
+	// Buffers: 0–1 int64, 2–4 string, 5–6 bool, 7–8 dictionary keys,
+	// 9–11 dictionary values; the arrays are sliced at 3.
+	put := func(b []byte, buf [2]int64, at int, v uint32) {
+		binary.LittleEndian.PutUint32(b[buf[0]+int64(at)*4:], v)
+	}
+	cases := []struct {
+		name string
+		f    func(b []byte)
+	}{
+		{"null count disagrees with the bitmap", func(b []byte) {
+			for i := range bufs[0][1] {
+				b[bufs[0][0]+i] = 0xff
+			}
+		}},
+		{"string offset past the values", func(b []byte) { put(b, bufs[3], 43, 1<<20) }},
+		{"decreasing string offsets", func(b []byte) { put(b, bufs[3], 20, 0) }},
+		{"negative first offset", func(b []byte) { put(b, bufs[3], 3, 0xffffffff) }},
+		{"invalid utf-8", func(b []byte) {
+			for i := range bufs[4][1] {
+				b[bufs[4][0]+i] = 0xff
+			}
+		}},
+		{"dictionary key out of range", func(b []byte) {
+			for i := range 43 {
+				put(b, bufs[8], i, 100)
+			}
+		}},
+		{"negative dictionary key", func(b []byte) {
+			for i := range 43 {
+				put(b, bufs[8], i, 0x80000000)
+			}
+		}},
+		{"dictionary value utf-8", func(b []byte) {
+			for i := range bufs[11][1] {
+				b[bufs[11][0]+i] = 0xc0
+			}
+		}},
+	}
+	for _, trusted := range []bool{false, true} {
+		for _, inPlace := range []bool{false, true} {
+			var opts []ReaderOption
+			if inPlace {
+				opts = append(opts, WithZeroCopy())
+			}
+			if trusted {
+				opts = append(opts, WithTrustedProducer())
+			}
+			got, planned, err := readPlanned(t, msgs, opts...)
+			release(got)
+			if err != nil || planned != 1 {
+				t.Fatalf("undamaged: %v, %d planned", err, planned)
+			}
+			for _, c := range cases {
+				bad := append([]slotMsg(nil), msgs...)
+				bad[last].b = bytes.Clone(msgs[last].b)
+				c.f(bad[last].b)
+				want, _, wantErr := readPlanned(t, bad, append(opts, withoutReadPlan())...)
+				release(want)
+				got, _, err := readPlanned(t, bad, opts...)
+				release(got)
+				if fmt.Sprint(err) != fmt.Sprint(wantErr) || len(got) != len(want) {
+					t.Errorf("trusted %v, in place %v, %s: %v (%d records), the general walk %v (%d)", trusted, inPlace, c.name, err, len(got), wantErr, len(want))
+				}
+				if !trusted && !errors.Is(err, ErrCorrupt) {
+					t.Errorf("%s: %v, want ErrCorrupt", c.name, err)
+				}
+			}
+		}
 	}
 }

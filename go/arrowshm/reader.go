@@ -422,7 +422,8 @@ type slotMessages struct {
 	// cplan: the C-Data-offsets decoding plan of schema (cdata_reader.go).
 	cplan *cdataSchemaPlan
 	// rplan: the IPC record batch plan of rplanFor, nil if that schema
-	// has none (read_plan.go); noPlan: never use it (tests, benchmarks).
+	// has none (read_plan.go); noPlan: use neither it nor the C-Data-offsets
+	// flat plan (cdata_plan.go), for tests and benchmarks.
 	rplan    *readPlan
 	rplanFor *arrow.Schema
 	noPlan   bool
@@ -445,6 +446,7 @@ func (m *slotMessages) cdata(l *ring.Lease) (arrow.RecordBatch, error) {
 	}
 	if m.cplan == nil || m.cplan.schema != m.schema {
 		m.cplan = newCDataSchemaPlan(m.schema)
+		m.cplan.noFlat = m.noPlan
 	}
 	rec, err := decodeCData(owner, m.cplan, !m.trusted)
 	owner.Release() // the arrays hold the payload now
