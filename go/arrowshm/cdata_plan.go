@@ -31,8 +31,10 @@ type cdataFlat struct {
 	schema          *arrow.Schema
 	cols            []cdataFlatColumn
 	nodes, nbuffers uint32
-	// parsed: the nodes of the batch being decoded, reused.
-	parsed []cdataFlatNode
+	// parsed: the nodes of the batch being decoded, reused; scratch: the
+	// columns of the record being built.
+	parsed  []cdataFlatNode
+	scratch []arrow.Array
 	// batches is the number of records the plan decoded.
 	batches uint64
 }
@@ -118,28 +120,32 @@ func (f *cdataFlat) decode(owner *memory.Buffer, full bool) (rec arrow.RecordBat
 			rec, ok, err = nil, true, fmt.Errorf("%w: invalid arrays: %v", ErrCorrupt, r)
 		}
 	}()
-	cols := make([]arrow.Array, len(f.cols))
+	// cols is scratch (the record copies it); one slab holds every node's
+	// buffer slots.
+	cols := f.scratch[:0]
 	defer func() {
-		for _, c := range cols {
-			if c != nil {
-				c.Release()
-			}
+		for i, c := range cols {
+			c.Release()
+			cols[i] = nil
 		}
+		f.scratch = cols[:0]
 	}()
+	slab := make([]*memory.Buffer, f.nbuffers)
 	at := 0
-	for i, c := range f.cols {
+	for _, c := range f.cols {
 		var d *array.Data
 		if c.kind == planDict {
-			dict := f.data(owner, &f.parsed[at+1], c.values.dt, nil)
-			d = f.data(owner, &f.parsed[at], c.dt, dict)
+			dict := f.data(owner, &f.parsed[at+1], c.values.dt, nil, &slab)
+			d = f.data(owner, &f.parsed[at], c.dt, dict, &slab)
 			dict.Release()
 			at += 2
 		} else {
-			d = f.data(owner, &f.parsed[at], c.dt, nil)
+			d = f.data(owner, &f.parsed[at], c.dt, nil, &slab)
 			at++
 		}
-		cols[i] = array.MakeFromData(d)
+		arr := array.MakeFromData(d)
 		d.Release()
+		cols = append(cols, arr)
 	}
 	f.batches++
 	return array.NewRecordBatch(f.schema, cols, rows), true, nil
@@ -147,9 +153,10 @@ func (f *cdataFlat) decode(owner *memory.Buffer, full bool) (rec arrow.RecordBat
 
 // data builds the array data of node n as the general walk does: buffers
 // as slices of owner, an empty data buffer for an absent one (only a
-// validity bitmap may be nil).
-func (f *cdataFlat) data(owner *memory.Buffer, n *cdataFlatNode, dt arrow.DataType, dict *array.Data) *array.Data {
-	bufs := make([]*memory.Buffer, n.nbuf)
+// validity bitmap may be nil). Its buffer slots are taken from *slab.
+func (f *cdataFlat) data(owner *memory.Buffer, n *cdataFlatNode, dt arrow.DataType, dict *array.Data, slab *[]*memory.Buffer) *array.Data {
+	bufs := (*slab)[:n.nbuf:n.nbuf]
+	*slab = (*slab)[n.nbuf:]
 	for i := range n.nbuf {
 		switch {
 		case n.bufs[i][1] != 0:

@@ -57,8 +57,10 @@ type readPlan struct {
 	dicts []*array.Data
 	// batches is the number of records the plan decoded.
 	batches uint64
-	// meta: the copy of the metadata of the message being decoded.
-	meta []byte
+	// meta: the copy of the metadata of the message being decoded;
+	// scratch: the columns of the record being built.
+	meta    []byte
+	scratch []arrow.Array
 }
 
 // readColumn is how the plan reads one column.
@@ -307,7 +309,10 @@ func keysInRange(keys []byte, w int64, signed bool, validity []byte, voff, n int
 // build makes the record of a message check accepted. buffer wraps the
 // bytes of each non-empty buffer (a view holding the slot, or of a copy).
 func (p *readPlan) build(meta []byte, info ipcframe.Info, rows int64, buffer func(off, n int64) *memory.Buffer) arrow.RecordBatch {
-	cols := make([]arrow.Array, len(p.cols))
+	// One slab holds every column's buffer slots (each column's a
+	// capacity-bounded part); cols is scratch (the record copies it).
+	slab := make([]*memory.Buffer, p.nbufs)
+	cols := p.scratch[:0]
 	bi := 0
 	next := func() *memory.Buffer {
 		off, n := info.Buffer(meta, bi)
@@ -320,16 +325,16 @@ func (p *readPlan) build(meta []byte, info ipcframe.Info, rows int64, buffer fun
 	for i, c := range p.cols {
 		np := info.NodesPos + 16*i
 		nulls := int(binary.LittleEndian.Uint64(meta[np+8:]))
-		var bufs []*memory.Buffer
+		nb := planColumn{kind: c.kind}.buffers()
+		bufs := slab[:nb:nb]
+		slab = slab[nb:]
 		if nulls != 0 {
-			bufs = append(make([]*memory.Buffer, 0, 3), next())
+			bufs[0] = next()
 		} else {
 			bi++ // arrow-go leaves the bitmap out when nothing is null
-			bufs = append(make([]*memory.Buffer, 0, 3), nil)
 		}
-		bufs = append(bufs, next())
-		if c.kind == planBinary {
-			bufs = append(bufs, next())
+		for j := 1; j < nb; j++ {
+			bufs[j] = next()
 		}
 		var d *array.Data
 		if c.kind == planDict {
@@ -342,13 +347,15 @@ func (p *readPlan) build(meta []byte, info ipcframe.Info, rows int64, buffer fun
 				b.Release() // the data holds them
 			}
 		}
-		cols[i] = array.MakeFromData(d)
+		cols = append(cols, array.MakeFromData(d))
 		d.Release()
 	}
 	rec := array.NewRecordBatch(p.schema, cols, rows)
-	for _, c := range cols {
+	for i, c := range cols {
 		c.Release()
+		cols[i] = nil
 	}
+	p.scratch = cols[:0]
 	p.batches++
 	return rec
 }
