@@ -384,13 +384,19 @@ func (m *slotMessages) planned(l *ring.Lease, schema *arrow.Schema) (rec arrow.R
 	if p == nil {
 		return nil, nil
 	}
-	meta, body, info, err := parseFrame(l.Bytes(), l.Flags())
-	if err != nil {
+	// The framing of parseFrame, with the metadata parsed from its copy.
+	b := l.Bytes()
+	if len(b) < 8 || binary.LittleEndian.Uint32(b) != 0xFFFFFFFF {
 		return nil, nil
 	}
-	p.meta = append(p.meta[:0], meta...)
-	meta = p.meta
-	if info, err = ipcframe.Parse(meta); err != nil {
+	metaLen := int64(int32(binary.LittleEndian.Uint32(b[4:])))
+	if metaLen <= 0 || 8+metaLen > int64(len(b)) || (8+metaLen)%8 != 0 {
+		return nil, nil
+	}
+	p.meta = append(p.meta[:0], b[8:8+metaLen]...)
+	meta := p.meta
+	body, info, err := checkMeta(meta, b[8+metaLen:], l.Flags(), ipcframe.HeaderRecordBatch)
+	if err != nil {
 		return nil, nil
 	}
 	rows, ok := p.check(meta, body, info, !m.trusted)

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -494,6 +496,51 @@ func TestCDataFlatPlanRefusesDamage(t *testing.T) {
 				if !trusted && !errors.Is(err, ErrCorrupt) {
 					t.Errorf("%s: %v, want ErrCorrupt", c.name, err)
 				}
+			}
+		}
+	}
+}
+
+// Batches the Rust writers write (alloy send, both modes) take the read
+// plans: a flat stream of int64 with nulls, utf8, bool and a dictionary,
+// read in place and copied, comes back equal with every batch but the
+// first of each dictionary decoded by a plan.
+func TestRustWrittenBatchesTakeTheReadPlans(t *testing.T) {
+	bin := alloyBin(t)
+	kinds := []int{3, 11, 10, len(columnTypes) - 1}
+	rec := randomRecord(memory.DefaultAllocator, 5, kinds, 50, 0, true)
+	defer rec.Release()
+	want := []arrow.RecordBatch{rec, rec, rec}
+	in := filepath.Join(t.TempDir(), "in.arrows")
+	writeStreamFile(t, in, want)
+	for _, mode := range []string{"ipc", "cdata"} {
+		for _, zeroCopy := range []bool{false, true} {
+			r := namedRing(t)
+			var opts []ReaderOption
+			if zeroCopy {
+				opts = append(opts, WithZeroCopy())
+			}
+			rd := NewReader(subscribe(t, r), opts...)
+			out, err := exec.Command(bin, "send", "--ring", r.Name(), "--mode", mode, in).CombinedOutput()
+			if err != nil {
+				t.Fatalf("alloy send --mode %s: %v: %s", mode, err, out)
+			}
+			got, err := receiveAll(rd)
+			if err == nil {
+				err = sameRecords(want, got)
+			}
+			release(got)
+			var planned uint64
+			if p := rd.msgs.rplan; p != nil {
+				planned += p.batches
+			}
+			if p := rd.msgs.cplan; p != nil && p.flat != nil {
+				planned += p.flat.batches
+			}
+			rd.Release()
+			wantPlanned := map[string]uint64{"ipc": 2, "cdata": 3}[mode]
+			if err != nil || planned != wantPlanned {
+				t.Errorf("--mode %s, in place %v: %v; %d batches planned, want %d", mode, zeroCopy, err, planned, wantPlanned)
 			}
 		}
 	}

@@ -663,22 +663,30 @@ func parseFrame(b []byte, flags uint32) (meta, body []byte, info ipcframe.Info, 
 		return nil, nil, info, fmt.Errorf("%w: metadata size %d in a %d-byte message", ErrCorrupt, metaLen, len(b))
 	}
 	meta = b[8 : 8+metaLen]
+	body, info, err = checkMeta(meta, b[8+metaLen:], flags, want)
+	return meta, body, info, err
+}
+
+// checkMeta parses the metadata meta of a message with flag flags, whose
+// header type must be want, and checks its body against rest, the bytes
+// after the metadata (every buffer inside the body); it returns the body,
+// a view of rest.
+func checkMeta(meta, rest []byte, flags uint32, want int) (body []byte, info ipcframe.Info, err error) {
 	info, err = ipcframe.Parse(meta)
 	if err != nil {
-		return nil, nil, info, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, info, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	if info.Header != want {
-		return nil, nil, info, fmt.Errorf("%w: flag %d but header type %d", ErrCorrupt, flags, info.Header)
+		return nil, info, fmt.Errorf("%w: flag %d but header type %d", ErrCorrupt, flags, info.Header)
 	}
-	rest := int64(len(b)) - 8 - metaLen
-	if info.BodyLen < 0 || info.BodyLen > rest {
-		return nil, nil, info, fmt.Errorf("%w: body length %d exceeds the %d bytes after the metadata", ErrCorrupt, info.BodyLen, rest)
+	if info.BodyLen < 0 || info.BodyLen > int64(len(rest)) {
+		return nil, info, fmt.Errorf("%w: body length %d exceeds the %d bytes after the metadata", ErrCorrupt, info.BodyLen, len(rest))
 	}
 	for i := 0; i < info.NBufs; i++ {
 		off, n := info.Buffer(meta, i)
 		if off < 0 || n < 0 || off > info.BodyLen-n {
-			return nil, nil, info, fmt.Errorf("%w: buffer %d (offset %d, length %d) outside the %d-byte body", ErrCorrupt, i, off, n, info.BodyLen)
+			return nil, info, fmt.Errorf("%w: buffer %d (offset %d, length %d) outside the %d-byte body", ErrCorrupt, i, off, n, info.BodyLen)
 		}
 	}
-	return meta, b[8+metaLen : 8+metaLen+info.BodyLen], info, nil
+	return rest[:info.BodyLen], info, nil
 }

@@ -221,6 +221,15 @@ func Parse(meta []byte) (Info, error) {
 		}
 		info.BodyLen = int64(binary.LittleEndian.Uint64(b[info.BodyPos:]))
 	}
+	// The version is not needed here, but arrow-go reads it: a damaged
+	// position must be an error here too.
+	verPos, err := b.field(root, 0)
+	if err != nil {
+		return info, err
+	}
+	if verPos >= 0 && verPos+2 > len(b) {
+		return info, fmt.Errorf("version outside the metadata")
+	}
 	cm, err := b.field(root, 4)
 	if err != nil {
 		return info, err
