@@ -208,9 +208,10 @@ func (s *suite) pairedLatency() {
 		subject{"shm-go blocking/iceoryx2-event p50 64 B", burst{"shm-go", goLat(false, 0)}})
 }
 
-// pairedArrow adds the paired ratios of the Arrow section: the 1-row IPC
-// batch against the raw 64 B message, and the request/reply round trip
-// against the cgo call.
+// pairedArrow adds the paired ratios of the Arrow section: the 1-row
+// batch against the raw 64 B message (Go → Rust IPC and C-Data-offsets
+// Write, Rust → Go IPC and C-Data-offsets read in place), and the
+// request/reply round trip against the cgo call.
 func (s *suite) pairedArrow() {
 	g, h := s.g, s.helper
 	if !slices.Contains(g.arrowShapes, "1-row") {
@@ -218,10 +219,17 @@ func (s *suite) pairedArrow() {
 	}
 	sh := shapeByID("1-row")
 	n := max(g.latMin, min(g.iters(sh.payload()*4), max(g.latMin, g.latMax/4))/max(1, g.pairRounds))
+	goRust := func(tr string) burst {
+		return burst{tr, func(i int) (Result, error) { return arrowGoRust(h, tr, sh, i, true, false) }}
+	}
+	rustGo := func(tr string) burst {
+		return burst{tr, func(i int) (Result, error) { return arrowRustGo(h, tr, sh, i, true, true) }}
+	}
 	s.paired(burst{"shm-go", func(i int) (Result, error) { return shmGoLatency(h, 64, i, true, 0) }}, n,
-		subject{"shm-go-ipc/shm-go p50 1 row busy", burst{"shm-go-ipc", func(i int) (Result, error) {
-			return arrowGoRust(h, "shm-go-ipc", sh, i, true, false)
-		}}})
+		subject{"shm-go-ipc/shm-go p50 1 row busy", goRust("shm-go-ipc")},
+		subject{"shm-go-cdata-write/shm-go p50 1 row busy", goRust("shm-go-cdata-write")},
+		subject{"shm-rust-ipc in place/shm-go p50 1 row busy", rustGo("shm-rust-ipc")},
+		subject{"shm-rust-cdata in place/shm-go p50 1 row busy", rustGo("shm-rust-cdata")})
 	var subs []subject
 	for _, busy := range []bool{true, false} {
 		subs = append(subs, subject{"shm-rr/cgo-oneshot round trip p50 1 row " + modeName(busy), burst{"shm-rr", func(i int) (Result, error) {
