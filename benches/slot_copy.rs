@@ -10,6 +10,14 @@
 //! report is the median GB/s per (size, routine) and each routine's ratio
 //! to `copy_from_slice` in the same run.
 //!
+//! A second table copies into a rotation of a few slots (the latency
+//! ring's shape: the same `slots` destinations in turn, one lap of warm-up)
+//! with `copy_from_slice`, the non-temporal loop and the ring's own choice
+//! between them (`copy_to_ring_slot`, which streams when the rotation is at
+//! least a quarter of the last-level cache, see `slot_copy::streams`): while
+//! the rotation stays cached, ordinary stores win; once it does not,
+//! streaming stores do.
+//!
 //! Run: `cargo bench -p alloy-shm --features tokio,flight --bench slot_copy`
 //! (`-- --rounds N` for more rounds). Under `cargo test` it runs one round
 //! and checks that every routine copies exactly.
@@ -109,6 +117,7 @@ fn main() {
         }
     }
     std::hint::black_box(sink);
+    rotation(rounds, smoke, &src, &mut dst);
     for (title, table) in [("copy", &mut gbps), ("copy, then read", &mut read_gbps)] {
         println!(
             "slot copy into a shared mapping ({title}), median GB/s over {rounds} interleaved rounds"
@@ -126,5 +135,104 @@ fn main() {
             }
             println!();
         }
+    }
+}
+
+/// (message size, slots) of the rotation table: the latency ring (4 slots)
+/// at 1 and 4 MiB, and rotations on either side of a 32 MiB cache's
+/// quarter.
+const ROTATIONS: [(usize, u32); 6] = [
+    (MIB, 4),
+    (MIB, 16),
+    (2 * MIB, 4),
+    (4 * MIB, 2),
+    (4 * MIB, 4),
+    (16 * MIB, 4),
+];
+
+/// The ways of the rotation table: plain memcpy, always streaming, and the
+/// ring's choice.
+#[derive(Clone, Copy)]
+enum Way {
+    Memcpy,
+    Streaming,
+    Ring,
+}
+
+impl Way {
+    const ALL: [Way; 3] = [Way::Memcpy, Way::Streaming, Way::Ring];
+
+    fn name(self) -> &'static str {
+        match self {
+            Way::Memcpy => "copy_from_slice",
+            Way::Streaming => "avx2_nt",
+            Way::Ring => "copy_to_ring_slot",
+        }
+    }
+
+    fn copy(self, dst: &mut [u8], src: &[u8], slots: u32) {
+        match self {
+            Way::Memcpy => dst.copy_from_slice(src),
+            Way::Streaming => slot_copy::Routine::Avx2NonTemporal.copy(dst, src),
+            Way::Ring => slot_copy::copy_to_ring_slot(dst, src, slots),
+        }
+    }
+}
+
+/// The rotation table: copies of `size` bytes into `slots` destinations in
+/// turn, one lap of warm-up, then timed laps; median GB/s per way.
+fn rotation(rounds: usize, smoke: bool, src: &[u8], dst: &mut MmapMut) {
+    let cache = slot_copy::last_level_cache();
+    let mut gbps = vec![vec![Vec::new(); Way::ALL.len()]; ROTATIONS.len()];
+    for round in 0..rounds {
+        for (ti, &(size, slots)) in ROTATIONS.iter().enumerate() {
+            let n = slots as usize;
+            // At least ~64 MiB per measurement, whole laps.
+            let reps = ((64 * MIB / size).max(1)).div_ceil(n).max(2) * n;
+            for k in 0..Way::ALL.len() {
+                let wi = (k + round) % Way::ALL.len();
+                let way = Way::ALL[wi];
+                for i in 0..n {
+                    way.copy(&mut dst[i * size..][..size], &src[..size], slots);
+                }
+                let t = Instant::now();
+                for i in 0..reps {
+                    let at = (i % n) * size;
+                    way.copy(&mut dst[at..at + size], &src[..size], slots);
+                }
+                let secs = t.elapsed().as_secs_f64();
+                gbps[ti][wi].push((reps * size) as f64 / secs / 1e9);
+                if smoke {
+                    let at = ((reps - 1) % n) * size;
+                    assert!(
+                        dst[at..at + size] == src[..size],
+                        "{} copied wrongly at {size} bytes",
+                        way.name()
+                    );
+                }
+            }
+        }
+    }
+    println!(
+        "slot copy into a rotation of slots (last-level cache {} MiB), median GB/s over {rounds} interleaved rounds",
+        cache >> 20
+    );
+    print!("{:>9} {:>5} {:>7}", "size KiB", "slots", "streams");
+    for w in Way::ALL {
+        print!(" {:>22}", w.name());
+    }
+    println!();
+    for (ti, &(size, slots)) in ROTATIONS.iter().enumerate() {
+        let meds: Vec<f64> = gbps[ti].iter_mut().map(|v| median(v)).collect();
+        print!(
+            "{:>9} {:>5} {:>7}",
+            size >> 10,
+            slots,
+            slot_copy::streams(size, slots, cache)
+        );
+        for m in &meds {
+            print!(" {:>13.2} ({:>5.2}x)", m, m / meds[0]);
+        }
+        println!();
     }
 }
