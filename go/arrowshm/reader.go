@@ -31,7 +31,11 @@ import (
 // WithTrustedProducer): offsets, UTF-8, dictionary keys, union type ids,
 // null counts, dictionaries included (each dictionary once), so a damaged
 // message is an ErrCorrupt error naming its slot and sequence, never a
-// record that panics or reads garbage later (validate.go).
+// record that panics or reads garbage later (validate.go). Batches of flat
+// schemas (fixed-width, boolean, binary and utf8 columns, dictionaries of
+// those) are decoded by per-schema plans (read_plan.go, cdata_plan.go)
+// whose checks are at least as strict; what they doubt goes the general
+// way, with the same errors.
 //
 // Record batches in C-Data-offsets mode (flag 3, LAYOUT.md §8.3) are
 // decoded too, from the same copy or in place: their descriptor is checked
