@@ -33,9 +33,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{make_array, new_empty_array, ArrayRef, RecordBatch};
-use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, ScalarBuffer};
-use arrow_data::ArrayDataBuilder;
+use arrow_array::types::{
+    ArrowDictionaryKeyType, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type,
+    UInt64Type, UInt8Type,
+};
+use arrow_array::{
+    downcast_primitive, new_empty_array, ArrayRef, BinaryArray, BooleanArray, DictionaryArray,
+    FixedSizeBinaryArray, LargeBinaryArray, LargeStringArray, PrimitiveArray, RecordBatch,
+    StringArray,
+};
+use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, DataType, SchemaRef};
 
 /// How one column is laid out in the message.
@@ -246,10 +253,10 @@ impl DecodePlan {
                 // is a logic error, not a memory-safety one.
                 Some(unsafe { NullBuffer::new_unchecked(bits, null_count) })
             };
-            let mut data = ArrayDataBuilder::new(field.data_type().clone())
-                .len(rows)
-                .nulls(nulls.clone());
-            match *col {
+            // Each array is built from its typed parts (no `ArrayData`, whose
+            // buffer list is one more allocation per column, and no type
+            // dispatch on it afterwards).
+            let array: ArrayRef = match *col {
                 Column::Fixed { width, align } => {
                     let values = buffer();
                     let len = bytes(rows, width).map_err(bad)?;
@@ -261,12 +268,17 @@ impl DecodePlan {
                         return Ok(None);
                     }
                     // Whole elements only (arrow asserts on a ragged tail).
-                    data = data.add_buffer(values.slice_with_length(0, len));
+                    let values = values.slice_with_length(0, len);
+                    match fixed(field.data_type(), width, values, rows, nulls) {
+                        Some(array) => array.map_err(|e| bad(e.to_string()))?,
+                        None => return Ok(None),
+                    }
                 }
                 Column::Bool => {
                     let values = buffer();
                     need(&values, rows.div_ceil(8), 1, "values").map_err(bad)?;
-                    data = data.add_buffer(values);
+                    let values = BooleanBuffer::new(values, 0, rows);
+                    Arc::new(BooleanArray::new(values, nulls))
                 }
                 Column::Bytes { large, utf8 } => {
                     let (offsets, values) = (buffer(), buffer());
@@ -277,7 +289,37 @@ impl DecodePlan {
                     if validate {
                         check_offsets(&offsets, rows, large, &values, utf8).map_err(bad)?;
                     }
-                    data = data.add_buffer(offsets).add_buffer(values);
+                    // SAFETY: `offsets` holds `rows + 1` aligned offsets
+                    // (checked above). With validation they start at 0 or
+                    // more, never decrease, end inside `values` and (utf8)
+                    // split it into valid UTF-8 strings (check_offsets);
+                    // without it the caller vouched for the producer
+                    // (`with_skip_validation` is unsafe). `nulls` is `rows`
+                    // bits.
+                    unsafe {
+                        match (large, utf8) {
+                            (false, true) => Arc::new(StringArray::new_unchecked(
+                                offs(offsets, rows),
+                                values,
+                                nulls,
+                            )),
+                            (true, true) => Arc::new(LargeStringArray::new_unchecked(
+                                offs(offsets, rows),
+                                values,
+                                nulls,
+                            )),
+                            (false, false) => Arc::new(BinaryArray::new_unchecked(
+                                offs(offsets, rows),
+                                values,
+                                nulls,
+                            )),
+                            (true, false) => Arc::new(LargeBinaryArray::new_unchecked(
+                                offs(offsets, rows),
+                                values,
+                                nulls,
+                            )),
+                        }
+                    }
                 }
                 Column::Dict { id, key } => {
                     let keys = buffer();
@@ -293,11 +335,11 @@ impl DecodePlan {
                         // its dictionary.
                         None => new_empty_array(vt),
                     };
-                    // Checked with or without validation: `build_unchecked`
-                    // below requires the child to be of the value type, and a
-                    // schema may give one dictionary id to fields of different
-                    // value types (arrow-ipc decodes the dictionary as the
-                    // first such field's).
+                    // Checked with or without validation: the array built
+                    // below must be of the field's type, and a schema may
+                    // give one dictionary id to fields of different value
+                    // types (arrow-ipc decodes the dictionary as the first
+                    // such field's).
                     if values.data_type() != vt.as_ref() {
                         return Err(bad(format!(
                             "dictionary {id} holds {} values, the field declares {vt}",
@@ -307,17 +349,10 @@ impl DecodePlan {
                     if validate {
                         check_keys(&keys, key, rows, nulls.as_ref(), values.len()).map_err(bad)?;
                     }
-                    data = data.add_buffer(keys).add_child_data(values.to_data());
+                    dictionary(key, keys, rows, nulls, values)
                 }
-            }
-            // SAFETY: the type is the field's; the buffers are the ones that
-            // type has, long enough for `rows` and aligned for their native
-            // type (checked above); the null buffer is `rows` bits. With
-            // validation the contents arrow requires to be valid (offsets,
-            // UTF-8, dictionary keys, null count) were checked above; without
-            // it the caller vouched for the producer (`with_skip_validation`
-            // is unsafe).
-            columns.push(make_array(unsafe { data.build_unchecked() }));
+            };
+            columns.push(array);
         }
         // SAFETY: one column per field, each of the field's type (built from
         // it above), `rows` long, and nulls only in nullable fields.
@@ -327,7 +362,80 @@ impl DecodePlan {
     }
 }
 
-/// `b` has at least `len` bytes and starts aligned to `align`.
+/// The fixed-width array of type `dt` (`width` bytes a value) over
+/// `values` (`rows` whole, aligned values): `None` for a type this plan
+/// does not build (then arrow-ipc's decoder does).
+fn fixed(
+    dt: &DataType,
+    width: usize,
+    values: Buffer,
+    rows: usize,
+    nulls: Option<NullBuffer>,
+) -> Option<Result<ArrayRef, ArrowError>> {
+    macro_rules! primitive {
+        ($t:ty, $dt:ident, $values:ident, $rows:ident, $nulls:ident) => {
+            Some(
+                PrimitiveArray::<$t>::try_new(ScalarBuffer::new($values, 0, $rows), $nulls)
+                    .map(|a| Arc::new(a.with_data_type($dt.clone())) as ArrayRef),
+            )
+        };
+    }
+    match dt {
+        DataType::FixedSizeBinary(_) => Some(
+            FixedSizeBinaryArray::try_new(width as i32, values, nulls)
+                .map(|a| Arc::new(a) as ArrayRef),
+        ),
+        dt => downcast_primitive! {
+            dt => (primitive, dt, values, rows, nulls),
+            _ => None,
+        },
+    }
+}
+
+/// Offsets checked by the caller, as arrow's offset buffer.
+///
+/// # Safety
+///
+/// `offsets` holds `rows + 1` offsets from 0 or more that never decrease.
+unsafe fn offs<O: arrow_array::OffsetSizeTrait>(offsets: Buffer, rows: usize) -> OffsetBuffer<O> {
+    // SAFETY: the caller's promise, OffsetBuffer::new_unchecked's contract.
+    unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::new(offsets, 0, rows + 1)) }
+}
+
+/// The dictionary array of `keys` (`rows` aligned keys of type `key`,
+/// within `values` where not null: checked by the caller, or vouched for)
+/// into `values`.
+fn dictionary(
+    key: Key,
+    keys: Buffer,
+    rows: usize,
+    nulls: Option<NullBuffer>,
+    values: ArrayRef,
+) -> ArrayRef {
+    fn build<K: ArrowDictionaryKeyType>(
+        keys: Buffer,
+        rows: usize,
+        nulls: Option<NullBuffer>,
+        values: ArrayRef,
+    ) -> ArrayRef {
+        let keys = PrimitiveArray::<K>::new(ScalarBuffer::new(keys, 0, rows), nulls);
+        // SAFETY: every non-null key is within `values` (check_keys with
+        // validation; without it the caller vouched for the producer:
+        // `with_skip_validation` is unsafe).
+        Arc::new(unsafe { DictionaryArray::<K>::new_unchecked(keys, values) })
+    }
+    match key {
+        Key::I8 => build::<Int8Type>(keys, rows, nulls, values),
+        Key::I16 => build::<Int16Type>(keys, rows, nulls, values),
+        Key::I32 => build::<Int32Type>(keys, rows, nulls, values),
+        Key::I64 => build::<Int64Type>(keys, rows, nulls, values),
+        Key::U8 => build::<UInt8Type>(keys, rows, nulls, values),
+        Key::U16 => build::<UInt16Type>(keys, rows, nulls, values),
+        Key::U32 => build::<UInt32Type>(keys, rows, nulls, values),
+        Key::U64 => build::<UInt64Type>(keys, rows, nulls, values),
+    }
+}
+
 /// `n` elements of `width` bytes, or an error when that overflows.
 fn bytes(n: usize, width: usize) -> Result<usize, String> {
     n.checked_mul(width)

@@ -15,7 +15,7 @@ use arrow_ipc::MessageHeader;
 use arrow_schema::SchemaRef;
 
 use super::decode_plan::DecodePlan;
-use super::frame::{self, Frame};
+use super::frame::{self, Frame, VerifiedShape};
 use super::{flags, ArrowShmError};
 use crate::ring::{Consumer, Lease, Ring};
 
@@ -74,6 +74,8 @@ pub struct IpcReader {
     /// The schema's decode plan, when its columns are all flat.
     plan: Option<DecodePlan>,
     dictionaries: HashMap<i64, ArrayRef>,
+    /// The last record batch message verified (see `frame::VerifiedShape`).
+    shape: VerifiedShape,
     skip_validation: UnsafeFlag,
     copy: bool,
     bytes: u64,
@@ -99,6 +101,7 @@ impl IpcReader {
             schema: None,
             plan: None,
             dictionaries: HashMap::new(),
+            shape: VerifiedShape::default(),
             skip_validation: UnsafeFlag::new(),
             copy: false,
             bytes: 0,
@@ -268,7 +271,7 @@ impl IpcReader {
         // A panic inside arrow-ipc on data the checks of `frame::parse` did
         // not catch is still reported as corruption of this message.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let frame = frame::parse(&whole).map_err(corrupt)?;
+            let frame = frame::parse_with(&whole, Some(&mut self.shape)).map_err(corrupt)?;
             if frame.message.header_type() != want {
                 return Err(corrupt(format!(
                     "flag {flag} but the message header is {:?}",
@@ -291,7 +294,6 @@ impl IpcReader {
                     Ok(None)
                 }
                 _ => {
-                    let schema = self.schema.clone().ok_or(ArrowShmError::NoSchema)?;
                     if let Some(plan) = &self.plan {
                         let batch = frame
                             .message
@@ -306,6 +308,7 @@ impl IpcReader {
                             return Ok(Some(batch));
                         }
                     }
+                    let schema = self.schema.clone().ok_or(ArrowShmError::NoSchema)?;
                     read_batch_at(
                         &whole,
                         0,

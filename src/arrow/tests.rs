@@ -579,3 +579,37 @@ fn a_dictionary_that_failed_to_send_is_sent_again() {
         }
     }
 }
+
+/// `frame::VerifiedShape` never changes a verdict: a record batch message
+/// that differs from the verified one only in its numbers is read without
+/// verifying it again, and with any one byte of its metadata changed, the
+/// cached parse accepts exactly what a fresh parse (verifier included)
+/// accepts.
+#[test]
+fn verified_shape_skips_only_what_the_verifier_would_accept() {
+    let first = encoded(&simple(10));
+    let next = encoded(&simple(37));
+    let mut shape = frame::VerifiedShape::default();
+    frame::parse_with(&first, Some(&mut shape)).unwrap();
+    assert_eq!(shape.hits, 0);
+    let meta_end = 8 + i32::from_le_bytes(next[4..8].try_into().unwrap()) as usize;
+    let mut cached = shape.clone();
+    frame::parse_with(&next, Some(&mut cached)).unwrap();
+    assert_eq!(
+        cached.hits, 1,
+        "a batch of another length was verified again"
+    );
+    let mut hits = 0;
+    for at in 8..meta_end {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut bytes = next.clone();
+            bytes[at] ^= flip;
+            let mut cached = shape.clone();
+            let with = frame::parse_with(&bytes, Some(&mut cached)).map(|f| f.body);
+            let without = frame::parse(&bytes).map(|f| f.body);
+            assert_eq!(with, without, "byte {at} ^ {flip:#x}");
+            hits += cached.hits;
+        }
+    }
+    assert!(hits > 0, "no damaged number was read through the cache");
+}
