@@ -41,7 +41,7 @@ mod batch_reader;
 pub(crate) mod cdata_reader;
 mod cdata_writer;
 mod decode_plan;
-mod encode_plan;
+pub(crate) mod encode_plan;
 pub(crate) mod frame;
 mod owned;
 pub(crate) mod reader;

@@ -18,6 +18,7 @@ use arrow_schema::SchemaRef;
 
 use super::envelope::{Envelope, Kind, ENVELOPE_LEN};
 use super::{ReqRepError, FLAG};
+use crate::arrow::encode_plan::EncodePlan;
 use crate::arrow::frame::{self, ALIGN};
 use crate::arrow::has_dictionary;
 use crate::arrow::reader::{lease_buffer, read_batch_at};
@@ -42,12 +43,27 @@ impl Encoded {
     }
 }
 
+/// A batch laid out by [`Encoder::plan`]: its framed schema message and the
+/// length of its record batch message.
+pub(crate) type Planned = (Arc<Vec<u8>>, usize);
+
 /// Encodes batches with arrow-ipc (alignment 64), caching the framed schema
-/// message of the last schema seen.
+/// message of the last schema seen. For that schema, when it is flat and
+/// has no dictionary column, it also keeps [`IpcWriter`]'s direct encode
+/// plan (`crate::arrow::encode_plan`): [`Encoder::plan`] and
+/// [`Encoder::publish_planned`] then write the record batch message
+/// straight into the slot (one copy of each buffer, no arrow-ipc encode,
+/// no intermediate `Vec`), the same bytes as `encode` + `publish`.
+///
+/// [`IpcWriter`]: crate::arrow::IpcWriter
 pub(crate) struct Encoder {
     generator: IpcDataGenerator,
     options: IpcWriteOptions,
     last_schema: Option<(SchemaRef, Arc<Vec<u8>>)>,
+    /// The direct plan of the last schema: `None` when the schema has
+    /// columns it does not carry or dictionaries (which every message
+    /// sends, so they go through arrow-ipc), or its template was refused.
+    plan: Option<EncodePlan>,
 }
 
 impl Encoder {
@@ -57,7 +73,90 @@ impl Encoder {
             options: IpcWriteOptions::try_new(ALIGN, false, MetadataVersion::V5)
                 .expect("alignment 64 and V5 are valid options"),
             last_schema: None,
+            plan: None,
         }
+    }
+
+    /// The framed schema message of `schema` (cached for the last schema;
+    /// a new one also gets its own direct plan).
+    fn schema_message(&mut self, schema: &SchemaRef) -> Result<Arc<Vec<u8>>, ReqRepError> {
+        if let Some((s, bytes)) = &self.last_schema {
+            if Arc::ptr_eq(s, schema) || **s == **schema {
+                return Ok(bytes.clone());
+            }
+        }
+        let mut tracker = DictionaryTracker::new(false);
+        let encoded = self.generator.schema_to_bytes_with_dictionary_tracker(
+            schema,
+            &mut tracker,
+            &self.options,
+        );
+        let mut bytes = Vec::with_capacity(message_len(&encoded));
+        write_message(&mut bytes, encoded, &self.options).map_err(ReqRepError::Encode)?;
+        debug_assert_eq!(bytes.len() % ALIGN, 0);
+        let bytes = Arc::new(bytes);
+        self.last_schema = Some((schema.clone(), bytes.clone()));
+        self.plan = if schema
+            .fields()
+            .iter()
+            .any(|f| has_dictionary(f.data_type()))
+        {
+            None
+        } else {
+            EncodePlan::new(schema)
+        };
+        Ok(bytes)
+    }
+
+    /// Lays out `batch` for [`Encoder::publish_planned`]: its schema
+    /// message and the length of its record batch message, or `None` when
+    /// it goes through [`Encoder::encode`] (no plan for its schema, no
+    /// template yet — the first encoded batch with rows gives it —, no
+    /// rows, a bitmap at a bit offset). Only the last batch planned can be
+    /// published.
+    pub(crate) fn plan(
+        &mut self,
+        batch: &RecordBatch,
+    ) -> Result<Option<Planned>, ReqRepError> {
+        let schema = self.schema_message(&batch.schema())?;
+        Ok(self
+            .plan
+            .as_mut()
+            .and_then(|p| p.prepare(batch))
+            .map(|len| (schema, len)))
+    }
+
+    /// Publishes `env` (its lengths filled in here), the schema message
+    /// `schema` and the record batch message of `batch`, which
+    /// [`Encoder::plan`] just laid out (`batch_len` bytes), written straight
+    /// into the slot. Fails with [`RingError::MessageTooLarge`] before
+    /// anything is written when it does not fit.
+    pub(crate) fn publish_planned(
+        &self,
+        producer: &mut Producer,
+        mut env: Envelope,
+        schema: &[u8],
+        batch_len: usize,
+        batch: &RecordBatch,
+    ) -> Result<u64, ReqRepError> {
+        let plan = self
+            .plan
+            .as_ref()
+            .expect("Encoder::plan laid the batch out");
+        let len = ENVELOPE_LEN + schema.len() + batch_len;
+        let max = producer.max_message_size();
+        if len > max {
+            return Err(RingError::MessageTooLarge { len, max }.into());
+        }
+        env.schema_len = schema.len() as u32;
+        env.batch_len = batch_len as u32;
+        env.text_len = 0;
+        let mut slot = producer.reserve(len)?;
+        env.write_to(&mut slot[..ENVELOPE_LEN]);
+        let at = ENVELOPE_LEN + schema.len();
+        slot[ENVELOPE_LEN..at].copy_from_slice(schema);
+        plan.write(batch, &mut slot[at..len]);
+        Ok(slot.publish(len, FLAG)?)
     }
 
     /// Encodes `batch`: its schema message, one dictionary batch message
@@ -66,23 +165,7 @@ impl Encoder {
     /// its own dictionaries: nothing is remembered between messages.
     pub(crate) fn encode(&mut self, batch: &RecordBatch) -> Result<Encoded, ReqRepError> {
         let schema = batch.schema();
-        let schema_bytes = match &self.last_schema {
-            Some((s, bytes)) if Arc::ptr_eq(s, &schema) || **s == *schema => bytes.clone(),
-            _ => {
-                let mut tracker = DictionaryTracker::new(false);
-                let encoded = self.generator.schema_to_bytes_with_dictionary_tracker(
-                    &schema,
-                    &mut tracker,
-                    &self.options,
-                );
-                let mut bytes = Vec::with_capacity(message_len(&encoded));
-                write_message(&mut bytes, encoded, &self.options).map_err(ReqRepError::Encode)?;
-                debug_assert_eq!(bytes.len() % ALIGN, 0);
-                let bytes = Arc::new(bytes);
-                self.last_schema = Some((schema.clone(), bytes.clone()));
-                bytes
-            }
-        };
+        let schema_bytes = self.schema_message(&schema)?;
         // A fresh tracker: every dictionary of the batch is sent, whole
         // (never a delta), and the tracker keeps no array afterwards. It
         // learns the dictionary ids from the schema (as the schema message
@@ -100,14 +183,21 @@ impl Encoder {
             );
         }
         let mut context = IpcWriteContext::default();
-        let (dictionaries, batch) = self
+        let (dictionaries, batch_message) = self
             .generator
             .encode(batch, &mut tracker, &self.options, &mut context)
             .map_err(ReqRepError::Encode)?;
+        if batch.num_rows() > 0 {
+            if let Some(plan) = &mut self.plan {
+                if plan.needs_template() && !plan.set_template(&batch_message.ipc_message) {
+                    self.plan = None;
+                }
+            }
+        }
         Ok(Encoded {
             schema: schema_bytes,
             dictionaries,
-            batch,
+            batch: batch_message,
         })
     }
 

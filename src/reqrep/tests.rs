@@ -92,6 +92,50 @@ fn codec_round_trip_is_zero_copy_and_aligned() {
     }
 }
 
+/// Replies the worker writes through the direct plan (`Encoder::plan` +
+/// `publish_planned`) are byte for byte what `encode` + `publish` write,
+/// for every testdata kind the plan carries, with and without nulls, at a
+/// slice offset, and into slots dirtied by earlier messages.
+#[test]
+fn planned_replies_are_the_bytes_encode_and_publish_write() {
+    use alloy_testkit::testdata::{self, KINDS};
+    let ring = ring();
+    let mut rx = ring.subscribe().unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut planned_kinds = 0;
+    for kind in 0..KINDS {
+        let batches: Vec<RecordBatch> = (0..4u64)
+            .map(|i| testdata::batch(i, &[kind], 1 + 37 * i as usize, i as usize, i % 2 == 0))
+            .collect();
+        let (mut with_plan, mut without) = (Encoder::new(), Encoder::new());
+        let mut planned = 0;
+        for b in batches.iter().chain([&batches[3].slice(5, 20)]) {
+            let e = without.encode(b).unwrap();
+            without.publish(&mut tx, env(Kind::Reply), e).unwrap();
+            let want = rx.recv().unwrap().unwrap().to_vec();
+            match with_plan.plan(b).unwrap() {
+                Some((schema, len)) => {
+                    with_plan
+                        .publish_planned(&mut tx, env(Kind::Reply), &schema, len, b)
+                        .unwrap();
+                    planned += 1;
+                }
+                None => {
+                    let e = with_plan.encode(b).unwrap();
+                    with_plan.publish(&mut tx, env(Kind::Reply), e).unwrap();
+                }
+            }
+            let got = rx.recv().unwrap().unwrap().to_vec();
+            assert!(got == want, "kind {kind}: planned reply bytes differ");
+        }
+        if planned > 0 {
+            planned_kinds += 1;
+        }
+    }
+    // Every flat kind without dictionaries (the others have none planned).
+    assert!(planned_kinds >= 12, "only {planned_kinds} kinds planned");
+}
+
 #[test]
 fn plain_ipc_reader_refuses_channel_messages() {
     let ring = ring();

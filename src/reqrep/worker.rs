@@ -320,19 +320,37 @@ impl Worker {
                 return self.reply_error(env, status::PANIC, &format!("handler panicked: {what}"));
             }
         };
-        let encoded = match encoder.encode(&reply) {
-            Ok(e) => e,
+        let out = Envelope {
+            kind: Kind::Reply,
+            ..env
+        };
+        // A flat schema without dictionaries: the reply is encoded straight
+        // into the reply slot by the direct plan (once one reply of the
+        // schema went through arrow-ipc to give it its template). The reply
+        // is dropped after the publish, so a reply that shares the request's
+        // slot (e.g. a slice of it) holds it until its bytes are copied.
+        let planned = match encoder.plan(&reply) {
+            Ok(p) => p,
             Err(e) => {
                 let text = format!("cannot send the reply: {e}");
                 return self.reply_error(env, status::HANDLER, &text);
             }
         };
-        drop(reply); // releases the request slot if the reply shared it
-        let out = Envelope {
-            kind: Kind::Reply,
-            ..env
-        };
-        let sent = {
+        let sent = if let Some((schema, batch_len)) = planned {
+            let mut guard = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+            match guard.as_mut() {
+                Some(p) => encoder.publish_planned(p, out, &schema, batch_len, &reply),
+                None => Err(ReqRepError::Closed),
+            }
+        } else {
+            let encoded = match encoder.encode(&reply) {
+                Ok(e) => e,
+                Err(e) => {
+                    let text = format!("cannot send the reply: {e}");
+                    return self.reply_error(env, status::HANDLER, &text);
+                }
+            };
+            drop(reply); // releases the request slot if the reply shared it
             let mut guard = self.producer.lock().unwrap_or_else(|p| p.into_inner());
             match guard.as_mut() {
                 Some(p) => encoder.publish(p, out, encoded),
