@@ -613,3 +613,39 @@ fn verified_shape_skips_only_what_the_verifier_would_accept() {
     }
     assert!(hits > 0, "no damaged number was read through the cache");
 }
+
+/// A schema message that could not be sent (the ring full of earlier
+/// messages) is sent again by the next write with the same dictionary ids,
+/// so the retried stream decodes.
+#[test]
+fn a_schema_that_failed_to_send_keeps_its_dictionary_ids() {
+    use arrow_array::types::Int32Type;
+    use arrow_array::DictionaryArray;
+    let tags: DictionaryArray<Int32Type> = ["a", "b", "a"].into_iter().collect();
+    let b = RecordBatch::try_from_iter([("tag", Arc::new(tags) as _)]).expect("batch");
+    let r = ring(2, 1 << 16);
+    let mut consumer = r.subscribe().unwrap();
+    let mut p = r
+        .producer_builder()
+        .backpressure(Backpressure::Fail)
+        .create()
+        .unwrap();
+    p.send(b"filler", 0).unwrap();
+    p.send(b"filler", 0).unwrap();
+    let mut w = IpcWriter::new(p, b.schema()).unwrap();
+    match w.write(&b) {
+        Err(ArrowShmError::Ring(RingError::Full { .. })) => {}
+        other => panic!("expected Full for the schema message, got {other:?}"),
+    }
+    for _ in 0..2 {
+        drop(consumer.recv().unwrap().unwrap());
+    }
+    let mut reader = IpcReader::new(consumer);
+    w.write(&b).unwrap_err(); // schema and dictionary fill the ring
+    match reader.next_batch_timeout(std::time::Duration::from_millis(50)) {
+        Err(ArrowShmError::Ring(RingError::Timeout(_))) => {} // schema, dictionary, no batch
+        other => panic!("expected a timeout after the dictionary, got {other:?}"),
+    }
+    w.write(&b).unwrap();
+    assert_eq!(reader.next_batch().unwrap().expect("a batch"), b);
+}

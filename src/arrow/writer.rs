@@ -223,13 +223,19 @@ impl IpcWriter {
         if self.started {
             return Ok(());
         }
+        // A fresh tracker each attempt: numbering the schema appends its
+        // dictionary ids to the tracker, so a retry after a failed send
+        // would otherwise number them anew (1 instead of 0, …) while the
+        // batches still take the first ids.
+        let mut tracker = DictionaryTracker::new(false);
         self.bytes += publish_schema(
             &mut self.producer,
             &self.schema,
             &self.generator,
-            &mut self.tracker,
+            &mut tracker,
             &self.options,
         )?;
+        self.tracker = tracker;
         self.started = true;
         Ok(())
     }
