@@ -298,7 +298,16 @@ func (c *Consumer) pollRing() (*Lease, error) {
 		return l, err
 	}
 	for {
-		cl := c.claim.Load()    // Acquire
+		cl := c.claim.Load() // Acquire
+		if c.kind == kindBroadcast {
+			// Touch the stamp line of the sequence we wait for before
+			// loading published: the two cache misses a new message causes
+			// (header line, slot header line) then overlap instead of
+			// following each other. The value is not used (the stamp that
+			// decides is loaded in lease, after published), so this changes
+			// no ordering, only timing (LAYOUT §5.1).
+			_ = u64At(c.r.mem, c.r.lay.slotOff(cl)+slotStamp).Load()
+		}
 		p := c.published.Load() // Acquire; pairs with Publish's store
 		if cl >= p {
 			// closed is stored after the last publish, so re-reading

@@ -154,6 +154,16 @@ pub(crate) fn try_claim<W: Words>(w: &W, k: usize, exclusive: bool) -> Claim {
     }
 }
 
+/// Loads (Relaxed, value discarded) the stamp of the slot subscriber `k`
+/// claims next, so its cache line is on its way while the caller loads
+/// `published` (a timing hint only: no decision reads this value).
+#[inline]
+pub(crate) fn touch_next_stamp<W: Words>(w: &W, k: usize) {
+    let c = w.sub_claim(k).load(Ordering::Relaxed);
+    let i = (c & (w.slot_count() - 1)) as usize;
+    std::hint::black_box(w.stamp(i).load(Ordering::Relaxed));
+}
+
 /// Why a claimed slot cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BadSlot {
