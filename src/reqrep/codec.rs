@@ -114,10 +114,7 @@ impl Encoder {
     /// template yet — the first encoded batch with rows gives it —, no
     /// rows, a bitmap at a bit offset). Only the last batch planned can be
     /// published.
-    pub(crate) fn plan(
-        &mut self,
-        batch: &RecordBatch,
-    ) -> Result<Option<Planned>, ReqRepError> {
+    pub(crate) fn plan(&mut self, batch: &RecordBatch) -> Result<Option<Planned>, ReqRepError> {
         let schema = self.schema_message(&batch.schema())?;
         Ok(self
             .plan
