@@ -134,33 +134,8 @@ func TestReadPlanMatchesTheGeneralPath(t *testing.T) {
 			msgs = append([]slotMsg(nil), msgs...)
 			msgs[i].b = b
 		}
-		var opts []ReaderOption
-		if rapid.Bool().Draw(rt, "in place") {
-			opts = append(opts, WithZeroCopy())
-		}
-		if rapid.Bool().Draw(rt, "trusted") {
-			opts = append(opts, WithTrustedProducer())
-		}
-		want, _, wantErr := readPlanned(rt, msgs, append(opts, withoutReadPlan())...)
-		defer release(want)
-		got, planned, err := readPlanned(rt, msgs, opts...)
+		got, planned := readBothWays(rt, msgs, "the general path")
 		defer release(got)
-		if fmt.Sprint(err) != fmt.Sprint(wantErr) {
-			rt.Fatalf("planned: error %v, the general path's %v", err, wantErr)
-		}
-		if len(got) != len(want) {
-			rt.Fatalf("planned: %d records, the general path %d", len(got), len(want))
-		}
-		for i := range got {
-			if !got[i].Schema().Equal(want[i].Schema()) || got[i].NumRows() != want[i].NumRows() {
-				rt.Fatalf("record %d: %v, want %v", i, got[i], want[i])
-			}
-			for j := range got[i].Columns() {
-				if err := sameData(got[i].Column(j).Data(), want[i].Column(j).Data()); err != nil {
-					rt.Fatalf("record %d column %d: %v", i, j, err)
-				}
-			}
-		}
 		if !damage {
 			if err := sameRecords(recs, got); err != nil {
 				rt.Fatal(err)
@@ -178,6 +153,48 @@ func TestReadPlanMatchesTheGeneralPath(t *testing.T) {
 			}
 		}
 	})
+}
+
+// readBothWays reads msgs with the read plans and without them (general:
+// what the test calls the path without), in place or copied, validating or
+// trusted as drawn, and fails unless both give the same error text and the
+// same records, buffer for buffer. It returns the planned records (the
+// caller releases them) and how many of them the plans decoded.
+func readBothWays(rt *rapid.T, msgs []slotMsg, general string) ([]arrow.RecordBatch, uint64) {
+	var opts []ReaderOption
+	if rapid.Bool().Draw(rt, "in place") {
+		opts = append(opts, WithZeroCopy())
+	}
+	if rapid.Bool().Draw(rt, "trusted") {
+		opts = append(opts, WithTrustedProducer())
+	}
+	want, _, wantErr := readPlanned(rt, msgs, append(opts, withoutReadPlan())...)
+	defer release(want)
+	got, planned, err := readPlanned(rt, msgs, opts...)
+	ok := false
+	defer func() { // a failed check stops the test here: release what was read
+		if !ok {
+			release(got)
+		}
+	}()
+	if fmt.Sprint(err) != fmt.Sprint(wantErr) {
+		rt.Fatalf("planned: error %v, %s's %v", err, general, wantErr)
+	}
+	if len(got) != len(want) {
+		rt.Fatalf("planned: %d records, %s %d", len(got), general, len(want))
+	}
+	for i := range got {
+		if !got[i].Schema().Equal(want[i].Schema()) || got[i].NumRows() != want[i].NumRows() {
+			rt.Fatalf("record %d: %v, want %v", i, got[i], want[i])
+		}
+		for j := range got[i].Columns() {
+			if err := sameData(got[i].Column(j).Data(), want[i].Column(j).Data()); err != nil {
+				rt.Fatalf("record %d column %d: %v", i, j, err)
+			}
+		}
+	}
+	ok = true
+	return got, planned
 }
 
 func hasDictionaryColumn(s *arrow.Schema) bool {
@@ -358,33 +375,8 @@ func TestCDataFlatPlanMatchesTheGeneralWalk(t *testing.T) {
 			msgs = append([]slotMsg(nil), msgs...)
 			msgs[i].b = b
 		}
-		var opts []ReaderOption
-		if rapid.Bool().Draw(rt, "in place") {
-			opts = append(opts, WithZeroCopy())
-		}
-		if rapid.Bool().Draw(rt, "trusted") {
-			opts = append(opts, WithTrustedProducer())
-		}
-		want, _, wantErr := readPlanned(rt, msgs, append(opts, withoutReadPlan())...)
-		defer release(want)
-		got, planned, err := readPlanned(rt, msgs, opts...)
+		got, planned := readBothWays(rt, msgs, "the general walk")
 		defer release(got)
-		if fmt.Sprint(err) != fmt.Sprint(wantErr) {
-			rt.Fatalf("planned: error %v, the general walk's %v", err, wantErr)
-		}
-		if len(got) != len(want) {
-			rt.Fatalf("planned: %d records, the general walk %d", len(got), len(want))
-		}
-		for i := range got {
-			if !got[i].Schema().Equal(want[i].Schema()) || got[i].NumRows() != want[i].NumRows() {
-				rt.Fatalf("record %d: %v, want %v", i, got[i], want[i])
-			}
-			for j := range got[i].Columns() {
-				if err := sameData(got[i].Column(j).Data(), want[i].Column(j).Data()); err != nil {
-					rt.Fatalf("record %d column %d: %v", i, j, err)
-				}
-			}
-		}
 		if !damage {
 			if err := sameRecords(recs, got); err != nil {
 				rt.Fatal(err)
