@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 )
@@ -74,6 +75,80 @@ func goals13(rep *Report) []target {
 	return out
 }
 
+// goals14 are the goals of issue 14 (speed where users feel it), each
+// judged on rows and ratios of this run only.
+func goals14(rep *Report) []target {
+	one, mib := shapeByID("1-row").name, shapeByID("1-mib").name
+	var out []target
+	p50 := func(what string, r *Result, max float64) target {
+		if r == nil || r.P50NS == nil {
+			return target{what, "not measured", "not measured"}
+		}
+		return target{what, "p50 " + ns(*r.P50NS), verdict(*r.P50NS <= max)}
+	}
+	out = append(out,
+		p50("1-row batch one-way p50, busy, IPC: Go → Rust (validated) ≤ 1.0 µs", rep.findShape("shm-go-ipc", "busy", "arrow-latency", one, "validated"), 1000),
+		p50("same, Rust → Go (Go reader in place) ≤ 1.0 µs", rep.findShape("shm-rust-ipc", "busy", "arrow-latency", one, "in place"), 1000),
+		p50("1-row batch one-way p50, busy, C-Data-offsets: Go → Rust (CDataWriter.Write) ≤ 0.5 µs", rep.findShape("shm-go-cdata-write", "busy", "arrow-latency", one, "validated"), 500),
+		p50("same, Rust → Go (Go reader in place) ≤ 0.5 µs", rep.findShape("shm-rust-cdata", "busy", "arrow-latency", one, "in place"), 500),
+	)
+	what := "4 KiB batches Go → Rust, IPC ≥ 0.5× the raw ring's throughput at the same size (busy)"
+	ipc, raw := rep.find("shm-go-ipc", "busy", "throughput", 4096, 1), rep.find("shm-go", "busy", "throughput", 4096, 1)
+	if ipc != nil && raw != nil && ipc.ThroughputBytesPerS != nil && raw.ThroughputBytesPerS != nil && *raw.ThroughputBytesPerS > 0 {
+		v := *ipc.ThroughputBytesPerS / *raw.ThroughputBytesPerS
+		out = append(out, target{what, fmt.Sprintf("shm-go-ipc / shm-go throughput 4 KiB busy = %.3f", v), verdict(v >= 0.5)})
+	} else {
+		out = append(out, target{what, "not measured", "not measured"})
+	}
+	out = append(out, ratioTarget(rep, "request/reply round trip, 1 row, busy ≤ the cgo call p50", "shm-rr/cgo-oneshot round trip p50 1 row busy", func(v float64) bool { return v <= 1 }))
+	what = "request/reply round trip, " + mib + ", busy ≤ 2× the cgo call p50"
+	rr, cgo := rep.findShape("shm-rr", "busy", "roundtrip", mib, "echo"), rep.findShape("cgo-oneshot", "call", "roundtrip", mib, "echo")
+	if rr != nil && cgo != nil && rr.P50NS != nil && cgo.P50NS != nil && *cgo.P50NS > 0 {
+		v := *rr.P50NS / *cgo.P50NS
+		out = append(out, target{what, fmt.Sprintf("p50 %s vs %s = %.2f×", ns(*rr.P50NS), ns(*cgo.P50NS), v), verdict(v <= 2)})
+	} else {
+		out = append(out, target{what, "not measured", "not measured"})
+	}
+	// One-way latency against iceoryx2 and Rust against Go throughput, at
+	// every payload of the run: the worst size decides.
+	var lat, tput []string
+	worstLat, worstTput := 0.0, math.Inf(1)
+	for i := range rep.Results {
+		r := &rep.Results[i]
+		if r.Transport == "shm-rust" && r.Mode == "busy" && r.Kind == "latency" && r.P50NS != nil {
+			if ice := rep.find("iceoryx2", "busy", "latency", r.PayloadBytes, 0); ice != nil && ice.P50NS != nil && *ice.P50NS > 0 {
+				v := *r.P50NS / *ice.P50NS
+				lat = append(lat, fmt.Sprintf("%s %.2f", sizeName(r.PayloadBytes), v))
+				worstLat = math.Max(worstLat, v)
+			}
+		}
+		if r.Transport == "shm-rust" && r.Mode == "busy" && r.Kind == "throughput" && r.Consumers == 1 && r.ThroughputBytesPerS != nil {
+			if g := rep.find("shm-go", "busy", "throughput", r.PayloadBytes, 1); g != nil && g.ThroughputBytesPerS != nil && *g.ThroughputBytesPerS > 0 {
+				v := *r.ThroughputBytesPerS / *g.ThroughputBytesPerS
+				tput = append(tput, fmt.Sprintf("%s %.2f", sizeName(r.PayloadBytes), v))
+				worstTput = math.Min(worstTput, v)
+			}
+		}
+	}
+	what = "one-way latency ≤ 1.0× iceoryx2 at every payload (shm-rust / iceoryx2 p50, busy)"
+	if len(lat) == 0 {
+		out = append(out, target{what, "not measured", "not measured"})
+	} else {
+		out = append(out, target{what, strings.Join(lat, ", "), verdict(worstLat <= 1)})
+	}
+	what = "Rust slot-copy bandwidth ≥ 0.9× Go's (shm-rust / shm-go throughput, busy, 1 consumer)"
+	if len(tput) == 0 {
+		out = append(out, target{what, "not measured", "not measured"})
+	} else {
+		out = append(out, target{what, strings.Join(tput, ", "), verdict(worstTput >= 0.9)})
+	}
+	out = append(out,
+		ratioTarget(rep, "64 B one-way busy ≤ 1.5× the atomic ping-pong (Go producer)", "shm-go/atomic-pingpong p50 64 B busy", func(v float64) bool { return v <= 1.5 }),
+		ratioTarget(rep, "same, Rust producer", "shm-rust/atomic-pingpong p50 64 B busy", func(v float64) bool { return v <= 1.5 }),
+	)
+	return out
+}
+
 // goals16 are the goals of issue 16 (a live ring read by any Arrow engine).
 func goals16(rep *Report) []target {
 	_, tp := refSizesOf(rep)
@@ -142,7 +217,7 @@ func targetsTable(b *strings.Builder, rep *Report) {
 	for _, sec := range []struct {
 		title string
 		ts    []target
-	}{{"Goals of issue 13 (Arrow, like for like)", goals13(rep)}, {"Goals of issue 16 (any Arrow engine)", goals16(rep)}, {"Targets of issue 6", targets6(rep)}} {
+	}{{"Goals of issue 13 (Arrow, like for like)", goals13(rep)}, {"Goals of issue 14 (speed where users feel it)", goals14(rep)}, {"Goals of issue 16 (any Arrow engine)", goals16(rep)}, {"Targets of issue 6", targets6(rep)}} {
 		fmt.Fprintf(b, "\n## %s\n\n| goal | this run | verdict |\n|---|---|---|\n", sec.title)
 		for _, t := range sec.ts {
 			fmt.Fprintf(b, "| %s | %s | %s |\n", t.what, t.value, t.verdict)
