@@ -91,6 +91,19 @@ test-python: build
 	ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) python3 -m pytest -q -p no:cacheprovider tests/python
 	@touch target/wheels/.installed
 
+# DataFusion SQL over a live Go stream in Rust (crates/alloy-datafusion,
+# issue #16): its own cargo workspace, Cargo.lock and target dir, so neither
+# `make build` nor `make test` resolves or builds DataFusion. Not part of
+# `make test` / .ci/run: its clean build is far longer than the rest of the
+# suite (doc/README.md, "DataFusion (Rust)"). Needs bin/alloy-go (build).
+# lint-datafusion: its fmt and clippy (clippy checks every dependency again).
+.PHONY: test-datafusion lint-datafusion
+test-datafusion: build
+	cd crates/alloy-datafusion && ALLOY_REQUIRE_CROSS=$(REQUIRE_CROSS) $(CARGO) test --release --locked
+lint-datafusion:
+	cd crates/alloy-datafusion && $(CARGO) fmt --check
+	cd crates/alloy-datafusion && $(CARGO) clippy --release --locked --all-targets -- -D warnings
+
 # The demo's last step needs the alloy_shm package: built and installed only
 # when python/ or the library changed since the last install (the stamp).
 PY_PKG_SOURCES := $(shell find src python/src -name '*.rs') Cargo.toml python/Cargo.toml python/pyproject.toml
