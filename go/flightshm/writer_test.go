@@ -199,6 +199,15 @@ func TestCancelledContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
+	// gRPC tears the call down asynchronously: until it has, a Write and a
+	// Close may still complete the stream (the gateway then answers OK,
+	// rightly: it got everything). Once Done is closed, the cancellation
+	// has ended the call and every later Write reports it.
+	select {
+	case <-w.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed after the context was cancelled")
+	}
 	err = w.Write(recs[1])
 	if err == nil {
 		err = w.Close()
