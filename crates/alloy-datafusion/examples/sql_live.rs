@@ -5,19 +5,23 @@
 //!
 //! ```text
 //! cd crates/alloy-datafusion
-//! cargo run --release --example sql_live -- --ring demo \
-//!     "SELECT count(*) AS n, min(id), max(id), count(DISTINCT name) FROM live"
-//! # in another shell, at the repository root (make build):
-//! bin/alloy-go arrow-gen --ring demo --count 200 --bytes 65536   # generated batches
-//! bin/alloy-go send --ring demo some.arrow                      # or any Arrow file
+//! cargo run --release --example sql_live -- --ring demo --remove \
+//!     "SELECT count(*) AS n, min(id), max(id) FROM live"
+//! # in another shell, at the repository root (make build), any Arrow file:
+//! bin/alloy-go send --ring demo some.arrow
 //! ```
+//!
+//! The query runs with one target partition: with more, DataFusion puts a
+//! round-robin repartition over the one-partition scan, which holds
+//! batches (and so slots) ahead of the plan; `--partitions` changes it on a
+//! ring with slots to spare.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_shm::ring::Ring;
 use clap::Parser;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 #[derive(Parser)]
 #[command(about = "Run one SQL query with DataFusion over a live ring stream (the table `live`)")]
@@ -39,6 +43,10 @@ struct Args {
     /// Remove the ring when done.
     #[arg(long)]
     remove: bool,
+    /// DataFusion target partitions (more than 1 needs slots to spare: the
+    /// repartition over the scan holds batches).
+    #[arg(long, default_value_t = 1)]
+    partitions: usize,
     /// The query; the stream is the table `live`.
     sql: String,
 }
@@ -62,7 +70,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.ring, args.ring
     );
     let result = async {
-        let ctx = SessionContext::new();
+        let ctx = SessionContext::new_with_config(
+            SessionConfig::new().with_target_partitions(args.partitions.max(1)),
+        );
         ctx.register_table("live", Arc::new(alloy_datafusion::ring_table(stream)?))?;
         ctx.sql(&args.sql).await?.show().await
     }
