@@ -331,15 +331,7 @@ func cdataMsgs(t vtb, recs ...arrow.RecordBatch) []slotMsg {
 		}
 	}
 	w.Close()
-	var out []slotMsg
-	for {
-		l, err := c.Recv()
-		if err != nil {
-			return out
-		}
-		out = append(out, slotMsg{append([]byte(nil), l.Bytes()...), l.Flags()})
-		l.Release()
-	}
+	return drained(c)
 }
 
 // The C-Data-offsets flat plan decodes every batch of a flat schema

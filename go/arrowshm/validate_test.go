@@ -14,6 +14,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/ignalina/alloy/go/internal/ipcframe"
+	"github.com/ignalina/alloy/go/ring"
 )
 
 // slotMsg is one message as a producer publishes it.
@@ -35,6 +36,12 @@ func ipcMessages(t vtb, recs ...arrow.RecordBatch) []slotMsg {
 		}
 	}
 	w.Close()
+	return drained(c)
+}
+
+// drained returns copies of the messages left on c, up to the end of its
+// stream.
+func drained(c *ring.Consumer) []slotMsg {
 	var out []slotMsg
 	for {
 		l, err := c.Recv()
