@@ -84,7 +84,8 @@ fn call(
     };
     let inputs_released = arrays.iter().all(FFI_ArrowArray::is_released)
         && schemas.iter().all(|s| s.release().is_none());
-    let err = common::take_err(err);
+    // SAFETY: `err` is NULL or the library's unfreed error string.
+    let err = unsafe { common::take_err(err) };
     let result = (!out_array.is_released()).then(|| {
         // SAFETY: the library exported a valid struct array into `out_array`.
         let data = unsafe { from_ffi(out_array, &out_schema) }.unwrap();

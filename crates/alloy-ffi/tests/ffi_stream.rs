@@ -117,7 +117,8 @@ fn open(
     let opts = options.map_or(ptr::null(), |o| o as *const _);
     // SAFETY: every pointer is valid or NULL as the contract allows.
     let code = unsafe { alloy_ring_open_stream(name.as_ptr(), opts, &mut out, &mut err) };
-    (code, out, take_err(err))
+    // SAFETY: `err` is NULL or the library's unfreed error string.
+    (code, out, unsafe { take_err(err) })
 }
 
 fn options(timeout_ms: i64) -> AlloyStreamOptions {
@@ -217,7 +218,8 @@ fn open_stream_errors() {
     let code =
         unsafe { alloy_ring_open_stream(c"x".as_ptr(), ptr::null(), ptr::null_mut(), &mut err) };
     assert_eq!(code, ALLOY_ERR_NULL_POINTER);
-    assert!(take_err(err).unwrap().contains("out"));
+    // SAFETY: `err` is NULL or the library's unfreed error string.
+    assert!(unsafe { take_err(err) }.unwrap().contains("out"));
     let mut out = FFI_ArrowArrayStream::empty();
     // SAFETY: NULL ring name is what is tested; `out` is valid.
     let code =
@@ -239,7 +241,9 @@ fn publish(
     let code = unsafe {
         alloy_ring_publish_stream(name.as_ptr(), &mut input, options, &mut counts, &mut err)
     };
-    (code, counts, take_err(err), input.release().is_none())
+    // SAFETY: `err` is NULL or the library's unfreed error string.
+    let err = unsafe { take_err(err) };
+    (code, counts, err, input.release().is_none())
 }
 
 fn publish_options(mode: u32) -> AlloyPublishOptions {
