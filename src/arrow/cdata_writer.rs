@@ -182,9 +182,14 @@ impl CDataWriter {
             return Err(RingError::MessageTooLarge { len, max }.into());
         }
         self.start()?;
+        let slots = self.producer.max_slots();
         let mut slot = self.producer.reserve(len)?;
-        self.plan
-            .write(&mut slot[..len], batch.num_rows(), batch.num_columns());
+        self.plan.write(
+            &mut slot[..len],
+            batch.num_rows(),
+            batch.num_columns(),
+            slots,
+        );
         slot.publish(len, flags::CDATA_OFFSETS)?;
         self.bytes += len as u64;
         Ok(())
@@ -771,8 +776,9 @@ impl Plan {
 
     /// Writes the whole message into `out` (exactly
     /// [`message_len`](Plan::message_len) bytes): header, data area with
-    /// zeroed padding, descriptor.
-    fn write(&self, out: &mut [u8], rows: usize, columns: usize) {
+    /// zeroed padding, descriptor. `out` is a slot of a ring of `slots`
+    /// slots, which decides how buffers are copied (`copy_to_ring_slot`).
+    fn write(&self, out: &mut [u8], rows: usize, columns: usize, slots: u32) {
         debug_assert_eq!(out.len(), self.message_len());
         let desc_off = self.desc_off();
         let mut pos = HEADER_SIZE;
@@ -780,9 +786,11 @@ impl Plan {
             out[pos..p.at].fill(0);
             let dst = &mut out[p.at..p.at + p.len];
             match &p.fill {
-                Fill::Bytes { buf, start } => {
-                    crate::ring::slot_copy::copy_to_slot(dst, &buf[*start..*start + p.len])
-                }
+                Fill::Bytes { buf, start } => crate::ring::slot_copy::copy_to_ring_slot(
+                    dst,
+                    &buf[*start..*start + p.len],
+                    slots,
+                ),
                 Fill::Bits { buf, start, bits } => {
                     dst.fill(0); // set_bits ORs into the destination
                     set_bits(dst, buf, 0, *start, *bits);
@@ -866,7 +874,7 @@ pub(crate) fn encode(columns: &[ArrayData], rows: usize) -> Result<Vec<u8>, Stri
         plan.node(c, 1)?;
     }
     let mut out = vec![0xAB; plan.message_len()]; // padding must be zeroed
-    plan.write(&mut out, rows, columns.len());
+    plan.write(&mut out, rows, columns.len(), 1);
     Ok(out)
 }
 

@@ -784,7 +784,7 @@ proptest! {
 fn column_messages(a: &ArrayRef) -> Option<(Vec<u8>, Vec<u8>)> {
     let write = |p: &Plan| {
         let mut out = vec![0xAA; p.message_len()];
-        p.write(&mut out, a.len(), 1);
+        p.write(&mut out, a.len(), 1, 1);
         out
     };
     let mut flat = Plan::default();
@@ -817,4 +817,27 @@ fn flat_columns_skip_array_data_with_the_same_bytes() {
     }
     // Every primitive, boolean, fixed-size binary and byte kind of testdata.
     assert!(flat_kinds >= 25 * 10, "{flat_kinds} flat columns");
+}
+
+#[test]
+fn buffer_copies_stream_only_where_the_ring_rotation_leaves_the_cache() {
+    use crate::ring::slot_copy::{self, tests::streamed, Routine, NON_TEMPORAL_FROM};
+    // One 1 MiB values buffer (no validity): copy_to_slot streamed it into
+    // any ring; copy_to_ring_slot only where slots × 1 MiB is at least a
+    // quarter of the last-level cache (4 slots keep it cached here, 16 do
+    // not with a 32 MiB cache).
+    let rows = NON_TEMPORAL_FROM / 8;
+    let a = Int64Array::from_iter_values((0..rows as i64).map(|i| i * 3));
+    let batch = RecordBatch::try_from_iter([("v", Arc::new(a) as ArrayRef)]).expect("batch");
+    for slots in [4, 16] {
+        let r = ring(slots, (NON_TEMPORAL_FROM + (64 << 10)) as u32);
+        let before = streamed();
+        round_trip_in(&r, std::slice::from_ref(&batch)).expect("round trip");
+        let want = slot_copy::ring_slot_routine(NON_TEMPORAL_FROM, slots);
+        assert_eq!(
+            streamed() - before,
+            u64::from(want == Routine::Avx2NonTemporal),
+            "{slots} slots: {want:?}"
+        );
+    }
 }

@@ -33,7 +33,7 @@ use arrow_ipc::MessageHeader;
 use arrow_schema::{DataType, SchemaRef};
 
 use super::frame::{padded_header_len, ALIGN, CONTINUATION};
-use crate::ring::slot_copy::copy_to_slot;
+use crate::ring::slot_copy::copy_to_ring_slot;
 
 /// How one column is laid out in the message.
 #[derive(Debug, Clone, Copy)]
@@ -93,11 +93,12 @@ impl Src<'_> {
         }
     }
 
-    /// Writes the buffer into `dst` (exactly `len()` bytes).
-    fn write(&self, dst: &mut [u8]) {
+    /// Writes the buffer into `dst` (exactly `len()` bytes) in a slot of
+    /// a ring of `slots` slots.
+    fn write(&self, dst: &mut [u8], slots: u32) {
         match *self {
             Src::Empty => {}
-            Src::Bytes(b) => copy_to_slot(dst, b),
+            Src::Bytes(b) => copy_to_ring_slot(dst, b, slots),
             Src::Offsets32(o) => match o.first() {
                 Some(0) | None => dst.copy_from_slice(arrow_buffer::ToByteSlice::to_byte_slice(o)),
                 Some(&first) => {
@@ -377,8 +378,9 @@ impl EncodePlan {
     }
 
     /// Writes the message of the batch just prepared into `dst` (exactly
-    /// the length `prepare` returned).
-    pub(crate) fn write(&self, batch: &RecordBatch, dst: &mut [u8]) {
+    /// the length `prepare` returned), a slot of a ring of `slots` slots
+    /// (which decides how buffers are copied: `copy_to_ring_slot`).
+    pub(crate) fn write(&self, batch: &RecordBatch, dst: &mut [u8], slots: u32) {
         let (template, pos) = self.template.as_ref().expect("prepared with a template");
         let header = padded_header_len(template.len());
         debug_assert_eq!(dst.len(), header + self.body_len);
@@ -405,7 +407,7 @@ impl EncodePlan {
                 put(meta, pos.buffers + 16 * b, at as i64);
                 put(meta, pos.buffers + 16 * b + 8, len as i64);
                 let (data, padding) = body[at..at + len.next_multiple_of(ALIGN)].split_at_mut(len);
-                s.write(data);
+                s.write(data, slots);
                 padding.fill(0);
                 b += 1;
             }

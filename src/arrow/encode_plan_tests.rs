@@ -219,3 +219,45 @@ fn direct_encode_matches_arrow_ipc_when_a_batch_is_split() {
     assert_eq!(direct, 1, "the last batch fits");
     assert!(b.column(1).null_count() > 0);
 }
+
+#[test]
+fn buffer_copies_stream_only_where_the_ring_rotation_leaves_the_cache() {
+    use crate::ring::slot_copy::{self, tests::streamed, Routine, NON_TEMPORAL_FROM};
+    // One 1 MiB values buffer through the plan: streamed only where slots ×
+    // 1 MiB is at least a quarter of the last-level cache (as
+    // `Producer::send` decides), not in any ring as with `copy_to_slot`.
+    let rows = NON_TEMPORAL_FROM / 8;
+    let a = Int64Array::from_iter_values((0..rows as i64).map(|i| i * 5));
+    let batch = RecordBatch::try_from_iter([("v", Arc::new(a) as Arc<dyn Array>)]).expect("batch");
+    for slots in [4, 16] {
+        let ring = Ring::anonymous_builder()
+            .config(RingConfig {
+                slot_count: slots,
+                slot_size: (NON_TEMPORAL_FROM + (64 << 10)) as u32,
+                ..Default::default()
+            })
+            .create()
+            .expect("ring");
+        let mut reader = crate::arrow::IpcReader::new(ring.subscribe().expect("subscribe"));
+        let producer = ring.producer().expect("producer");
+        let mut w = IpcWriter::new(producer, batch.schema()).expect("writer");
+        // The first batch of a schema goes through arrow-ipc (it gives the
+        // plan its template); the second through the plan.
+        w.write(&batch).expect("write");
+        let before = streamed();
+        w.write(&batch).expect("write");
+        let copies = streamed() - before;
+        assert_eq!(w.direct_batches, 1, "{slots} slots: written by the plan");
+        w.close().expect("close");
+        let want = slot_copy::ring_slot_routine(NON_TEMPORAL_FROM, slots);
+        assert_eq!(
+            copies,
+            u64::from(want == Routine::Avx2NonTemporal),
+            "{slots} slots: {want:?}"
+        );
+        for _ in 0..2 {
+            let got = reader.next_batch().expect("read").expect("a batch");
+            assert!(got == batch, "{slots} slots: batch differs");
+        }
+    }
+}

@@ -140,8 +140,9 @@ impl IpcWriter {
         if let Some(plan) = &mut self.plan {
             if let Some(len) = plan.prepare(batch) {
                 if len <= self.producer.max_message_size() {
+                    let slots = self.producer.max_slots();
                     let mut slot = self.producer.reserve(len)?;
-                    plan.write(batch, &mut slot[..len]);
+                    plan.write(batch, &mut slot[..len], slots);
                     slot.publish(len, flags::IPC_RECORD_BATCH)?;
                     self.bytes += len as u64;
                     self.direct_batches += 1;

@@ -148,11 +148,12 @@ impl Encoder {
         env.schema_len = schema.len() as u32;
         env.batch_len = batch_len as u32;
         env.text_len = 0;
+        let slots = producer.max_slots();
         let mut slot = producer.reserve(len)?;
         env.write_to(&mut slot[..ENVELOPE_LEN]);
         let at = ENVELOPE_LEN + schema.len();
         slot[ENVELOPE_LEN..at].copy_from_slice(schema);
-        plan.write(batch, &mut slot[at..len]);
+        plan.write(batch, &mut slot[at..len], slots);
         Ok(slot.publish(len, FLAG)?)
     }
 

@@ -453,8 +453,8 @@ impl Producer {
         counters::note_backpressure(&self.shared, waited);
     }
 
-    /// Number of slots of the ring (used by the async producer only).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    /// Number of slots of the ring (the async producer's bound; the Arrow
+    /// writers' copy choice, `slot_copy::copy_to_ring_slot`).
     pub(crate) fn max_slots(&self) -> u32 {
         self.shared.layout.config.slot_count
     }

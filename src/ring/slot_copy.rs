@@ -36,11 +36,23 @@ pub fn copy_to_slot(dst: &mut [u8], src: &[u8]) {
 /// [`streams`] says the slot is cold, else `copy_from_slice`. Fenced as
 /// [`copy_to_slot`].
 pub fn copy_to_ring_slot(dst: &mut [u8], src: &[u8], slot_count: u32) {
-    if streams(src.len(), slot_count, last_level_cache()) && Routine::Avx2NonTemporal.is_available()
-    {
-        Routine::Avx2NonTemporal.copy(dst, src)
+    let routine = ring_slot_routine(src.len(), slot_count);
+    #[cfg(test)]
+    if routine == Routine::Avx2NonTemporal {
+        tests::STREAMED.with(|n| n.set(n.get() + 1));
+    }
+    routine.copy(dst, src)
+}
+
+/// The routine [`copy_to_ring_slot`] uses for `len` bytes into a ring of
+/// `slot_count` slots on this machine: [`Routine::Avx2NonTemporal`] where
+/// [`streams`] says so (with the [`last_level_cache`]) and the CPU has
+/// AVX2, else [`Routine::CopyFromSlice`].
+pub fn ring_slot_routine(len: usize, slot_count: u32) -> Routine {
+    if streams(len, slot_count, last_level_cache()) && Routine::Avx2NonTemporal.is_available() {
+        Routine::Avx2NonTemporal
     } else {
-        dst.copy_from_slice(src)
+        Routine::CopyFromSlice
     }
 }
 
@@ -270,8 +282,20 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    thread_local! {
+        /// Copies [`copy_to_ring_slot`] made with streaming stores on
+        /// this thread: lets the writers' tests see which path a buffer
+        /// took.
+        pub(crate) static STREAMED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// [`STREAMED`] now.
+    pub(crate) fn streamed() -> u64 {
+        STREAMED.with(|n| n.get())
+    }
 
     #[test]
     fn streams_only_large_messages_in_a_rotation_larger_than_the_cache_allows() {
