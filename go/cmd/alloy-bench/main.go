@@ -8,6 +8,8 @@
 //
 //	alloy-bench [--grid full|quick|smoke] [--out DIR] [--peer PATH] [--only a,b]
 //	            [--sections floors,latency,…] [--iceoryx2 PATH] [--pin P,C]
+//	            [--sizes 64,4MiB] [--shapes 1-row] [--modes busy] [--variants in-place]
+//	            [--iters N] [--reps N]
 //	alloy-bench doc [--check] [--doc doc/BENCHMARKS.md] [--root .]
 //
 // `doc` re-renders the generated regions of doc/BENCHMARKS.md from the
@@ -115,10 +117,16 @@ func main() {
 	flag.StringVar(&iceoryx2Bin, "iceoryx2", iceoryx2Bin, "the iceoryx2 helper binary (make bench-iceoryx2); missing: iceoryx2 is skipped")
 	flag.StringVar(&pinCPUs, "pin", pinCPUs, "PRODUCER,CONSUMER: CPUs the paired ratios' producer and consumer threads are pinned to (empty: not pinned)")
 	flag.StringVar(&sectionsFlag, "sections", "", "comma-separated sections to run: floors, latency, arrow, throughput, fanout, syscalls (default all)")
+	rowFlags()
 	flag.Parse()
 	g, ok := grids[*gridName]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "alloy-bench: unknown grid %q\n", *gridName)
+		os.Exit(2)
+	}
+	g, err := narrow(g)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "alloy-bench: %v\n", err)
 		os.Exit(2)
 	}
 	rep, err := run(g, *gridName, *helper, *only)
@@ -242,7 +250,7 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 	s.enter("latency", "one-way latency")
 	for _, size := range g.latSizes {
 		n := g.iters(size)
-		for _, busy := range []bool{true, false} {
+		for _, busy := range wantModes() {
 			what := fmt.Sprintf("%s %s ×%d", sizeName(size), modeName(busy), n)
 			s.step("shm-rust", what, func() (Result, error) {
 				return runPeer(append([]string{h, "lat", "--size", itoa(size), "--iters", strconv.Itoa(n)}, spin(busy)...)...)
@@ -261,13 +269,15 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 	// message, against the raw futex ping-pong with the same pause.
 	pi, pause := g.parkIters, parkPause
 	what := fmt.Sprintf("64 B parked ×%d (pause %v)", pi, pause)
-	s.step("futex-pingpong", what, func() (Result, error) {
-		return runPeer(h, "futex-pingpong", "--iters", strconv.Itoa(pi), "--pause-us", itoa(pause.Microseconds()))
-	})
-	s.step("shm-rust", what, func() (Result, error) {
-		return runPeer(h, "lat", "--size", "64", "--iters", strconv.Itoa(pi), "--pause-us", itoa(pause.Microseconds()))
-	})
-	s.step("shm-go", what, func() (Result, error) { return shmGoLatency(h, 64, pi, false, pause) })
+	if wantMode("parked") {
+		s.step("futex-pingpong", what, func() (Result, error) {
+			return runPeer(h, "futex-pingpong", "--iters", strconv.Itoa(pi), "--pause-us", itoa(pause.Microseconds()))
+		})
+		s.step("shm-rust", what, func() (Result, error) {
+			return runPeer(h, "lat", "--size", "64", "--iters", strconv.Itoa(pi), "--pause-us", itoa(pause.Microseconds()))
+		})
+		s.step("shm-go", what, func() (Result, error) { return shmGoLatency(h, 64, pi, false, pause) })
+	}
 	s.pairedLatency()
 
 	s.enter("arrow", "Arrow one-way latency and round trips")
@@ -276,17 +286,23 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 		// The mixed shape's strings and keys count too; a quarter of the raw
 		// rows' cap keeps the section to minutes (24 points a shape).
 		n := min(g.iters(sh.payload()*4), max(g.latMin, g.latMax/4))
-		for _, busy := range []bool{true, false} {
+		for _, busy := range wantModes() {
 			what := fmt.Sprintf("%s %s ×%d", sh.name, modeName(busy), n)
 			for _, tr := range []string{"shm-go-ipc", "shm-go-cdata-write", "shm-go-cdata"} {
 				for _, unchecked := range []bool{false, true} {
 					v := map[bool]string{false: " validated", true: " unchecked"}[unchecked]
+					if !wantVariant(v) {
+						continue
+					}
 					s.step(tr, what+v, func() (Result, error) { return arrowGoRust(h, tr, sh, n, busy, unchecked) })
 				}
 			}
 			for _, tr := range []string{"shm-rust-ipc", "shm-rust-cdata"} {
 				for _, inPlace := range []bool{true, false} {
 					v := map[bool]string{true: " in place", false: " copied"}[inPlace]
+					if !wantVariant(v) {
+						continue
+					}
 					s.step(tr, what+v, func() (Result, error) { return arrowRustGo(h, tr, sh, n, busy, inPlace) })
 				}
 			}
@@ -309,14 +325,14 @@ func run(g grid, gridName, helper, only string) (*Report, error) {
 
 	s.enter("throughput", "streaming throughput")
 	for _, size := range g.tputSizes {
-		for _, busy := range []bool{true, false} {
+		for _, busy := range wantModes() {
 			what := sizeName(size) + " " + modeName(busy)
 			s.stepMedian("shm-rust", what, func() (Result, error) {
 				return runPeer(append([]string{h, "tput", "--size", itoa(size), "--total", itoa(g.total(size))}, spin(busy)...)...)
 			})
 			s.stepMedian("shm-go", what, func() (Result, error) { return shmGoStream(h, size, g.total(size), 1, false, busy, nil) })
 		}
-		for _, busy := range []bool{true, false} {
+		for _, busy := range wantModes() {
 			for _, tr := range []string{"shm-go-ipc", "shm-go-cdata"} {
 				s.stepMedian(tr, sizeName(size)+" "+modeName(busy), func() (Result, error) {
 					return shmGoArrow(h, tr, size, g.total(size), busy)
