@@ -33,11 +33,19 @@ func newRing(t tb, slots, size uint32) *ring.Ring {
 	return r
 }
 
+// The ring's mapping (and its memfd) goes only when the ring and every
+// producer and consumer made from it are closed (ring.Ring.Close), so the
+// helpers close what they make at t's cleanup too: for a *rapid.T that is
+// the end of the check, not of the test, and a property test holds one
+// check's rings at a time (Close after the code under test closed it
+// already is ErrClosed, ignored).
+
 func producer(t tb, r *ring.Ring) *ring.Producer {
 	p, err := r.NewProducer(ring.ProducerOptions{Backpressure: ring.Backpressure{Kind: ring.Block}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.Close() })
 	return p
 }
 
@@ -46,6 +54,7 @@ func subscribe(t tb, r *ring.Ring) *ring.Consumer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { c.Close() })
 	return c
 }
 

@@ -91,13 +91,13 @@ func TestCDataGoToGo(t *testing.T) {
 		schema := randomRecord(memory.DefaultAllocator, 0, kinds, 0, 0, nulls)
 		defer schema.Release()
 
-		r := newRing(t, 16, 1<<20) // holds every record at once
+		r := newRing(rt, 16, 1<<20) // holds every record at once
 		var opts []ReaderOption
 		if zeroCopy {
 			opts = append(opts, WithZeroCopy())
 		}
-		rd := NewReader(subscribe(t, r), opts...)
-		w, err := NewCDataWriter(producer(t, r), schema.Schema())
+		rd := NewReader(subscribe(rt, r), opts...)
+		w, err := NewCDataWriter(producer(rt, r), schema.Schema())
 		if err != nil {
 			rt.Fatal(err)
 		}

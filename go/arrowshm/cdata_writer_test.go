@@ -100,9 +100,9 @@ func TestCDataBuildIsCopyFree(t *testing.T) {
 		seed := rapid.Uint64().Draw(rt, "seed")
 		ref := randomRecord(memory.DefaultAllocator, seed, kinds, rows, offset, true)
 		defer ref.Release()
-		r := newRing(t, 4, 1<<20)
-		c := subscribe(t, r)
-		w, err := NewCDataWriter(producer(t, r), ref.Schema())
+		r := newRing(rt, 4, 1<<20)
+		c := subscribe(rt, r)
+		w, err := NewCDataWriter(producer(rt, r), ref.Schema())
 		if err != nil {
 			rt.Fatal(err)
 		}
@@ -252,7 +252,7 @@ func TestCDataGoToRust(t *testing.T) {
 		defer release(want)
 		schema := randomRecord(memory.DefaultAllocator, 0, kinds, 0, 0, nulls)
 		defer schema.Release()
-		r := namedRing(t)
+		r := namedRing(rt)
 		out := filepath.Join(t.TempDir(), "out.arrows")
 		cmd := exec.Command(bin, "recv", "--ring", r.Name(), "--out", out)
 		var stderr bytes.Buffer
@@ -269,7 +269,7 @@ func TestCDataGoToRust(t *testing.T) {
 			cmd.Process.Kill()
 			rt.Fatalf("alloy recv did not say ready: %s", stderr.String())
 		}
-		w, err := NewCDataWriter(producer(t, r), schema.Schema())
+		w, err := NewCDataWriter(producer(rt, r), schema.Schema())
 		if err != nil {
 			rt.Fatal(err)
 		}

@@ -27,7 +27,7 @@ func alloyBin(t *testing.T) string {
 	return testbin.Need(t, "ALLOY_RUST_BIN", "bin/alloy")
 }
 
-func namedRing(t *testing.T) *ring.Ring {
+func namedRing(t tb) *ring.Ring {
 	cfg := ring.DefaultConfig()
 	cfg.SlotCount, cfg.SlotSize = 8, 1<<20
 	name := fmt.Sprintf("arrowshm-x-%d-%d", os.Getpid(), time.Now().UnixNano())
@@ -173,7 +173,7 @@ func checkRustToGo(t *testing.T, mode string) {
 		if zeroCopy {
 			opts = append(opts, WithZeroCopy())
 		}
-		rd := NewReader(subscribe(t, r), opts...)
+		rd := NewReader(subscribe(rt, r), opts...)
 		defer rd.Release()
 		var out bytes.Buffer
 		cmd := exec.Command(bin, "send", "--ring", r.Name(), "--mode", mode, in)
