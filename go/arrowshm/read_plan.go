@@ -1,6 +1,7 @@
 package arrowshm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"unicode/utf8"
@@ -61,6 +62,12 @@ type readPlan struct {
 	// scratch: the columns of the record being built.
 	meta    []byte
 	scratch []arrow.Array
+	// info: ipcframe.Parse of meta, when infoOK; kept for the next
+	// message, whose metadata is often the same bytes (a writer's batches
+	// of one shape): Parse and the buffer checks against the body length
+	// are then not done again.
+	info   ipcframe.Info
+	infoOK bool
 }
 
 // readColumn is how the plan reads one column.
@@ -360,6 +367,23 @@ func (p *readPlan) build(meta []byte, info ipcframe.Info, rows int64, buffer fun
 	return rec
 }
 
+// slotBuffers is the number of buffers build wraps with its buffer
+// function for the message (meta, info): the non-empty ones, validity
+// bitmaps of columns without nulls left out.
+func (p *readPlan) slotBuffers(meta []byte, info ipcframe.Info) int {
+	count, bi := 0, 0
+	for i, c := range p.cols {
+		nulls := binary.LittleEndian.Uint64(meta[info.NodesPos+16*i+8:])
+		for j := range (planColumn{kind: c.kind}).buffers() {
+			if _, n := info.Buffer(meta, bi); n != 0 && (j > 0 || nulls != 0) {
+				count++
+			}
+			bi++
+		}
+	}
+	return count
+}
+
 // readPlan is the read plan of schema, made on first use; nil if schema
 // has none.
 func (m *slotMessages) readPlan(schema *arrow.Schema) *readPlan {
@@ -393,12 +417,24 @@ func (m *slotMessages) planned(l *ring.Lease, schema *arrow.Schema) (rec arrow.R
 	if metaLen <= 0 || 8+metaLen > int64(len(b)) || (8+metaLen)%8 != 0 {
 		return nil, nil
 	}
-	p.meta = append(p.meta[:0], b[8:8+metaLen]...)
-	meta := p.meta
-	body, info, err := checkMeta(meta, b[8+metaLen:], l.Flags(), ipcframe.HeaderRecordBatch)
-	if err != nil {
-		return nil, nil
+	raw, rest := b[8:8+metaLen], b[8+metaLen:]
+	var body []byte
+	if p.infoOK && bytes.Equal(raw, p.meta) {
+		// The metadata of the last message planned, byte for byte: its
+		// Info (a function of the metadata alone) holds, and with it
+		// checkMeta's checks but the one against the bytes after it.
+		if p.info.BodyLen > int64(len(rest)) {
+			return nil, nil
+		}
+		body = rest[:p.info.BodyLen]
+	} else {
+		p.meta, p.infoOK = append(p.meta[:0], raw...), false
+		if body, p.info, err = checkMeta(p.meta, rest, l.Flags(), ipcframe.HeaderRecordBatch); err != nil {
+			return nil, nil
+		}
+		p.infoOK = true
 	}
+	meta, info := p.meta, p.info
 	rows, ok := p.check(meta, body, info, !m.trusted)
 	if !ok {
 		return nil, nil
@@ -422,6 +458,13 @@ func (m *slotMessages) planned(l *ring.Lease, schema *arrow.Schema) (rec arrow.R
 		})
 		l.Release()
 		return rec, nil
+	}
+	if p.slotBuffers(meta, info) == 1 {
+		// The one buffer in the slot (a column of fixed-width values
+		// without nulls) releases the lease itself.
+		return p.build(meta, info, rows, func(off, n int64) *memory.Buffer {
+			return memory.NewBufferWithAllocator(body[off:off+n], leaseOwner{l})
+		}), nil
 	}
 	// Each buffer in the slot holds a reference to owner, which releases
 	// the lease with its last one (as own does for the general path).
