@@ -120,12 +120,15 @@ func (f *cdataFlat) decode(owner *memory.Buffer, full bool) (rec arrow.RecordBat
 			rec, ok, err = nil, true, fmt.Errorf("%w: invalid arrays: %v", ErrCorrupt, r)
 		}
 	}()
-	// cols is scratch (the record copies it); one slab holds every node's
-	// buffer slots.
+	// cols is scratch (the record takes its columns over and the slice is
+	// cleared; a panic leaves what was built to release); one slab holds
+	// every node's buffer slots.
 	cols := f.scratch[:0]
 	defer func() {
 		for i, c := range cols {
-			c.Release()
+			if c != nil {
+				c.Release()
+			}
 			cols[i] = nil
 		}
 		f.scratch = cols[:0]
@@ -148,7 +151,9 @@ func (f *cdataFlat) decode(owner *memory.Buffer, full bool) (rec arrow.RecordBat
 		cols = append(cols, arr)
 	}
 	f.batches++
-	return array.NewRecordBatch(f.schema, cols, rows), true, nil
+	rec = newPlanRecord(f.schema, cols, rows) // takes the columns over
+	clear(cols)
+	return rec, true, nil
 }
 
 // data builds the array data of node n as the general walk does: buffers

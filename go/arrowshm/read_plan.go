@@ -317,7 +317,8 @@ func keysInRange(keys []byte, w int64, signed bool, validity []byte, voff, n int
 // bytes of each non-empty buffer (a view holding the slot, or of a copy).
 func (p *readPlan) build(meta []byte, info ipcframe.Info, rows int64, buffer func(off, n int64) *memory.Buffer) arrow.RecordBatch {
 	// One slab holds every column's buffer slots (each column's a
-	// capacity-bounded part); cols is scratch (the record copies it).
+	// capacity-bounded part); cols is scratch (the record copies it and
+	// takes its columns over).
 	slab := make([]*memory.Buffer, p.nbufs)
 	cols := p.scratch[:0]
 	bi := 0
@@ -357,11 +358,8 @@ func (p *readPlan) build(meta []byte, info ipcframe.Info, rows int64, buffer fun
 		cols = append(cols, array.MakeFromData(d))
 		d.Release()
 	}
-	rec := array.NewRecordBatch(p.schema, cols, rows)
-	for i, c := range cols {
-		c.Release()
-		cols[i] = nil
-	}
+	rec := newPlanRecord(p.schema, cols, rows) // takes the columns over
+	clear(cols)
 	p.scratch = cols[:0]
 	p.batches++
 	return rec
