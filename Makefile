@@ -138,6 +138,16 @@ bench-iceoryx2: bench-tools
 	bin/alloy-bench --grid $(ICEORYX2_GRID) --sections floors,latency \
 		--only iceoryx2,iceoryx2-event,shm-rust,shm-go,atomic-pingpong,futex-pingpong,memcpy --out target/bench/iceoryx2
 
+# Profiles of the goals of issue 14 the committed full run misses
+# (doc/TESTING.md, "Profiles of missed goals"): each goal's rows alone under
+# perf record -a, into doc/bench/profiles/<goal>.txt. Needs root and perf;
+# PROFILE_GOALS="a b" runs only those (scripts/profile-goals.sh -l lists them).
+.PHONY: profile-goals
+PROFILE_GOALS ?=
+profile-goals: bench-tools
+	$(CARGO) build --release $(PACKAGES) --features alloy-examples/bench-iceoryx2 --example bench_iceoryx2
+	bash scripts/profile-goals.sh $(PROFILE_GOALS)
+
 # The suite on a tiny grid: checks the outputs are well formed, never timings.
 bench-smoke: build
 	$(CARGO) build --release $(PACKAGES) --example bench_peer
