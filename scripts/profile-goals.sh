@@ -28,11 +28,12 @@ bench=bin/alloy-bench
 # driver's setup children, git and rustc --version, count in the share only).
 comms=alloy-bench,bench_peer,bench_iceoryx2,alloy-heartbeat
 # Symbols of the wait loops (perf's self symbols): a busy consumer's poll
-# (Rust Consumer::recv_deadline/poll/claim, Go Consumer.pollRing/poll/recv),
+# (Rust Consumer::recv_deadline/poll/claim, Go Consumer.pollRing/poll/recv,
+# an iceoryx2 subscriber's receive),
 # the Go scheduler entered from its runtime.Gosched between polls, the
 # yields and the clock reads of the deadline checks. The second list of a
 # row leaves them out: what is left is the work a message costs.
-wait_re='recv_deadline|Consumer::(poll|claim)$|try_claim|\(\*Consumer\)\.(pollRing|poll|recv)$|runtime\.(unlock2|lock2|casgstatus|findRunnable|schedule|execute|wakep|goschedImpl|gosched_m|mcall|gogo|globrunqget|globrunqgetbatch|nanotime1|pidleget|pidlegetSpinning|runqget|runqgrab|stealWork|checkTimers|resetspinning|osyield|procyield|\(\*timers\)|\(\*m\))|clock_gettime|sched_yield|__schedule|finish_task_switch|schedule$|syscall_exit_to_user_mode|entry_SYSCALL|do_syscall_64|futex'
+wait_re='recv_deadline|Consumer::(poll|claim)$|try_claim|\(\*Consumer\)\.(pollRing|poll|recv)$|runtime\.(unlock2|lock2|casgstatus|findRunnable|schedule|execute|wakep|goschedImpl|gosched_m|mcall|gogo|globrunqget|globrunqgetbatch|nanotime1|pidleget|pidlegetSpinning|runqget|runqgrab|stealWork|checkTimers|resetspinning|osyield|procyield|\(\*timers\)|\(\*m\))|clock_gettime|sched_yield|__schedule|finish_task_switch|schedule$|syscall_exit_to_user_mode|entry_SYSCALL|do_syscall_64|futex|iceoryx2::port::.*::receive$|bench_iceoryx2::Ends::recv$'
 
 # goal ID TITLE: every row of a goal, one `row` line each (LABEL ITERS ARGS…).
 goals() {
@@ -103,6 +104,10 @@ for r in rep.get("results", []):
     else:
         v = "no figure"
     print(f"{what}: {v}")
+for u in rep.get("unavailable") or []:
+    print(f"{u['transport']}: NOT MEASURED: {u['reason']}")
+if not rep.get("results"):
+    print("NO ROW MEASURED: check the flags and binaries")
 EOF
 }
 
