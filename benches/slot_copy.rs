@@ -1,7 +1,7 @@
 //! Bandwidth of copies into shared memory, the way a producer fills a slot
 //! (issue #14 §3): `copy_from_slice` (glibc `memcpy`) against the explicit
 //! routines of `alloy_shm::ring::slot_copy` (`rep movsb`, an AVX2 loop with
-//! ordinary stores, an AVX2 loop with non-temporal stores), 1–64 MiB, from
+//! ordinary stores, an AVX2 loop with non-temporal stores), 16 KiB–64 MiB, from
 //! a heap source into a fresh 64 MiB `MAP_SHARED` memfd mapping (pre-faulted
 //! once, as a ring's slots are after their first use).
 //!
@@ -10,10 +10,10 @@
 //! report is the median GB/s per (size, routine) and each routine's ratio
 //! to `copy_from_slice` in the same run.
 //!
-//! A second table copies into a rotation of a few slots (the latency
-//! ring's shape: the same `slots` destinations in turn, one lap of warm-up)
-//! with `copy_from_slice`, the non-temporal loop and the ring's own choice
-//! between them (`copy_to_ring_slot`, which streams when the rotation is at
+//! A second table copies into a rotation of slots (the shapes of the
+//! benchmark suite's throughput and latency rings: the same `slots`
+//! destinations in turn, one lap of warm-up) with each routine and the
+//! ring's own choice (`copy_to_ring_slot`, which streams when the rotation is at
 //! least a quarter of the last-level cache, see `slot_copy::streams`): while
 //! the rotation stays cached, ordinary stores win; once it does not,
 //! streaming stores do.
@@ -28,7 +28,17 @@ use alloy_shm::ring::slot_copy;
 use memmap2::MmapMut;
 
 const MIB: usize = 1 << 20;
-const SIZES: [usize; 7] = [MIB / 4, MIB, 2 * MIB, 4 * MIB, 16 * MIB, 32 * MIB, 64 * MIB];
+const SIZES: [usize; 9] = [
+    MIB / 64,
+    MIB / 16,
+    MIB / 4,
+    MIB,
+    2 * MIB,
+    4 * MIB,
+    16 * MIB,
+    32 * MIB,
+    64 * MIB,
+];
 
 /// A fresh shared mapping of `len` bytes (memfd, `MAP_SHARED`), every page
 /// touched once.
@@ -138,10 +148,14 @@ fn main() {
     }
 }
 
-/// (message size, slots) of the rotation table: the latency ring (4 slots)
-/// at 1 and 4 MiB, and rotations on either side of a 32 MiB cache's
-/// quarter.
-const ROTATIONS: [(usize, u32); 6] = [
+/// (message size, slots) of the rotation table: the throughput ring of
+/// `alloy-bench` at 16, 64 and 256 KiB (`streamSlots`: 32 MiB / size,
+/// 4..=1024, a power of two), the latency ring (4 slots) at 1 and 4 MiB,
+/// and rotations on either side of a 32 MiB cache's quarter.
+const ROTATIONS: [(usize, u32); 9] = [
+    (MIB / 64, 1024),
+    (MIB / 16, 512),
+    (MIB / 4, 128),
     (MIB, 4),
     (MIB, 16),
     (2 * MIB, 4),
@@ -150,30 +164,34 @@ const ROTATIONS: [(usize, u32); 6] = [
     (16 * MIB, 4),
 ];
 
-/// The ways of the rotation table: plain memcpy, always streaming, and the
-/// ring's choice.
+/// The ways of the rotation table: each routine this CPU can run
+/// (`copy_from_slice` first), and the ring's choice.
 #[derive(Clone, Copy)]
 enum Way {
-    Memcpy,
-    Streaming,
+    Routine(slot_copy::Routine),
     Ring,
 }
 
 impl Way {
-    const ALL: [Way; 3] = [Way::Memcpy, Way::Streaming, Way::Ring];
+    fn all() -> Vec<Way> {
+        let mut ways: Vec<Way> = slot_copy::available()
+            .into_iter()
+            .map(Way::Routine)
+            .collect();
+        ways.push(Way::Ring);
+        ways
+    }
 
     fn name(self) -> &'static str {
         match self {
-            Way::Memcpy => "copy_from_slice",
-            Way::Streaming => "avx2_nt",
+            Way::Routine(r) => r.name(),
             Way::Ring => "copy_to_ring_slot",
         }
     }
 
     fn copy(self, dst: &mut [u8], src: &[u8], slots: u32) {
         match self {
-            Way::Memcpy => dst.copy_from_slice(src),
-            Way::Streaming => slot_copy::Routine::Avx2NonTemporal.copy(dst, src),
+            Way::Routine(r) => r.copy(dst, src),
             Way::Ring => slot_copy::copy_to_ring_slot(dst, src, slots),
         }
     }
@@ -183,15 +201,16 @@ impl Way {
 /// turn, one lap of warm-up, then timed laps; median GB/s per way.
 fn rotation(rounds: usize, smoke: bool, src: &[u8], dst: &mut MmapMut) {
     let cache = slot_copy::last_level_cache();
-    let mut gbps = vec![vec![Vec::new(); Way::ALL.len()]; ROTATIONS.len()];
+    let ways = Way::all();
+    let mut gbps = vec![vec![Vec::new(); ways.len()]; ROTATIONS.len()];
     for round in 0..rounds {
         for (ti, &(size, slots)) in ROTATIONS.iter().enumerate() {
             let n = slots as usize;
             // At least ~64 MiB per measurement, whole laps.
             let reps = ((64 * MIB / size).max(1)).div_ceil(n).max(2) * n;
-            for k in 0..Way::ALL.len() {
-                let wi = (k + round) % Way::ALL.len();
-                let way = Way::ALL[wi];
+            for k in 0..ways.len() {
+                let wi = (k + round) % ways.len();
+                let way = ways[wi];
                 for i in 0..n {
                     way.copy(&mut dst[i * size..][..size], &src[..size], slots);
                 }
@@ -218,7 +237,7 @@ fn rotation(rounds: usize, smoke: bool, src: &[u8], dst: &mut MmapMut) {
         cache >> 20
     );
     print!("{:>9} {:>5} {:>7}", "size KiB", "slots", "streams");
-    for w in Way::ALL {
+    for w in &ways {
         print!(" {:>22}", w.name());
     }
     println!();

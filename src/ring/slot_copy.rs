@@ -58,9 +58,9 @@ pub fn ring_slot_routine(len: usize, slot_count: u32) -> Routine {
 
 /// Whether a copy of `len` bytes into a ring of `slot_count` slots should
 /// bypass the cache, on a machine whose last-level cache holds `cache`
-/// bytes: from [`NON_TEMPORAL_FROM`] bytes, and only when the ring's
-/// rotation (`slot_count × len`: what the producer writes before it comes
-/// back to the same slot) is at least a quarter of that cache.
+/// bytes: from [`STREAM_FROM`] bytes, and only when the ring's rotation
+/// (`slot_count × len`: what the producer writes before it comes back to
+/// the same slot) is at least a quarter of that cache.
 ///
 /// Slots are used in sequence order (LAYOUT.md §4), so a slot was last
 /// written `slot_count - 1` messages ago. While the rotation fits in the
@@ -70,12 +70,22 @@ pub fn ring_slot_routine(len: usize, slot_count: u32) -> Routine {
 /// stores, which skip that read, are faster. Measured here
 /// (`cargo bench --bench slot_copy`, its rotation table; a 32 MiB L3):
 /// 1 MiB into 4 rotating slots 1.2× faster with ordinary stores, 4 MiB
-/// into 4 slots 2–3× faster with streaming stores. The quarter is
-/// conservative because the source, the consumer and other processes
-/// share the cache too.
+/// into 4 slots 2–3× faster with streaming stores, and the throughput
+/// ring's shapes (16 KiB × 1024, 64 KiB × 512, 256 KiB × 128 slots)
+/// 2.3–2.6× faster with streaming stores, where `rep movsb` and an AVX2
+/// loop with ordinary stores run at `copy_from_slice`'s speed: the cost is
+/// reading the cold lines, not the copy loop. The quarter is conservative
+/// because the source, the consumer and other processes share the cache
+/// too.
 pub fn streams(len: usize, slot_count: u32, cache: usize) -> bool {
-    len >= NON_TEMPORAL_FROM && len.saturating_mul(slot_count as usize) >= cache / 4
+    len >= STREAM_FROM && len.saturating_mul(slot_count as usize) >= cache / 4
 }
+
+/// The shortest copy [`streams`] lets bypass the cache (in a cold
+/// rotation). Below it a message costs little either way (the 4 KiB
+/// throughput row is several times Go's), and the consumer, which reads
+/// it next, finds a written line in the cache rather than in memory.
+pub const STREAM_FROM: usize = 16 << 10;
 
 /// Bytes of the largest CPU cache, as Linux reports it for CPU 0
 /// (`/sys/devices/system/cpu/cpu0/cache/index*/size`), read once; 32 MiB
@@ -298,7 +308,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn streams_only_large_messages_in_a_rotation_larger_than_the_cache_allows() {
+    fn streams_only_from_16_kib_in_a_rotation_larger_than_the_cache_allows() {
         const MIB: usize = 1 << 20;
         let cache = 32 * MIB;
         // The latency ring of the benchmark suite (4 slots): 1 MiB stays
@@ -306,10 +316,15 @@ pub(crate) mod tests {
         assert!(!streams(MIB, 4, cache));
         assert!(streams(4 * MIB, 4, cache));
         assert!(streams(64 * MIB, 4, cache));
-        // Streaming rings: many slots, so cold even at 1 MiB.
+        // Streaming rings: many slots, so cold even at 1 MiB, and at the
+        // throughput ring's 16 KiB × 1024 and 64 KiB × 512 slots.
         assert!(streams(MIB, 32, cache));
-        // Never below NON_TEMPORAL_FROM, however large the ring.
-        assert!(!streams(NON_TEMPORAL_FROM - 1, 1 << 20, cache));
+        assert!(streams(16 << 10, 1024, cache));
+        assert!(streams(64 << 10, 512, cache));
+        // 64 KiB into the 4-slot latency ring stays cached.
+        assert!(!streams(64 << 10, 4, cache));
+        // Never below STREAM_FROM, however large the ring.
+        assert!(!streams(STREAM_FROM - 1, 1 << 20, cache));
         // A larger cache keeps more in it.
         assert!(!streams(4 * MIB, 4, 256 * MIB));
         assert!(!streams(usize::MAX, 0, cache));
