@@ -143,9 +143,19 @@ func (rd *Reader) Next() bool { return rd.NextContext(context.Background()) }
 // promptly (the consumer's futex wait is woken) and Err returns ctx.Err().
 // Like any error, cancellation ends the iteration for good.
 func (rd *Reader) NextContext(ctx context.Context) (ok bool) {
+	// The deferred calls are here, around next and its many returns, so
+	// that the compiler open-codes them (a function with more returns
+	// times defers than it open-codes runs them through the runtime).
 	var fault error
 	defer rd.afterFault(&ok, &fault)
 	defer rd.msgs.r.CatchFault(ring.TrapFaults(), &fault) // a truncated ring (ring/fault.go)
+	defer func() { rd.msgs.ctx = nil }()
+	return rd.next(ctx)
+}
+
+// next is NextContext without the fault handling; rd.msgs.ctx is set to
+// ctx once the Reader has started (NextContext clears it).
+func (rd *Reader) next(ctx context.Context) bool {
 	if errors.Is(rd.err, ring.ErrRetentionStall) {
 		rd.err = nil // the one error after which reading goes on
 	}
@@ -156,7 +166,6 @@ func (rd *Reader) NextContext(ctx context.Context) (ok bool) {
 		return false
 	}
 	rd.msgs.ctx = ctx
-	defer func() { rd.msgs.ctx = nil }()
 	rd.setCur(nil)
 	// Each message is looked at here first: records of C-Data-offsets
 	// messages are decoded by the Reader, IPC messages go on to the
