@@ -308,7 +308,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn streams_only_from_16_kib_in_a_rotation_larger_than_the_cache_allows() {
+    fn miri_streams_only_from_16_kib_in_a_rotation_larger_than_the_cache_allows() {
         const MIB: usize = 1 << 20;
         let cache = 32 * MIB;
         // The latency ring of the benchmark suite (4 slots): 1 MiB stays
