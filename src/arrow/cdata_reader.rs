@@ -13,6 +13,7 @@ use arrow_buffer::Buffer;
 use arrow_data::{layout, ArrayData, ArrayDataBuilder, BufferSpec, UnsafeFlag};
 use arrow_schema::{ArrowError, DataType, SchemaRef};
 
+use super::cdata_plan::CDataPlan;
 use super::ArrowShmError;
 
 /// `magic` of the message header.
@@ -28,9 +29,9 @@ pub(crate) const BUFFER_SIZE: usize = 16;
 /// Deepest nesting a descriptor may describe.
 pub(crate) const MAX_DEPTH: usize = 64;
 /// Bound on a node's `offset + length`.
-const MAX_EXTENT: u64 = 1 << 48;
+pub(crate) const MAX_EXTENT: u64 = 1 << 48;
 /// Buffers start at multiples of this payload offset.
-const ALIGN: u64 = 64;
+pub(crate) const ALIGN: u64 = 64;
 
 /// Why a message was refused: its framing/descriptor (`Corrupt`) or its
 /// array contents (`Decode`).
@@ -341,10 +342,8 @@ fn child_types(dt: &DataType) -> Vec<DataType> {
     }
 }
 
-/// Rebuilds the record batch of a flag-3 payload `whole` (one buffer owning
-/// the slot) with the stream's `schema`. Every array is a slice of `whole`;
-/// nothing is copied. Errors name the slot and sequence; a panic inside
-/// arrow on data the checks did not catch is reported as corruption too.
+/// [`decode_with`] without a plan: the general walk alone.
+#[cfg(test)]
 pub(crate) fn decode(
     whole: &Buffer,
     schema: &SchemaRef,
@@ -352,8 +351,32 @@ pub(crate) fn decode(
     slot: usize,
     skip_validation: &UnsafeFlag,
 ) -> Result<RecordBatch, ArrowShmError> {
+    decode_with(whole, schema, None, seq, slot, skip_validation)
+}
+
+/// Rebuilds the record batch of a flag-3 payload `whole` (one buffer owning
+/// the slot) with the stream's `schema`. Every array is a slice of `whole`;
+/// nothing is copied. Errors name the slot and sequence; a panic inside
+/// arrow on data the checks did not catch is reported as corruption too.
+///
+/// The schema's `plan` (made from `schema`), when it has one, is tried
+/// first: a batch it accepts is built directly; anything else (a shape it
+/// does not cover, or any failed check) takes the general walk, which
+/// produces the error.
+pub(crate) fn decode_with(
+    whole: &Buffer,
+    schema: &SchemaRef,
+    plan: Option<&CDataPlan>,
+    seq: u64,
+    slot: usize,
+    skip_validation: &UnsafeFlag,
+) -> Result<RecordBatch, ArrowShmError> {
+    let validate = !skip_validation.get();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        decode_inner(whole, schema, !skip_validation.get())
+        if let Some(batch) = plan.and_then(|p| p.decode(whole, validate)) {
+            return Ok(batch);
+        }
+        decode_inner(whole, schema, validate)
     }));
     match result {
         Ok(Ok(batch)) => Ok(batch),

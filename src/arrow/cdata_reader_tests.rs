@@ -280,3 +280,262 @@ fn a_hostile_buffer_count_is_refused_before_allocating() {
         }
     }
 }
+
+/// A small deterministic generator for the property test's values.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Kinds of flat columns the plan covers (and, last, two it does not).
+const FLAT_KINDS: usize = 14;
+
+/// A column of kind `kind`, `rows` long, with nulls when `nullable`.
+fn flat_column(kind: usize, rows: usize, nullable: bool, rng: &mut Rng) -> ArrayRef {
+    let valid = |rng: &mut Rng| !nullable || rng.below(4) != 0;
+    let words = ["", "a", "ß", "héllo", "tail😀", "x"];
+    match kind {
+        0 => Arc::new(Int8Array::from_iter(
+            (0..rows).map(|_| valid(rng).then(|| rng.next() as i8)),
+        )),
+        1 => Arc::new(UInt16Array::from_iter(
+            (0..rows).map(|_| valid(rng).then(|| rng.next() as u16)),
+        )),
+        2 => Arc::new(Int32Array::from_iter(
+            (0..rows).map(|_| valid(rng).then(|| rng.next() as i32)),
+        )),
+        3 => Arc::new(Int64Array::from_iter(
+            (0..rows).map(|_| valid(rng).then(|| rng.next() as i64)),
+        )),
+        4 => Arc::new(Float64Array::from_iter(
+            (0..rows).map(|_| valid(rng).then(|| rng.below(1000) as f64 / 8.0)),
+        )),
+        5 => Arc::new(
+            TimestampMillisecondArray::from_iter(
+                (0..rows).map(|_| valid(rng).then(|| rng.next() as i64 >> 20)),
+            )
+            .with_timezone("+02:00"),
+        ),
+        6 => Arc::new(BooleanArray::from_iter(
+            (0..rows).map(|_| valid(rng).then(|| rng.below(2) == 0)),
+        )),
+        7 => Arc::new(StringArray::from_iter(
+            (0..rows).map(|_| valid(rng).then(|| words[rng.below(6) as usize])),
+        )),
+        8 => Arc::new(LargeStringArray::from_iter(
+            (0..rows).map(|_| valid(rng).then(|| words[rng.below(6) as usize])),
+        )),
+        9 => {
+            Arc::new(BinaryArray::from_iter((0..rows).map(|_| {
+                valid(rng).then(|| words[rng.below(6) as usize].as_bytes())
+            })))
+        }
+        10 => Arc::new(
+            FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                (0..rows).map(|_| valid(rng).then(|| (rng.next() as u32).to_le_bytes())),
+                4,
+            )
+            .unwrap(),
+        ),
+        11 => {
+            let keys =
+                Int8Array::from_iter((0..rows).map(|_| valid(rng).then(|| rng.below(3) as i8)));
+            let values = StringArray::from(vec![Some("red"), None, Some("blue")]);
+            Arc::new(DictionaryArray::new(keys, Arc::new(values)))
+        }
+        12 => {
+            let keys =
+                UInt32Array::from_iter((0..rows).map(|_| valid(rng).then(|| rng.below(4) as u32)));
+            let values = Int64Array::from(vec![10, 20, 30, 40]);
+            Arc::new(DictionaryArray::new(keys, Arc::new(values)))
+        }
+        // Not flat: the general walk only.
+        _ => {
+            let mut l = ListBuilder::new(arrow_array::builder::Int64Builder::new());
+            for _ in 0..rows {
+                if valid(rng) {
+                    l.append_value([Some(rng.next() as i64)]);
+                } else {
+                    l.append_null();
+                }
+            }
+            Arc::new(l.finish())
+        }
+    }
+}
+
+/// The message of the flat `columns` (each `full` rows long) rewritten to describe
+/// rows `skip..full` only: the top nodes get `offset = skip` (the Rust
+/// writer writes offset 0; the Go writer's slices do not), the header the
+/// shorter row count. Returns the message and the expected batch.
+fn windowed(
+    schema: &SchemaRef,
+    columns: &[ArrayRef],
+    full: usize,
+    skip: usize,
+) -> (Vec<u8>, RecordBatch) {
+    let data: Vec<_> = columns.iter().map(|c| c.to_data()).collect();
+    let mut msg = crate::arrow::cdata_writer::encode(&data, full).unwrap();
+    let rows = full - skip;
+    let put = |m: &mut Vec<u8>, at: usize, v: u64| m[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    put(&mut msg, 8, rows as u64);
+    let mut pos = u64::from_le_bytes(msg[32..40].try_into().unwrap()) as usize;
+    let u32_at = |m: &[u8], at: usize| u32::from_le_bytes(m[at..at + 4].try_into().unwrap());
+    let sliced: Vec<ArrayRef> = columns.iter().map(|c| c.slice(skip, rows)).collect();
+    for c in &sliced {
+        let (nb, dict) = (u32_at(&msg, pos + 24), u32_at(&msg, pos + 32) & 1 == 1);
+        put(&mut msg, pos, rows as u64);
+        put(&mut msg, pos + 8, c.null_count() as u64);
+        put(&mut msg, pos + 16, skip as u64);
+        pos += NODE_SIZE + BUFFER_SIZE * nb as usize;
+        if dict {
+            pos += NODE_SIZE + BUFFER_SIZE * u32_at(&msg, pos + 24) as usize;
+        }
+    }
+    let batch = RecordBatch::try_new(schema.clone(), sliced).unwrap();
+    (msg, batch)
+}
+
+/// Damage to a message: flip a byte anywhere, flip a byte of the
+/// descriptor, or set one of its 8-byte words to a small number.
+#[derive(Debug, Clone)]
+enum Damage {
+    Flip(proptest::sample::Index, u8),
+    FlipDesc(proptest::sample::Index, u8),
+    SetDesc(proptest::sample::Index, u64),
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        (any::<proptest::sample::Index>(), 1u8..=255).prop_map(|(i, x)| Damage::Flip(i, x)),
+        (any::<proptest::sample::Index>(), 1u8..=255).prop_map(|(i, x)| Damage::FlipDesc(i, x)),
+        (any::<proptest::sample::Index>(), 0u64..80).prop_map(|(i, v)| Damage::SetDesc(i, v)),
+    ]
+}
+
+/// Applies `d` to `msg`, whose descriptor starts at `desc` (read before
+/// any damage: a flip may hit the header's `desc_off`).
+fn apply(msg: &mut [u8], desc: usize, d: &Damage) {
+    match d {
+        Damage::Flip(i, x) => {
+            let i = i.index(msg.len());
+            msg[i] ^= x;
+        }
+        Damage::FlipDesc(i, x) => {
+            let n = msg.len() - desc;
+            if n > 0 {
+                msg[desc + i.index(n)] ^= x;
+            }
+        }
+        Damage::SetDesc(i, v) => {
+            let words = (msg.len() - desc) / 8;
+            if words > 0 {
+                let at = desc + 8 * i.index(words);
+                msg[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Whether the plan and the general walk agree on `msg`: a batch the plan
+/// builds is the batch the walk builds (validated, and trusted where the
+/// message is valid); the reader's result (`decode_with`) is the walk's
+/// error where the plan declines. Returns (validated, trusted) plan results
+/// as "the plan built a batch".
+fn plan_agrees(
+    msg: &[u8],
+    schema: &SchemaRef,
+    plan: &crate::arrow::cdata_plan::CDataPlan,
+) -> Result<(bool, bool), TestCaseError> {
+    let whole = Buffer::from(msg);
+    let general = decode_inner(&whole, schema, true);
+    let planned = plan.decode(&whole, true);
+    let with = decode_with(&whole, schema, Some(plan), 7, 3, &UnsafeFlag::new());
+    let alone = decode(&whole, schema, 7, 3, &UnsafeFlag::new());
+    match (&planned, &general) {
+        (Some(p), Ok(g)) => prop_assert_eq!(p, g),
+        (Some(p), Err(_)) => {
+            return Err(TestCaseError::fail(format!(
+                "the plan accepted a message the general walk refuses: {:?}; plan built {p:?}",
+                alone.unwrap_err()
+            )))
+        }
+        (None, _) => {}
+    }
+    prop_assert_eq!(format!("{with:?}"), format!("{alone:?}"));
+    if general.is_err() {
+        return Ok((planned.is_some(), false));
+    }
+    // Valid, so the trusted paths build arrays that are safe to compare.
+    let mut skip = UnsafeFlag::new();
+    // SAFETY: the message passed full validation just above.
+    unsafe { skip.set(true) };
+    let trusted_general = decode(&whole, schema, 7, 3, &skip);
+    let trusted = plan.decode(&whole, false);
+    if let Some(t) = &trusted {
+        prop_assert_eq!(Some(t), trusted_general.as_ref().ok());
+    }
+    Ok((planned.is_some(), trusted.is_some()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+    /// The planned decode and the general walk agree on random flat
+    /// messages, valid (the plan must then build the batch) or damaged
+    /// (the plan never accepts what the walk refuses, and builds the same
+    /// arrays where both accept).
+    #[test]
+    fn plan_and_general_walk_agree(
+        kinds in proptest::collection::vec((0..FLAT_KINDS, any::<bool>()), 1..5),
+        full in 0usize..40,
+        skip in 0usize..20,
+        seed in 1u64..,
+        damages in proptest::collection::vec(damage(), 0..4),
+    ) {
+        let skip = skip.min(full);
+        let mut rng = Rng(seed);
+        let columns: Vec<ArrayRef> =
+            kinds.iter().map(|&(k, n)| flat_column(k, full, n, &mut rng)).collect();
+        let fields: Vec<_> = columns
+            .iter()
+            .zip(&kinds)
+            .enumerate()
+            .map(|(i, (c, &(_, n)))| arrow_schema::Field::new(format!("c{i}"), c.data_type().clone(), n))
+            .collect();
+        let schema: SchemaRef = Arc::new(arrow_schema::Schema::new(fields));
+        let plan = crate::arrow::cdata_plan::CDataPlan::new(&schema);
+        let flat = kinds.iter().all(|&(k, _)| k < FLAT_KINDS - 1);
+        prop_assert_eq!(plan.is_some(), flat, "plan for {:?}", schema);
+        let Some(plan) = plan else {
+            let data: Vec<_> = columns.iter().map(|c| c.to_data()).collect();
+            let msg = crate::arrow::cdata_writer::encode(&data, full).unwrap();
+            let want = RecordBatch::try_new(schema.clone(), columns).unwrap();
+            prop_assert_eq!(dec(&msg, &schema).unwrap(), want);
+            return Ok(());
+        };
+        let (mut msg, want) = windowed(&schema, &columns, full, skip);
+        let whole = Buffer::from(msg.as_slice());
+        // Undamaged: the plan builds the batch, validated and trusted.
+        prop_assert_eq!(plan.decode(&whole, true), Some(want));
+        prop_assert_eq!(plan_agrees(&msg, &schema, &plan)?, (true, true));
+        if damages.is_empty() {
+            return Ok(());
+        }
+        let desc = u64::from_le_bytes(msg[32..40].try_into().unwrap()) as usize;
+        for d in &damages {
+            apply(&mut msg, desc, d);
+        }
+        plan_agrees(&msg, &schema, &plan)?;
+    }
+}

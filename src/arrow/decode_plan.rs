@@ -47,7 +47,7 @@ use arrow_schema::{ArrowError, DataType, SchemaRef};
 
 /// How one column is laid out in the message.
 #[derive(Debug, Clone)]
-enum Column {
+pub(super) enum Column {
     /// Validity bitmap and values of `width` bytes each.
     Fixed { width: usize, align: usize },
     /// Validity bitmap and bit-packed values.
@@ -60,7 +60,7 @@ enum Column {
 
 /// The integer type of dictionary keys.
 #[derive(Debug, Clone, Copy)]
-enum Key {
+pub(super) enum Key {
     I8,
     I16,
     I32,
@@ -72,7 +72,7 @@ enum Key {
 }
 
 impl Key {
-    fn of(dt: &DataType) -> Option<Key> {
+    pub(super) fn of(dt: &DataType) -> Option<Key> {
         Some(match dt {
             DataType::Int8 => Key::I8,
             DataType::Int16 => Key::I16,
@@ -86,7 +86,7 @@ impl Key {
         })
     }
 
-    fn width(self) -> usize {
+    pub(super) fn width(self) -> usize {
         match self {
             Key::I8 | Key::U8 => 1,
             Key::I16 | Key::U16 => 2,
@@ -105,7 +105,7 @@ pub(crate) struct DecodePlan {
     buffers: usize,
 }
 
-fn plain(dt: &DataType) -> Option<Column> {
+pub(super) fn plain(dt: &DataType) -> Option<Column> {
     match dt {
         DataType::Boolean => Some(Column::Bool),
         DataType::Utf8 => Some(Column::Bytes {
@@ -365,7 +365,7 @@ impl DecodePlan {
 /// The fixed-width array of type `dt` (`width` bytes a value) over
 /// `values` (`rows` whole, aligned values): `None` for a type this plan
 /// does not build (then arrow-ipc's decoder does).
-fn fixed(
+pub(super) fn fixed(
     dt: &DataType,
     width: usize,
     values: Buffer,
@@ -397,7 +397,10 @@ fn fixed(
 /// # Safety
 ///
 /// `offsets` holds `rows + 1` offsets from 0 or more that never decrease.
-unsafe fn offs<O: arrow_array::OffsetSizeTrait>(offsets: Buffer, rows: usize) -> OffsetBuffer<O> {
+pub(super) unsafe fn offs<O: arrow_array::OffsetSizeTrait>(
+    offsets: Buffer,
+    rows: usize,
+) -> OffsetBuffer<O> {
     // SAFETY: the caller's promise, OffsetBuffer::new_unchecked's contract.
     unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::new(offsets, 0, rows + 1)) }
 }
@@ -405,7 +408,7 @@ unsafe fn offs<O: arrow_array::OffsetSizeTrait>(offsets: Buffer, rows: usize) ->
 /// The dictionary array of `keys` (`rows` aligned keys of type `key`,
 /// within `values` where not null: checked by the caller, or vouched for)
 /// into `values`.
-fn dictionary(
+pub(super) fn dictionary(
     key: Key,
     keys: Buffer,
     rows: usize,
@@ -442,7 +445,7 @@ fn bytes(n: usize, width: usize) -> Result<usize, String> {
         .ok_or_else(|| format!("{n} elements of {width} bytes overflow"))
 }
 
-fn aligned(b: &Buffer, align: usize) -> bool {
+pub(super) fn aligned(b: &Buffer, align: usize) -> bool {
     (b.as_ptr() as usize) % align == 0
 }
 
@@ -458,7 +461,7 @@ fn need(b: &Buffer, len: usize, align: usize, what: &str) -> Result<(), String> 
 
 /// Offsets from 0 or more, never decreasing, ending inside `values`; for
 /// utf8, valid UTF-8 split only at character boundaries.
-fn check_offsets(
+pub(super) fn check_offsets(
     offsets: &Buffer,
     rows: usize,
     large: bool,
@@ -513,7 +516,7 @@ fn check_offsets_of<O: Copy + Into<i64>>(
 }
 
 /// Every key of a non-null slot is within `0..dict_len`.
-fn check_keys(
+pub(super) fn check_keys(
     keys: &Buffer,
     key: Key,
     rows: usize,

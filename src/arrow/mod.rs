@@ -38,6 +38,7 @@
 //! [`in_mapping_all`] for the zero-copy check, dictionaries included).
 
 mod batch_reader;
+mod cdata_plan;
 pub(crate) mod cdata_reader;
 mod cdata_writer;
 mod decode_plan;

@@ -14,6 +14,7 @@ use arrow_ipc::reader::{read_dictionary_impl, RecordBatchDecoder};
 use arrow_ipc::MessageHeader;
 use arrow_schema::SchemaRef;
 
+use super::cdata_plan::CDataPlan;
 use super::decode_plan::DecodePlan;
 use super::frame::{self, Frame, VerifiedShape};
 use super::{flags, ArrowShmError};
@@ -73,6 +74,8 @@ pub struct IpcReader {
     schema: Option<SchemaRef>,
     /// The schema's decode plan, when its columns are all flat.
     plan: Option<DecodePlan>,
+    /// The schema's C-Data-offsets plan, when its columns are all flat.
+    cdata_plan: Option<CDataPlan>,
     dictionaries: HashMap<i64, ArrayRef>,
     /// The last record batch message verified (see `frame::VerifiedShape`).
     shape: VerifiedShape,
@@ -100,6 +103,7 @@ impl IpcReader {
             consumer,
             schema: None,
             plan: None,
+            cdata_plan: None,
             dictionaries: HashMap::new(),
             shape: VerifiedShape::default(),
             skip_validation: UnsafeFlag::new(),
@@ -243,9 +247,10 @@ impl IpcReader {
                 }
                 let schema = self.schema.clone().ok_or(ArrowShmError::NoSchema)?;
                 let whole = self.payload(lease);
-                return super::cdata_reader::decode(
+                return super::cdata_reader::decode_with(
                     &whole,
                     &schema,
+                    self.cdata_plan.as_ref(),
                     seq,
                     slot,
                     &self.skip_validation,
@@ -371,6 +376,7 @@ impl IpcReader {
             None => {
                 let schema = Arc::new(schema);
                 self.plan = DecodePlan::new(&schema);
+                self.cdata_plan = CDataPlan::new(&schema);
                 self.schema = Some(schema);
                 Ok(())
             }
