@@ -405,6 +405,26 @@ func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error)
 		if l, err := c.poll(); l != nil || err != nil {
 			return l, err
 		}
+		if c.opts.Wait == Spin {
+			// The cancellation, the deadline and the peers are looked at
+			// on the first round and then every spinChecks rounds: a
+			// context's Err and the clock cost more than a poll.
+			if rounds%spinChecks == 0 {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				if !deadline.IsZero() && !time.Now().Before(deadline) {
+					return nil, ErrTimeout
+				}
+				if rounds > 0 {
+					if l, err := c.checkPeers(); l != nil || err != nil {
+						return l, err
+					}
+				}
+			}
+			b.spin()
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -415,15 +435,6 @@ func (c *Consumer) recv(ctx context.Context, deadline time.Time) (*Lease, error)
 				return nil, ErrTimeout
 			}
 			slice = min(slice, left)
-		}
-		if c.opts.Wait == Spin {
-			if rounds%spinChecks == spinChecks-1 {
-				if l, err := c.checkPeers(); l != nil || err != nil {
-					return l, err
-				}
-			}
-			b.spin()
-			continue
 		}
 		if b.snooze() {
 			continue

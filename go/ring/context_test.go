@@ -167,3 +167,38 @@ func TestSpinProducerWaitsWithoutTheFutex(t *testing.T) {
 		t.Fatalf("a Spin producer registered %d space waiter(s)", n)
 	}
 }
+
+// A spinning consumer looks at its deadline only every spinChecks rounds
+// (the clock costs more than a poll), yet still times out promptly, and a
+// zero timeout polls once and gives up.
+func TestSpinRecvTimeoutIsPrompt(t *testing.T) {
+	r := anonRing(t, small)
+	c, err := r.Subscribe(ConsumerOptions{Wait: Spin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := mustProducer(t, r, Backpressure{})
+	defer p.Close()
+	t0 := time.Now()
+	if l, err := c.RecvTimeout(0); l != nil || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("RecvTimeout(0) on an empty ring: %v, %v; want ErrTimeout", l, err)
+	}
+	const d = 50 * time.Millisecond
+	t1 := time.Now()
+	if l, err := c.RecvTimeout(d); l != nil || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("RecvTimeout(%v) on an empty ring: %v, %v; want ErrTimeout", d, l, err)
+	}
+	if late := time.Since(t1) - d; late > promptly {
+		t.Errorf("RecvTimeout(%v) returned %v late", d, late)
+	}
+	if zero := t1.Sub(t0); zero > promptly {
+		t.Errorf("RecvTimeout(0) took %v", zero)
+	}
+	mustSend(t, p, []byte("x"), 0)
+	if l, err := c.RecvTimeout(0); err != nil || string(l.Bytes()) != "x" {
+		t.Fatalf("RecvTimeout(0) with a message waiting: %v, %v", l, err)
+	} else {
+		l.Release()
+	}
+}
