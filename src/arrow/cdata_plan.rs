@@ -41,6 +41,7 @@ use arrow_array::{
     ArrayRef, BinaryArray, BooleanArray, LargeBinaryArray, LargeStringArray, RecordBatch,
     StringArray,
 };
+use arrow_buffer::bit_chunk_iterator::UnalignedBitChunk;
 use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer};
 use arrow_schema::{DataType, SchemaRef};
 
@@ -222,44 +223,58 @@ impl Cursor<'_> {
         })
     }
 
-    /// The next buffer entry as a slice of the payload (empty if absent),
-    /// `None` unless it is absent or a 64-aligned range of the data area.
-    fn buffer(&mut self) -> Option<Buffer> {
+    /// The next buffer entry's payload range `(offset, length)`, `(0, 0)`
+    /// if absent; `None` unless it is absent or a 64-aligned range of the
+    /// data area.
+    fn entry(&mut self) -> Option<(usize, usize)> {
         let b = self.whole.get(self.pos..self.pos + BUFFER_SIZE)?;
         self.pos += BUFFER_SIZE;
         let (off, len) = (u64_at(b, 0), u64_at(b, 8));
         if len == 0 {
-            return (off == 0).then(|| self.whole.slice_with_length(0, 0));
+            return (off == 0).then_some((0, 0));
         }
         let end = off.checked_add(len)?;
         if off % ALIGN != 0 || off < HEADER_SIZE as u64 || end > self.data_end {
             return None;
         }
-        Some(self.whole.slice_with_length(off as usize, len as usize))
+        Some((off as usize, len as usize))
+    }
+
+    /// The next buffer entry as a slice of the payload (empty if absent).
+    fn buffer(&mut self) -> Option<Buffer> {
+        let (off, len) = self.entry()?;
+        Some(self.whole.slice_with_length(off, len))
     }
 
     /// The node's validity buffer as its null buffer (`None` inside when
     /// it has no nulls); the outer `None` when the bitmap is too short,
     /// missing for nulls, or (validating) disagrees with the null count.
+    /// The payload is sliced only for a bitmap that is used.
     fn validity(&mut self, node: &Node, validate: bool) -> Option<Option<NullBuffer>> {
-        let v = self.buffer()?;
-        if v.is_empty() {
+        let (off, len) = self.entry()?;
+        if len == 0 {
             return (node.null_count == 0).then_some(None);
         }
-        if v.len() < (node.offset + node.length).div_ceil(8) {
+        if len < (node.offset + node.length).div_ceil(8) {
             return None;
         }
-        if !validate && node.null_count == 0 {
-            // Trusted: the general walk ignores the bitmap too.
-            return Some(None);
-        }
-        let bits = BooleanBuffer::new(v, node.offset, node.length);
-        if validate && node.length - bits.count_set_bits() != node.null_count {
-            return None;
+        if validate {
+            let bitmap = &self.whole[off..off + len];
+            let set = UnalignedBitChunk::new(bitmap, node.offset, node.length).count_ones();
+            if node.length - set != node.null_count {
+                return None;
+            }
         }
         if node.null_count == 0 {
+            // No nulls (validating, counted; trusted, the general walk
+            // ignores the bitmap too): no slice of the payload needed.
             return Some(None);
         }
+        let bits = BooleanBuffer::new(
+            self.whole.slice_with_length(off, len),
+            node.offset,
+            node.length,
+        );
         // SAFETY: validating, the count was just checked against the
         // bitmap; trusted, the reader opted out of validation for its
         // producer (`IpcReader::with_skip_validation` is unsafe) and the
