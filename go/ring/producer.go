@@ -392,9 +392,9 @@ func (p *Producer) Publish(n int, flags uint32) error {
 	p.reserved = false
 	slot := p.r.lay.slotOff(p.next)
 	m := p.r.mem
-	u32At(m, slot+slotLen).Store(uint32(n)) // Relaxed in §4; ordered by the stamp
-	u32At(m, slot+slotFlags).Store(flags)
-	u32At(m, slot+slotGen).Store(p.gen) // LAYOUT §4.1; ordered by the stamp
+	storeRelaxed32(m, slot+slotLen, uint32(n)) // Relaxed in §4; ordered by the stamp
+	storeRelaxed32(m, slot+slotFlags, flags)
+	storeRelaxed32(m, slot+slotGen, p.gen) // LAYOUT §4.1; ordered by the stamp
 	p.last = p.receivers
 	// Release: pairs with the consumer's Acquire load of the stamp, which
 	// then sees the payload, len and flags.
