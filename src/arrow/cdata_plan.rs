@@ -37,17 +37,14 @@
 
 use std::sync::Arc;
 
-use arrow_array::{
-    ArrayRef, BinaryArray, BooleanArray, LargeBinaryArray, LargeStringArray, RecordBatch,
-    StringArray,
-};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_buffer::bit_chunk_iterator::UnalignedBitChunk;
 use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer};
 use arrow_schema::{DataType, SchemaRef};
 
 use super::cdata_reader::{parse_header, ALIGN, BUFFER_SIZE, HEADER_SIZE, MAX_EXTENT, NODE_SIZE};
 use super::decode_plan::{
-    aligned, check_keys, check_offsets, dictionary, fixed, offs, plain, Column, Key,
+    aligned, bytes_array, check_keys, check_offsets, dictionary, fixed, plain, Column, Key,
 };
 use crate::layout::{get_u32 as u32_at, get_u64 as u64_at};
 
@@ -341,30 +338,7 @@ impl Cursor<'_> {
                 // valid UTF-8 strings (check_offsets); trusted, the reader
                 // vouched for its producer (`with_skip_validation` is
                 // unsafe), as for the general walk. `nulls` is `rows` bits.
-                unsafe {
-                    match (large, utf8) {
-                        (false, true) => Arc::new(StringArray::new_unchecked(
-                            offs(offsets, rows),
-                            values,
-                            nulls,
-                        )),
-                        (true, true) => Arc::new(LargeStringArray::new_unchecked(
-                            offs(offsets, rows),
-                            values,
-                            nulls,
-                        )),
-                        (false, false) => Arc::new(BinaryArray::new_unchecked(
-                            offs(offsets, rows),
-                            values,
-                            nulls,
-                        )),
-                        (true, false) => Arc::new(LargeBinaryArray::new_unchecked(
-                            offs(offsets, rows),
-                            values,
-                            nulls,
-                        )),
-                    }
-                }
+                unsafe { bytes_array(large, utf8, offsets, rows, values, nulls) }
             }
             Column::Dict { .. } => return None,
         })

@@ -296,30 +296,7 @@ impl DecodePlan {
                     // without it the caller vouched for the producer
                     // (`with_skip_validation` is unsafe). `nulls` is `rows`
                     // bits.
-                    unsafe {
-                        match (large, utf8) {
-                            (false, true) => Arc::new(StringArray::new_unchecked(
-                                offs(offsets, rows),
-                                values,
-                                nulls,
-                            )),
-                            (true, true) => Arc::new(LargeStringArray::new_unchecked(
-                                offs(offsets, rows),
-                                values,
-                                nulls,
-                            )),
-                            (false, false) => Arc::new(BinaryArray::new_unchecked(
-                                offs(offsets, rows),
-                                values,
-                                nulls,
-                            )),
-                            (true, false) => Arc::new(LargeBinaryArray::new_unchecked(
-                                offs(offsets, rows),
-                                values,
-                                nulls,
-                            )),
-                        }
-                    }
+                    unsafe { bytes_array(large, utf8, offsets, rows, values, nulls) }
                 }
                 Column::Dict { id, key } => {
                     let keys = buffer();
@@ -403,6 +380,51 @@ pub(super) unsafe fn offs<O: arrow_array::OffsetSizeTrait>(
 ) -> OffsetBuffer<O> {
     // SAFETY: the caller's promise, OffsetBuffer::new_unchecked's contract.
     unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::new(offsets, 0, rows + 1)) }
+}
+
+/// The utf8 / binary array (`large`: 64-bit offsets) of `rows` strings cut
+/// from `values` by `offsets`.
+///
+/// # Safety
+///
+/// `offsets` holds `rows + 1` aligned offsets of the width `large` names,
+/// from 0 or more, never decreasing and ending inside `values`; with `utf8`
+/// they split `values` into valid UTF-8 strings. `nulls`, if any, is `rows`
+/// bits.
+pub(super) unsafe fn bytes_array(
+    large: bool,
+    utf8: bool,
+    offsets: Buffer,
+    rows: usize,
+    values: Buffer,
+    nulls: Option<NullBuffer>,
+) -> ArrayRef {
+    // SAFETY: the caller's promise, the contract of `offs` and of the
+    // arrays' new_unchecked.
+    unsafe {
+        match (large, utf8) {
+            (false, true) => Arc::new(StringArray::new_unchecked(
+                offs(offsets, rows),
+                values,
+                nulls,
+            )),
+            (true, true) => Arc::new(LargeStringArray::new_unchecked(
+                offs(offsets, rows),
+                values,
+                nulls,
+            )),
+            (false, false) => Arc::new(BinaryArray::new_unchecked(
+                offs(offsets, rows),
+                values,
+                nulls,
+            )),
+            (true, false) => Arc::new(LargeBinaryArray::new_unchecked(
+                offs(offsets, rows),
+                values,
+                nulls,
+            )),
+        }
+    }
 }
 
 /// The dictionary array of `keys` (`rows` aligned keys of type `key`,
