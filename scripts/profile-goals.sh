@@ -59,6 +59,12 @@ row|reference: iceoryx2 1 MiB busy|60000|--sections latency --only iceoryx2 --si
 slotcopy-64kib-rust-vs-go|Rust slot-copy bandwidth ≥ 0.9× Go's at 64 KiB (shm-rust / shm-go throughput, busy, 1 consumer)
 row|shm-rust 64 KiB throughput busy|400000|--sections throughput --only shm-rust --sizes 64KiB --modes busy --reps 1
 row|reference: shm-go 64 KiB throughput busy|400000|--sections throughput --only shm-go --sizes 64KiB --modes busy --reps 1
+oneway-512b-vs-iceoryx2|one-way latency ≤ 1.0× iceoryx2 at 512 B (shm-rust / iceoryx2 p50, busy)
+row|shm-rust 512 B busy|200000|--sections latency --only shm-rust --sizes 512 --modes busy
+row|reference: iceoryx2 512 B busy|200000|--sections latency --only iceoryx2 --sizes 512 --modes busy
+slotcopy-16mib-rust-vs-go|Rust slot-copy bandwidth ≥ 0.9× Go's at 16 MiB (shm-rust / shm-go throughput, busy, 1 consumer)
+row|shm-rust 16 MiB throughput busy|1600|--sections throughput --only shm-rust --sizes 16MiB --modes busy --reps 1
+row|reference: shm-go 16 MiB throughput busy|1600|--sections throughput --only shm-go --sizes 16MiB --modes busy --reps 1
 oneway-64b-vs-pingpong|64 B one-way busy ≤ 1.5× the atomic ping-pong (Go and Rust producers)
 row|shm-go 64 B busy|200000|--sections latency --only shm-go --sizes 64 --modes busy
 row|shm-rust 64 B busy|200000|--sections latency --only shm-rust --sizes 64 --modes busy
